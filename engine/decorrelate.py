@@ -1,0 +1,94 @@
+"""Noise Decorrelation (ND): make the L residual maps orthogonal and re-scale them to their levels.
+
+Owns the L×L algebra of METHOD.md §2: the covariance of the flattened maps, Σ^(-1/2) by
+Newton–Schulz iterations, and the one linear transform that turns raw backbone maps into
+decorrelated maps whose standard deviations are exactly the levels. Pure torch, any device,
+differentiable (training runs it per patch, inference per frame).
+
+The whole step is expressed as one L×L matrix T applied to the raw maps, so a frame costs one
+pass to measure the covariance and one pass to apply T; everything else is on L×L matrices,
+computed in float64 because near-collinear maps make Σ ill-conditioned (METHOD.md, pitfalls).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Newton–Schulz converges for eigenvalues of the trace-normalised Σ in (0, 3); an eigenvalue λ needs
+# about log(1/√λ)/log(1.5) iterations. This many covers λ down to ~1e-12, i.e. maps correlated at
+# 0.999999, which random or badly trained backbones do produce.
+NS_MAX_ITERS = 80
+# Stop early once P Σ P is this close to the identity (max abs entry); far below the 0.01 bound.
+NS_TOL = 1e-7
+# Ridge relative to the mean eigenvalue; keeps a degenerate Σ (two identical maps) invertible.
+RIDGE = 1e-10
+
+
+def covariance(maps: torch.Tensor) -> torch.Tensor:
+    """Covariance of each map flattened: maps (B, L, ...) → (B, L, L) float64.
+
+    Computed as (N Nᵀ − M μ μᵀ)/(M − 1) so no centred copy of the maps is made.
+    """
+    b, l = maps.shape[:2]
+    flat = maps.reshape(b, l, -1).float()  # (B, L, M)
+    m = flat.shape[-1]
+    gram = torch.bmm(flat, flat.transpose(1, 2)).double()  # (B, L, L)
+    mean = flat.mean(dim=-1, dtype=torch.float64)  # (B, L)
+    cov = (gram - m * mean[:, :, None] * mean[:, None, :]) / max(m - 1, 1)
+    return cov
+
+
+def inv_sqrt_newton_schulz(cov: torch.Tensor, iters: int | None = None, tol: float = NS_TOL) -> torch.Tensor:
+    """Σ^(-1/2) for a batch of SPD matrices (B, L, L), by the coupled Newton–Schulz iteration.
+
+    Σ is divided by its trace first (eigenvalues then lie in (0, 1], where the iteration converges)
+    and the result is rescaled. With `iters` given, exactly that many iterations run (training,
+    differentiable); with None the loop runs until P Σ P is within `tol` of I or NS_MAX_ITERS.
+    """
+    b, l, _ = cov.shape
+    eye = torch.eye(l, dtype=cov.dtype, device=cov.device).expand(b, l, l)
+    trace = cov.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30)[:, None, None]  # (B, 1, 1)
+    a = cov / trace + RIDGE * eye / l
+    y, z = a, eye.clone()  # y → A^(1/2), z → A^(-1/2)
+    n = iters if iters is not None else NS_MAX_ITERS
+    for _ in range(n):
+        t = 0.5 * (3.0 * eye - z @ y)
+        y, z = y @ t, t @ z
+        if iters is None and (z @ a @ z - eye).abs().amax() < tol:
+            break
+    return z / trace.sqrt()
+
+
+def transform(cov_raw: torch.Tensor, levels: torch.Tensor, iters: int | None = None) -> torch.Tensor:
+    """The L×L matrix T (B, L, L) with Ñ = T · raw: normalise, decorrelate, re-scale to the levels.
+
+    cov_raw: covariance of the raw backbone maps (B, L, L); levels: (L,) standard deviations in the
+    maps' own units. Step 1 (eq. 3) scales raw map i to std l_i (D); step 2 whitens (P = Σ_N^(-1/2));
+    step 3 re-scales each whitened map to std l_i using the closed-form variances of P Σ_N Pᵀ.
+    """
+    lv = levels.to(cov_raw)
+    std_raw = cov_raw.diagonal(dim1=1, dim2=2).clamp_min(1e-30).sqrt()  # (B, L)
+    d = lv[None, :] / std_raw  # (B, L)  eq. 3 normalisation
+    cov_n = cov_raw * d[:, :, None] * d[:, None, :]  # D Σ D
+    p = inv_sqrt_newton_schulz(cov_n, iters)
+    var_white = (p @ cov_n @ p.transpose(1, 2)).diagonal(dim1=1, dim2=2).clamp_min(1e-30)  # (B, L)
+    rescale = lv[None, :] / var_white.sqrt()
+    return rescale[:, :, None] * p * d[:, None, :]  # diag(rescale) · P · D
+
+
+def decorrelate(raw: torch.Tensor, levels: torch.Tensor, iters: int | None = None) -> torch.Tensor:
+    """raw (B, L, C, H, W) backbone maps → decorrelated maps of the same shape, map i with std l_i."""
+    b, l = raw.shape[:2]
+    t = transform(covariance(raw), levels, iters).to(raw.dtype if raw.is_floating_point() else torch.float32)
+    out = torch.bmm(t.float(), raw.reshape(b, l, -1).float())  # (B, L, M)
+    return out.reshape(raw.shape)
+
+
+def offdiag_corr_max(maps: torch.Tensor) -> float:
+    """Largest absolute off-diagonal correlation between the maps (B, L, ...), over the batch."""
+    cov = covariance(maps)
+    std = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-30).sqrt()
+    corr = cov / (std[:, :, None] * std[:, None, :])
+    l = corr.shape[-1]
+    off = corr - torch.diag_embed(corr.diagonal(dim1=1, dim2=2))
+    return float(off.abs().amax()) if l > 1 else 0.0

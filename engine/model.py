@@ -1,0 +1,197 @@
+"""The RCD network in one file: config, backbone, multi-level head, Noise Decorrelation, AutoTune.
+
+Owns the mapping noisy frame → (L decorrelated residual maps, AutoTune coefficients) of
+METHOD.md. It knows nothing of devices, files, threads or uint8 frames (see denoiser.py).
+
+Units: images are float in [0, 1] (8-bit value / 255); levels are configured in 8-bit units and
+used internally divided by 255. A map at level l has standard deviation l/255 after decorrelation.
+
+Backbone: a small U-Net that starts with a 2×2 pixel-unshuffle (as FFDNet does) so almost all
+work happens at 1/2, 1/4 and 1/8 resolution — the only way to stay under the FLOP budgets of the
+presets at 1280×720. The head predicts 3·L channels at 1/2 resolution and pixel-shuffles them up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine import decorrelate as nd
+
+# The three downsamplings (unshuffle 2, then two stride-2 convs) need sizes divisible by 8.
+PAD_MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class RCDConfig:
+    name: str = "live"
+    # 8-bit units, increasing. Five for the live model: every level is a full-size map that each
+    # frame writes once and the blend reads once, so L sets the memory traffic per frame.
+    levels: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 50.0)
+    widths: tuple[int, int, int] = (12, 24, 48)  # channels at 1/2, 1/4, 1/8 resolution
+    enc_blocks: tuple[int, int, int] = (0, 1, 1)  # residual blocks per scale on the way down
+    dec_blocks: tuple[int, int] = (0, 0)  # residual blocks at 1/4 and 1/2 on the way up
+    tau: float = 0.05  # AutoTune softmax temperature (the paper's value)
+    ns_iters: int = 8  # Newton–Schulz iterations in training (inference iterates to convergence)
+
+    def __post_init__(self):
+        assert 4 <= len(self.levels) <= 12, f"L must be in 4..12, got {len(self.levels)}"
+        assert all(a < b for a, b in zip(self.levels, self.levels[1:])), "levels must increase"
+        assert self.levels[0] <= 5 and self.levels[-1] >= 50, "levels must cover 5..50 (8-bit units)"
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RCDConfig":
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**known)
+
+
+PRESETS: dict[str, RCDConfig] = {
+    # ≤ 4 GFLOP per 1280×720 frame: real time on a 2-core CPU (bfloat16, channels_last).
+    "live": RCDConfig(name="live"),
+    # ≤ 40 GFLOP per 1280×720 frame: for a GPU, or precomputed into the render cache on a CPU.
+    "quality": RCDConfig(
+        name="quality",
+        levels=(5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0),
+        widths=(24, 48, 96),
+        enc_blocks=(0, 1, 4),
+        dec_blocks=(1, 1),
+    ),
+}
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+def _stage(c: int, n: int) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(c) for _ in range(n)])
+
+
+class Backbone(nn.Module):
+    """U-Net: (B, 3, H, W) in [0, 1], H and W multiples of 8 → raw maps at half size, features.
+
+    The raw maps come out space-to-depth: (B, 12·L, H/2, W/2), channel k = (s·L + i)·3 + c for
+    sub-pixel s = 2·dy + dx, level i, colour c (`to_full_res` rearranges them). The player never
+    rearranges them: the blend is linear per pixel, so it runs in this layout (denoiser.py).
+    Every layer is a plain oneDNN convolution; upsampling is nearest-neighbour after a 1×1 conv
+    (pixel-shuffle and transposed convs have slow channels_last kernels on CPUs).
+    """
+
+    def __init__(self, cfg: RCDConfig):
+        super().__init__()
+        c1, c2, c3 = cfg.widths
+        self.inp = nn.Conv2d(3, c1, 4, stride=2, padding=1)  # full → 1/2
+        self.enc1 = _stage(c1, cfg.enc_blocks[0])
+        self.down1 = nn.Conv2d(c1, c2, 2, stride=2)  # 1/2 → 1/4
+        self.enc2 = _stage(c2, cfg.enc_blocks[1])
+        self.down2 = nn.Conv2d(c2, c3, 2, stride=2)  # 1/4 → 1/8
+        self.enc3 = _stage(c3, cfg.enc_blocks[2])
+        self.up2 = nn.Conv2d(c3, c2, 1)  # at 1/8, then nearest ×2
+        self.dec2 = _stage(c2, cfg.dec_blocks[0])
+        self.up1 = nn.Conv2d(c2, c1, 1)  # at 1/4, then nearest ×2
+        self.dec1 = _stage(c1, cfg.dec_blocks[1])
+        self.head = nn.Conv2d(c1, 12 * cfg.num_levels, 1)  # at 1/2: 4 sub-pixels × L levels × RGB
+        self.feat_dim = c3 + c2
+
+    def forward(self, x):
+        e1 = self.enc1(F.relu(self.inp(x)))  # (B, c1, H/2, W/2)
+        e2 = self.enc2(F.relu(self.down1(e1)))  # (B, c2, H/4, W/4)
+        e3 = self.enc3(F.relu(self.down2(e2)))  # (B, c3, H/8, W/8)
+        d2 = self.dec2(F.relu(F.interpolate(self.up2(e3), scale_factor=2.0) + e2))  # (B, c2, H/4, W/4)
+        d1 = self.dec1(F.relu(F.interpolate(self.up1(d2), scale_factor=2.0) + e1))  # (B, c1, H/2, W/2)
+        raw = self.head(d1)  # (B, 12L, H/2, W/2), space-to-depth
+        # Global statistics for AutoTune: what the deepest features saw, and how busy the mid scale is.
+        feats = torch.cat([e3.mean(dim=(2, 3)), d2.abs().mean(dim=(2, 3))], dim=1)  # (B, c3 + c2)
+        return raw, feats
+
+
+def to_full_res(raw: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Space-to-depth raw maps (B, 12·L, h, w) → (B, L, 3, 2h, 2w)."""
+    b, _, h, w = raw.shape
+    x = raw.reshape(b, 2, 2, num_levels, 3, h, w)  # (B, dy, dx, L, C, h, w)
+    return x.permute(0, 3, 4, 5, 1, 6, 2).reshape(b, num_levels, 3, 2 * h, 2 * w)
+
+
+class AutoTune(nn.Module):
+    """One linear layer on frame statistics → L logits → softmax(logits / τ): coefficients summing to 1.
+
+    Features: pooled backbone features, log std of each raw map (how much the backbone wants to
+    remove at that level), and the correlation of each decorrelated map with the noisy frame.
+    """
+
+    def __init__(self, feat_dim: int, num_levels: int, tau: float):
+        super().__init__()
+        self.tau = tau
+        self.fc = nn.Linear(feat_dim + 2 * num_levels, num_levels)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, feats, log_std_raw, corr_noisy):
+        z = torch.cat([feats.float(), log_std_raw.float(), corr_noisy.float()], dim=1)
+        return torch.softmax(self.fc(z) / self.tau, dim=1)  # (B, L), rows sum to 1
+
+
+class RCDNet(nn.Module):
+    def __init__(self, cfg: RCDConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg)
+        self.autotune = AutoTune(self.backbone.feat_dim, cfg.num_levels, cfg.tau)
+        self.register_buffer("levels", torch.tensor(cfg.levels, dtype=torch.float32) / 255.0, persistent=False)
+
+    def forward(self, noisy: torch.Tensor, ns_iters: int | None = None):
+        """noisy (B, 3, H, W) in [0, 1], any H, W ≥ 1.
+
+        Returns bases (B, L, 3, H, W) float32, decorrelated, map i with std levels[i]/255, and
+        AutoTune coefficients (B, L). ns_iters: None iterates Newton–Schulz to convergence.
+        """
+        b, _, h, w = noisy.shape
+        ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+        x = F.pad(noisy, (0, pw, 0, ph), mode="replicate") if ph or pw else noisy
+        raw, feats = self.backbone(x)
+        raw = to_full_res(raw.float(), self.cfg.num_levels)[..., :h, :w]  # (B, L, 3, H, W)
+        return self.decorrelate(raw, noisy.float(), feats, ns_iters)
+
+    def decorrelate(self, raw, noisy, feats, ns_iters=None):
+        """Noise Decorrelation + AutoTune on raw maps (B, L, 3, H, W) of the noisy frame (B, 3, H, W)."""
+        b, l = raw.shape[:2]
+        # One covariance pass over [raw maps; noisy] gives Σ_raw and each map's covariance with the input.
+        stacked = torch.cat([raw.reshape(b, l, -1), noisy.reshape(b, 1, -1)], dim=1)  # (B, L+1, M)
+        cov = nd.covariance(stacked)  # (B, L+1, L+1) float64
+        t = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L)
+        bases = torch.bmm(t.float(), raw.reshape(b, l, -1)).reshape(raw.shape)
+        var_x = cov[:, l, l].clamp_min(1e-12)
+        corr = (t @ cov[:, :l, l:]).squeeze(-1) / (self.levels.double() * var_x.sqrt()[:, None])  # (B, L)
+        log_std_raw = 0.5 * cov.diagonal(dim1=1, dim2=2)[:, :l].clamp_min(1e-12).log()
+        coeffs = self.autotune(feats, log_std_raw, corr)
+        return bases, coeffs
+
+
+def count_flops(cfg: RCDConfig, height: int = 720, width: int = 1280) -> int:
+    """FLOPs (2 × multiply-adds) of one forward pass at height×width, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = RCDNet(cfg).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, height, width))
+    return counter.get_total_flops()
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

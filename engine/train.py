@@ -1,0 +1,214 @@
+"""Training command: python -m engine.train --preset live|quality --data DIR[,DIR...] --val DIR --out PATH.
+
+Owns the training loop of METHOD.md §4: random patches of clean images, synthetic noise
+(engine/noise.py), the loss λ·(mean over levels of each level alone) + (AutoTune blend), periodic
+validation PSNR, and resumable checkpoints (PATH holds the model; PATH.state the optimiser,
+step and random state, so --resume continues exactly).
+
+Noise mix (see engine/noise.py): CAMERA_SHARE of patches get realistic camera noise
+(Poisson–Gaussian, channel-correlated, clipped and quantised), the rest Gaussian noise with σ
+uniform in 0..55. Gaussian dominates because it spans every strength evenly and is what the
+benchmarks measure; the camera share keeps the models sane on real footage, whose noise is
+signal-dependent, coloured and quantised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine import checkpoint, decorrelate as nd, noise
+from engine.images import load_folder
+from engine.model import PRESETS, RCDNet, to_full_res
+
+LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
+CAMERA_SHARE = 0.3
+# Weight of the penalty on the raw maps' off-diagonal correlation: keeps Σ well conditioned so
+# Newton–Schulz converges and its gradients stay finite (METHOD.md, pitfalls). Small: ND itself
+# does the decorrelating; this only keeps the maps from collapsing onto each other.
+ORTHO_WEIGHT = 0.01
+CHARBONNIER_EPS = 1e-3
+GRAD_CLIP = 1.0
+VAL_SIGMA = 25.0
+
+
+def charbonnier(a, b):
+    return torch.sqrt((a - b) ** 2 + CHARBONNIER_EPS**2).mean()
+
+
+class PatchSampler:
+    """Random patches (B, 3, P, P) in [0, 1] with flips and rotations from in-memory uint8 images."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, rng: np.random.Generator):
+        self.images = [im for im in images if min(im.shape[:2]) >= patch]
+        if not self.images:
+            raise SystemExit(f"error: no training image is at least {patch}×{patch} pixels")
+        self.patch, self.rng = patch, rng
+
+    def batch(self, n: int) -> torch.Tensor:
+        p = self.patch
+        out = np.empty((n, p, p, 3), np.uint8)
+        for k in range(n):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(im.shape[0] - p + 1)
+            x = self.rng.integers(im.shape[1] - p + 1)
+            crop = im[y : y + p, x : x + p]
+            crop = np.rot90(crop, self.rng.integers(4))
+            out[k] = crop[:, ::-1] if self.rng.integers(2) else crop
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
+
+
+def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    b = clean.shape[0]
+    sigma = torch.rand(b, generator=gen) * noise.SIGMA_MAX
+    noisy = noise.gaussian(clean, sigma, gen)
+    cam = torch.rand(b, generator=gen) < CAMERA_SHARE
+    if cam.any():
+        noisy[cam] = noise.camera(clean[cam], gen)
+    return noisy
+
+
+def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
+    b, l = clean.shape[0], model.cfg.num_levels
+    x = noisy.contiguous(memory_format=torch.channels_last)
+    h, w = clean.shape[2:]
+    raw, feats = model.backbone(x)
+    raw = to_full_res(raw.float(), l)[..., :h, :w]  # (B, L, 3, H, W)
+    bases, coeffs = model.decorrelate(raw, noisy, feats, model.cfg.ns_iters)
+    per_level = noisy[:, None] + bases  # (B, L, 3, H, W): each level alone
+    level_loss = charbonnier(per_level, clean[:, None].expand_as(per_level))
+    blend = noisy + (coeffs[:, :, None, None, None] * bases).sum(1)  # (B, 3, H, W)
+    blend_loss = charbonnier(blend, clean)
+    corr = _raw_corr(raw)
+    ortho = (corr - torch.diag_embed(corr.diagonal(dim1=1, dim2=2))).pow(2).sum((1, 2)).mean() / (l * (l - 1))
+    return LAMBDA_LEVEL * level_loss + blend_loss + ORTHO_WEIGHT * ortho, blend_loss
+
+
+def _raw_corr(raw):
+    cov = nd.covariance(raw).float()
+    std = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-12).sqrt()
+    return cov / (std[:, :, None] * std[:, None, :])
+
+
+@torch.no_grad()
+def validate(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, seed: int = 0) -> dict:
+    """AutoTune PSNR and each level's PSNR on Gaussian noise at σ, whole images, fixed seed."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    auto, levels = [], []
+    for im in images:
+        clean = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+        noisy = noise.gaussian(clean, torch.tensor([sigma]), gen)
+        bases, coeffs = model(noisy)
+        out = noisy + (coeffs[:, :, None, None, None] * bases).sum(1)
+        auto.append(_psnr(out, clean))
+        levels.append([_psnr(noisy + bases[:, i], clean) for i in range(bases.shape[1])])
+    model.train()
+    return {"psnr_autotune": float(np.mean(auto)), "psnr_levels": np.mean(levels, axis=0).round(2).tolist()}
+
+
+def _psnr(est, clean):
+    mse = F.mse_loss(est.clamp(0, 1) * 255.0, clean * 255.0).item()
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    ap.add_argument("--data", required=True, help="comma-separated folders of clean training images")
+    ap.add_argument("--val", required=True, help="folder of clean validation images")
+    ap.add_argument("--out", required=True, help="checkpoint path (PATH.state holds the resumable state)")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    train_images = []
+    for d in args.data.split(","):
+        train_images += load_folder(d)
+    val_images = load_folder(args.val)
+    sampler = PatchSampler(train_images, args.patch, rng)
+
+    model = RCDNet(PRESETS[args.preset]).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.02,
+                                                final_div_factor=100.0)
+    out = Path(args.out)
+    state_path = out.with_name(out.name + ".state")
+    step, wall0, history = 0, 0.0, []
+    if args.resume and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        step, wall0, history = st["step"], st["wall"], st["history"]
+        rng.bit_generator.state = st["np_rng"]
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        print(f"resumed from {state_path} at step {step}")
+
+    t0 = time.time() - wall0
+    model.train()
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.preset}", dynamic_ncols=True)
+    running = None
+    while step < args.steps:
+        clean = sampler.batch(args.batch).to(device)
+        noisy = make_noisy(clean, gen).to(device)
+        loss, blend_loss = loss_fn(model, clean, noisy)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        if all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None):
+            opt.step()
+        sched.step()
+        step += 1
+        running = blend_loss.item() if running is None else 0.98 * running + 0.02 * blend_loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        if step % args.val_every == 0 or step == args.steps:
+            v = validate(model, val_images)
+            v.update(step=step, wall_s=round(time.time() - t0, 1))
+            history.append(v)
+            bar.write(f"step {step}: val σ={VAL_SIGMA:g} AutoTune {v['psnr_autotune']:.2f} dB, levels {v['psnr_levels']}")
+            meta = {
+                "preset": args.preset, "steps": step, "wall_s": round(time.time() - t0, 1),
+                "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
+                "data": args.data, "val": args.val, "command": "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv),
+                "val_history": history,
+            }
+            checkpoint.save(model, out, meta)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "step": step, "wall": time.time() - t0, "history": history,
+                        "np_rng": rng.bit_generator.state, "gen": gen.get_state(),
+                        "torch_rng": torch.get_rng_state()}, state_path)
+    bar.close()
+    print(json.dumps(history[-1]) if history else "no validation run")
+
+
+if __name__ == "__main__":
+    main()
