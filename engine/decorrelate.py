@@ -22,6 +22,8 @@ NS_MAX_ITERS = 80
 NS_TOL = 1e-7
 # Ridge relative to the mean eigenvalue; keeps a degenerate Σ (two identical maps) invertible.
 RIDGE = 1e-10
+# Whitening never needs to amplify a map by more than this unless Σ is singular.
+MAX_RESCALE = 1e4
 
 
 def covariance(maps: torch.Tensor) -> torch.Tensor:
@@ -54,9 +56,23 @@ def inv_sqrt_newton_schulz(cov: torch.Tensor, iters: int | None = None, tol: flo
     for _ in range(n):
         t = 0.5 * (3.0 * eye - z @ y)
         y, z = y @ t, t @ z
-        if iters is None and (z @ a @ z - eye).abs().amax() < tol:
-            break
+        if iters is None:
+            err = (z @ a @ z - eye).abs().amax()
+            if err < tol:
+                break
+            if not torch.isfinite(err):
+                break
+    if iters is None and not (torch.isfinite(z).all() and (z @ a @ z - eye).abs().amax() < 1e-4):
+        z = inv_sqrt_eigh(a)  # rank-deficient Σ (a frame with fewer pixels than levels): exact, floored
     return z / trace.sqrt()
+
+
+def inv_sqrt_eigh(a: torch.Tensor) -> torch.Tensor:
+    """Σ^(-1/2) of a batch of symmetric PSD matrices by eigendecomposition, eigenvalues floored
+    relative to the largest so a singular Σ still gives a finite result."""
+    evals, evecs = torch.linalg.eigh(a)
+    floor = evals.amax(dim=-1, keepdim=True).clamp_min(1e-30) * 1e-12
+    return evecs @ torch.diag_embed(evals.clamp_min(floor).rsqrt()) @ evecs.transpose(-1, -2)
 
 
 def transform(cov_raw: torch.Tensor, levels: torch.Tensor, iters: int | None = None) -> torch.Tensor:
@@ -73,7 +89,13 @@ def transform(cov_raw: torch.Tensor, levels: torch.Tensor, iters: int | None = N
     p = inv_sqrt_newton_schulz(cov_n, iters)
     var_white = (p @ cov_n @ p.transpose(1, 2)).diagonal(dim1=1, dim2=2).clamp_min(1e-30)  # (B, L)
     rescale = lv[None, :] / var_white.sqrt()
-    return rescale[:, :, None] * p * d[:, None, :]  # diag(rescale) · P · D
+    t = rescale[:, :, None] * p * d[:, None, :]  # diag(rescale) · P · D
+    # A frame with fewer samples than levels (a 1×1 frame has 3) has a singular Σ: whitening
+    # would blow its null directions up. There, keep the normalised maps (T = D) instead.
+    degenerate = ~torch.isfinite(t).all(dim=(1, 2)) | (rescale.amax(dim=1) > MAX_RESCALE)
+    if degenerate.any():
+        t = torch.where(degenerate[:, None, None], torch.diag_embed(d), t)
+    return t
 
 
 def decorrelate(raw: torch.Tensor, levels: torch.Tensor, iters: int | None = None) -> torch.Tensor:

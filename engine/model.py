@@ -110,15 +110,24 @@ class Backbone(nn.Module):
         self.feat_dim = c3 + c2
 
     def forward(self, x):
+        d1, feats = self.features(x)
+        return self.head(d1), feats  # (B, 12L, H/2, W/2), space-to-depth
+
+    def features(self, x):
+        """Everything but the head: (B, c1, H/2, W/2) features and (B, feat_dim) statistics.
+
+        The head is a 1×1 conv, so the raw maps are an affine function of these features; the
+        player stores the features (c1 + 12 numbers per half-size pixel instead of 12·L) and folds
+        the head into its blend (denoiser.py).
+        """
         e1 = self.enc1(F.relu(self.inp(x)))  # (B, c1, H/2, W/2)
         e2 = self.enc2(F.relu(self.down1(e1)))  # (B, c2, H/4, W/4)
         e3 = self.enc3(F.relu(self.down2(e2)))  # (B, c3, H/8, W/8)
         d2 = self.dec2(F.relu(F.interpolate(self.up2(e3), scale_factor=2.0) + e2))  # (B, c2, H/4, W/4)
         d1 = self.dec1(F.relu(F.interpolate(self.up1(d2), scale_factor=2.0) + e1))  # (B, c1, H/2, W/2)
-        raw = self.head(d1)  # (B, 12L, H/2, W/2), space-to-depth
         # Global statistics for AutoTune: what the deepest features saw, and how busy the mid scale is.
         feats = torch.cat([e3.mean(dim=(2, 3)), d2.abs().mean(dim=(2, 3))], dim=1)  # (B, c3 + c2)
-        return raw, feats
+        return d1, feats
 
 
 def to_full_res(raw: torch.Tensor, num_levels: int) -> torch.Tensor:
@@ -173,14 +182,19 @@ class RCDNet(nn.Module):
         b, l = raw.shape[:2]
         # One covariance pass over [raw maps; noisy] gives Σ_raw and each map's covariance with the input.
         stacked = torch.cat([raw.reshape(b, l, -1), noisy.reshape(b, 1, -1)], dim=1)  # (B, L+1, M)
-        cov = nd.covariance(stacked)  # (B, L+1, L+1) float64
-        t = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L)
+        t, coeffs = self.transform_and_autotune(nd.covariance(stacked), feats, ns_iters)
         bases = torch.bmm(t.float(), raw.reshape(b, l, -1)).reshape(raw.shape)
+        return bases, coeffs
+
+    def transform_and_autotune(self, cov, feats, ns_iters=None):
+        """From cov (B, L+1, L+1) of [raw maps; noisy] (float64): ND transform T (B, L, L) with
+        Ñ = T·raw, and AutoTune coefficients (B, L). Works on statistics only, never on pixels."""
+        l = self.cfg.num_levels
+        t = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L)
         var_x = cov[:, l, l].clamp_min(1e-12)
         corr = (t @ cov[:, :l, l:]).squeeze(-1) / (self.levels.double() * var_x.sqrt()[:, None])  # (B, L)
         log_std_raw = 0.5 * cov.diagonal(dim1=1, dim2=2)[:, :l].clamp_min(1e-12).log()
-        coeffs = self.autotune(feats, log_std_raw, corr)
-        return bases, coeffs
+        return t, self.autotune(feats, log_std_raw, corr)
 
 
 def count_flops(cfg: RCDConfig, height: int = 720, width: int = 1280) -> int:

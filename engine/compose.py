@@ -1,0 +1,105 @@
+"""The network-free blend and the controls that drive it: output = noisy + Σ c_i · Ñ_i.
+
+Owns the mapping from what a user asks for (strength, character, per-level coefficients,
+AutoTune, luma/chroma gains) to coefficient vectors, and the blend itself in the canonical
+layout (noisy (3, H, W), maps (L, 3, H, W)). Pure torch, any device, no state.
+
+Units: images and maps in 8-bit units (0..255 scale, float). Because the decorrelated maps are
+orthogonal with std l_i (decorrelate.py), the removed-noise std of a blend is known in closed
+form, sqrt(Σ c_i² l_i²) (METHOD.md eq. 5): that is what "strength" means here.
+
+Luma/chroma: the residual r (per pixel, RGB) splits as r = Y(r)·(1,1,1) + (r − Y(r)·(1,1,1)) with
+Y the BT.709 luma weights; both parts are linear in r, so separate luma and chroma coefficients
+are still one linear blend: per level, the 3×3 colour matrix cc·I + (cy − cc)·1·yᵀ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)  # BT.709 Y from linear-coded R, G, B (HD video)
+STRENGTH_MAX = 60.0  # above the top level every blend over-smooths; the UI stops here
+# Character moves the centre of the level weighting by up to this factor either way
+# (×/÷ 2.5 at ±1): from "mostly the level below the strength" to "mostly the level above".
+CHARACTER_SPAN = math.log(2.5)
+# Width (natural log of the level) of the bump of weight around the centre level: wide enough
+# that neighbouring levels always blend (no jumps while sweeping), narrow enough to steer.
+CHARACTER_WIDTH = 0.45
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What the user asked for. Immutable: the player swaps in a new one on every change.
+
+    strength None = AutoTune (the network's per-frame coefficients); a number = removed-noise
+    std in 8-bit units shaped by `character`; `coeffs` (expert mode) overrides both. `luma` and
+    `chroma` scale the luma and chroma parts of the residual (1 = as mixed).
+    """
+
+    strength: float | None = None
+    character: float = 0.0
+    coeffs: tuple[float, ...] | None = None
+    luma: float = 1.0
+    chroma: float = 1.0
+
+    def with_(self, **kw) -> "Mix":
+        return replace(self, **kw)
+
+
+def strength_of(coeffs: torch.Tensor, levels) -> float:
+    """Removed-noise std of a blend of decorrelated maps: sqrt(Σ c_i² l_i²)."""
+    lv = torch.as_tensor(levels, dtype=torch.float64)
+    return float(torch.sqrt(((coeffs.double().cpu() * lv) ** 2).sum()))
+
+
+def character_coefficients(levels, strength: float, character: float = 0.0) -> torch.Tensor:
+    """Coefficients (L,) float64 with removed-noise std exactly `strength`, weighted by character.
+
+    character −1 puts the weight on levels below the strength (keeps texture), +1 on levels
+    above it (smoother), 0 centres it on the strength. strength 0 → all zeros (identity blend).
+    """
+    lv = torch.as_tensor(levels, dtype=torch.float64)
+    s = max(float(strength), 0.0)
+    if s == 0.0:
+        return torch.zeros_like(lv)
+    ch = max(-1.0, min(1.0, float(character)))
+    centre = math.log(s) + ch * CHARACTER_SPAN
+    w = torch.exp(-((lv.log() - centre) ** 2) / (2 * CHARACTER_WIDTH**2))
+    w = w + 1e-12  # far outside the level range the bump vanishes; keep a direction
+    return w * (s / torch.sqrt(((w * lv) ** 2).sum()))
+
+
+def coefficients(mix: Mix, levels, auto: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(luma coefficients (L,), chroma coefficients (L,)) float64 for a mix and a frame's AutoTune."""
+    if mix.coeffs is not None:
+        c = torch.tensor(mix.coeffs, dtype=torch.float64)
+        assert c.numel() == len(levels), f"{c.numel()} coefficients for {len(levels)} levels"
+    elif mix.strength is None:
+        c = auto.detach().double().cpu()
+    else:
+        c = character_coefficients(levels, mix.strength, mix.character)
+    return c * mix.luma, c * mix.chroma
+
+
+def colour_matrices(c_luma: torch.Tensor, c_chroma: torch.Tensor) -> torch.Tensor:
+    """Per-level 3×3 matrices (L, 3, 3) float64: output colour c gets Σ_c' W[i, c, c'] · map_i[c']."""
+    y = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64)
+    eye = torch.eye(3, dtype=torch.float64)
+    cy, cc = c_luma.double().cpu(), c_chroma.double().cpu()
+    return cc[:, None, None] * eye + (cy - cc)[:, None, None] * torch.ones(3, 1, dtype=torch.float64) * y
+
+
+def blend(noisy: torch.Tensor, maps: torch.Tensor, c_luma: torch.Tensor, c_chroma: torch.Tensor | None = None) -> torch.Tensor:
+    """noisy (3, H, W) + Σ_i colour_matrix_i · maps[i] → (3, H, W) float, not clipped.
+
+    maps (L, 3, H, W) on any device; coefficients (L,). With c_chroma None it equals c_luma and
+    the blend is the plain `noisy + Σ c_i maps_i`.
+    """
+    c_chroma = c_luma if c_chroma is None else c_chroma
+    l, _, h, w = maps.shape
+    wm = colour_matrices(c_luma, c_chroma)  # (L, 3, 3)
+    wm = wm.permute(1, 0, 2).reshape(3, 3 * l).to(maps)  # (3, 3L): column (i, c')
+    return noisy + (wm @ maps.reshape(3 * l, h * w)).reshape(3, h, w)

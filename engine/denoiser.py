@@ -1,0 +1,282 @@
+"""Denoiser: uint8 RGB frames in, RCD bases out, and the blend of bases back to uint8 RGB.
+
+Owns device and precision choice, padding, memory layout and preallocation for frame-by-frame
+use. It knows nothing of players, threads or files beyond the checkpoint it loads.
+
+How a frame is stored (the `Bases` record). The network's last layer is a 1×1 convolution at
+half resolution, so the L raw maps are an affine function of the c1 features beneath it:
+raw_p = A·d_p + b at every half-size pixel p (12·L values: 4 sub-pixels × L levels × RGB).
+Noise Decorrelation is an L×L matrix T on the maps, and the blend is linear. So a frame is kept as
+one matrix X = [d | noisy | 1] of shape (h/2 · w/2, c1 + 13) — the features, the noisy frame's
+2×2 sub-pixels in 8-bit units and a column of ones — plus T and the AutoTune coefficients:
+- the statistics ND and AutoTune need are the Gram matrix Xᵀ·X (one pass, no map materialised);
+- any blend is one product X·W with W (c1 + 13, 12) built from (A, b, T, coefficients);
+- the maps themselves are the same numbers: `maps()` materialises them for inspection.
+Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and the bytes each
+blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import checkpoint, compose
+from engine import decorrelate as nd
+from engine.model import PAD_MULTIPLE, RCDNet, to_full_res
+
+
+def keep_freed_memory() -> None:
+    """Tell glibc malloc to reuse freed frame-sized blocks instead of returning them to the OS.
+
+    Every frame allocates tens of MB of activations; by default glibc maps and unmaps them, and
+    the page faults on re-touching fresh pages cost more than the convolutions (measured 2.5× on
+    the live model at 720p). No-op where glibc is absent.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
+@dataclass
+class Bases:
+    """One frame's RCD bases (see the module docstring for the layout)."""
+
+    x: torch.Tensor  # (h2·w2, c1 + 13) float32 on the device: [features | noisy sub-pixels, 0..255 | 1]
+    transform: torch.Tensor  # (L, L) float64, CPU: Ñ = transform · raw (maps in 0..1 units)
+    auto: torch.Tensor  # (L,) float64, CPU: AutoTune coefficients, sum to 1
+    levels: tuple[float, ...]  # 8-bit units
+    size: tuple[int, int]  # (h, w) of the frame
+    padded: tuple[int, int]  # (hp, wp), multiples of 8
+    sigma_est: float  # estimated noise std of the input, 8-bit units
+    backbone_ms: float
+
+    @property
+    def nbytes(self) -> int:
+        return self.x.numel() * self.x.element_size()
+
+
+def estimate_sigma(rgb: np.ndarray) -> float:
+    """Noise std of a uint8 frame (8-bit units): median absolute diagonal Haar detail / 0.6745.
+
+    The classic wavelet MAD estimator (Donoho) on the green channel, on a strided subset of
+    rows for speed. Textures bias it up a little; flat frames are read accurately.
+    """
+    g = rgb[: rgb.shape[0] // 2 * 2 : 1, : rgb.shape[1] // 2 * 2, 1].astype(np.float32)
+    if g.size < 4:
+        return 0.0
+    g = g[: max(2, g.shape[0] // 8 * 2)] if g.shape[0] > 512 else g  # about 1/4 of the rows of big frames
+    hh = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) / 2.0
+    return float(np.median(np.abs(hh)) / 0.6745)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch sees no CUDA device (torch.cuda.is_available() is False)")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """Backbone precision. CUDA: float16. CPU: bfloat16 only where the CPU has native bf16 matrix
+    units (AMX); with AVX-512/AVX2 alone oneDNN's bf16 convolutions measured 8–10× slower than
+    float32 on this project's machines."""
+    if precision != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if "AMX" in torch.backends.cpu.get_cpu_capability() else torch.float32
+
+
+class Denoiser:
+    """A loaded model on a device: `infer(rgb) → Bases`, `blend(bases, mix) → uint8 RGB`."""
+
+    def __init__(self, model: RCDNet, device: str = "auto", precision: str = "auto", meta: dict | None = None,
+                 name: str = "model"):
+        keep_freed_memory()
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, precision)
+        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.cfg = model.cfg
+        self.meta = dict(meta or {})
+        self.name = name
+        self.levels = tuple(float(v) for v in self.cfg.levels)
+        head = self.model.backbone.head
+        self.c1 = head.in_channels
+        self._head_w = head.weight.detach().double().cpu().reshape(12 * self.cfg.num_levels, self.c1)  # (12L, c1)
+        self._head_b = head.bias.detach().double().cpu()  # (12L,)
+        self._in_buf: dict[tuple[int, int], torch.Tensor] = {}
+
+    @classmethod
+    def load(cls, weights: str = "live", device: str = "auto", precision: str = "auto") -> "Denoiser":
+        model, meta = checkpoint.load(weights)
+        return cls(model, device, precision, meta, name=str(weights))
+
+    # ---- inference -------------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, rgb: np.ndarray) -> Bases:
+        """uint8 (H, W, 3) → Bases. One backbone pass, then statistics only."""
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, f"need uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}"
+        t0 = time.perf_counter()
+        h, w = rgb.shape[:2]
+        hp, wp = h + (-h % PAD_MULTIPLE), w + (-w % PAD_MULTIPLE)
+        frame = self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255, CPU or device
+        x_in = (frame * (1.0 / 255.0)).permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view, [0, 1]
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            d1, feats = self.model.backbone.features(x_in)  # (1, c1, hp/2, wp/2), (1, F)
+        h2, w2 = hp // 2, wp // 2
+        x = torch.empty(h2 * w2, self.c1 + 13, dtype=torch.float32, device=self.device)  # X = [d | noisy | 1]
+        x[:, : self.c1].view(h2, w2, self.c1).copy_(d1[0].permute(1, 2, 0))
+        x[:, self.c1 : self.c1 + 12].view(h2, w2, 2, 2, 3).copy_(frame.view(h2, 2, w2, 2, 3).permute(0, 2, 1, 3, 4))
+        x[:, -1] = 1.0
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        backbone_ms = (time.perf_counter() - t0) * 1000.0
+        cov = self._covariance(x, h, w, hp, wp)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
+        t, auto = self.model.transform_and_autotune(cov, feats.float().cpu())
+        return Bases(x=x, transform=t[0].cpu(), auto=auto[0].double().cpu(), levels=self.levels,
+                     size=(h, w), padded=(hp, wp), sigma_est=estimate_sigma(rgb), backbone_ms=backbone_ms)
+
+    def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
+        """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""
+        h, w = rgb.shape[:2]
+        buf = self._in_buf.get((hp, wp))
+        if buf is None:
+            buf = self._in_buf[(hp, wp)] = torch.empty(hp, wp, 3, dtype=torch.float32, device=self.device)
+        src = torch.from_numpy(rgb).to(self.device, non_blocking=True)
+        buf[:h, :w].copy_(src)
+        if hp > h:
+            buf[h:, :w].copy_(buf[h - 1 : h, :w].expand(hp - h, w, 3))
+        if wp > w:
+            buf[:, w:].copy_(buf[:, w - 1 : w].expand(hp, wp - w, 3))
+        return buf
+
+    def _covariance(self, x: torch.Tensor, h: int, w: int, hp: int, wp: int) -> torch.Tensor:
+        """Covariance (1, L+1, L+1) float64 of the L raw maps and the noisy frame over the real
+        (unpadded) pixels, in [0, 1] units, from the Gram matrix of X (even sizes) or from the
+        materialised maps (odd sizes, where padding splits a half-size pixel)."""
+        l = self.cfg.num_levels
+        if h % 2 or w % 2:
+            raw = self._raw_maps(x, hp, wp)[..., :h, :w]  # (L, 3, h, w), 0..1
+            noisy = self._noisy_planes(x, hp, wp)[:, :h, :w] / 255.0  # (3, h, w)
+            stacked = torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None]
+            return nd.covariance(stacked).cpu()
+        h2, w2 = h // 2, w // 2
+        xv = x.view(hp // 2, wp // 2, -1)[:h2, :w2].reshape(h2 * w2, -1)  # copies only when padded in w
+        gram = (xv.T @ xv).double().cpu()  # (c1+13, c1+13): Σ over real half-pixels
+        # Affine map from X's columns to v = every (sub-pixel s, map i, colour c) value of a half-pixel,
+        # maps 0..L-1 the raw maps (A·d + b), map L the noisy frame, all in 0..1 units.
+        c1 = self.c1
+        amap = torch.zeros(4, l + 1, 3, c1 + 13, dtype=torch.float64)
+        amap[:, :l, :, :c1] = self._head_w.reshape(4, l, 3, c1)
+        amap[:, :l, :, -1] = self._head_b.reshape(4, l, 3)
+        amap[:, l, :, c1 : c1 + 12] = torch.eye(12, dtype=torch.float64).reshape(4, 3, 12) / 255.0
+        amap = amap.reshape(12 * (l + 1), c1 + 13)
+        g = (amap @ gram @ amap.T).reshape(4, l + 1, 3, 4, l + 1, 3)  # Σ_p v_p v_pᵀ
+        sq = torch.einsum("aicajc->ij", g)  # (L+1, L+1): same sub-pixel and colour = same sample
+        total = (amap @ gram[:, -1]).reshape(4, l + 1, 3).sum(dim=(0, 2))  # (L+1,) Σ of each map
+        m = float(h * w * 3)
+        mean = total / m
+        cov = (sq - m * mean[:, None] * mean[None, :]) / max(m - 1.0, 1.0)
+        return cov[None]
+
+    # ---- blending --------------------------------------------------------------------------
+    def blend_matrix(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> torch.Tensor:
+        """W (c1 + 13, 12) float32 on the device: output sub-pixels (0..255, +0.5 for rounding) = X·W."""
+        l, c1 = self.cfg.num_levels, self.c1
+        wc = compose.colour_matrices(c_luma, c_chroma)  # (L, 3, 3) on decorrelated maps
+        wr = 255.0 * torch.einsum("ij,icd->jcd", bases.transform.double(), wc)  # (L, 3, 3) on raw maps, 0..255
+        a4 = self._head_w.reshape(4, l, 3, c1)  # (sub-pixel, level, colour, feature)
+        b4 = self._head_b.reshape(4, l, 3)
+        k = torch.einsum("jcd,sjdk->sck", wr, a4).reshape(12, c1)  # features → output sub-pixels
+        kb = torch.einsum("jcd,sjd->sc", wr, b4).reshape(12)
+        wmat = torch.zeros(c1 + 13, 12, dtype=torch.float64)
+        wmat[:c1] = k.T
+        wmat[c1 : c1 + 12] = torch.eye(12, dtype=torch.float64)
+        wmat[-1] = kb + 0.5  # +0.5: the uint8 conversion truncates, so this rounds to nearest
+        return wmat.float().to(self.device)
+
+    @torch.no_grad()
+    def blend(self, bases: Bases, mix: compose.Mix | None = None, out: np.ndarray | None = None,
+              coeffs: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+        """Bases + mix (or explicit (luma, chroma) coefficients) → uint8 (H, W, 3), clipped to 0..255."""
+        if coeffs is None:
+            coeffs = compose.coefficients(mix or compose.Mix(), bases.levels, bases.auto)
+        wmat = self.blend_matrix(bases, *coeffs)
+        y = bases.x @ wmat  # (h2·w2, 12) 0..255 + 0.5
+        y.clamp_(0.0, 255.49)
+        hp, wp = bases.padded
+        h, w = bases.size
+        if out is None:
+            out = np.empty((h, w, 3), np.uint8)
+        src = y.view(hp // 2, wp // 2, 2, 2, 3).permute(0, 2, 1, 3, 4)  # (hp/2, dy, wp/2, dx, 3)
+        if self.device.type == "cuda":
+            out[...] = src.reshape(hp, wp, 3)[:h, :w].to(torch.uint8).cpu().numpy()
+        elif h % 2 == 0 and w % 2 == 0:  # depth-to-space, crop and uint8 conversion in one copy
+            torch.from_numpy(out).view(h // 2, 2, w // 2, 2, 3).copy_(src[: h // 2, :, : w // 2])
+        else:
+            torch.from_numpy(out).copy_(src.reshape(hp, wp, 3)[:h, :w])
+        return out  # float → uint8 truncates: with the +0.5 in W that rounds to nearest
+
+    def measured_strength(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> float:
+        """std(output − noisy) before clipping, in 8-bit units, computed from statistics (no pixels).
+
+        For equal luma and chroma coefficients this is sqrt(Σ c_i² l_i²); otherwise the luma/chroma
+        split of the maps' covariance decides it, which the closed form cannot know.
+        """
+        if torch.allclose(c_luma, c_chroma):
+            return compose.strength_of(c_luma, bases.levels)
+        r = self._residual_planes(bases, c_luma, c_chroma)
+        return float(r.double().std())
+
+    # ---- materialising (tests, evaluation, screenshots) -----------------------------------
+    def _raw_maps(self, x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
+        """Raw maps (L, 3, hp, wp) in 0..1 from X (padded size)."""
+        l, c1 = self.cfg.num_levels, self.c1
+        raw = x[:, :c1] @ self._head_w.T.float().to(x.device) + self._head_b.float().to(x.device)  # (N2, 12L)
+        raw = raw.view(1, hp // 2, wp // 2, 12 * l).permute(0, 3, 1, 2)  # (1, 12L, hp/2, wp/2)
+        return to_full_res(raw, l)[0]
+
+    def _noisy_planes(self, x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
+        n = x[:, self.c1 : self.c1 + 12].view(hp // 2, wp // 2, 2, 2, 3)
+        return n.permute(4, 0, 2, 1, 3).reshape(3, hp, wp)  # (3, hp, wp) 0..255
+
+    def maps(self, bases: Bases) -> torch.Tensor:
+        """The decorrelated maps Ñ (L, 3, H, W) float32 in 8-bit units, each with std l_i."""
+        hp, wp = bases.padded
+        h, w = bases.size
+        raw = self._raw_maps(bases.x, hp, wp)[..., :h, :w]
+        l = raw.shape[0]
+        t = bases.transform.float().to(raw.device) * 255.0
+        return (t @ raw.reshape(l, -1)).reshape(raw.shape)
+
+    def noisy(self, bases: Bases) -> torch.Tensor:
+        """The input frame (3, H, W) float32, 0..255, exactly as given."""
+        hp, wp = bases.padded
+        h, w = bases.size
+        return self._noisy_planes(bases.x, hp, wp)[:, :h, :w]
+
+    def _residual_planes(self, bases: Bases, c_luma, c_chroma) -> torch.Tensor:
+        return compose.blend(torch.zeros(3, *bases.size, device=bases.x.device), self.maps(bases), c_luma, c_chroma)
+
+
+def frame_bytes_per_blend(bases: Bases) -> int:
+    """Bytes one blend must move: read X once, write the uint8 frame once."""
+    h, w = bases.size
+    return bases.nbytes + h * w * 3
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
