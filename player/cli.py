@@ -1,0 +1,91 @@
+"""Command line of rcd-player (run_player.py and the `rcd-player` console script).
+
+Owns argument parsing, turning every expected failure into one line on stderr with a non-zero
+exit code, and writing --stats-json. Everything else is the Player's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _size(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {s!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {s!r}")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="rcd-player",
+        description="Real-time video player with live denoise tuning (RCD: one network pass per frame, "
+                    "every strength change is a blend). With no INPUT it plays a built-in ISP test scene.",
+        epilog="Keys: space pause, ←/→ seek 5 s, ,/. frame step, ↑/↓ strength, [/] character, b bypass, "
+               "v view, ? help, q quit. Full table: README.md.")
+    ap.add_argument("input", nargs="?", metavar="INPUT", help="video file (anything FFmpeg reads); omit for the demo")
+    ap.add_argument("--weights", default="live", metavar="PATH|live|quality", help="model checkpoint (default: live)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs (default: auto)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="auto", choices=["auto", "live", "cache"],
+                    help="live: drop late frames; cache: render cache ahead of the playhead (default: chosen from the measured speed)")
+    ap.add_argument("--cache-mb", type=int, default=0, metavar="N", help="render-cache budget in MiB (default: 1/4 of RAM, at most 8 GiB)")
+    ap.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds")
+    ap.add_argument("--loop", type=float, nargs=2, metavar=("A", "B"), help="loop the section A–B seconds")
+    ap.add_argument("--preset", metavar="FILE", help="load tuning presets (JSON, as saved with ctrl+s)")
+    ap.add_argument("--headless", action="store_true", help="no window, no sound device: null outputs that still run in real time")
+    ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of playback")
+    ap.add_argument("--script", metavar="FILE", help="lines 'TIME COMMAND' applied when playback reaches TIME seconds")
+    ap.add_argument("--stats-json", metavar="FILE", help="write playback statistics to FILE at exit")
+    ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots go (default: .)")
+    ap.add_argument("--demo-size", type=_size, default=(1280, 720), metavar="WxH", help="size of the demo source (default 1280x720)")
+    ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
+    ap.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default: torch's choice)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from player.decode import MediaError
+    from player.player import Player, PlayerConfig, PlayerError
+
+    cfg = PlayerConfig(input=args.input, weights=args.weights, device=args.device, precision=args.precision,
+                       mode=args.mode, cache_mb=args.cache_mb, start=args.start,
+                       loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
+                       duration=args.duration, script=args.script, stats_json=args.stats_json,
+                       screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, audio=not args.no_audio,
+                       threads=args.threads)
+    if args.stats_json:
+        try:
+            open(args.stats_json, "a").close()
+        except OSError as e:
+            print(f"rcd-player: error: {args.stats_json}: cannot write stats ({e.strerror})", file=sys.stderr)
+            return EXIT_USAGE
+    player = None
+    try:
+        player = Player(cfg)
+        code = player.run()
+    except (PlayerError, MediaError) as e:
+        print(f"rcd-player: error: {e}", file=sys.stderr)
+        code = EXIT_FAILED
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if player is not None:
+            player.close()
+    if player is not None and args.stats_json:
+        with open(args.stats_json, "w") as f:
+            json.dump(player.stats(), f, indent=2)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

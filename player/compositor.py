@@ -1,0 +1,200 @@
+"""The compositor thread: for each frame due, blend its bases with the current controls.
+
+Owns choosing which prepared frame is due against the master clock, late drops, buffering
+(pausing the clock when the next frame is not ready), the blend itself (engine, on the device
+where the bases live) and handing the result to the display through a single slot. It reads the
+controls snapshot without a lock; a new snapshot (serial changed) re-blends the frame on screen
+at once — while paused, and during playback too when the next frame is not imminent — so an
+edit shows without waiting for the next frame and never runs the network.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from engine import compose
+from player.decode import EndOfStream
+from player.frames import Prepared, Presented
+from player.queues import Closed
+
+BLEND_AHEAD_S = 0.012  # blend this early so the frame is ready when due (a 720p blend takes a few ms)
+LATE_DROP_S = 0.040  # drop a frame this late when the next one is already due
+MIN_DISPLAY_RATE_S = 0.100  # never drop so much that the picture freezes: show ≥ 10 fps
+REBLEND_IF_NEXT_AFTER_S = 0.008  # re-blend the frame on screen after an edit unless the next is this close
+PREROLL_FRAMES = 2  # prepared frames needed to leave buffering in live mode
+PREROLL_CACHE_S = 1.0  # seconds of prepared frames needed to leave buffering in cache mode
+IDLE_SLEEP_S = 0.002
+
+
+class Slot:
+    """One presented frame for the main thread; a newer one replaces an unread older one."""
+
+    def __init__(self):
+        self._item: Presented | None = None
+        self._lock = threading.Lock()  # protects _item
+        self._event = threading.Event()
+
+    def put(self, item: Presented) -> None:
+        with self._lock:
+            self._item = item
+        self._event.set()
+
+    def take(self, timeout: float) -> Presented | None:
+        if not self._event.wait(timeout):
+            return None
+        with self._lock:
+            item, self._item = self._item, None
+            self._event.clear()
+        return item
+
+
+class CompositorThread(threading.Thread):
+    def __init__(self, player, ready_q, slot: Slot):
+        super().__init__(name="compositor", daemon=True)
+        self.player, self.ready_q, self.slot = player, ready_q, slot
+        self.current: Prepared | None = None
+        self.blend_ms: list[float] = []
+        self.dropped_late = 0
+        self.buffering = False
+        self.eos: EndOfStream | None = None
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self._serial = -1
+        self._last_present = 0.0
+        self._out: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._out_i = 0
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        torch.set_num_threads(1)  # the backbone owns the cores; a blend is memory-bound anyway
+        try:
+            self._loop()
+        except Closed:
+            pass
+        except BaseException as e:  # handed back to the player
+            self.error = e
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _buffer(self, h: int, w: int) -> np.ndarray:
+        """Rotating preallocated output frames (the display and the recorder may still hold the
+        previous ones)."""
+        bufs = self._out.setdefault((h, w), [np.empty((h, w, 3), np.uint8) for _ in range(4)])
+        self._out_i = (self._out_i + 1) % len(bufs)
+        return bufs[self._out_i]
+
+    def _present(self, prep: Prepared) -> None:
+        c = self.player.controls
+        den = self.player.denoiser
+        t0 = time.perf_counter()
+        b = prep.bases
+        if c.bypass:
+            tuned = prep.frame.rgb
+            coeffs = torch.zeros(len(b.levels), dtype=torch.float64)
+            strength = 0.0
+        else:
+            cy, cc = compose.coefficients(c.mix, b.levels, b.auto)
+            tuned = den.blend(b, coeffs=(cy, cc), out=self._buffer(*b.size))
+            coeffs = cy
+            strength = compose.strength_of(cy, b.levels)
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.blend_ms.append(ms)
+        self._serial = c.serial
+        self._last_present = time.monotonic()
+        self.current = prep
+        self.slot.put(Presented(frame=prep.frame, tuned=tuned, serial=c.serial, blend_ms=ms, strength=strength,
+                                coeffs=tuple(float(v) for v in coeffs), bases=b))
+
+    def _next(self):
+        """Next item of the current epoch at the head of the queue, dropping stale ones."""
+        clock = self.player.clock
+        while True:
+            item = self.ready_q.peek()
+            if item is None:
+                if self.ready_q.closed:
+                    raise Closed
+                return None
+            epoch = item.epoch if isinstance(item, EndOfStream) else item.frame.epoch
+            if epoch == clock.epoch:
+                return item
+            self.ready_q.get()
+
+    def _ready_ahead_s(self) -> float:
+        n = len(self.ready_q)
+        return n / max(self.player.info.fps, 1.0)
+
+    # ---- main loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        p = self.player
+        clock = p.clock
+        while not self._halt.is_set():
+            if self.current is not None and self.current.frame.epoch != clock.epoch:
+                self.current = None
+                self.eos = None
+            item = self._next()
+            if isinstance(item, EndOfStream):
+                if self.eos is None:
+                    self.eos = item
+                    p.on_end_of_stream(item)
+                time.sleep(IDLE_SLEEP_S)
+                continue
+
+            if p.paused:
+                if item is not None and (self.current is None or p.take_step()):
+                    self.ready_q.get()
+                    clock.sync(item.frame.pts, epoch=item.frame.epoch)
+                    self._present(item)
+                elif self.current is not None and p.controls.serial != self._serial:
+                    self._present(self.current)
+                else:
+                    time.sleep(IDLE_SLEEP_S)
+                continue
+
+            if item is None:
+                if not self.buffering and self.current is not None and self.eos is None:
+                    self._set_buffering(True)
+                if self.current is not None and p.controls.serial != self._serial:
+                    self._present(self.current)
+                time.sleep(IDLE_SLEEP_S)
+                continue
+
+            if self.buffering or self.current is None:
+                needed = PREROLL_CACHE_S * p.info.fps if p.worker.mode == "cache" else PREROLL_FRAMES
+                full = len(self.ready_q) >= min(needed, self.ready_q.maxsize)
+                if not full and not self._decoder_done():
+                    time.sleep(IDLE_SLEEP_S)
+                    continue
+                if self.current is None:
+                    clock.sync(item.frame.pts, epoch=item.frame.epoch)
+                self.buffering = False
+                clock.set_paused(p.paused)
+
+            now = clock.now()
+            pts = item.frame.pts
+            if pts > now + BLEND_AHEAD_S:
+                if self.current is not None and p.controls.serial != self._serial and pts > now + REBLEND_IF_NEXT_AFTER_S:
+                    self._present(self.current)
+                    continue
+                time.sleep(min(IDLE_SLEEP_S * 2, pts - now - BLEND_AHEAD_S))
+                continue
+            self.ready_q.get()
+            if pts + item.frame.duration < now - LATE_DROP_S and time.monotonic() - self._last_present < MIN_DISPLAY_RATE_S:
+                nxt = self._next()
+                if isinstance(nxt, Prepared) and nxt.frame.pts <= now:
+                    self.dropped_late += 1
+                    continue
+            self._present(item)
+
+    def _decoder_done(self) -> bool:
+        nxt = self.ready_q.peek()
+        return isinstance(nxt, EndOfStream) or self.player.decoder_blocked()
+
+    def _set_buffering(self, on: bool) -> None:
+        if on != self.buffering:
+            self.buffering = on
+            self.player.clock.set_paused(on or self.player.paused)

@@ -1,0 +1,203 @@
+"""The tuning and view properties, as an immutable snapshot, and the commands that change them.
+
+Owns `Controls` (what the compositor and the display read: the mix, bypass, view, zoom, HUD…)
+and `apply(controls, command, ctx)` for the property commands — pure functions, no threads. A
+command is a string: "add strength 2", "set view split", "cycle bypass". Playback commands
+(seek, pause, loop, presets, screenshots, recording, quit) belong to the player.
+
+Property table (name: type, range):
+  strength   float 0..60 (removed-noise std, 8-bit units; "auto" = AutoTune)
+  character  float −1..1
+  coeff.N    float −1..2 (expert per-level coefficient, N = 1..L; switches to expert mode)
+  level      int 1..L (the level that + / − adjust)
+  luma       float 0..2 (gain on the luma part of the removed noise)
+  chroma     float 0..2 (gain on the chroma part)
+  bypass     bool (show the original)
+  view       tuned | original | split | side | diff
+  split      float 0..1 (split-wipe position)
+  zoom       1 | 2 | 4;  center  "x,y" fractions
+  hud, help  bool
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from engine import compose
+from engine.compose import Mix
+
+VIEWS = ("tuned", "original", "split", "side", "diff")
+ZOOMS = (1, 2, 4)
+COEFF_RANGE = (-1.0, 2.0)
+GAIN_RANGE = (0.0, 2.0)
+# Commands that change what the blend produces: their latency to the screen is measured.
+BLEND_PROPERTIES = {"strength", "character", "coeff", "luma", "chroma", "bypass", "autotune"}
+
+
+class CommandError(Exception):
+    """A malformed or unknown command; one line."""
+
+
+@dataclass(frozen=True)
+class Controls:
+    mix: Mix = field(default_factory=Mix)
+    bypass: bool = False
+    view: str = "tuned"
+    split: float = 0.5
+    zoom: int = 1
+    center: tuple[float, float] = (0.5, 0.5)
+    level: int = 1  # 1-based selected level
+    hud: bool = True
+    help: bool = False
+    serial: int = 0  # increases on every change that alters the blend
+    changed_at: float = 0.0  # time.monotonic() of that change
+
+
+@dataclass
+class Context:
+    """What a command may need to know about the frame on screen."""
+
+    levels: tuple[float, ...]
+    auto: torch.Tensor | None = None  # AutoTune coefficients of the current frame
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, v))
+
+
+def _parse_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise CommandError(f"not a number: {s!r}") from None
+    if not np.isfinite(v):
+        raise CommandError(f"not a finite number: {s!r}")
+    return v
+
+
+def _parse_bool(s: str) -> bool:
+    if s in ("yes", "on", "true", "1"):
+        return True
+    if s in ("no", "off", "false", "0"):
+        return False
+    raise CommandError(f"not yes/no: {s!r}")
+
+
+def current_coeffs(mix: Mix, ctx: Context) -> torch.Tensor:
+    auto = ctx.auto if ctx.auto is not None else torch.full((len(ctx.levels),), 1.0 / len(ctx.levels), dtype=torch.float64)
+    c, _ = compose.coefficients(mix.with_(luma=1.0, chroma=1.0), ctx.levels, auto)
+    return c
+
+
+def current_strength(mix: Mix, ctx: Context) -> float:
+    if mix.strength is not None and mix.coeffs is None:
+        return float(mix.strength)
+    return compose.strength_of(current_coeffs(mix, ctx), ctx.levels)
+
+
+def _set_mix(c: Controls, mix: Mix, blend: bool = True) -> Controls:
+    if not blend:
+        return replace(c, mix=mix)
+    return replace(c, mix=mix, serial=c.serial + 1, changed_at=time.monotonic())
+
+
+def apply(c: Controls, command: str, ctx: Context) -> Controls:
+    """Apply one property command; returns the new snapshot (the old one is untouched)."""
+    parts = command.split()
+    if not parts:
+        raise CommandError("empty command")
+    verb, args = parts[0], parts[1:]
+    mix = c.mix
+    if verb == "autotune":
+        return _set_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
+    if verb not in ("set", "add", "cycle") or not args:
+        raise CommandError(f"unknown command: {command!r}")
+    name = args[0]
+    value = args[1] if len(args) > 1 else None
+    if verb in ("set", "add") and value is None:
+        raise CommandError(f"{verb} {name}: needs a value")
+
+    if name == "strength":
+        if verb == "set" and value == "auto":
+            return _set_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
+        base = current_strength(mix, ctx)
+        s = _parse_float(value) if verb == "set" else base + _parse_float(value)
+        character = mix.character if mix.strength is not None else 0.0
+        return _set_mix(c, mix.with_(strength=_clamp(s, 0.0, compose.STRENGTH_MAX), character=character, coeffs=None))
+    if name == "character":
+        s = current_strength(mix, ctx)
+        ch = _parse_float(value) if verb == "set" else mix.character + _parse_float(value)
+        return _set_mix(c, mix.with_(strength=s, character=_clamp(ch, -1.0, 1.0), coeffs=None))
+    if name.startswith("coeff"):
+        idx = c.level if name == "coeff" else _level_index(name.split(".", 1)[1], ctx)
+        coeffs = current_coeffs(mix, ctx).tolist()
+        v = _parse_float(value) if verb == "set" else coeffs[idx - 1] + _parse_float(value)
+        coeffs[idx - 1] = _clamp(v, *COEFF_RANGE)
+        return _set_mix(c, mix.with_(coeffs=tuple(coeffs)))
+    if name in ("luma", "chroma"):
+        v = _parse_float(value) if verb == "set" else getattr(mix, name) + _parse_float(value)
+        return _set_mix(c, mix.with_(**{name: round(_clamp(v, *GAIN_RANGE), 4)}))
+    if name == "level":
+        n = len(ctx.levels)
+        lv = (c.level % n) + 1 if verb == "cycle" else _level_index(value, ctx) if verb == "set" else int(_clamp(c.level + int(_parse_float(value)), 1, n))
+        return replace(c, level=lv)
+    if name == "bypass":
+        b = (not c.bypass) if verb == "cycle" else _parse_bool(value)
+        return replace(c, bypass=b, serial=c.serial + 1, changed_at=time.monotonic())
+    if name == "view":
+        if verb == "cycle":
+            return replace(c, view=VIEWS[(VIEWS.index(c.view) + 1) % len(VIEWS)])
+        if value not in VIEWS:
+            raise CommandError(f"view must be one of {', '.join(VIEWS)}")
+        return replace(c, view=value)
+    if name == "split":
+        v = _parse_float(value) if verb == "set" else c.split + _parse_float(value)
+        return replace(c, split=_clamp(v, 0.0, 1.0))
+    if name == "zoom":
+        if verb == "cycle":
+            return replace(c, zoom=ZOOMS[(ZOOMS.index(c.zoom) + 1) % len(ZOOMS)])
+        z = int(_parse_float(value))
+        if z not in ZOOMS:
+            raise CommandError(f"zoom must be one of {ZOOMS}")
+        return replace(c, zoom=z)
+    if name == "center":
+        try:
+            x, y = (float(v) for v in value.split(","))
+        except ValueError:
+            raise CommandError("center needs x,y fractions, e.g. 0.5,0.5") from None
+        return replace(c, center=(_clamp(x, 0.0, 1.0), _clamp(y, 0.0, 1.0)))
+    if name in ("hud", "help"):
+        v = (not getattr(c, name)) if verb == "cycle" else _parse_bool(value)
+        return replace(c, **{name: v})
+    raise CommandError(f"unknown property: {name!r}")
+
+
+def _level_index(s: str, ctx: Context) -> int:
+    try:
+        i = int(s)
+    except ValueError:
+        raise CommandError(f"level must be 1..{len(ctx.levels)}, got {s!r}") from None
+    if not 1 <= i <= len(ctx.levels):
+        raise CommandError(f"level must be 1..{len(ctx.levels)}, got {i}")
+    return i
+
+
+def mix_to_json(mix: Mix) -> dict:
+    return {"strength": mix.strength, "character": mix.character,
+            "coeffs": list(mix.coeffs) if mix.coeffs is not None else None,
+            "luma": mix.luma, "chroma": mix.chroma}
+
+
+def mix_from_json(d: dict) -> Mix:
+    try:
+        coeffs = d.get("coeffs")
+        return Mix(strength=None if d.get("strength") is None else float(d["strength"]),
+                   character=float(d.get("character", 0.0)),
+                   coeffs=None if coeffs is None else tuple(float(v) for v in coeffs),
+                   luma=float(d.get("luma", 1.0)), chroma=float(d.get("chroma", 1.0)))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CommandError(f"invalid preset: {e}") from None

@@ -1,0 +1,233 @@
+"""Sources and the decoder thread: media file (PyAV) or the built-in demo → video frames + audio.
+
+Owns opening and validating inputs (one-line `MediaError` for anything unusable), demuxing and
+decoding with frame threading, conversion to RGB and to float PCM at the output rate, seeking,
+and skipping undecodable packets in the middle of a file. Knows nothing of models or outputs.
+
+The thread fills two bounded queues (video ≈ a few frames, audio ≈ seconds) and tags every item
+with the epoch of the seek it belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from player.frames import AudioChunk, VideoFrame
+from player.queues import ClosableQueue
+
+AUDIO_RATE = 48000  # every source is resampled to this; the JACK/CI servers and most devices run at it
+AUDIO_CHANNELS = 2
+DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
+PUT_POLL_S = 0.05  # blocked puts wake this often to notice a seek or a stop
+
+
+class MediaError(Exception):
+    """An input that cannot be played; the message is one line naming the file and the problem."""
+
+
+@dataclass
+class EndOfStream:
+    epoch: int
+    last_pts: float
+
+
+@dataclass
+class SourceInfo:
+    name: str
+    width: int
+    height: int
+    fps: float
+    duration: float  # seconds, 0 if unknown
+    has_audio: bool
+    path: str | None = None
+
+
+class FileSource:
+    """A media file through PyAV. The constructor validates: it decodes the first video frame."""
+
+    def __init__(self, path: str):
+        p = Path(path)
+        if not p.exists():
+            raise MediaError(f"{path}: no such file")
+        if p.is_dir():
+            raise MediaError(f"{path}: is a directory, not a media file")
+        self.path = str(p)
+        try:
+            self.container = av.open(self.path)
+        except (av.error.FFmpegError, UnicodeDecodeError) as e:
+            raise MediaError(f"{path}: not a readable media file ({_one_line(e)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MediaError(f"{path}: has no video stream")
+        self.vstream = self.container.streams.video[0]
+        self.vstream.thread_type = "AUTO"
+        self.astream = self.container.streams.audio[0] if self.container.streams.audio else None
+        rate = self.vstream.average_rate or self.vstream.guessed_rate or 30
+        fps = float(rate) if rate else 30.0
+        duration = 0.0
+        if self.vstream.duration and self.vstream.time_base:
+            duration = float(self.vstream.duration * self.vstream.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / 1e6
+        first = self._first_frame()
+        self.info = SourceInfo(name=p.name, width=first.width, height=first.height, fps=fps if 0 < fps < 1000 else 30.0,
+                               duration=duration, has_audio=self.astream is not None, path=self.path)
+        self.bad_packets = 0
+
+    def _first_frame(self):
+        try:
+            for frame in self.container.decode(self.vstream):
+                return frame
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.path}: video cannot be decoded ({_one_line(e)})") from None
+        raise MediaError(f"{self.path}: the video stream has no decodable frames (truncated or corrupt?)")
+
+    def read(self, start: float) -> Iterator[VideoFrame | AudioChunk]:
+        """Frames and audio from `start` seconds on, in demux order; epoch left 0 (the thread sets it)."""
+        c = self.container
+        if start > 0:
+            c.seek(int(start * 1e6), backward=True, any_frame=False)  # AV_TIME_BASE units
+        else:
+            c.seek(0)
+        streams = [self.vstream] + ([self.astream] if self.astream is not None else [])
+        resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE) if self.astream else None
+        index, last_pts = 0, -math.inf
+        nominal = 1.0 / self.info.fps
+        for packet in c.demux(*streams):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                self.bad_packets += 1  # a damaged packet mid-file: skip it, playback goes on
+                continue
+            for frame in frames:
+                if packet.stream.type == "video":
+                    t = frame.time
+                    pts = last_pts + nominal if t is None else float(t)
+                    if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
+                        pts = last_pts + 1e-3
+                    if pts < start - nominal / 2:
+                        last_pts = pts
+                        continue
+                    rgb = frame.to_ndarray(format="rgb24", threads=1)
+                    last_pts = pts
+                    yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
+                    index += 1
+                else:
+                    t = frame.time
+                    for out in resampler.resample(frame):
+                        pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
+                        apts = float(out.time) if out.time is not None else (t or 0.0)
+                        if apts + len(pcm) / AUDIO_RATE < start:
+                            continue
+                        yield AudioChunk(pts=apts, pcm=pcm, epoch=0)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class DemoFeed:
+    """The built-in demo source (player/demo.py) presented as a stream of frames and audio."""
+
+    def __init__(self, demo):
+        self.demo = demo
+        self.info = SourceInfo(name="demo", width=demo.width, height=demo.height, fps=demo.fps,
+                               duration=demo.num_frames / demo.fps, has_audio=True)
+        self.bad_packets = 0
+
+    def read(self, start: float) -> Iterator[VideoFrame | AudioChunk]:
+        fps, n = self.demo.fps, self.demo.num_frames
+        i = max(0, int(round(start * fps)))
+        sample = int(round(i / fps * AUDIO_RATE))
+        index = 0
+        while i < n:
+            pts = i / fps
+            while sample / AUDIO_RATE < pts + 1.0 / fps:  # audio up to the end of this frame
+                pcm = self.demo.audio(sample, DEMO_AUDIO_BLOCK)
+                yield AudioChunk(pts=sample / AUDIO_RATE, pcm=_as_stereo(pcm), epoch=0)
+                sample += DEMO_AUDIO_BLOCK
+            noisy, clean = self.demo.frame(i)
+            yield VideoFrame(index=index, pts=pts, duration=1.0 / fps, rgb=noisy, epoch=0, clean=clean)
+            i += 1
+            index += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _as_stereo(pcm: np.ndarray) -> np.ndarray:
+    pcm = np.asarray(pcm, dtype=np.float32)
+    if pcm.ndim == 1:
+        pcm = pcm[:, None]
+    if pcm.shape[1] == AUDIO_CHANNELS:
+        return pcm
+    return np.repeat(pcm[:, :1], AUDIO_CHANNELS, axis=1)
+
+
+def _one_line(e: Exception) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+class DecodeThread(threading.Thread):
+    """Reads the source into video_q and audio_q; `seek(t, epoch)` restarts it at t."""
+
+    def __init__(self, source, video_q: ClosableQueue, audio_q: ClosableQueue, start: float = 0.0):
+        super().__init__(name="decode", daemon=True)
+        self.source, self.video_q, self.audio_q = source, video_q, audio_q
+        self._lock = threading.Lock()  # protects _seek_to, _epoch
+        self._seek_to: float | None = start
+        self._epoch = 0
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def seek(self, t: float, epoch: int) -> None:
+        with self._lock:
+            self._seek_to, self._epoch = max(0.0, t), epoch
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._wake.set()
+
+    def _pending(self) -> bool:
+        return self._seek_to is not None or self._halt.is_set()
+
+    def _put(self, q: ClosableQueue, item) -> bool:
+        while not self._pending():
+            if q.put(item, timeout=PUT_POLL_S):
+                return True
+            if q.closed:
+                return False
+        return False
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                with self._lock:
+                    start, self._seek_to, epoch = self._seek_to, None, self._epoch
+                if start is None:
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+                    continue
+                last = 0.0
+                for item in self.source.read(start):
+                    item.epoch = epoch
+                    q = self.video_q if isinstance(item, VideoFrame) else self.audio_q
+                    if not self._put(q, item):
+                        break
+                    if isinstance(item, VideoFrame):
+                        last = item.pts
+                else:
+                    self._put(self.video_q, EndOfStream(epoch, last))
+        except BaseException as e:  # handed back to the player, which reports it in one line
+            self.error = e
+            self.video_q.close()
+            self.audio_q.close()

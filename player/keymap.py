@@ -1,0 +1,82 @@
+"""Key bindings as data: key name → command string (mpv's input.conf idea).
+
+Keys follow mpv where mpv has a binding (space pause, arrows seek, `,` `.` frame step, `l` A-B
+loop, `s` screenshot, `i` stats/HUD, `q` quit); the denoise controls take the free keys. The
+README's table and the on-screen help page are generated from this one table.
+"""
+
+from __future__ import annotations
+
+# (key, command, description). Order = order in the help page.
+BINDINGS: list[tuple[str, str, str]] = [
+    ("space", "cycle pause", "pause / play"),
+    ("p", "cycle pause", "pause / play"),
+    ("LEFT", "seek -5", "seek back 5 s"),
+    ("RIGHT", "seek 5", "seek forward 5 s"),
+    (",", "frame-back-step", "step one frame back (pauses)"),
+    (".", "frame-step", "step one frame forward (pauses)"),
+    ("l", "ab-loop", "A-B loop: set A, set B, clear"),
+    ("L", "ab-loop-clear", "clear the A-B loop"),
+    ("UP", "add strength 1", "strength +1 (removed-noise σ)"),
+    ("DOWN", "add strength -1", "strength −1"),
+    ("PAGE UP", "add strength 5", "strength +5"),
+    ("PAGE DOWN", "add strength -5", "strength −5"),
+    ("]", "add character 0.1", "character → smoother (heavier levels)"),
+    ("[", "add character -0.1", "character → keep texture (lighter levels)"),
+    ("1", "set level 1", "select level 1 (2…9 likewise)"),
+    ("2", "set level 2", ""),
+    ("3", "set level 3", ""),
+    ("4", "set level 4", ""),
+    ("5", "set level 5", ""),
+    ("6", "set level 6", ""),
+    ("7", "set level 7", ""),
+    ("8", "set level 8", ""),
+    ("9", "set level 9", ""),
+    ("+", "add coeff 0.05", "raise the selected level's coefficient"),
+    ("=", "add coeff 0.05", "raise the selected level's coefficient"),
+    ("-", "add coeff -0.05", "lower the selected level's coefficient"),
+    ("Y", "add luma 0.1", "luma strength +10 %"),
+    ("y", "add luma -0.1", "luma strength −10 %"),
+    ("C", "add chroma 0.1", "chroma strength +10 %"),
+    ("c", "add chroma -0.1", "chroma strength −10 %"),
+    ("r", "autotune", "reset to AutoTune"),
+    ("BACKSPACE", "autotune", "reset to AutoTune"),
+    ("b", "cycle bypass", "bypass: original ⇄ tuned"),
+    ("v", "cycle view", "view: tuned, original, split, side by side, difference"),
+    ("ctrl+a", "preset-store A", "store the current settings as preset A"),
+    ("ctrl+b", "preset-store B", "store the current settings as preset B"),
+    ("TAB", "preset-flip", "flip between presets A and B"),
+    ("ctrl+s", "preset-save", "save presets A/B to rcd-presets.json"),
+    ("ctrl+o", "preset-load", "load presets A/B from rcd-presets.json"),
+    ("z", "cycle zoom", "zoom 1:1, 2:1, 4:1 around the mouse"),
+    ("s", "screenshot", "screenshot: original + tuned PNG pair"),
+    ("R", "record", "start / stop recording the tuned frames"),
+    ("i", "cycle hud", "show / hide the HUD"),
+    ("?", "cycle help", "this help page"),
+    ("F1", "cycle help", "this help page"),
+    ("q", "quit", "quit"),
+    ("ESCAPE", "quit", "quit"),
+]
+
+KEYMAP: dict[str, str] = {key: cmd for key, cmd, _ in BINDINGS}
+
+
+def command_for(key: str) -> str | None:
+    return KEYMAP.get(key)
+
+
+def help_lines() -> list[str]:
+    """One line per distinct description, keys that share it joined."""
+    rows: dict[str, list[str]] = {}
+    for key, cmd, desc in BINDINGS:
+        if desc:
+            rows.setdefault(desc, []).append(key)
+    return [f"{' / '.join(keys):<16} {desc}" for desc, keys in rows.items()] + [
+        "mouse            split position (split view), zoom centre"]
+
+
+def markdown_table() -> str:
+    lines = ["| key | command | what it does |", "|---|---|---|"]
+    for key, cmd, desc in BINDINGS:
+        lines.append(f"| `{key}` | `{cmd}` | {desc or 'select this level'} |")
+    return "\n".join(lines)

@@ -1,0 +1,664 @@
+"""The Player: builds the pipeline, owns all playback state, runs the main loop, shuts down.
+
+Owns the threads (decode → backbone → compositor), the clock, the queues, the outputs (window,
+sound), the controls snapshot and every command. Lower parts never call up except through the
+few narrow hooks they are given (`notice`, `on_end_of_stream`, `take_step`, `decoder_blocked`);
+the main thread polls everything else.
+
+    DecodeThread ── video_q ──► BackboneWorker ── ready_q ──► CompositorThread ── slot ──► main thread
+    DecodeThread ── audio_q ──► AudioFeed (sound device callback; sets the master clock)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import checkpoint, compose
+from engine.compose import Mix
+from engine.denoiser import Denoiser, psnr
+from engine.images import write_png
+from player import controls as ctl
+from player import keymap
+from player.clock import Clock
+from player.compositor import CompositorThread, Slot
+from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
+from player.frames import Presented
+from player.queues import ClosableQueue
+from player.worker import BackboneWorker
+
+VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
+AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
+JOIN_TIMEOUT_S = 3.0
+STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsampled), for the HUD
+MESSAGE_S = 1.5  # how long an OSD message stays
+LOOP_EPS = 0.02
+PRESET_FILE = "rcd-presets.json"
+
+
+class PlayerError(Exception):
+    """Anything that stops the player; one line for the user."""
+
+
+@dataclass
+class PlayerConfig:
+    input: str | None = None  # None: the built-in demo
+    weights: str = "live"
+    device: str = "auto"
+    precision: str = "auto"
+    mode: str = "auto"  # auto | live | cache
+    cache_mb: int = 0  # 0: a quarter of RAM, at most 8 GiB
+    start: float = 0.0
+    loop: tuple[float, float] | None = None
+    preset: str | None = None
+    headless: bool = False
+    duration: float | None = None
+    script: str | None = None
+    stats_json: str | None = None
+    screenshot_dir: str = "."
+    demo_size: tuple[int, int] = (1280, 720)
+    demo_fps: float = 30.0
+    audio: bool = True
+    threads: int = 0
+
+
+def default_cache_bytes() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 8 << 30
+    return int(min(total // 4, 8 << 30))
+
+
+def load_script(path: str) -> list[tuple[float, str]]:
+    """Lines 'TIME COMMAND'; blank lines and # comments ignored."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise PlayerError(f"{path}: cannot read script ({e.strerror})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        t, _, cmd = line.partition(" ")
+        try:
+            out.append((float(t), cmd.strip()))
+        except ValueError:
+            raise PlayerError(f"{path}:{n}: expected 'TIME COMMAND', got {line!r}") from None
+    return sorted(out, key=lambda x: x[0])
+
+
+def percentile(values, q: float) -> float | None:
+    if len(values) == 0:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class AudioFeed:
+    """What the sound device's callback pulls from: chunks of the current epoch, or silence.
+
+    Runs in the real-time callback: no blocking, no allocation beyond numpy slicing, never raises.
+    """
+
+    def __init__(self, audio_q: ClosableQueue, clock: Clock, player: "Player"):
+        self.audio_q, self.clock, self.player = audio_q, clock, player
+        self._chunk = None
+        self._off = 0
+        self.underflows = 0
+        self.started = False  # audio of the current epoch has been heard
+
+    def reset(self) -> None:
+        self._chunk, self._off, self.started = None, 0, False
+
+    def fill(self, out: np.ndarray, latency: float, at: float) -> None:
+        try:
+            self._fill(out, latency, at)
+        except Exception:  # never let an exception reach PortAudio's thread
+            out.fill(0.0)
+
+    def _fill(self, out: np.ndarray, latency: float, at: float) -> None:
+        clock = self.clock
+        if clock.paused:
+            out.fill(0.0)
+            return
+        n, filled, first_pts, epoch = len(out), 0, None, clock.epoch
+        while filled < n:
+            if self._chunk is None:
+                item = self.audio_q.get_nowait()
+                if item is None:
+                    break
+                if item.epoch != epoch:
+                    continue
+                self._chunk, self._off = item, 0
+            pcm = self._chunk.pcm
+            take = min(n - filled, len(pcm) - self._off)
+            if first_pts is None:
+                first_pts = self._chunk.pts + self._off / AUDIO_RATE
+            out[filled : filled + take] = pcm[self._off : self._off + take]
+            filled += take
+            self._off += take
+            if self._off >= len(pcm):
+                self._chunk = None
+        if filled < n:
+            out[filled:].fill(0.0)
+            if self.started and not self.player.audio_ended():
+                self.underflows += 1
+        if first_pts is not None:
+            self.started = True
+            clock.sync(first_pts - latency, at=at, epoch=epoch)
+
+
+class Player:
+    def __init__(self, cfg: PlayerConfig):
+        self.cfg = cfg
+        self.notices: list[str] = []
+        self._messages: list[tuple[float, str]] = []
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+
+        # Source.
+        if cfg.input is None:
+            from player.demo import DemoSource
+
+            w, h = cfg.demo_size
+            self.demo = DemoSource(width=w, height=h, fps=cfg.demo_fps)
+            self.source = DemoFeed(self.demo)
+        else:
+            self.demo = None
+            self.source = FileSource(cfg.input)
+        self.info = self.source.info
+
+        # Model.
+        try:
+            self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)
+        except checkpoint.CheckpointError as e:
+            raise PlayerError(str(e)) from None
+        except RuntimeError as e:  # e.g. --device cuda without CUDA
+            raise PlayerError(str(e).splitlines()[0]) from None
+        self.levels = self.denoiser.levels
+
+        # State owned by the main thread (the compositor reads `controls`, `paused`, `loop`).
+        self.controls = ctl.Controls(level=1)
+        self.paused = False
+        self.loop: tuple[float | None, float | None] = (None, None)
+        if cfg.loop:
+            a, b = cfg.loop
+            if not 0 <= a < b:
+                raise PlayerError(f"--loop A B needs 0 <= A < B, got {a} {b}")
+            self.loop = (a, b)
+        self.presets: dict[str, Mix] = {}
+        self._preset_side = "A"
+        if cfg.preset:
+            self._load_presets(cfg.preset, startup=True)
+        self.script = load_script(cfg.script) if cfg.script else []
+        self._script_i = 0
+        self._step = threading.Event()
+        self._ended: EndOfStream | None = None
+        self._quit = False
+        self._changed_at: dict[int, float] = {}
+        self._edit_latency: list[float] = []
+        self._presented_serials: set[int] = set()
+        self._av_offsets: list[float] = []
+        self._present_times: list[float] = []
+        self.frames_presented = 0
+        self.frames_presented_epoch = 0
+        self.last: Presented | None = None
+        self.psnr_original = self.psnr_tuned = self.measured_sigma = None
+        self._last_show = None
+
+        # Pipeline.
+        self.clock = Clock()
+        self.epoch = 0
+        self.video_q = ClosableQueue(VIDEO_QUEUE_FRAMES)
+        self.audio_q = ClosableQueue(max(8, int(AUDIO_QUEUE_S * AUDIO_RATE / 1024)))
+        self.ready_q = ClosableQueue(3)
+        self.slot = Slot()
+        start = max(0.0, cfg.start if not self.loop[0] else max(cfg.start, self.loop[0]))
+        self.clock.reset(start, 0)
+        self.decoder = DecodeThread(self.source, self.video_q, self.audio_q, start)
+        cache_bytes = cfg.cache_mb * (1 << 20) if cfg.cache_mb > 0 else default_cache_bytes()
+        self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes)
+        self.compositor = CompositorThread(self, self.ready_q, self.slot)
+
+        # Outputs.
+        self.feed = AudioFeed(self.audio_q, self.clock, self)
+        self.sound = self._open_sound()
+        self.window = self._open_window()
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def _open_sound(self):
+        from player.outputs.audio import AudioUnavailable, NullSound, SoundOutput
+
+        if not self.info.has_audio:
+            self.notice("no audio stream: video runs on the wall clock")
+            return NullSound(AUDIO_RATE, AUDIO_CHANNELS, self.feed)
+        if self.cfg.headless or not self.cfg.audio:
+            return NullSound(AUDIO_RATE, AUDIO_CHANNELS, self.feed)
+        try:
+            return SoundOutput(AUDIO_RATE, AUDIO_CHANNELS, self.feed)
+        except AudioUnavailable as e:
+            self.notice(f"{e}; playing silently on the wall clock")
+            return NullSound(AUDIO_RATE, AUDIO_CHANNELS, self.feed)
+
+    def _open_window(self):
+        from player.outputs.window import DisplayUnavailable, NullWindow, Window
+
+        if self.cfg.headless:
+            return NullWindow(self.info.width, self.info.height)
+        try:
+            return Window(self.info.width, self.info.height, title=f"rcd-player — {self.info.name}")
+        except DisplayUnavailable as e:
+            raise PlayerError(str(e)) from None
+
+    # ---- hooks for the threads -----------------------------------------------------------------
+    def notice(self, text: str) -> None:
+        """A one-line notice: printed once and shown on the OSD."""
+        self.notices.append(text)
+        print(f"rcd-player: {text}", file=sys.stderr, flush=True)
+        self._messages.append((time.monotonic(), text))
+
+    def on_end_of_stream(self, eos: EndOfStream) -> None:
+        self._ended = eos
+
+    def take_step(self) -> bool:
+        if self._step.is_set():
+            self._step.clear()
+            return True
+        return False
+
+    def decoder_blocked(self) -> bool:
+        return self.video_q.full() or self.audio_q.full()
+
+    def audio_ended(self) -> bool:
+        return self._ended is not None or not self.decoder.is_alive()
+
+    # ---- commands ------------------------------------------------------------------------------
+    def context(self) -> ctl.Context:
+        auto = self.last.bases.auto if self.last is not None and self.last.bases is not None else None
+        return ctl.Context(levels=self.levels, auto=auto)
+
+    def command(self, cmd: str) -> None:
+        """Run one command string (from a key, the script or a test). Errors become OSD notices."""
+        try:
+            self._command(cmd.strip())
+        except ctl.CommandError as e:
+            self.notice(f"{cmd}: {e}")
+
+    def _command(self, cmd: str) -> None:
+        parts = cmd.split()
+        if not parts:
+            return
+        verb, args = parts[0], parts[1:]
+        if verb == "quit":
+            self._quit = True
+        elif verb == "cycle" and args[:1] == ["pause"] or verb == "set" and args[:1] == ["pause"]:
+            self.set_paused(not self.paused if verb == "cycle" else ctl._parse_bool(args[1]))
+        elif verb == "seek":
+            if not args:
+                raise ctl.CommandError("seek needs seconds")
+            t = ctl._parse_float(args[0])
+            base = 0.0 if args[1:2] == ["absolute"] else self.position()
+            self.seek(base + t)
+        elif verb == "frame-step":
+            self.set_paused(True)
+            self._step.set()
+        elif verb == "frame-back-step":
+            self.set_paused(True)
+            if self.last is not None:
+                self.seek(self.last.frame.pts - self.last.frame.duration)
+        elif verb == "ab-loop":
+            a, b = self.loop
+            pos = self.position()
+            if a is None:
+                self.loop = (pos, None)
+                self.message(f"loop A = {pos:.2f} s")
+            elif b is None and pos > a:
+                self.loop = (a, pos)
+                self.message(f"loop {a:.2f} – {pos:.2f} s")
+            else:
+                self.loop = (None, None)
+                self.message("loop cleared")
+        elif verb == "ab-loop-clear":
+            self.loop = (None, None)
+            self.message("loop cleared")
+        elif verb == "set" and args[:1] in (["loop-a"], ["loop-b"]):
+            v = ctl._parse_float(args[1])
+            self.loop = (v, self.loop[1]) if args[0] == "loop-a" else (self.loop[0], v)
+        elif verb == "preset-store":
+            side = (args or ["A"])[0].upper()
+            self.presets[side] = self.controls.mix
+            self.message(f"preset {side} stored")
+        elif verb == "preset-flip":
+            self._preset_side = "B" if self._preset_side == "A" else "A"
+            mix = self.presets.get(self._preset_side)
+            if mix is None:
+                raise ctl.CommandError(f"preset {self._preset_side} is empty (store it with ctrl+{self._preset_side.lower()})")
+            self._set_controls(ctl._set_mix(self.controls, mix))
+            self.message(f"preset {self._preset_side}")
+        elif verb == "preset-save":
+            path = args[0] if args else PRESET_FILE
+            data = {k: ctl.mix_to_json(v) for k, v in self.presets.items()}
+            data.setdefault("A", ctl.mix_to_json(self.controls.mix))
+            try:
+                Path(path).write_text(json.dumps(data, indent=2) + "\n")
+            except OSError as e:
+                raise ctl.CommandError(f"cannot write {path}: {e.strerror}") from None
+            self.message(f"presets saved to {path}")
+        elif verb == "preset-load":
+            self._load_presets(args[0] if args else PRESET_FILE)
+        elif verb == "screenshot":
+            self.screenshot(args[0] if args else self.cfg.screenshot_dir)
+        elif verb == "record":
+            raise ctl.CommandError("recording is not available in this build yet")
+        else:
+            old = self.controls
+            new = ctl.apply(old, cmd, self.context())
+            self._set_controls(new)
+            self._osd_for(cmd, new)
+
+    def _set_controls(self, new: ctl.Controls) -> None:
+        if new.serial != self.controls.serial:
+            self._changed_at[new.serial] = new.changed_at
+        self.controls = new  # one reference swap: the compositor sees old or new, never half
+
+    def _osd_for(self, cmd: str, c: ctl.Controls) -> None:
+        name = cmd.split()[1] if len(cmd.split()) > 1 else cmd
+        m = c.mix
+        if cmd.startswith("autotune") or (name == "strength" and m.strength is None):
+            self.message("AutoTune")
+        elif name == "strength":
+            self.message(f"strength {m.strength:.1f}")
+        elif name == "character":
+            self.message(f"character {m.character:+.2f}")
+        elif name in ("luma", "chroma"):
+            self.message(f"{name} ×{getattr(m, name):.2f}")
+        elif name in ("bypass", "view", "zoom", "level"):
+            self.message(f"{name} {getattr(c, name)}")
+
+    def _load_presets(self, path: str, startup: bool = False) -> None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as e:
+            msg = f"{path}: cannot read preset file ({e.strerror})"
+            if startup:
+                raise PlayerError(msg) from None
+            raise ctl.CommandError(msg) from None
+        except json.JSONDecodeError as e:
+            msg = f"{path}: not valid JSON ({e.msg}, line {e.lineno})"
+            if startup:
+                raise PlayerError(msg) from None
+            raise ctl.CommandError(msg) from None
+        try:
+            if isinstance(data, dict) and ("A" in data or "B" in data):
+                self.presets = {k: ctl.mix_from_json(v) for k, v in data.items() if k in ("A", "B")}
+            else:
+                self.presets = {"A": ctl.mix_from_json(data)}
+        except ctl.CommandError as e:
+            if startup:
+                raise PlayerError(f"{path}: {e}") from None
+            raise
+        first = self.presets.get("A") or self.presets.get("B")
+        self._preset_side = "A" if "A" in self.presets else "B"
+        if first.coeffs is not None and len(first.coeffs) != len(self.levels):
+            raise PlayerError(f"{path}: preset has {len(first.coeffs)} coefficients, the model has {len(self.levels)} levels")
+        self._set_controls(ctl._set_mix(self.controls, first))
+        self.message(f"presets loaded from {path}")
+
+    def message(self, text: str) -> None:
+        self._messages.append((time.monotonic(), text))
+
+    # ---- playback --------------------------------------------------------------------------
+    def position(self) -> float:
+        return self.clock.now()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.clock.set_paused(paused or self.compositor.buffering)
+
+    def seek(self, t: float) -> None:
+        dur = self.info.duration
+        t = max(0.0, min(t, dur - 0.5 / self.info.fps) if dur > 0 else t)
+        self.epoch += 1
+        self.clock.set_paused(True)
+        self.clock.reset(t, self.epoch)
+        for q in (self.video_q, self.audio_q, self.ready_q):
+            q.clear()
+        self.feed.reset()
+        self._ended = None
+        self.frames_presented_epoch = 0
+        self.decoder.seek(t, self.epoch)
+
+    def screenshot(self, folder: str) -> None:
+        if self.last is None:
+            raise ctl.CommandError("no frame on screen yet")
+        d = Path(folder)
+        stem = f"rcd-{Path(self.info.name).stem}-{self.last.frame.pts:08.3f}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            write_png(d / f"{stem}-original.png", self.last.frame.rgb)
+            write_png(d / f"{stem}-tuned.png", self.last.tuned)
+        except OSError as e:
+            raise ctl.CommandError(f"cannot write screenshot to {d}: {e.strerror}") from None
+        self.message(f"screenshot {d / stem}-{{original,tuned}}.png")
+
+    # ---- main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        for t in (self.decoder, self.worker, self.compositor):
+            t.start()
+        self.sound.start()
+        self.set_paused(False)
+        t_start = time.monotonic()
+        script_time, last_tick = 0.0, time.monotonic()
+        try:
+            while not self._quit:
+                self._check_threads()
+                now = time.monotonic()
+                dt, last_tick = now - last_tick, now
+                if self.frames_presented > 0 and not self.compositor.buffering:
+                    script_time += dt
+                while self._script_i < len(self.script) and self.script[self._script_i][0] <= script_time:
+                    self.command(self.script[self._script_i][1])
+                    self._script_i += 1
+                if self.cfg.duration is not None and script_time >= self.cfg.duration:
+                    break
+                for ev in self.window.poll():
+                    self._on_event(ev)
+                self._loop_and_end()
+                p = self.slot.take(timeout=0.004)
+                if p is not None:
+                    self._show(p)
+                elif self._last_show is not None and self._view_changed():
+                    self._show(self.last, again=True)
+        except KeyboardInterrupt:
+            pass
+        self.wall_s = time.monotonic() - t_start
+        return 0
+
+    def _check_threads(self) -> None:
+        for t in (self.decoder, self.worker, self.compositor):
+            if t.error is not None:
+                e = t.error
+                if isinstance(e, MediaError):
+                    raise PlayerError(str(e))
+                raise PlayerError(f"{t.name} thread failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    def _loop_and_end(self) -> None:
+        a, b = self.loop
+        if a is not None and b is not None and not self.paused and self.last is not None:
+            if self.last.frame.epoch == self.epoch and self.last.frame.pts >= b - LOOP_EPS or self._ended is not None:
+                self.seek(a)
+                return
+        if self._ended is not None and self.last is not None and self.slot_empty_and_drained():
+            if self.demo is not None:
+                self.seek(0.0)  # the demo loops forever
+            elif not self.paused:
+                self._quit = True
+
+    def slot_empty_and_drained(self) -> bool:
+        return len(self.ready_q) <= 1 and self.compositor.eos is not None
+
+    def _on_event(self, ev) -> None:
+        if ev.kind == "quit":
+            self._quit = True
+        elif ev.kind == "key":
+            cmd = keymap.command_for(ev.key)
+            if cmd:
+                self.command(cmd)
+        elif ev.kind == "mouse":
+            c = self.controls
+            if c.view == "split":
+                self._set_controls(ctl.apply(c, f"set split {ev.x:.4f}", self.context()))
+            if self.controls.zoom == 1 or True:
+                self._set_controls(ctl.apply(self.controls, f"set center {ev.x:.4f},{ev.y:.4f}", self.context()))
+
+    def _view_key(self):
+        c = self.controls
+        return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom > 1 else None, c.hud, c.help, self.paused,
+                len(self._messages))
+
+    def _view_changed(self) -> bool:
+        return self._last_show != self._view_key()
+
+    def _show(self, p: Presented, again: bool = False) -> None:
+        if not again:
+            # Present at the frame's time: the compositor blends slightly ahead.
+            if not self.paused and p.frame.epoch == self.clock.epoch:
+                wait = p.frame.pts - self.clock.now()
+                if 0 < wait < 0.1:
+                    time.sleep(wait)
+        c = self.controls
+        self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
+                         hud=self._hud(p) if c.hud else None, help_lines=keymap.help_lines() if c.help else None)
+        t = time.monotonic()
+        self._last_show = self._view_key()
+        if again:
+            return
+        self.last = p
+        if p.serial not in self._presented_serials:
+            self._presented_serials.add(p.serial)
+            changed = self._changed_at.get(p.serial)
+            if changed:
+                self._edit_latency.append((t - changed) * 1000.0)
+        if not self.paused and p.frame.epoch == self.clock.epoch and not self.compositor.buffering:
+            self._av_offsets.append((p.frame.pts - self.clock.now()) * 1000.0)
+            self._present_times.append(t)
+        self.frames_presented += 1
+        self.frames_presented_epoch += 1
+        if self.frames_presented % STATS_EVERY == 1:
+            self._measure(p)
+
+    def _measure(self, p: Presented) -> None:
+        o = p.frame.rgb[::4, ::4].astype(np.int16)
+        t = p.tuned[::4, ::4].astype(np.int16)
+        self.measured_sigma = float(np.std(t - o))
+        if p.frame.clean is not None:
+            ref = p.frame.clean[::4, ::4]
+            self.psnr_original, self.psnr_tuned = psnr(p.frame.rgb[::4, ::4], ref), psnr(p.tuned[::4, ::4], ref)
+
+    # ---- HUD ---------------------------------------------------------------------------------
+    def display_fps(self, window_s: float = 1.0) -> float:
+        ts = self._present_times
+        if len(ts) < 2:
+            return 0.0
+        recent = [x for x in ts[-240:] if x >= ts[-1] - window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def _hud(self, p: Presented):
+        from player.outputs.window import Hud
+
+        c, m, b = self.controls, self.controls.mix, p.bases
+        mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
+        req = "bypass" if c.bypass else f"{p.strength:5.1f}"
+        lines = [
+            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type}, {self.worker.mode} mode",
+            f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
+            f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
+            f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late}"
+            f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
+            f"backbone {_last(self.worker.backbone_ms):6.1f} ms  blend {_last(self.compositor.blend_ms):5.2f} ms"
+            f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",
+        ]
+        if self.psnr_original is not None:
+            lines.append(f"PSNR original {self.psnr_original:5.2f} dB   tuned {self.psnr_tuned:5.2f} dB")
+        bars = [(f"{lv:g}", p.coeffs[i] if i < len(p.coeffs) else 0.0, 1.0, i + 1 == c.level)
+                for i, lv in enumerate(self.levels)]
+        badges = []
+        if self.paused:
+            badges.append("PAUSED")
+        if self.compositor.buffering:
+            badges.append("BUFFERING")
+        if c.bypass:
+            badges.append("BYPASS")
+        if c.view != "tuned":
+            badges.append(c.view.upper())
+        if c.zoom > 1:
+            badges.append(f"{c.zoom}:1")
+        now = time.monotonic()
+        msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
+        return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,
+                   cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
+
+    # ---- shutdown and stats ------------------------------------------------------------------
+    def close(self) -> None:
+        """Abort, wake, join, flush: no thread is left behind."""
+        for t in (self.decoder, self.worker, self.compositor):
+            t.stop()
+        for q in (self.video_q, self.audio_q, self.ready_q):
+            q.close()
+        for t in (self.decoder, self.worker, self.compositor):
+            if t.is_alive():
+                t.join(timeout=JOIN_TIMEOUT_S)
+        try:
+            self.sound.close()
+        except Exception as e:  # a device that vanished must not hide the stats
+            self.notice(f"closing the sound device failed: {e}")
+        self.window.close()
+        self.source.close()
+
+    def stats(self) -> dict:
+        bb = self.worker.backbone_ms
+        steady = self._av_offsets[5:] if len(self._av_offsets) > 10 else self._av_offsets
+        ts = self._present_times
+        fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
+        return {
+            "frames_presented": self.frames_presented,
+            "frames_dropped_early": self.worker.dropped_early,
+            "frames_dropped_late": self.compositor.dropped_late,
+            "display_fps": round(fps, 2),
+            "av_offset_ms_p95": _round(percentile(np.abs(steady), 95) if steady else None),
+            "audio_underflows": self.feed.underflows + getattr(self.sound, "underflows", 0),
+            "backbone_ms_p50": _round(percentile(bb, 50)),
+            "blend_ms_p50": _round(percentile(self.compositor.blend_ms, 50)),
+            "edit_latency_ms_p50": _round(percentile(self._edit_latency, 50)),
+            "edit_latency_ms_p95": _round(percentile(self._edit_latency, 95)),
+            "reinference_ms_p50": _round(percentile(bb, 50)),
+            "edits": len(self._edit_latency),
+            "mode": self.worker.mode,
+            "device": self.denoiser.device.type,
+            "audio_output": getattr(self.sound, "name", "null"),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+            "bad_packets": self.source.bad_packets,
+            "notices": self.notices,
+        }
+
+
+def _last(xs) -> float:
+    return xs[-1] if xs else 0.0
+
+
+def _round(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 3)

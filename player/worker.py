@@ -1,0 +1,170 @@
+"""The backbone worker: decoded frames → RCD bases, once per frame, and the render cache.
+
+Owns the only place the network runs during playback. Two modes:
+- live: frames that are already late against the master clock are dropped *before* inference
+  (the backbone would otherwise fall behind for good and the decoder, which also feeds the audio,
+  would stall); a short queue of prepared frames feeds the compositor.
+- cache: the backbone is slower than real time (a CPU with the quality model). Bases are kept
+  in a render cache within a memory budget, filled ahead of the playhead; playback waits where
+  the cache is not filled, and a looped section plays from the cache in real time on every
+  later pass (the worker skips inference for frames already cached).
+`auto` starts live and switches to cache once the measured backbone time shows it cannot keep up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import OrderedDict
+
+from player.decode import EndOfStream
+from player.frames import Prepared, VideoFrame
+from player.queues import Closed, ClosableQueue
+
+EARLY_DROP_S = 0.020  # drop before inference when the frame's display time passed this long ago
+LIVE_READY_FRAMES = 3  # prepared frames queued in live mode: enough to hide jitter, little latency
+AUTO_PROBE_FRAMES = 6  # frames timed before `auto` decides
+AUTO_HEADROOM = 0.85  # live only if the backbone needs under this share of a frame interval
+CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
+
+
+class RenderCache:
+    """Bases by frame time (ms), within a byte budget. Evicts what lies behind the playhead and
+    outside the A-B loop first; never evicts frames ahead of the playhead (it refuses instead)."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._items: OrderedDict[int, object] = OrderedDict()  # key → Bases; guarded by _lock
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: int):
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: int, bases, playhead: float, loop: tuple[float | None, float | None]) -> bool:
+        with self._lock:
+            if key in self._items:
+                return True
+            need = bases.nbytes
+            if need > self.budget:
+                return False
+            for k in sorted(self._items, key=lambda k: self._evict_rank(k, playhead, loop)):
+                if self._bytes + need <= self.budget:
+                    break
+                if self._evict_rank(k, playhead, loop)[0] > 1:
+                    break  # only frames ahead of the playhead (or in the loop) remain
+                self._bytes -= self._items.pop(k).nbytes
+            if self._bytes + need > self.budget:
+                return False
+            self._items[key] = bases
+            self._bytes += need
+            return True
+
+    @staticmethod
+    def _evict_rank(key: int, playhead: float, loop) -> tuple[int, float]:
+        t = key / 1000.0
+        a, b = loop
+        in_loop = a is not None and b is not None and a - 0.05 <= t <= b + 0.05
+        if t < playhead - CACHE_KEEP_BEHIND_S and not in_loop:
+            return (0, t)  # long behind: evict oldest first
+        if t < playhead and not in_loop:
+            return (1, t)
+        return (2, -t)  # ahead or in the loop: keep
+
+    def ranges(self, gap: float = 0.1) -> list[tuple[float, float]]:
+        """Cached spans in seconds, for the HUD's cache bar."""
+        with self._lock:
+            keys = sorted(self._items)
+        out: list[list[float]] = []
+        for k in keys:
+            t = k / 1000.0
+            if out and t - out[-1][1] <= gap:
+                out[-1][1] = t
+            else:
+                out.append([t, t])
+        return [(a, b) for a, b in out]
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class BackboneWorker(threading.Thread):
+    def __init__(self, denoiser, video_q: ClosableQueue, ready_q: ClosableQueue, player, mode: str, cache_bytes: int):
+        super().__init__(name="backbone", daemon=True)
+        self.denoiser, self.video_q, self.ready_q, self.player = denoiser, video_q, ready_q, player
+        self.requested_mode = mode
+        self.mode = "cache" if mode == "cache" else "live"
+        self.cache = RenderCache(cache_bytes)
+        self.backbone_ms: list[float] = []
+        self.dropped_early = 0
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self._cache_frames_set = False
+        ready_q.maxsize = LIVE_READY_FRAMES
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _decide_mode(self) -> None:
+        if self.requested_mode != "auto" or self.mode == "cache" or len(self.backbone_ms) < AUTO_PROBE_FRAMES:
+            return
+        interval_ms = 1000.0 / self.player.info.fps
+        if statistics.median(self.backbone_ms[-AUTO_PROBE_FRAMES:]) > AUTO_HEADROOM * interval_ms:
+            self.mode = "cache"
+            self.player.notice(f"backbone slower than real time ({statistics.median(self.backbone_ms[-AUTO_PROBE_FRAMES:]):.0f} ms/frame): render-cache mode")
+
+    def _size_ready_queue(self, bases) -> None:
+        if self.mode == "cache" and not self._cache_frames_set:
+            self.ready_q.maxsize = max(LIVE_READY_FRAMES, int(self.cache.budget // max(bases.nbytes, 1)))
+            self._cache_frames_set = True
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # handed back to the player
+            self.error = e
+        finally:
+            self.ready_q.close()
+
+    def _loop(self) -> None:
+        clock = self.player.clock
+        while not self._halt.is_set():
+            try:
+                item = self.video_q.get(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Closed:
+                return
+            if item.epoch != clock.epoch:
+                continue  # from before a seek
+            if isinstance(item, EndOfStream):
+                self._put(item)
+                continue
+            frame: VideoFrame = item
+            if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
+                if frame.pts + frame.duration < clock.now() - EARLY_DROP_S:
+                    self.dropped_early += 1
+                    continue
+            key = int(round(frame.pts * 1000))
+            bases = self.cache.get(key)
+            if bases is None:
+                bases = self.denoiser.infer(frame.rgb)
+                self.backbone_ms.append(bases.backbone_ms)
+                self._decide_mode()
+                if self.mode == "cache":
+                    self._size_ready_queue(bases)
+                    self.cache.put(key, bases, clock.now(), self.player.loop)
+            self._put(Prepared(frame, bases))
+
+    def _put(self, item) -> None:
+        epoch = item.epoch if isinstance(item, EndOfStream) else item.frame.epoch
+        while not self._halt.is_set() and epoch == self.player.clock.epoch:
+            if self.ready_q.put(item, timeout=0.05):
+                return
+            if self.ready_q.closed:
+                return
