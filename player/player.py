@@ -164,6 +164,7 @@ class Player:
     def __init__(self, cfg: PlayerConfig):
         self.cfg = cfg
         self.notices: list[str] = []
+        self.no_display = False
         self._messages: list[tuple[float, str]] = []
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -260,7 +261,10 @@ class Player:
         try:
             return Window(self.info.width, self.info.height, title=f"rcd-player — {self.info.name}")
         except DisplayUnavailable as e:
-            raise PlayerError(str(e)) from None
+            # Start where we can: play once without a window rather than refuse.
+            self.notice(f"{e}; playing once without a window")
+            self.no_display = True
+            return NullWindow(self.info.width, self.info.height)
 
     # ---- hooks for the threads -----------------------------------------------------------------
     def notice(self, text: str) -> None:
@@ -501,8 +505,8 @@ class Player:
                 self.seek(a)
                 return
         if self._ended is not None and self.last is not None and self.slot_empty_and_drained():
-            if self.demo is not None:
-                self.seek(0.0)  # the demo loops forever
+            if self.demo is not None and not self.no_display:
+                self.seek(0.0)  # the demo loops forever in a window
             elif not self.paused:
                 self._quit = True
 

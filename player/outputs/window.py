@@ -1,0 +1,783 @@
+"""The player's window: the pygame display on the main thread.
+
+This module owns everything that is drawn and everything the user types or
+clicks, and nothing else:
+
+* composing the chosen *view* of a frame pair -- ``tuned``, ``original``,
+  ``split``, ``side`` (side by side) or ``diff`` (|tuned - original| x4) -- with
+  an optional nearest-neighbour zoom crop (:func:`compose_view`, pure numpy,
+  shared by :class:`Window` and :class:`NullWindow` so headless runs and tests
+  exercise the same view logic);
+* letterboxing the composed image into the (resizable) window;
+* the HUD (:class:`Hud`): text lines and per-level coefficient bars in a
+  semi-transparent panel top-left, state badges top-right, a transient message,
+  and a timeline at the bottom with the playhead, the A-B loop and the cached
+  ranges; and the full-window help page;
+* turning pygame events into simple :class:`Event` tuples (:meth:`Window.poll`).
+
+It knows nothing about decoding, models, audio or threads: the player calls
+:meth:`Window.poll` and :meth:`Window.show` from the main thread with plain
+numpy frames and a filled-in :class:`Hud`.
+
+:class:`NullWindow` has the same API without a display (``--headless``).
+Only ``pygame.display`` and ``pygame.font`` are initialised (never
+``pygame.init()``, which would open an audio device).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # noqa: E402
+
+__all__ = [
+    "VIEWS", "DIFF_GAIN", "MAX_INITIAL_SIZE", "DisplayUnavailable", "Event", "Hud",
+    "Window", "NullWindow", "compose_view", "crop_rect", "fit_size", "letterbox_rect",
+    "key_name",
+]
+
+VIEWS = ("tuned", "original", "split", "side", "diff")
+DIFF_GAIN = 4            # the diff view's gain; _diff() is written for exactly 4
+MAX_INITIAL_SIZE = (1600, 900)
+
+
+class DisplayUnavailable(Exception):
+    """No display to open a window on (no X server / no video device)."""
+
+
+@dataclass
+class Event:
+    """One user event, as returned by :meth:`Window.poll`.
+
+    kind:
+      ``"key"``    key pressed (auto-repeats while held); ``key`` names it.
+      ``"quit"``   the window was closed.
+      ``"mouse"``  pointer moved; ``x``/``y`` are its position as fractions
+                   (0..1, clamped) of the displayed video image; ``button`` is
+                   the lowest held mouse button (1 left, 2 middle, 3 right) or 0.
+                   At most one per poll() (the latest position).
+      ``"click"``  mouse button pressed; ``x``/``y`` as for "mouse", ``button``
+                   the button.  When the press is on the HUD timeline, ``key`` is
+                   ``"timeline"`` and ``x`` is the fraction (0..1) along the
+                   timeline (i.e. of the duration) instead.
+      ``"resize"`` the window was resized; ``x``/``y`` are its new width and
+                   height in pixels.
+
+    Key names: printable characters as typed, shift applied ("q", "Q", "?",
+    ",", "[", "1"); named keys as pygame names them, upper-cased ("LEFT",
+    "RIGHT", "UP", "DOWN", "TAB", "F1", "RETURN", "BACKSPACE", "HOME",
+    "PAGE UP", "ESCAPE", ...), except "space", which stays lower-case.  Held
+    modifiers prefix the name:
+    "ctrl+", "alt+" (in that order) for any key, e.g. "ctrl+s", "ctrl+S"
+    (ctrl+shift+s), "alt+LEFT"; "shift+" only for named keys ("shift+LEFT",
+    "shift+TAB"), as a shifted character already says so.  The mouse wheel
+    gives the key events "WHEEL_UP" / "WHEEL_DOWN".
+    """
+    kind: str
+    key: str = ""
+    x: float = 0.0
+    y: float = 0.0
+    button: int = 0
+
+
+@dataclass
+class Hud:
+    """Everything the HUD shows; the player fills it each frame."""
+    lines: list[str] = field(default_factory=list)
+    """Text lines, top-left, monospace."""
+    bars: list[tuple[str, float, float, bool]] = field(default_factory=list)
+    """(label, value, vmax, selected) per level; drawn from a centred zero line
+    over -vmax..vmax (values beyond are clipped and flagged)."""
+    position: float = 0.0
+    """Playhead, seconds."""
+    duration: float = 0.0
+    """Seconds; 0 when unknown."""
+    cache: list[tuple[float, float]] = field(default_factory=list)
+    """Cached (start, end) time ranges in seconds, drawn under the timeline."""
+    loop: tuple[float | None, float | None] = (None, None)
+    """A-B loop points (seconds) or None."""
+    badges: list[str] = field(default_factory=list)
+    """Short state words shown top-right ("PAUSED", "BYPASS", "REC ●", ...)."""
+    message: str = ""
+    """Transient OSD message, centred near the top ("" for none)."""
+
+
+# =========================================================================== pure helpers
+
+def fit_size(width: int, height: int, max_size: tuple[int, int] = MAX_INITIAL_SIZE) -> tuple[int, int]:
+    """(width, height) scaled down (aspect kept) to fit ``max_size``; unchanged if it fits."""
+    width, height = max(1, int(width)), max(1, int(height))
+    mw, mh = max_size
+    s = min(1.0, mw / width, mh / height)
+    if s >= 1.0:
+        return width, height
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def letterbox_rect(content_w: int, content_h: int, win_w: int, win_h: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of a ``content_w`` x ``content_h`` image fitted, aspect kept, centred
+    in a ``win_w`` x ``win_h`` window (exactly the window when the sizes match)."""
+    if content_w <= 0 or content_h <= 0 or win_w <= 0 or win_h <= 0:
+        return 0, 0, max(0, win_w), max(0, win_h)
+    if (content_w, content_h) == (win_w, win_h):
+        return 0, 0, win_w, win_h
+    s = min(win_w / content_w, win_h / content_h)
+    w = max(1, min(win_w, round(content_w * s)))
+    h = max(1, min(win_h, round(content_h * s)))
+    return (win_w - w) // 2, (win_h - h) // 2, w, h
+
+
+def crop_rect(height: int, width: int, zoom: int, center: tuple[float, float]) -> tuple[int, int, int, int]:
+    """The zoom crop of a ``height`` x ``width`` frame: (y0, x0, crop_h, crop_w).
+
+    The crop is ``ceil(size / zoom)`` in each direction, centred on ``center``
+    ((x, y) as fractions of the frame) and clamped inside the frame.  Upscaled
+    ``zoom`` times it covers the frame size (the excess, < zoom pixels, is cut
+    off at the right / bottom).  Frame pixel of a displayed fraction fx:
+    ``x0 + fx * crop_w``.
+    """
+    zoom = max(1, int(zoom))
+    ch, cw = -(-height // zoom), -(-width // zoom)
+    cx, cy = float(center[0]), float(center[1])
+    x0 = int(round(cx * width - cw / 2))
+    y0 = int(round(cy * height - ch / 2))
+    x0 = min(max(x0, 0), width - cw)
+    y0 = min(max(y0, 0), height - ch)
+    return y0, x0, ch, cw
+
+
+def _split_column(width: int, split: float) -> int:
+    return int(min(max(round(float(split) * width), 0), width))
+
+
+def _check_frames(original: np.ndarray, tuned: np.ndarray) -> None:
+    for name, a in (("original", original), ("tuned", tuned)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"{name} must be a uint8 (H, W, 3) array, got "
+                             f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
+    if original.shape != tuned.shape:
+        raise ValueError(f"original and tuned differ in shape: {original.shape} vs {tuned.shape}")
+
+
+def _diff(o: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """min(DIFF_GAIN * |t - o|, 255) as uint8, without widening (all ops in place on uint8)."""
+    d = np.maximum(t, o)
+    m = np.minimum(t, o)
+    d -= m                                   # |t - o|, exact in uint8
+    np.minimum(d, 64, out=d)                 # 64 * 4 = 256 is the first value that saturates
+    np.right_shift(d, 6, out=m)              # 1 where d == 64, else 0
+    d <<= 2                                  # d * 4; 64 * 4 wraps to 0 ...
+    d -= m                                   # ... and 0 - 1 wraps to 255
+    return d
+
+
+def _put_half(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[...] = src[::2, ::2][:, :dst.shape[1]] -- copying whole 3-byte pixels (a 'V3'
+    view), about twice as fast as numpy's per-channel strided copy."""
+    n = dst.shape[1]
+    try:
+        dst.view("V3")[..., 0] = src.view("V3")[::2, ::2, 0][:, :n]
+    except (ValueError, TypeError):            # a layout the void view cannot take
+        dst[...] = src[::2, ::2][:, :n]
+
+
+def _compose_small(original: np.ndarray, tuned: np.ndarray, view: str, split: float,
+                   zoom: int, center: tuple[float, float]) -> np.ndarray:
+    """The view composed at crop resolution (before the zoom upscale).
+
+    May return ``original`` / ``tuned`` (or a view of them) without copying.
+    """
+    _check_frames(original, tuned)
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+    zoom = int(zoom)
+    if zoom < 1:
+        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    h, w = tuned.shape[:2]
+    if zoom > 1:
+        y0, x0, ch, cw = crop_rect(h, w, zoom, center)
+        o = original[y0:y0 + ch, x0:x0 + cw]
+        t = tuned[y0:y0 + ch, x0:x0 + cw]
+    else:
+        o, t = original, tuned
+    if view == "tuned":
+        return t
+    if view == "original":
+        return o
+    ch, cw = t.shape[:2]
+    if view == "split":
+        sx = _split_column(cw, split)
+        out = t.copy()
+        out[:, :sx] = o[:, :sx]
+        return out
+    if view == "side":
+        out = np.zeros_like(t)
+        half = cw // 2
+        hh = (ch + 1) // 2                   # rows of [::2]
+        top = (ch - hh) // 2
+        _put_half(out[top:top + hh, :half], o)
+        _put_half(out[top:top + hh, half:], t)
+        return out
+    return _diff(o, t)  # "diff"
+
+
+def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
+                 zoom: int = 1, center: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """The image a view shows, uint8 (H, W, 3) at the native frame size.
+
+    original, tuned: uint8 (H, W, 3) RGB frames of the same size.
+    view:
+      "tuned" / "original": that frame.
+      "split": columns left of ``round(split * W)`` from original, the rest from tuned.
+      "side":  original left, tuned right, each the frame downscaled 2x in both
+               directions (``[::2, ::2]``), centred vertically between black bars.
+      "diff":  ``min(4 * |tuned - original|, 255)``.
+    zoom: 1, 2, 4 (any int >= 1): both frames are first cropped to
+      :func:`crop_rect` (1/zoom of the frame around ``center``, clamped at the
+      edges), the view is composed from the crops, and the result is upscaled
+      with nearest neighbour (pixel-exact) back to H x W.  So in "split" the
+      split column is ``round(split * crop_w)`` of the crop.
+    No overlays (split line, labels): the window draws those.
+    May return ``tuned`` or ``original`` itself (no copy) for those views at zoom 1.
+    """
+    small = _compose_small(original, tuned, view, split, zoom, center)
+    zoom = int(zoom)
+    if zoom == 1:
+        return small
+    h, w = tuned.shape[:2]
+    up = np.repeat(np.repeat(small, zoom, axis=0), zoom, axis=1)
+    return np.ascontiguousarray(up[:h, :w])
+
+
+# =========================================================================== key names
+
+_MODIFIER_KEYS = {pygame.K_LSHIFT, pygame.K_RSHIFT, pygame.K_LCTRL, pygame.K_RCTRL,
+                  pygame.K_LALT, pygame.K_RALT, pygame.K_LMETA, pygame.K_RMETA,
+                  pygame.K_CAPSLOCK, pygame.K_NUMLOCK, pygame.K_MODE}
+for _k in ("K_LGUI", "K_RGUI", "K_LSUPER", "K_RSUPER"):
+    if hasattr(pygame, _k):
+        _MODIFIER_KEYS.add(getattr(pygame, _k))
+
+# pygame names "space" like the others; it stays lower-case ("space", as in mpv)
+_NAME_ALIASES = {"space": "space"}
+
+
+def key_name(key: int, mod: int = 0, unicode: str = "") -> str:
+    """The :class:`Event` key name of a pygame KEYDOWN (key, mod, unicode); "" for
+    keys that name nothing by themselves (shift, ctrl, ... alone)."""
+    if key in _MODIFIER_KEYS:
+        return ""
+    ctrl = bool(mod & pygame.KMOD_CTRL)
+    alt = bool(mod & pygame.KMOD_ALT)
+    shift = bool(mod & pygame.KMOD_SHIFT)
+    typed = unicode if (unicode and len(unicode) == 1 and unicode.isprintable()
+                        and not unicode.isspace()) else ""
+    if typed and not ctrl and not alt:
+        return typed
+    raw = pygame.key.name(key) if key else ""
+    prefix = ("ctrl+" if ctrl else "") + ("alt+" if alt else "")
+    if raw in _NAME_ALIASES:
+        name = _NAME_ALIASES[raw]
+    elif len(raw) == 1:
+        name = raw.upper() if (shift and raw.isalpha()) else raw
+        return prefix + name
+    elif raw:
+        name = raw.upper()
+    elif typed:                               # a key pygame has no name for
+        return prefix + typed
+    else:
+        return ""
+    return prefix + ("shift+" if shift else "") + name
+
+
+# =========================================================================== drawing helpers
+
+_BG = (12, 12, 16)
+_FG = (235, 235, 235)
+_DIM = (160, 160, 170)
+_ACCENT = (255, 205, 60)
+_BAR = (110, 170, 255)
+_BAR_SEL = (255, 205, 60)
+_OVER = (255, 70, 70)
+_PLAYED = (80, 150, 255)
+_CACHE = (120, 200, 120)
+_LOOP = (255, 205, 60)
+_BADGE_COLOURS = (("REC", (190, 30, 30)), ("BYPASS", (200, 110, 0)), ("BUFFER", (110, 60, 170)),
+                  ("PAUSE", (60, 60, 90)))
+_FONT_NAMES = "dejavusansmono,notosansmono,liberationmono,ubuntumono,couriernew,monospace"
+
+
+def _fmt_time(t: float) -> str:
+    if t is None or not np.isfinite(t) or t < 0:
+        t = 0.0
+    m, s = divmod(float(t), 60.0)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+
+
+class Window:
+    """A pygame window on the main thread; see the module docstring.
+
+    Call :meth:`poll` and :meth:`show` from the thread that created it.
+    """
+
+    panel_alpha = 165
+    help_alpha = 232
+
+    def __init__(self, width: int, height: int, title: str = "rcd-player", resizable: bool = True,
+                 key_repeat: tuple[int, int] = (350, 40)):
+        self._closed = True
+        self._frame_size = (max(1, int(width)), max(1, int(height)))
+        w, h = fit_size(*self._frame_size)
+        try:
+            pygame.display.init()
+            pygame.font.init()
+            flags = pygame.RESIZABLE if resizable else 0
+            screen = pygame.display.set_mode((w, h), flags)
+        except pygame.error as e:
+            try:
+                pygame.display.quit()
+            except pygame.error:
+                pass
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else "pygame.error"
+            raise DisplayUnavailable(
+                f"no display available to open the player window ({msg}); "
+                f"run with --headless, or set DISPLAY to an X server") from None
+        self._closed = False
+        self._size = screen.get_size()
+        pygame.display.set_caption(title)
+        if key_repeat:
+            pygame.key.set_repeat(*key_repeat)
+        self._video_rect = pygame.Rect(letterbox_rect(*self._frame_size, *self._size))
+        self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
+        self._frame_ref = None           # keeps the array behind the frombuffer surface alive
+        self._fonts: dict[int, pygame.font.Font] = {}
+        self._text: dict[tuple, pygame.Surface] = {}
+        self._dark: pygame.Surface | None = None
+        self._help_cache: tuple | None = None
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the window."""
+        if not self._closed:
+            surf = pygame.display.get_surface()
+            if surf is not None:
+                self._size = surf.get_size()
+        return self._size
+
+    def close(self) -> None:
+        """Close the window (pygame.display.quit()); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._frame_ref = None
+        self._text.clear()
+        self._fonts.clear()
+        self._dark = None
+        self._help_cache = None
+        pygame.display.quit()
+
+    def __enter__(self) -> "Window":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def screenshot(self) -> np.ndarray:
+        """What is on screen now: uint8 (H, W, 3) RGB of the window surface."""
+        if self._closed:
+            raise RuntimeError("window is closed")
+        surf = pygame.display.get_surface()
+        w, h = surf.get_size()
+        return np.frombuffer(pygame.image.tobytes(surf, "RGB"), np.uint8).reshape(h, w, 3).copy()
+
+    # ------------------------------------------------------------------ events
+
+    def _fraction(self, pos) -> tuple[float, float]:
+        r = self._video_rect
+        fx = (pos[0] - r.x + 0.5) / max(1, r.w)
+        fy = (pos[1] - r.y + 0.5) / max(1, r.h)
+        return min(max(fx, 0.0), 1.0), min(max(fy, 0.0), 1.0)
+
+    def poll(self) -> list[Event]:
+        """Pending pygame events as :class:`Event` s (see there), oldest first."""
+        if self._closed:
+            return []
+        out: list[Event] = []
+        motion_at = -1
+        for e in pygame.event.get():
+            t = e.type
+            if t == pygame.QUIT:
+                out.append(Event("quit"))
+            elif t == pygame.KEYDOWN:
+                name = key_name(e.key, getattr(e, "mod", 0), getattr(e, "unicode", ""))
+                if name:
+                    out.append(Event("key", name))
+            elif t == pygame.MOUSEMOTION:
+                fx, fy = self._fraction(e.pos)
+                held = getattr(e, "buttons", (0, 0, 0))
+                button = next((i + 1 for i, b in enumerate(held) if b), 0)
+                ev = Event("mouse", x=fx, y=fy, button=button)
+                if motion_at >= 0:
+                    out[motion_at] = ev
+                else:
+                    motion_at = len(out)
+                    out.append(ev)
+            elif t == pygame.MOUSEBUTTONDOWN:
+                if e.button not in (1, 2, 3):
+                    continue                 # 4/5: the wheel, reported by MOUSEWHEEL
+                tl = self._timeline
+                if tl is not None and tl[1].collidepoint(e.pos):
+                    track = tl[0]
+                    fx = min(max((e.pos[0] - track.x) / max(1, track.w), 0.0), 1.0)
+                    out.append(Event("click", "timeline", x=fx, y=0.5, button=e.button))
+                else:
+                    fx, fy = self._fraction(e.pos)
+                    out.append(Event("click", x=fx, y=fy, button=e.button))
+            elif t == pygame.MOUSEWHEEL:
+                if e.y:
+                    out.append(Event("key", "WHEEL_UP" if e.y > 0 else "WHEEL_DOWN"))
+            elif t == pygame.VIDEORESIZE:
+                self._size = (e.w, e.h)
+                self._help_cache = None
+                out.append(Event("resize", x=float(e.w), y=float(e.h)))
+        return out
+
+    # ------------------------------------------------------------------ text
+
+    def _font(self, px: int) -> pygame.font.Font:
+        f = self._fonts.get(px)
+        if f is None:
+            try:
+                f = pygame.font.SysFont(_FONT_NAMES, px)
+            except Exception:  # noqa: BLE001 - no fontconfig etc.: pygame's own font
+                f = pygame.font.Font(None, px + 4)
+            self._fonts[px] = f
+        return f
+
+    def _render(self, text: str, px: int, colour=_FG) -> pygame.Surface:
+        k = (text, px, colour)
+        s = self._text.get(k)
+        if s is None:
+            if len(self._text) > 2048:
+                self._text.clear()
+            s = self._font(px).render(text, True, colour)
+            self._text[k] = s
+        return s
+
+    def _darken(self, screen: pygame.Surface, rect: pygame.Rect, alpha: int | None = None) -> None:
+        """Blend a dark rectangle over ``rect`` (a surface-alpha blit: cheap)."""
+        sw, sh = screen.get_size()
+        if self._dark is None or self._dark.get_size() != (sw, sh):
+            self._dark = pygame.Surface((sw, sh)).convert()
+            self._dark.fill(_BG)
+        self._dark.set_alpha(self.panel_alpha if alpha is None else alpha)
+        rect = rect.clip(screen.get_rect())
+        if rect.w > 0 and rect.h > 0:
+            screen.blit(self._dark, rect.topleft, pygame.Rect(0, 0, rect.w, rect.h))
+
+    def _label(self, screen, text: str, x: int, y: int, px: int, anchor: str = "left") -> None:
+        s = self._render(text, px)
+        w, h = s.get_size()
+        if anchor == "right":
+            x -= w
+        elif anchor == "center":
+            x -= w // 2
+        self._darken(screen, pygame.Rect(x - 3, y - 1, w + 6, h + 2))
+        screen.blit(s, (x, y))
+
+    # ------------------------------------------------------------------ show
+
+    def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
+             zoom: int = 1, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
+             help_lines: list[str] | None = None) -> None:
+        """Draw one frame pair in ``view`` (see :func:`compose_view`), letterboxed into
+        the window, then the HUD and the help page if given, and flip."""
+        if self._closed:
+            return
+        small = _compose_small(original, tuned, view, split, zoom, center)
+        if not small.flags.c_contiguous:
+            small = np.ascontiguousarray(small)
+        zoom = int(zoom)
+        fh, fw = tuned.shape[:2]
+        sh, sw = small.shape[:2]
+        screen = pygame.display.get_surface()
+        ww, wh = screen.get_size()
+        self._size = (ww, wh)
+        self._frame_size = (fw, fh)
+        x, y, dw, dh = letterbox_rect(fw, fh, ww, wh)
+        self._video_rect = vr = pygame.Rect(x, y, dw, dh)
+
+        # letterbox bars
+        if dh < wh:
+            screen.fill((0, 0, 0), (0, 0, ww, y))
+            screen.fill((0, 0, 0), (0, y + dh, ww, wh - y - dh))
+        if dw < ww:
+            screen.fill((0, 0, 0), (0, y, x, dh))
+            screen.fill((0, 0, 0), (x + dw, y, ww - x - dw, dh))
+
+        self._frame_ref = small
+        surf = pygame.image.frombuffer(small.data, (sw, sh), "RGB")
+        if zoom == 1 and (dw, dh) == (sw, sh):
+            screen.blit(surf, (x, y))
+        else:
+            # the crop upscaled zoom x covers (sw*zoom, sh*zoom) >= (fw, fh) native pixels;
+            # scale it so that fw x fh native pixels land on dw x dh, cut the excess
+            tw = max(1, round(sw * zoom * dw / fw))
+            th = max(1, round(sh * zoom * dh / fh))
+            scaled = pygame.transform.scale(surf, (tw, th))
+            screen.blit(scaled, (x, y), pygame.Rect(0, 0, dw, dh))
+
+        px = max(12, min(20, wh // 45))
+        self._view_overlay(screen, vr, view, split, zoom, sw, px, hud is not None)
+        self._timeline = None
+        if hud is not None:
+            self._draw_hud(screen, hud, px)
+        if help_lines is not None:
+            self._draw_help(screen, help_lines, px)
+        pygame.display.flip()
+
+    # ------------------------------------------------------------------ overlays
+
+    def _view_overlay(self, screen, vr: pygame.Rect, view: str, split: float, zoom: int,
+                      small_w: int, px: int, has_hud: bool) -> None:
+        lh = self._font(px).get_linesize()
+        bottom = min(vr.bottom, screen.get_height() - (self._timeline_height(px) if has_hud else 0))
+        label_y = bottom - lh - 6
+        if view == "split":
+            sx = _split_column(small_w, split)
+            fw = self._frame_size[0]
+            lx = vr.x + round(sx * zoom * vr.w / fw)
+            lx = min(max(lx, vr.x), vr.right - 1)
+            screen.fill((255, 255, 255), (lx, vr.y, 1, vr.h))
+            self._label(screen, "original", lx - 6, label_y, px, "right")
+            self._label(screen, "tuned", lx + 7, label_y, px, "left")
+        elif view == "side":
+            half = vr.w // 2
+            img_bottom = vr.y + (vr.h + (vr.h + 1) // 2) // 2   # the halves are centred vertically
+            ly = min(img_bottom + 4, label_y)
+            self._label(screen, "original", vr.x + half // 2, ly, px, "center")
+            self._label(screen, "tuned", vr.x + half + (vr.w - half) // 2, ly, px, "center")
+        elif view == "diff":
+            self._label(screen, f"|tuned \u2212 original| \u00d7{DIFF_GAIN}", vr.x + 8, label_y, px)
+        elif view == "original":
+            self._label(screen, "original", vr.x + 8, label_y, px)
+
+    def _timeline_height(self, px: int) -> int:
+        return self._font(px).get_linesize() + 12
+
+    def _draw_hud(self, screen, hud: Hud, px: int) -> None:
+        ww, wh = screen.get_size()
+        font = self._font(px)
+        lh = font.get_linesize()
+        pad = 8
+
+        # ---- panel: lines + bars
+        lines = [self._render(str(s), px) for s in hud.lines]
+        bar_rows = []
+        label_w = 0
+        for label, value, vmax, selected in hud.bars:
+            ls = self._render(("\u25b6 " if selected else "  ") + str(label), px,
+                              _ACCENT if selected else _FG)
+            label_w = max(label_w, ls.get_width())
+            bar_rows.append((ls, float(value), float(vmax), bool(selected)))
+        track_w = max(80, min(200, ww // 8))
+        val_w = font.size("+00.000")[0]
+        width = max([s.get_width() for s in lines] + [0])
+        if bar_rows:
+            width = max(width, label_w + 8 + track_w + 8 + val_w)
+        height = len(lines) * lh + len(bar_rows) * lh
+        if width and height:
+            self._darken(screen, pygame.Rect(pad - 6, pad - 4, width + 12, height + 8))
+            yy = pad
+            for s in lines:
+                screen.blit(s, (pad, yy))
+                yy += lh
+            tx = pad + label_w + 8
+            for ls, value, vmax, selected in bar_rows:
+                screen.blit(ls, (pad, yy))
+                cy = yy + lh // 2
+                bh = max(4, lh // 2)
+                screen.fill((55, 55, 62), (tx, cy - bh // 2, track_w, bh))
+                zero = tx + track_w // 2
+                scale = vmax if vmax > 0 else 1.0
+                frac = value / scale if np.isfinite(value) else 0.0
+                over = abs(frac) > 1.0
+                frac = min(max(frac, -1.0), 1.0)
+                n = int(round(frac * (track_w // 2)))
+                col = _BAR_SEL if selected else _BAR
+                if n > 0:
+                    screen.fill(col, (zero, cy - bh // 2, n, bh))
+                elif n < 0:
+                    screen.fill(col, (zero + n, cy - bh // 2, -n, bh))
+                if over:
+                    ex = zero + n - 2 if n > 0 else zero + n
+                    screen.fill(_OVER, (ex, cy - bh // 2 - 2, 2, bh + 4))
+                screen.fill((220, 220, 220), (zero, cy - bh // 2 - 2, 1, bh + 4))
+                if selected:
+                    pygame.draw.rect(screen, _ACCENT, (tx - 1, cy - bh // 2 - 1, track_w + 2, bh + 2), 1)
+                screen.blit(self._render(f"{value:+.3f}", px, _ACCENT if selected else _DIM),
+                            (tx + track_w + 8, yy))
+                yy += lh
+
+        panel_bottom = pad - 4 + height + 8 if (width and height) else 0
+        panel_right = pad - 6 + width + 12 if (width and height) else 0
+
+        # ---- badges, top-right, right to left
+        bx = ww - pad
+        for word in reversed([str(b) for b in hud.badges if str(b)]):
+            s = self._render(word, px)
+            w, h = s.get_size()
+            bx -= w + 10
+            colour = next((c for k, c in _BADGE_COLOURS if word.upper().startswith(k)), None)
+            r = pygame.Rect(bx, pad - 2, w + 10, h + 4)
+            if colour is None:
+                self._darken(screen, r)
+            else:
+                screen.fill(colour, r)
+            screen.blit(s, (bx + 5, pad))
+            bx -= 6
+
+        # ---- transient message
+        if hud.message:
+            mpx = px + px // 2
+            ms = self._render(str(hud.message), mpx)
+            mw, mh = ms.get_size()
+            mx = (ww - mw) // 2
+            my = pad + lh + 12
+            if mx - 10 < panel_right and my < panel_bottom:
+                my = panel_bottom + 8          # keep clear of the panel
+            self._darken(screen, pygame.Rect(mx - 10, my - 4, mw + 20, mh + 8))
+            screen.blit(ms, (mx, my))
+
+        # ---- timeline
+        self._draw_timeline(screen, hud, px)
+
+    def _draw_timeline(self, screen, hud: Hud, px: int) -> None:
+        ww, wh = screen.get_size()
+        th = self._timeline_height(px)
+        band = pygame.Rect(0, wh - th, ww, th)
+        self._darken(screen, band)
+        pos = float(hud.position or 0.0)
+        dur = float(hud.duration or 0.0)
+        text = f"{_fmt_time(pos)} / {_fmt_time(dur)}" if dur > 0 else _fmt_time(pos)
+        ts = self._render(text, px)
+        lh = self._font(px).get_linesize()
+        ty = band.y + (th - lh) // 2
+        screen.blit(ts, (8, ty))
+        tx0 = 8 + self._font(px).size("0:00:00.0 / 0:00:00.0")[0] + 12
+        track = pygame.Rect(tx0, band.y + th // 2 - 4, max(10, ww - tx0 - 12), 6)
+        self._timeline = (track, band)
+        screen.fill((70, 70, 78), track)
+        ends = [pos] + [float(e) for _, e in hud.cache] + [float(v) for v in hud.loop if v is not None]
+        span = dur if dur > 0 else max(ends + [0.0])
+        if span <= 0:
+            return
+
+        def xat(t: float) -> int:
+            return track.x + int(round(min(max(t / span, 0.0), 1.0) * (track.w - 1)))
+
+        # played
+        px_pos = xat(pos)
+        if px_pos > track.x:
+            screen.fill(_PLAYED, (track.x, track.y, px_pos - track.x, track.h))
+        # cache ranges: thin bar just under the track
+        cy = track.bottom + 2
+        for a, b in hud.cache:
+            xa, xb = xat(float(a)), xat(float(b))
+            if xb >= xa:
+                screen.fill(_CACHE, (xa, cy, max(1, xb - xa), 3))
+        # A-B loop
+        a, b = hud.loop
+        if a is not None and b is not None:
+            xa, xb = sorted((xat(float(a)), xat(float(b))))
+            screen.fill(_LOOP, (xa, track.y - 3, max(1, xb - xa), 2))
+        for v in (a, b):
+            if v is not None:
+                screen.fill(_LOOP, (xat(float(v)), track.y - 5, 2, track.h + 10))
+        # playhead
+        screen.fill((255, 255, 255), (px_pos - 1, track.y - 4, 3, track.h + 8))
+
+    def _draw_help(self, screen, help_lines: list[str], px: int) -> None:
+        ww, wh = screen.get_size()
+        key = (tuple(str(s) for s in help_lines), ww, wh, px)
+        if self._help_cache is None or self._help_cache[0] != key:
+            page = pygame.Surface((ww, wh)).convert()
+            page.fill(_BG)
+            font = self._font(px)
+            lh = font.get_linesize()
+            margin = 24
+            rows = max(1, (wh - 2 * margin) // lh)
+            lines = list(key[0])
+            ncol = 1 if len(lines) <= rows else 2
+            per_col = -(-len(lines) // ncol)
+            col_w = (ww - 2 * margin) // ncol
+            for i, line in enumerate(lines):
+                c, r = divmod(i, per_col)
+                if r >= rows:
+                    continue                   # does not fit even in two columns
+                s = font.render(line, True, _FG)
+                if s.get_width() > col_w - 12:
+                    s = s.subsurface((0, 0, max(1, col_w - 12), s.get_height()))
+                page.blit(s, (margin + c * col_w, margin + r * lh))
+            page.set_alpha(self.help_alpha)
+            self._help_cache = (key, page)
+        screen.blit(self._help_cache[1], (0, 0))
+
+
+class NullWindow:
+    """The :class:`Window` API without a display (headless runs, tests).
+
+    ``show()`` composes the view with :func:`compose_view` (native frame size,
+    no HUD) into ``.last`` and counts ``.frames_shown``; ``screenshot()``
+    returns ``.last``; ``poll()`` returns [].  The last HUD and help lines are
+    kept in ``.last_hud`` / ``.last_help`` for inspection.
+    """
+
+    def __init__(self, width: int, height: int, title: str = "rcd-player", resizable: bool = True,
+                 **_ignored):
+        self._size = fit_size(width, height)
+        self.title = title
+        self.frames_shown = 0
+        self.last: np.ndarray | None = None
+        self.last_hud: Hud | None = None
+        self.last_help: list[str] | None = None
+        self.closed = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    def poll(self) -> list[Event]:
+        return []
+
+    def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
+             zoom: int = 1, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
+             help_lines: list[str] | None = None) -> None:
+        img = compose_view(original, tuned, view, split, zoom, center)
+        if img is original or img is tuned:
+            img = img.copy()                   # the caller may reuse its frame buffers
+        self.last = img
+        self.last_hud = hud
+        self.last_help = help_lines
+        self.frames_shown += 1
+
+    def screenshot(self) -> np.ndarray:
+        if self.last is None:
+            w, h = self._size
+            return np.zeros((h, w, 3), np.uint8)
+        return self.last
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "NullWindow":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,404 @@
+"""player.outputs.window: view composition, NullWindow, Window (SDL dummy driver), a real X window."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from player.outputs.window import (DIFF_GAIN, VIEWS, Event, Hud, NullWindow,
+                                   compose_view, crop_rect, fit_size, letterbox_rect)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def frames(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    o = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    t = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return o, t
+
+
+def up(a, z):
+    return np.repeat(np.repeat(a, z, axis=0), z, axis=1)
+
+
+# =========================================================================== compose_view
+
+def test_tuned_and_original_views():
+    o, t = frames()
+    assert np.array_equal(compose_view(o, t, "tuned"), t)
+    assert np.array_equal(compose_view(o, t, "original"), o)
+
+
+@pytest.mark.parametrize("split", [0.0, 0.25, 0.5, 0.8, 1.0])
+def test_split_view(split):
+    o, t = frames()
+    out = compose_view(o, t, "split", split=split)
+    sx = round(split * 64)
+    assert out.shape == t.shape and out.dtype == np.uint8
+    assert np.array_equal(out[:, :sx], o[:, :sx])
+    assert np.array_equal(out[:, sx:], t[:, sx:])
+
+
+@pytest.mark.parametrize("h,w", [(48, 64), (45, 67)])
+def test_side_view(h, w):
+    o, t = frames(h, w)
+    out = compose_view(o, t, "side")
+    assert out.shape == (h, w, 3)
+    half = w // 2
+    hh = (h + 1) // 2
+    top = (h - hh) // 2
+    assert np.array_equal(out[top:top + hh, :half], o[::2, ::2][:, :half])
+    assert np.array_equal(out[top:top + hh, half:], t[::2, ::2][:, :w - half])
+    assert not out[:top].any() and not out[top + hh:].any()   # black bars above and below
+
+
+def test_diff_view_values():
+    o, t = frames(64, 96, seed=3)
+    # make sure every difference magnitude 0..255 occurs, both signs
+    o[0, :, 0] = np.arange(96) * 2
+    t[0, :, 0] = 0
+    t[1, :, 0] = np.arange(96) * 2 + 63
+    o[1, :, 0] = 0
+    out = compose_view(o, t, "diff")
+    ref = np.clip(np.abs(t.astype(np.int16) - o) * DIFF_GAIN, 0, 255).astype(np.uint8)
+    assert DIFF_GAIN == 4
+    assert out.dtype == np.uint8 and np.array_equal(out, ref)
+    assert not compose_view(t, t, "diff").any()
+
+
+def test_zoom2_centre_is_pixel_exact_crop():
+    o, t = frames(48, 64)
+    out = compose_view(o, t, "tuned", zoom=2, center=(0.5, 0.5))
+    assert out.shape == t.shape
+    assert np.array_equal(out, up(t[12:36, 16:48], 2))
+    out = compose_view(o, t, "original", zoom=2, center=(0.25, 0.75))
+    y0, x0 = 36 - 12, 16 - 16          # centre (16, 36): crop 32x24 -> x0 0, y0 24
+    assert crop_rect(48, 64, 2, (0.25, 0.75)) == (24, 0, 24, 32)
+    assert np.array_equal(out, up(o[y0:y0 + 24, x0:x0 + 32], 2))
+
+
+@pytest.mark.parametrize("center,yx", [((0.0, 0.0), (0, 0)), ((1.0, 1.0), (36, 48)),
+                                       ((0.02, 0.98), (36, 0)), ((-3, 7), (36, 0))])
+def test_zoom4_clamps_at_the_edges(center, yx):
+    o, t = frames(48, 64)
+    out = compose_view(o, t, "tuned", zoom=4, center=center)
+    y0, x0 = yx
+    assert crop_rect(48, 64, 4, center) == (y0, x0, 12, 16)
+    assert np.array_equal(out, up(t[y0:y0 + 12, x0:x0 + 16], 4))
+
+
+def test_zoom_on_odd_sizes_keeps_the_frame_size():
+    o, t = frames(45, 67)
+    for z in (2, 4):
+        for c in ((0, 0), (0.5, 0.5), (1, 1)):
+            y0, x0, ch, cw = crop_rect(45, 67, z, c)
+            assert 0 <= y0 <= 45 - ch and 0 <= x0 <= 67 - cw
+            out = compose_view(o, t, "tuned", zoom=z, center=c)
+            assert out.shape == (45, 67, 3)
+            assert np.array_equal(out, up(t[y0:y0 + ch, x0:x0 + cw], z)[:45, :67])
+
+
+@pytest.mark.parametrize("view", ["split", "side", "diff"])
+def test_zoom_applies_the_same_crop_to_both_frames(view):
+    o, t = frames(48, 64, seed=5)
+    y0, x0, ch, cw = crop_rect(48, 64, 2, (0.7, 0.3))
+    want = up(compose_view(o[y0:y0 + ch, x0:x0 + cw].copy(), t[y0:y0 + ch, x0:x0 + cw].copy(),
+                           view, split=0.3), 2)
+    got = compose_view(o, t, view, split=0.3, zoom=2, center=(0.7, 0.3))
+    assert np.array_equal(got, want)
+
+
+def test_compose_view_rejects_bad_input():
+    o, t = frames()
+    with pytest.raises(ValueError, match="view"):
+        compose_view(o, t, "sideways")
+    with pytest.raises(ValueError, match="shape"):
+        compose_view(o[:10], t)
+    with pytest.raises(ValueError, match="uint8"):
+        compose_view(o.astype(np.float32), t)
+    with pytest.raises(ValueError, match="zoom"):
+        compose_view(o, t, zoom=0)
+
+
+def test_sizes():
+    assert fit_size(1280, 720) == (1280, 720)
+    assert fit_size(3840, 2160) == (1600, 900)
+    assert fit_size(2000, 500) == (1600, 400)
+    assert fit_size(1000, 2000) == (450, 900)
+    assert letterbox_rect(320, 240, 320, 240) == (0, 0, 320, 240)
+    assert letterbox_rect(320, 180, 320, 240) == (0, 30, 320, 180)
+    assert letterbox_rect(100, 100, 300, 200) == (50, 0, 200, 200)
+
+
+# =========================================================================== NullWindow
+
+def test_null_window_records_frames():
+    o, t = frames()
+    w = NullWindow(64, 48)
+    assert w.size == (64, 48) and w.poll() == []
+    assert w.screenshot().shape == (48, 64, 3)
+    hud = Hud(lines=["x"], badges=["PAUSED"])
+    for i, view in enumerate(VIEWS):
+        w.show(o, t, view=view, split=0.3, zoom=2, center=(0.2, 0.6), hud=hud, help_lines=["h"])
+        assert w.frames_shown == i + 1
+        assert np.array_equal(w.last, compose_view(o, t, view, 0.3, 2, (0.2, 0.6)))
+        assert w.screenshot() is w.last
+    assert w.last_hud is hud and w.last_help == ["h"]
+    w.show(o, t)
+    assert w.last is not t and np.array_equal(w.last, t)   # a copy: the caller may reuse t
+    assert NullWindow(3840, 2160).size == (1600, 900)
+    w.close()
+    w.close()
+
+
+# =========================================================================== Window, SDL dummy driver
+
+@pytest.fixture
+def window_cls(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    from player.outputs.window import Window
+    made = []
+
+    def make(*a, **kw):
+        w = Window(*a, **kw)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def sample_hud(**kw):
+    d = dict(lines=["clip 320x240", "strength 22.0 σ 3.1 ×1.00"],
+             bars=[("1", 0.5, 1.0, False), ("2", -0.4, 1.0, True), ("4", 1.7, 1.0, False)],
+             position=12.5, duration=60.0, cache=[(10.0, 20.0), (30.0, 31.0)], loop=(11.0, 15.0),
+             badges=["PAUSED", "BYPASS", "REC ●"], message="strength 22.0")
+    d.update(kw)
+    return Hud(**d)
+
+
+def test_window_shows_frame_pixels_exactly(window_cls):
+    o, t = frames(240, 320, seed=7)
+    w = window_cls(320, 240)
+    assert w.size == (320, 240)
+    w.show(o, t)                                   # no HUD: the whole window is the frame
+    assert np.array_equal(w.screenshot(), t)
+    w.show(o, t, hud=sample_hud())
+    shot = w.screenshot()
+    assert shot.shape == (240, 320, 3)
+    # bottom-right area above the timeline: not covered by the HUD
+    assert np.array_equal(shot[130:205, 180:], t[130:205, 180:])
+    assert not np.array_equal(shot[:20, :60], t[:20, :60])            # the panel is there
+    assert not np.array_equal(shot[-10:], t[-10:])                    # the timeline is there
+
+
+def test_window_help_page_and_every_view(window_cls):
+    o, t = frames(240, 320, seed=8)
+    w = window_cls(320, 240)
+    help_lines = [f"key{i:<3} does thing {i}" for i in range(60)]
+    for view in VIEWS:
+        for zoom in (1, 2, 4):
+            w.show(o, t, view=view, split=0.3, zoom=zoom, center=(0.8, 0.1), hud=sample_hud(),
+                   help_lines=help_lines)
+    plain = w.screenshot()
+    w.show(o, t, hud=sample_hud(message="", badges=[]), help_lines=None)
+    assert not np.array_equal(plain, w.screenshot())
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("zoom", [1, 2, 4])
+def test_window_draws_what_compose_view_composes(window_cls, view, zoom):
+    o, t = frames(240, 320, seed=9)
+    w = window_cls(320, 240)
+    w.show(o, t, view=view, split=0.3, zoom=zoom, center=(0.8, 0.1))
+    shot = w.screenshot()
+    want = compose_view(o, t, view, 0.3, zoom, (0.8, 0.1))
+    # the top 110 rows are free of labels; the split line is one column
+    mask = np.ones((110, 320), bool)
+    if view == "split":
+        y0, x0, ch, cw = crop_rect(240, 320, zoom, (0.8, 0.1))
+        lx = round(0.3 * cw) * zoom
+        mask[:, max(0, lx - 1):lx + 2] = False
+    assert np.array_equal(shot[:110][mask], want[:110][mask])
+
+
+def test_window_letterboxes_and_scales(window_cls):
+    w = window_cls(320, 240)
+    o, t = frames(120, 160, seed=10)                # half size: nearest upscale x2, exact
+    w.show(o, t)
+    assert np.array_equal(w.screenshot(), up(t, 2))
+    o, t = frames(180, 320, seed=11)                # 16:9 in 4:3: bars top and bottom
+    w.show(o, t)
+    shot = w.screenshot()
+    assert not shot[:30].any() and not shot[210:].any()
+    assert np.array_equal(shot[30:210], t)
+
+
+def test_window_initial_size_fits_1600x900(window_cls):
+    w = window_cls(3840, 2160)
+    assert w.size == (1600, 900)
+    o, t = frames(2160, 3840, seed=1)
+    w.show(o, t, hud=sample_hud())
+    assert w.screenshot().shape == (900, 1600, 3)
+
+
+def test_window_events(window_cls):
+    import pygame
+    w = window_cls(320, 240)
+    o, t = frames(240, 320)
+    w.show(o, t, hud=sample_hud())
+    pygame.event.clear()
+    K = pygame.KEYDOWN
+
+    def key(k, mod=0, uni=""):
+        pygame.event.post(pygame.event.Event(K, key=k, mod=mod, unicode=uni, scancode=0))
+
+    key(pygame.K_SPACE, 0, " ")
+    key(pygame.K_q, 0, "q")
+    key(pygame.K_q, pygame.KMOD_LSHIFT, "Q")
+    key(pygame.K_SLASH, pygame.KMOD_LSHIFT, "?")
+    key(pygame.K_COMMA, 0, ",")
+    key(pygame.K_RIGHTBRACKET, 0, "]")
+    key(pygame.K_3, 0, "3")
+    key(pygame.K_LEFT)
+    key(pygame.K_UP)
+    key(pygame.K_TAB, 0, "\t")
+    key(pygame.K_ESCAPE, 0, "\x1b")
+    key(pygame.K_F1)
+    key(pygame.K_PAGEUP)
+    key(pygame.K_BACKSPACE, 0, "\x08")
+    key(pygame.K_s, pygame.KMOD_LCTRL, "\x13")
+    key(pygame.K_s, pygame.KMOD_LCTRL | pygame.KMOD_LSHIFT, "\x13")
+    key(pygame.K_LEFT, pygame.KMOD_LALT)
+    key(pygame.K_LEFT, pygame.KMOD_LSHIFT)
+    key(pygame.K_LSHIFT, pygame.KMOD_LSHIFT)           # a modifier alone: nothing
+    pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=(10, 10), rel=(1, 1), buttons=(0, 0, 0)))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=(160, 60), rel=(1, 1), buttons=(1, 0, 0)))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=(80, 180), button=3))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=(319, 239), button=1))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=1, flipped=False))
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    evs = w.poll()
+    keys = [e.key for e in evs if e.kind == "key"]
+    assert keys == ["space", "q", "Q", "?", ",", "]", "3", "LEFT", "UP", "TAB", "ESCAPE", "F1",
+                    "PAGE UP", "BACKSPACE", "ctrl+s", "ctrl+S", "alt+LEFT", "shift+LEFT", "WHEEL_UP"]
+    mouse = [e for e in evs if e.kind == "mouse"]
+    assert len(mouse) == 1                                  # coalesced: the latest position
+    assert mouse[0].x == pytest.approx(0.5, abs=0.01) and mouse[0].y == pytest.approx(0.25, abs=0.01)
+    assert mouse[0].button == 1
+    clicks = [e for e in evs if e.kind == "click"]
+    assert clicks[0].key == "" and clicks[0].button == 3
+    assert (clicks[0].x, clicks[0].y) == (pytest.approx(0.25, abs=0.01), pytest.approx(0.75, abs=0.01))
+    assert clicks[1].key == "timeline" and clicks[1].x == pytest.approx(1.0, abs=0.02)
+    assert evs[-1] == Event("quit")
+    assert w.poll() == []
+
+
+def test_window_close_is_idempotent(window_cls):
+    w = window_cls(64, 48)
+    w.close()
+    w.close()
+    assert w.poll() == []
+    w.show(*frames())                                       # a no-op once closed
+
+
+def test_no_display_raises_display_unavailable():
+    code = textwrap.dedent("""
+        from player.outputs.window import Window, DisplayUnavailable
+        try:
+            Window(320, 240)
+        except DisplayUnavailable as e:
+            print("UNAVAILABLE", e)
+        else:
+            print("OPENED")
+    """)
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "DISPLAY": ":987", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    out = r.stdout.strip()
+    assert out.startswith("UNAVAILABLE"), (r.stdout, r.stderr)
+    assert len(out.splitlines()) == 1 and "no display" in out and "--headless" in out and "DISPLAY" in out
+
+
+# =========================================================================== a real X window
+
+_REAL_CHILD = textwrap.dedent("""
+    import select, sys, time
+    import numpy as np
+    import pygame
+    from player.outputs.window import Window, Hud
+    w = Window(320, 240, title="rcd window test")
+    o = np.empty((240, 320, 3), np.uint8); o[:] = (200, 40, 120)
+    t = np.empty((240, 320, 3), np.uint8); t[:] = (30, 200, 90)
+    hud = Hud(lines=["real display"], badges=["PAUSED"], position=1.0, duration=3.0)
+    deadline = time.monotonic() + 60
+    w.show(o, t, view="split", split=0.5, hud=hud)
+    print("READY", pygame.display.get_driver(), *w.size, flush=True)
+    while time.monotonic() < deadline:
+        w.poll()
+        w.show(o, t, view="split", split=0.5, hud=hud)
+        if select.select([sys.stdin], [], [], 0.05)[0]:
+            break
+    w.close()
+""")
+
+
+@pytest.mark.display
+def test_real_window_on_x_display(real_display):
+    for tool in ("xdotool", "import"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed")
+    import pygame
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdwin",
+           "DISPLAY": real_display, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", _REAL_CHILD], env=env, text=True, cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("READY"), \
+            f"child failed: {line!r} {child.stderr.read() if child.poll() is not None else ''}"
+        assert line.split()[1:] == ["x11", "320", "240"]
+        wids, deadline = [], time.monotonic() + 15
+        while time.monotonic() < deadline and not wids:
+            r = subprocess.run(["xdotool", "search", "--classname", "rcdwin"], env=env,
+                               capture_output=True, text=True, timeout=10)
+            wids = r.stdout.split()
+            if not wids:
+                time.sleep(0.1)
+        assert wids, "xdotool did not find the window by its WM class (rcdwin)"
+        geo = None
+        for wid in wids:
+            g = dict(kv.split("=", 1) for kv in subprocess.run(
+                ["xdotool", "getwindowgeometry", "--shell", wid], env=env, capture_output=True,
+                text=True, timeout=10).stdout.split())
+            if (int(g.get("WIDTH", 0)), int(g.get("HEIGHT", 0))) == (320, 240):
+                geo = g
+        assert geo is not None, f"no 320x240 window among {wids}"
+        x, y = int(geo["X"]), int(geo["Y"])
+        time.sleep(0.3)                                  # a few more flips
+        shot = subprocess.run(["import", "-window", "root", "png:-"], env=env,
+                              capture_output=True, timeout=30)
+        assert shot.returncode == 0, shot.stderr.decode(errors="replace")
+        img = pygame.image.load(BytesIO(shot.stdout), "root.png")
+        left = tuple(img.get_at((x + 80, y + 120)))[:3]      # split view: original on the left
+        right = tuple(img.get_at((x + 240, y + 120)))[:3]    # tuned on the right
+        assert all(abs(a - b) <= 2 for a, b in zip(left, (200, 40, 120))), left
+        assert all(abs(a - b) <= 2 for a, b in zip(right, (30, 200, 90))), right
+    finally:
+        try:
+            child.stdin.close()
+            child.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, child.stderr.read()
