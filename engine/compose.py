@@ -22,11 +22,12 @@ import torch
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)  # BT.709 Y from linear-coded R, G, B (HD video)
 STRENGTH_MAX = 60.0  # above the top level every blend over-smooths; the UI stops here
-# Character moves the centre of the level weighting by up to this factor either way
-# (×/÷ 2.5 at ±1): from "mostly the level below the strength" to "mostly the level above".
+# Character tilts the weight across the levels by up to this factor between the lightest and the
+# heaviest level (×/÷ 4 at the ends relative to the middle at ±1): enough to hear, never a jump.
+CHARACTER_TILT = math.log(16.0)
+# Without a frame's AutoTune to shape it (no frame yet, tests), the weight is a bump of this width
+# (natural log of the level) around the strength, moved by up to CHARACTER_SPAN either way.
 CHARACTER_SPAN = math.log(2.5)
-# Width (natural log of the level) of the bump of weight around the centre level: wide enough
-# that neighbouring levels always blend (no jumps while sweeping), narrow enough to steer.
 CHARACTER_WIDTH = 0.45
 
 
@@ -39,7 +40,7 @@ class Mix:
     `chroma` scale the luma and chroma parts of the residual (1 = as mixed).
     """
 
-    strength: float | None = None
+    strength: float | None = None  # None: AutoTune; else AutoTune's shape scaled to this std
     character: float = 0.0
     coeffs: tuple[float, ...] | None = None
     luma: float = 1.0
@@ -55,20 +56,29 @@ def strength_of(coeffs: torch.Tensor, levels) -> float:
     return float(torch.sqrt(((coeffs.double().cpu() * lv) ** 2).sum()))
 
 
-def character_coefficients(levels, strength: float, character: float = 0.0) -> torch.Tensor:
-    """Coefficients (L,) float64 with removed-noise std exactly `strength`, weighted by character.
+def character_coefficients(levels, strength: float, character: float = 0.0, base: torch.Tensor | None = None) -> torch.Tensor:
+    """Coefficients (L,) float64 with removed-noise std exactly `strength`, shaped by `character`.
 
-    character −1 puts the weight on levels below the strength (keeps texture), +1 on levels
-    above it (smoother), 0 centres it on the strength. strength 0 → all zeros (identity blend).
+    The shape is `base` — the frame's AutoTune coefficients: the network's own judgement of how
+    the levels should mix — tilted toward the lighter levels (character −1, keeps texture) or the
+    heavier ones (+1, smoother), then scaled so Σ c_i² l_i² = strength². So strength s at
+    character 0 is AutoTune's mix made stronger or weaker, and at AutoTune's own strength it *is*
+    AutoTune. Without a base, a bump of weight around the level nearest the strength is used.
+    strength 0 → all zeros (the identity blend).
     """
     lv = torch.as_tensor(levels, dtype=torch.float64)
     s = max(float(strength), 0.0)
     if s == 0.0:
         return torch.zeros_like(lv)
     ch = max(-1.0, min(1.0, float(character)))
-    centre = math.log(s) + ch * CHARACTER_SPAN
-    w = torch.exp(-((lv.log() - centre) ** 2) / (2 * CHARACTER_WIDTH**2))
-    w = w + 1e-12  # far outside the level range the bump vanishes; keep a direction
+    loglv = lv.log()
+    if base is None:
+        centre = math.log(s) + ch * CHARACTER_SPAN
+        w = torch.exp(-((loglv - centre) ** 2) / (2 * CHARACTER_WIDTH**2))
+    else:
+        z = (loglv - loglv.mean()) / max(float(loglv.max() - loglv.min()), 1e-9)  # in [−½, ½]
+        w = base.detach().double().cpu().clamp_min(0.0) * torch.exp(ch * CHARACTER_TILT * z)
+    w = w + 1e-12  # keep a direction even where the weights vanish
     return w * (s / torch.sqrt(((w * lv) ** 2).sum()))
 
 
@@ -80,7 +90,7 @@ def coefficients(mix: Mix, levels, auto: torch.Tensor) -> tuple[torch.Tensor, to
     elif mix.strength is None:
         c = auto.detach().double().cpu()
     else:
-        c = character_coefficients(levels, mix.strength, mix.character)
+        c = character_coefficients(levels, mix.strength, mix.character, base=auto)
     return c * mix.luma, c * mix.chroma
 
 

@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Keys: space pause, ←/→ seek 5 s, ,/. frame step, ↑/↓ strength, [/] character, b bypass, "
                "v view, ? help, q quit. Full table: README.md.")
     ap.add_argument("input", nargs="?", metavar="INPUT", help="video file (anything FFmpeg reads); omit for the demo")
-    ap.add_argument("--weights", default="live", metavar="PATH|live|quality", help="model checkpoint (default: live)")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs (default: auto)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help=argparse.SUPPRESS)
+    # --weights/--device/--precision default to None so that --render --track can tell "not given"
+    # (then the recording's model and device are used); playback treats None as live/auto/auto.
+    ap.add_argument("--weights", default=None, metavar="PATH|live|quality", help="model checkpoint (default: live)")
+    ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="where the network runs (default: auto)")
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"], help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="auto", choices=["auto", "live", "cache"],
                     help="live: drop late frames; cache: render cache ahead of the playhead (default: chosen from the measured speed)")
     ap.add_argument("--cache-mb", type=int, default=0, metavar="N", help="render-cache budget in MiB (default: 1/4 of RAM, at most 8 GiB)")
@@ -49,11 +51,45 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--demo-size", type=_size, default=(1280, 720), metavar="WxH", help="size of the demo source (default 1280x720)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
     ap.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default: torch's choice)")
+    # ---- recording and offline render (player/record.py, player/render.py) ----
+    rec = ap.add_argument_group("recording and rendering")
+    rec.add_argument("--record", metavar="FILE",
+                     help="record the tuned frames and the audio to FILE (.mp4, .mov or .mkv) from the start; "
+                          "key R / the `record [FILE]` command toggles recording; a tuning track goes to FILE.json")
+    rec.add_argument("--force", action="store_true", help="let --record / --render overwrite existing files")
+    rec.add_argument("--render", metavar="FILE",
+                     help="render offline to FILE (no window, no sound, no drops) and exit: the span of a recording "
+                          "with --track, else the whole input with --preset / --strength (default AutoTune)")
+    rec.add_argument("--track", metavar="SIDECAR", help="with --render: replay a recording's tuning track (FILE.json)")
+    rec.add_argument("--strength", type=float, metavar="S", help="with --render: fixed strength S for the whole input")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    # ---- recording and offline render ----
+    if (args.track is not None or args.strength is not None) and not args.render:
+        ap.error("--track and --strength need --render")
+    if args.render and args.record:
+        ap.error("--render and --record cannot be combined")
+    if args.render and args.track and (args.preset or args.strength is not None):
+        ap.error("--track cannot be combined with --preset or --strength")
+    if args.render:
+        from player import render
+
+        return render.main(args)
+    if args.record:
+        from player.record import RecordError, check_target
+
+        try:
+            check_target(args.record, args.force)  # before anything starts: fails in one line, fast
+        except RecordError as e:
+            print(f"rcd-player: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    args.weights = args.weights or "live"
+    args.device = args.device or "auto"
+    args.precision = args.precision or "auto"
     from player.decode import MediaError
     from player.player import Player, PlayerConfig, PlayerError
 
@@ -62,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
                        screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, audio=not args.no_audio,
-                       threads=args.threads)
+                       threads=args.threads, record=args.record, force=args.force)
     if args.stats_json:
         try:
             open(args.stats_json, "a").close()

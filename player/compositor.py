@@ -26,7 +26,7 @@ LATE_DROP_S = 0.040  # drop a frame this late when the next one is already due
 MIN_DISPLAY_RATE_S = 0.100  # never drop so much that the picture freezes: show ≥ 10 fps
 REBLEND_IF_NEXT_AFTER_S = 0.008  # re-blend the frame on screen after an edit unless the next is this close
 PREROLL_FRAMES = 2  # prepared frames needed to leave buffering in live mode
-PREROLL_CACHE_S = 1.0  # seconds of prepared frames needed to leave buffering in cache mode
+PREROLL_CACHE_S = 0.5  # seconds of prepared frames needed to leave buffering in cache mode
 IDLE_SLEEP_S = 0.002
 
 
@@ -167,6 +167,7 @@ class CompositorThread(threading.Thread):
                 needed = PREROLL_CACHE_S * p.info.fps if p.worker.mode == "cache" else PREROLL_FRAMES
                 full = len(self.ready_q) >= min(needed, self.ready_q.maxsize)
                 if not full and not self._decoder_done():
+                    self.buffering = True  # the clock is already paused (start, seek or underrun)
                     time.sleep(IDLE_SLEEP_S)
                     continue
                 if self.current is None:
@@ -191,8 +192,7 @@ class CompositorThread(threading.Thread):
             self._present(item)
 
     def _decoder_done(self) -> bool:
-        nxt = self.ready_q.peek()
-        return isinstance(nxt, EndOfStream) or self.player.decoder_blocked()
+        return any(isinstance(x, EndOfStream) for x in self.ready_q.snapshot())
 
     def _set_buffering(self, on: bool) -> None:
         if on != self.buffering:

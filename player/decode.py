@@ -4,8 +4,8 @@ Owns opening and validating inputs (one-line `MediaError` for anything unusable)
 decoding with frame threading, conversion to RGB and to float PCM at the output rate, seeking,
 and skipping undecodable packets in the middle of a file. Knows nothing of models or outputs.
 
-The thread fills two bounded queues (video ≈ a few frames, audio ≈ seconds) and tags every item
-with the epoch of the seek it belongs to.
+One thread per stream kind fills its bounded queue (video ≈ a few frames, audio ≈ seconds) and
+tags every item with the epoch of the seek it belongs to.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class FileSource:
         self.info = SourceInfo(name=p.name, width=first.width, height=first.height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path)
         self.bad_packets = 0
+        self._containers: dict[str, av.container.InputContainer] = {}
 
     def _first_frame(self):
         try:
@@ -89,47 +90,56 @@ class FileSource:
             raise MediaError(f"{self.path}: video cannot be decoded ({_one_line(e)})") from None
         raise MediaError(f"{self.path}: the video stream has no decodable frames (truncated or corrupt?)")
 
-    def read(self, start: float) -> Iterator[VideoFrame | AudioChunk]:
-        """Frames and audio from `start` seconds on, in demux order; epoch left 0 (the thread sets it)."""
-        c = self.container
-        if start > 0:
-            c.seek(int(start * 1e6), backward=True, any_frame=False)  # AV_TIME_BASE units
-        else:
-            c.seek(0)
-        streams = [self.vstream] + ([self.astream] if self.astream is not None else [])
-        resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE) if self.astream else None
-        index, last_pts = 0, -math.inf
-        nominal = 1.0 / self.info.fps
-        for packet in c.demux(*streams):
+    def read(self, start: float, kind: str) -> Iterator[VideoFrame | AudioChunk]:
+        """Video frames (kind "video") or audio chunks ("audio") from `start` seconds on.
+
+        Each kind reads through its own demuxer (mpv keeps one queue per stream too), so audio
+        runs seconds ahead while video waits for the backbone, and never starves the device.
+        """
+        c = self._containers.get(kind)
+        if c is None:
+            c = self.container if kind == "video" else av.open(self.path)
+            self._containers[kind] = c
+        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        c.seek(int(start * 1e6) if start > 0 else 0, backward=True, any_frame=False)  # AV_TIME_BASE units
+        yield from (self._video(c, stream, start) if kind == "video" else self._audio(c, stream, start))
+
+    def _packets(self, c, stream):
+        for packet in c.demux(stream):
             try:
-                frames = packet.decode()
+                yield from packet.decode()
             except av.error.FFmpegError:
                 self.bad_packets += 1  # a damaged packet mid-file: skip it, playback goes on
+
+    def _video(self, c, stream, start: float):
+        index, last_pts = 0, -math.inf
+        nominal = 1.0 / self.info.fps
+        for frame in self._packets(c, stream):
+            t = frame.time
+            pts = last_pts + nominal if t is None else float(t)
+            if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
+                pts = last_pts + 1e-3
+            last_pts = pts
+            if pts < start - nominal / 2:
                 continue
-            for frame in frames:
-                if packet.stream.type == "video":
-                    t = frame.time
-                    pts = last_pts + nominal if t is None else float(t)
-                    if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
-                        pts = last_pts + 1e-3
-                    if pts < start - nominal / 2:
-                        last_pts = pts
-                        continue
-                    rgb = frame.to_ndarray(format="rgb24", threads=1)
-                    last_pts = pts
-                    yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
-                    index += 1
-                else:
-                    t = frame.time
-                    for out in resampler.resample(frame):
-                        pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
-                        apts = float(out.time) if out.time is not None else (t or 0.0)
-                        if apts + len(pcm) / AUDIO_RATE < start:
-                            continue
-                        yield AudioChunk(pts=apts, pcm=pcm, epoch=0)
+            rgb = frame.to_ndarray(format="rgb24", threads=1)
+            yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
+            index += 1
+
+    def _audio(self, c, stream, start: float):
+        resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE)
+        for frame in self._packets(c, stream):
+            t = frame.time
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
+                apts = float(out.time) if out.time is not None else (t or 0.0)
+                if apts + len(pcm) / AUDIO_RATE < start:
+                    continue
+                yield AudioChunk(pts=apts, pcm=pcm, epoch=0)
 
     def close(self) -> None:
-        self.container.close()
+        for c in {id(c): c for c in [self.container, *self._containers.values()]}.values():
+            c.close()
 
 
 class DemoFeed:
@@ -141,19 +151,20 @@ class DemoFeed:
                                duration=demo.num_frames / demo.fps, has_audio=True)
         self.bad_packets = 0
 
-    def read(self, start: float) -> Iterator[VideoFrame | AudioChunk]:
+    def read(self, start: float, kind: str) -> Iterator[VideoFrame | AudioChunk]:
         fps, n = self.demo.fps, self.demo.num_frames
         i = max(0, int(round(start * fps)))
-        sample = int(round(i / fps * AUDIO_RATE))
-        index = 0
-        while i < n:
-            pts = i / fps
-            while sample / AUDIO_RATE < pts + 1.0 / fps:  # audio up to the end of this frame
-                pcm = self.demo.audio(sample, DEMO_AUDIO_BLOCK)
+        if kind == "audio":
+            sample, end = int(round(i / fps * AUDIO_RATE)), int(round(n / fps * AUDIO_RATE))
+            while sample < end:
+                pcm = self.demo.audio(sample, min(DEMO_AUDIO_BLOCK, end - sample))
                 yield AudioChunk(pts=sample / AUDIO_RATE, pcm=_as_stereo(pcm), epoch=0)
                 sample += DEMO_AUDIO_BLOCK
+            return
+        index = 0
+        while i < n:
             noisy, clean = self.demo.frame(i)
-            yield VideoFrame(index=index, pts=pts, duration=1.0 / fps, rgb=noisy, epoch=0, clean=clean)
+            yield VideoFrame(index=index, pts=i / fps, duration=1.0 / fps, rgb=noisy, epoch=0, clean=clean)
             i += 1
             index += 1
 
@@ -176,21 +187,24 @@ def _one_line(e: Exception) -> str:
 
 
 class DecodeThread(threading.Thread):
-    """Reads the source into video_q and audio_q; `seek(t, epoch)` restarts it at t."""
+    """Reads one kind ("video" or "audio") of the source into its queue; `seek(t, epoch)` restarts
+    it at t. The video thread ends each pass with an EndOfStream marker."""
 
-    def __init__(self, source, video_q: ClosableQueue, audio_q: ClosableQueue, start: float = 0.0):
-        super().__init__(name="decode", daemon=True)
-        self.source, self.video_q, self.audio_q = source, video_q, audio_q
+    def __init__(self, source, kind: str, queue: ClosableQueue, start: float = 0.0):
+        super().__init__(name=f"decode-{kind}", daemon=True)
+        self.source, self.kind, self.queue = source, kind, queue
         self._lock = threading.Lock()  # protects _seek_to, _epoch
         self._seek_to: float | None = start
         self._epoch = 0
         self._wake = threading.Event()
         self._halt = threading.Event()
         self.error: BaseException | None = None
+        self.done = False  # reached the end of the stream in the current epoch
 
     def seek(self, t: float, epoch: int) -> None:
         with self._lock:
             self._seek_to, self._epoch = max(0.0, t), epoch
+            self.done = False
         self._wake.set()
 
     def stop(self) -> None:
@@ -200,11 +214,11 @@ class DecodeThread(threading.Thread):
     def _pending(self) -> bool:
         return self._seek_to is not None or self._halt.is_set()
 
-    def _put(self, q: ClosableQueue, item) -> bool:
+    def _put(self, item) -> bool:
         while not self._pending():
-            if q.put(item, timeout=PUT_POLL_S):
+            if self.queue.put(item, timeout=PUT_POLL_S):
                 return True
-            if q.closed:
+            if self.queue.closed:
                 return False
         return False
 
@@ -218,16 +232,17 @@ class DecodeThread(threading.Thread):
                     self._wake.clear()
                     continue
                 last = 0.0
-                for item in self.source.read(start):
+                for item in self.source.read(start, self.kind):
                     item.epoch = epoch
-                    q = self.video_q if isinstance(item, VideoFrame) else self.audio_q
-                    if not self._put(q, item):
+                    if not self._put(item):
                         break
                     if isinstance(item, VideoFrame):
                         last = item.pts
                 else:
-                    self._put(self.video_q, EndOfStream(epoch, last))
+                    if self.kind == "video":
+                        self._put(EndOfStream(epoch, last))
+                    with self._lock:
+                        self.done = self._seek_to is None
         except BaseException as e:  # handed back to the player, which reports it in one line
             self.error = e
-            self.video_q.close()
-            self.audio_q.close()
+            self.queue.close()

@@ -2,11 +2,11 @@
 
 Owns the threads (decode → backbone → compositor), the clock, the queues, the outputs (window,
 sound), the controls snapshot and every command. Lower parts never call up except through the
-few narrow hooks they are given (`notice`, `on_end_of_stream`, `take_step`, `decoder_blocked`);
+few narrow hooks they are given (`notice`, `on_end_of_stream`, `take_step`, `audio_ended`);
 the main thread polls everything else.
 
-    DecodeThread ── video_q ──► BackboneWorker ── ready_q ──► CompositorThread ── slot ──► main thread
-    DecodeThread ── audio_q ──► AudioFeed (sound device callback; sets the master clock)
+    DecodeThread(video) ── video_q ──► BackboneWorker ── ready_q ──► CompositorThread ── slot ──► main thread
+    DecodeThread(audio) ── audio_q ──► AudioFeed (sound device callback; sets the master clock)
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class PlayerConfig:
     demo_fps: float = 30.0
     audio: bool = True
     threads: int = 0
+    record: str | None = None  # --record FILE: start recording at launch (player/record.py)
+    force: bool = False  # --force: recordings may overwrite existing files
 
 
 def default_cache_bytes() -> int:
@@ -118,6 +120,7 @@ class AudioFeed:
         self._off = 0
         self.underflows = 0
         self.started = False  # audio of the current epoch has been heard
+        self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
 
     def reset(self) -> None:
         self._chunk, self._off, self.started = None, 0, False
@@ -147,6 +150,8 @@ class AudioFeed:
             if first_pts is None:
                 first_pts = self._chunk.pts + self._off / AUDIO_RATE
             out[filled : filled + take] = pcm[self._off : self._off + take]
+            if self.tap is not None:  # recording: a view of what was output, never blocks
+                self.tap.put(self._chunk.pts + self._off / AUDIO_RATE, pcm[self._off : self._off + take])
             filled += take
             self._off += take
             if self._off >= len(pcm):
@@ -199,6 +204,7 @@ class Player:
             if not 0 <= a < b:
                 raise PlayerError(f"--loop A B needs 0 <= A < B, got {a} {b}")
             self.loop = (a, b)
+        self._changed_at: dict[int, float] = {}  # controls serial → time of the change
         self.presets: dict[str, Mix] = {}
         self._preset_side = "A"
         if cfg.preset:
@@ -208,7 +214,6 @@ class Player:
         self._step = threading.Event()
         self._ended: EndOfStream | None = None
         self._quit = False
-        self._changed_at: dict[int, float] = {}
         self._edit_latency: list[float] = []
         self._presented_serials: set[int] = set()
         self._av_offsets: list[float] = []
@@ -228,7 +233,8 @@ class Player:
         self.slot = Slot()
         start = max(0.0, cfg.start if not self.loop[0] else max(cfg.start, self.loop[0]))
         self.clock.reset(start, 0)
-        self.decoder = DecodeThread(self.source, self.video_q, self.audio_q, start)
+        self.decoder = DecodeThread(self.source, "video", self.video_q, start)
+        self.audio_decoder = DecodeThread(self.source, "audio", self.audio_q, start) if self.info.has_audio else None
         cache_bytes = cfg.cache_mb * (1 << 20) if cfg.cache_mb > 0 else default_cache_bytes()
         self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes)
         self.compositor = CompositorThread(self, self.ready_q, self.slot)
@@ -237,6 +243,17 @@ class Player:
         self.feed = AudioFeed(self.audio_q, self.clock, self)
         self.sound = self._open_sound()
         self.window = self._open_window()
+
+        # Recording (player/record.py): last, so nothing fails after the temporary file exists.
+        from player.record import Recording, RecordError
+
+        self.recording = Recording(self, cfg.record, cfg.force, cfg.screenshot_dir)
+        self.feed.tap = self.recording.tap
+        if cfg.record:
+            try:
+                self.recording.toggle(cfg.record)
+            except RecordError as e:
+                raise PlayerError(str(e)) from None
 
     # ---- outputs -----------------------------------------------------------------------------
     def _open_sound(self):
@@ -282,11 +299,9 @@ class Player:
             return True
         return False
 
-    def decoder_blocked(self) -> bool:
-        return self.video_q.full() or self.audio_q.full()
-
     def audio_ended(self) -> bool:
-        return self._ended is not None or not self.decoder.is_alive()
+        d = self.audio_decoder
+        return d is None or d.done or not d.is_alive()
 
     # ---- commands ------------------------------------------------------------------------------
     def context(self) -> ctl.Context:
@@ -365,7 +380,12 @@ class Player:
         elif verb == "screenshot":
             self.screenshot(args[0] if args else self.cfg.screenshot_dir)
         elif verb == "record":
-            raise ctl.CommandError("recording is not available in this build yet")
+            from player.record import RecordError
+
+            try:  # `record` toggles; `record FILE` starts recording to FILE (the rest of the line)
+                self.recording.toggle(cmd.partition(" ")[2].strip())
+            except RecordError as e:
+                raise ctl.CommandError(str(e)) from None
         else:
             old = self.controls
             new = ctl.apply(old, cmd, self.context())
@@ -443,6 +463,8 @@ class Player:
         self._ended = None
         self.frames_presented_epoch = 0
         self.decoder.seek(t, self.epoch)
+        if self.audio_decoder is not None:
+            self.audio_decoder.seek(t, self.epoch)
 
     def screenshot(self, folder: str) -> None:
         if self.last is None:
@@ -459,7 +481,7 @@ class Player:
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
-        for t in (self.decoder, self.worker, self.compositor):
+        for t in self.threads():
             t.start()
         self.sound.start()
         self.set_paused(False)
@@ -490,8 +512,11 @@ class Player:
         self.wall_s = time.monotonic() - t_start
         return 0
 
+    def threads(self) -> list[threading.Thread]:
+        return [t for t in (self.decoder, self.audio_decoder, self.worker, self.compositor) if t is not None]
+
     def _check_threads(self) -> None:
-        for t in (self.decoder, self.worker, self.compositor):
+        for t in self.threads():
             if t.error is not None:
                 e = t.error
                 if isinstance(e, MediaError):
@@ -549,6 +574,7 @@ class Player:
         self._last_show = self._view_key()
         if again:
             return
+        self.recording.present(p, self.controls)  # recording: the tuned frame at its source pts
         self.last = p
         if p.serial not in self._presented_serials:
             self._presented_serials.add(p.serial)
@@ -611,6 +637,7 @@ class Player:
             badges.append(c.view.upper())
         if c.zoom > 1:
             badges.append(f"{c.zoom}:1")
+        badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         now = time.monotonic()
         msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
         return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,
@@ -619,17 +646,19 @@ class Player:
     # ---- shutdown and stats ------------------------------------------------------------------
     def close(self) -> None:
         """Abort, wake, join, flush: no thread is left behind."""
-        for t in (self.decoder, self.worker, self.compositor):
+        for t in self.threads():
             t.stop()
         for q in (self.video_q, self.audio_q, self.ready_q):
             q.close()
-        for t in (self.decoder, self.worker, self.compositor):
+        for t in self.threads():
             if t.is_alive():
                 t.join(timeout=JOIN_TIMEOUT_S)
+        self.recording.stop(wait_audio=True)  # recording: ≤ 0.3 s for the audio of the last frame to play
         try:
             self.sound.close()
         except Exception as e:  # a device that vanished must not hide the stats
             self.notice(f"closing the sound device failed: {e}")
+        self.recording.close()  # stop recording; waits until every recording is complete on disk
         self.window.close()
         self.source.close()
 
@@ -656,6 +685,7 @@ class Player:
             "audio_output": getattr(self.sound, "name", "null"),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "bad_packets": self.source.bad_packets,
+            **self.recording.stats(),  # record_frames, record_frames_dropped, record_lag_max_frames, …
             "notices": self.notices,
         }
 

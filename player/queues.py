@@ -65,6 +65,10 @@ class ClosableQueue:
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
 
+    def snapshot(self) -> list:
+        with self._cond:
+            return list(self._items)
+
     def peek(self):
         with self._cond:
             return self._items[0] if self._items else None

@@ -2,8 +2,8 @@
 
 Owns the only place the network runs during playback. Two modes:
 - live: frames that are already late against the master clock are dropped *before* inference
-  (the backbone would otherwise fall behind for good and the decoder, which also feeds the audio,
-  would stall); a short queue of prepared frames feeds the compositor.
+  (the backbone would otherwise fall behind for good); a short queue of prepared frames feeds
+  the compositor.
 - cache: the backbone is slower than real time (a CPU with the quality model). Bases are kept
   in a render cache within a memory budget, filled ahead of the playhead; playback waits where
   the cache is not filled, and a looped section plays from the cache in real time on every
@@ -146,6 +146,9 @@ class BackboneWorker(threading.Thread):
                 self._put(item)
                 continue
             frame: VideoFrame = item
+            a, b = self.player.loop
+            if a is not None and b is not None and frame.pts > b + frame.duration:
+                continue  # past the loop's end: the player is about to seek back to A
             if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
                 if frame.pts + frame.duration < clock.now() - EARLY_DROP_S:
                     self.dropped_early += 1

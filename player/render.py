@@ -1,0 +1,315 @@
+"""Offline render (`--render OUT`): decode → Denoiser.infer → blend → encode, frame by frame.
+
+No window, no sound, no player threads, no drops: every selected frame goes through the same
+engine calls as playback (Denoiser.infer, then Denoiser.blend with compose.coefficients of the
+mix) and the same encoder settings as a live recording (player/record.py MediaWriter), so
+`--render OUT --track REC.mp4.json` reproduces a recording's frames bit for bit on the same
+machine and device. Two ways to choose the tuning:
+
+- `--track SIDECAR`: the span, the frames and the mix of every frame of a recording;
+- `--preset FILE` / `--strength S` (default: AutoTune): fixed settings for the whole input.
+
+The source's timestamps are kept (irregular ones too) and its audio is re-encoded to AAC for the
+rendered span. Encoding runs on a second thread so it overlaps the network.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+from engine import checkpoint, compose
+from engine.compose import Mix
+from engine.denoiser import Denoiser
+from player import controls as ctl
+from player import record
+from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
+from player.record import RecordError
+
+ENCODE_QUEUE = 8
+AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
+PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _warn(text: str) -> None:
+    print(f"rcd-player: warning: {text}", file=sys.stderr, flush=True)
+
+
+class _Encoder(threading.Thread):
+    """Runs the MediaWriter calls in order on its own thread (bounded queue: never drops)."""
+
+    def __init__(self):
+        super().__init__(name="render-encode", daemon=True)
+        self.q: queue.Queue = queue.Queue(maxsize=ENCODE_QUEUE)
+        self.error: BaseException | None = None
+
+    def call(self, fn, *args) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((fn, args))
+
+    def run(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    job[0](*job[1])
+                except BaseException as e:
+                    self.error = e
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class _AudioPump:
+    """The source's audio chunks, handed out up to a time (the video reader sets the pace)."""
+
+    def __init__(self, chunks):
+        self._it = iter(chunks)
+        self._next: AudioChunk | None = None
+
+    def until(self, t: float):
+        while True:
+            if self._next is None:
+                self._next = next(self._it, None)
+                if self._next is None:
+                    return
+            if self._next.pts >= t:
+                return
+            chunk, self._next = self._next, None
+            yield chunk
+
+
+def _fixed_mix(preset: str | None, strength: float | None) -> Mix:
+    if strength is not None:
+        if not 0.0 <= strength <= compose.STRENGTH_MAX:
+            raise RecordError(f"--strength must be 0..{compose.STRENGTH_MAX:g}, got {strength:g}")
+        return Mix(strength=float(strength))
+    if preset is None:
+        return Mix()  # AutoTune
+    try:
+        data = json.loads(Path(preset).read_text())
+    except OSError as e:
+        raise RecordError(f"{preset}: cannot read preset file ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{preset}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    try:
+        if isinstance(data, dict) and ("A" in data or "B" in data):
+            return ctl.mix_from_json(data.get("A") or data["B"])
+        return ctl.mix_from_json(data)
+    except ctl.CommandError as e:
+        raise RecordError(f"{preset}: {e}") from None
+
+
+def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps: float):
+    """(source, demo or None)."""
+    if input_path is None and track is not None:
+        src = track.get("source") or {}
+        if src.get("kind") == "file":
+            input_path = src.get("path")
+        elif src.get("kind") == "demo":
+            from player.demo import DemoSource
+
+            demo = DemoSource(width=int(src["width"]), height=int(src["height"]), fps=float(src["fps"]),
+                              seed=int(src.get("seed", 0)), duration=float(src.get("duration", 20.0)))
+            return DemoFeed(demo), demo
+    if input_path is None:
+        from player.demo import DemoSource
+
+        demo = DemoSource(width=demo_size[0], height=demo_size[1], fps=demo_fps)
+        return DemoFeed(demo), demo
+    return FileSource(input_path), None
+
+
+def render(input_path: str | None, out: str, *, track_path: str | None = None, preset: str | None = None,
+           strength: float | None = None, weights: str | None = None, device: str | None = None,
+           precision: str | None = None, force: bool = False, threads: int = 0,
+           demo_size=(1280, 720), demo_fps: float = 30.0, progress: bool | None = None) -> dict:
+    """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
+    import torch
+
+    if track_path is not None and (preset is not None or strength is not None):
+        raise RecordError("--track replays a recording's tuning: it cannot be combined with --preset or --strength")
+    out_path = Path(out)
+    record.container_format(out_path)
+    track = record.load_track(track_path) if track_path is not None else None
+    fixed = None if track is not None else _fixed_mix(preset, strength)
+    hashes = record.Hashes()
+
+    # Model: as recorded unless told otherwise.
+    if weights is None:
+        weights = "live"
+        if track is not None:
+            m = track.get("model") or {}
+            weights = m.get("path") if m.get("path") and Path(m["path"]).exists() else m.get("weights", "live")
+    if device is None:
+        device = "auto"
+        if track is not None and track.get("device") in ("cpu", "cuda"):
+            device = track["device"]
+            if device == "cuda" and not torch.cuda.is_available():
+                _warn("the recording was made on cuda, which is not available: rendering on the CPU (frames will differ)")
+                device = "cpu"
+    if precision is None:
+        precision = PRECISIONS.get((track or {}).get("precision"), "auto")
+    if threads:
+        torch.set_num_threads(threads)
+    den = Denoiser.load(weights, device=device, precision=precision)
+    if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
+        raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")
+
+    source, demo = _open_source(input_path, track, demo_size, demo_fps)
+    tmp = None
+    try:
+        info = source.info
+        meta = {"model": record.model_meta(den, weights, hashes), "device": den.device.type,
+                "precision": record.dtype_name(den.dtype), "torch": torch.__version__,
+                "source": record.source_meta(info, demo, hashes)}
+        if track is not None:
+            _compare(track, meta)
+        tmp = record.claim_temp(out_path, force)
+
+        # What to render.
+        if track is not None:
+            frames = [float(p) for p in track["frames"]]
+            want = {record.pts_key(p) for p in frames}
+            changes = sorted(track["changes"], key=lambda c: c["pts"])
+            start, end = float(track["start_pts"]), float(track["end_pts"])
+            total = len(frames)
+        else:
+            want, changes, start, end = None, None, 0.0, None
+            total = int(round(info.duration * info.fps)) if info.duration > 0 else None
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc=f"render {out_path.name}", file=sys.stderr, mininterval=0.5,
+                   disable=(not sys.stderr.isatty()) if progress is None else not progress, leave=False)
+        out_track = record.Track({**meta, "recording": str(out_path),
+                                  "rendered_from": str(Path(track_path).resolve()) if track_path else None})
+        enc = _Encoder()
+        enc.start()
+        writer = None
+        done, t0, ci = 0, time.perf_counter(), 0
+        state_cache: dict[int, tuple[Mix, bool, dict]] = {}
+        audio = _AudioPump(source.read(start, "audio") if info.has_audio else iter(()))
+        try:
+            for frame in source.read(start, "video"):
+                if want is not None:
+                    if record.pts_key(frame.pts) not in want:
+                        if frame.pts > end + 1.0:
+                            break
+                        continue
+                    while ci + 1 < len(changes) and changes[ci + 1]["pts"] <= frame.pts:
+                        ci += 1
+                else:
+                    ci = 0
+                if ci not in state_cache:
+                    if changes is not None:
+                        mix, bypass = ctl.mix_from_json(changes[ci]["mix"]), bool(changes[ci].get("bypass"))
+                    else:
+                        mix, bypass = fixed, False
+                    state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass))
+                mix, bypass, state = state_cache[ci]
+                if writer is None:
+                    origin = start if track is not None else min(0.0, frame.pts)
+                    h, w = frame.rgb.shape[:2]
+                    writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
+                                                audio=info.has_audio)
+                    out_track.meta.update(record.encoder_meta(writer.pix_fmt))
+                for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
+                    enc.call(writer.audio, a.pts, a.pcm)
+                if bypass:
+                    rgb = frame.rgb  # bypass frames are the original, as played
+                else:
+                    bases = den.infer(frame.rgb)
+                    rgb = den.blend(bases, coeffs=compose.coefficients(mix, bases.levels, bases.auto))
+                enc.call(writer.video, frame.pts, rgb)
+                enc.call(writer.encode_audio_until, frame.pts + frame.duration)
+                out_track.add(frame.pts, frame.duration, state)
+                done += 1
+                bar.update(1)
+                if want is not None and done == len(want):
+                    break
+            if writer is None:
+                raise RecordError("no frames to render" + (" (the track's frames are not in this source)" if track else ""))
+            if track is None:
+                end = out_track.end_pts
+            for a in audio.until(end + AUDIO_AHEAD_S):
+                enc.call(writer.audio, a.pts, a.pcm)
+            enc.call(writer.close, end)
+            enc.finish()
+        except BaseException:
+            if enc.is_alive():
+                enc.error = enc.error or RecordError("render aborted")
+                enc.q.put(None)
+                enc.join()
+            if writer is not None:
+                try:
+                    writer.container.close()
+                except Exception:
+                    pass
+            raise
+        finally:
+            bar.close()
+        wall = time.perf_counter() - t0
+        final = record.finish_file(tmp, out_path, force)
+        tmp = None
+        record.write_json_atomic(record.sidecar_path(out_path), out_track.to_json(complete=True))
+        missing = (len(want) - done) if want is not None else 0
+        return {"frames": done, "missing": missing, "seconds": wall, "fps": done / wall if wall > 0 else 0.0,
+                "bytes": final.stat().st_size, "path": str(final), "span": end - out_track.frames[0]}
+    finally:
+        source.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _compare(track: dict, meta: dict) -> None:
+    """Warn where the render cannot reproduce the recording exactly."""
+    rm, m = track.get("model") or {}, meta["model"]
+    if rm.get("sha256") and m.get("sha256") and rm["sha256"] != m["sha256"]:
+        _warn(f"weights {m['path']} differ from the recording's ({rm.get('path')}, sha256 {rm['sha256'][:12]}…): frames will differ")
+    rs, s = track.get("source") or {}, meta["source"]
+    if rs.get("kind") != s.get("kind"):
+        _warn(f"the recording was made from a {rs.get('kind')} source, this is a {s.get('kind')} source")
+    elif s.get("kind") == "file" and rs.get("sha256") and s.get("sha256") and rs["sha256"] != s["sha256"]:
+        _warn(f"{s['path']} differs from the recorded source ({rs.get('path')}, sha256 {rs['sha256'][:12]}…)")
+    elif s.get("kind") == "demo" and any(rs.get(k) != s.get(k) for k in ("width", "height", "fps", "seed", "duration")):
+        _warn("the demo parameters differ from the recording's")
+    for k in ("device", "precision"):
+        if track.get(k) and track[k] != meta[k]:
+            _warn(f"the recording ran with {k} {track[k]}, this render with {meta[k]}: frames may differ")
+
+
+def main(args) -> int:
+    """The command-line render mode (player/cli.py); returns the exit code."""
+    try:
+        summary = render(args.input, args.render, track_path=args.track, preset=args.preset, strength=args.strength,
+                         weights=args.weights, device=args.device, precision=args.precision, force=args.force,
+                         threads=args.threads, demo_size=args.demo_size)
+    except (RecordError, MediaError, checkpoint.CheckpointError) as e:
+        print(f"rcd-player: error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # e.g. --device cuda without CUDA
+        print(f"rcd-player: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rcd-player: render interrupted; nothing written", file=sys.stderr)
+        return 130
+    s = summary
+    print(f"rcd-player: rendered {s['frames']} frames ({s['span']:.2f} s of video) in {s['seconds']:.1f} s, "
+          f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)", flush=True)
+    if s["missing"]:
+        print(f"rcd-player: error: {s['missing']} of the track's frames were not found in the source "
+              "(a different file?)", file=sys.stderr)
+        return 1
+    return 0

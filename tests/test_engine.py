@@ -1,0 +1,503 @@
+"""Engine checks on randomly initialised models at small sizes: Noise Decorrelation, the blend and
+its controls (strength, character, luma/chroma), odd sizes, checkpoints, and smoke runs of the
+evaluate and bench commands. Whole file: well under a minute on two busy cores."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import bench, checkpoint, compose
+from engine import decorrelate as nd
+from engine import evaluate as ev
+from engine.denoiser import Denoiser
+from engine.model import PRESETS, RCDNet, param_count
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET_NAMES = ("live", "quality")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two busy cores: keep torch to one thread here, and give the old setting back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, RCDNet]:
+    torch.manual_seed(1234)
+    return {name: RCDNet(PRESETS[name]).eval() for name in PRESET_NAMES}
+
+
+@pytest.fixture(scope="module")
+def denoisers(models) -> dict[str, Denoiser]:
+    return {name: Denoiser(m, "cpu") for name, m in models.items()}
+
+
+def textured(h: int, w: int, seed: int = 0, lo: float = 30.0, hi: float = 225.0) -> np.ndarray:
+    """A uint8 (h, w, 3) frame with gradients, stripes, a disc and noise, within [lo, hi]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([x / max(w, 1), y / max(h, 1), 0.5 + 0.5 * np.sin(x / 3.0 + y / 5.0)], axis=-1)
+    disc = ((x - w / 2) ** 2 + (y - h / 2) ** 2 < (min(h, w) / 3) ** 2)[..., None] * 0.3
+    img = base * 0.6 + disc + rng.normal(0, 0.08, (h, w, 3))
+    img = (img - img.min()) / max(img.max() - img.min(), 1e-9)
+    return np.round(lo + (hi - lo) * img).astype(np.uint8)
+
+
+def as_input(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+
+
+def luma(r: torch.Tensor) -> torch.Tensor:
+    """Y of an RGB tensor (3, H, W) with the BT.709 weights of compose."""
+    y = torch.tensor(compose.LUMA_WEIGHTS, dtype=r.dtype)
+    return torch.einsum("c,chw->hw", y, r)
+
+
+def chroma(r: torch.Tensor) -> torch.Tensor:
+    return r - luma(r)[None]
+
+
+def frame_maps(den: Denoiser, rgb: np.ndarray):
+    """(bases, noisy (3, H, W), maps (L, 3, H, W)) in 8-bit units."""
+    bases = den.infer(rgb)
+    return bases, den.noisy(bases), den.maps(bases)
+
+
+def measured(noisy, maps, c_luma, c_chroma=None) -> float:
+    """std(output − noisy) before clipping, 8-bit units."""
+    return float((compose.blend(noisy, maps, c_luma, c_chroma) - noisy).double().std())
+
+
+# --------------------------------------------------------------------------- Noise Decorrelation
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_nd_offdiag_correlation_below_0p01_with_random_weights(models, denoisers, preset):
+    rgb = textured(64, 96, seed=1)
+    with torch.no_grad():
+        bases, _ = models[preset](as_input(rgb))
+    assert nd.offdiag_corr_max(bases) <= 0.01
+    # the product path (factored bases) too
+    _, _, maps = frame_maps(denoisers[preset], rgb)
+    assert nd.offdiag_corr_max(maps[None]) <= 0.01
+    stds = maps.reshape(maps.shape[0], -1).double().std(dim=1)
+    assert torch.allclose(stds, torch.tensor(PRESETS[preset].levels, dtype=torch.float64), rtol=1e-3)
+
+
+@pytest.mark.parametrize("num_levels", [5, 8, 12])
+def test_nd_decorrelates_highly_collinear_maps(num_levels):
+    g = torch.Generator().manual_seed(num_levels)
+    base = torch.randn(1, 1, 3, 32, 48, generator=g) + 0.5
+    raw = base + 1e-3 * torch.randn(1, num_levels, 3, 32, 48, generator=g)  # correlation ≈ 0.999999
+    assert nd.offdiag_corr_max(raw) > 0.9999
+    levels = torch.linspace(5.0, 50.0, num_levels) / 255.0
+    out = nd.decorrelate(raw, levels)
+    assert nd.offdiag_corr_max(out) <= 0.01
+    stds = out.reshape(num_levels, -1).double().std(dim=1)
+    assert torch.allclose(stds, levels.double(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_variance_identity_eq5_holds_within_2pct(denoisers, preset):
+    _, noisy, maps = frame_maps(denoisers[preset], textured(64, 96, seed=2))
+    levels = torch.tensor(PRESETS[preset].levels, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(10):
+        c = torch.randn(len(levels), generator=g, dtype=torch.float64)
+        blend_std = float((c.float()[:, None] * maps.reshape(len(levels), -1)).sum(0).double().std())
+        closed = float(torch.sqrt((c**2 * levels**2).sum()))
+        assert abs(blend_std - closed) <= 0.02 * closed
+        assert compose.strength_of(c, levels) == pytest.approx(closed, rel=1e-12)
+
+
+def test_newton_schulz_inverse_sqrt_matches_eigendecomposition():
+    g = torch.Generator().manual_seed(0)
+    for size in (4, 8, 12):
+        q, _ = torch.linalg.qr(torch.randn(size, size, dtype=torch.float64, generator=g))
+        evals = 0.5 + 1.5 * torch.rand(size, dtype=torch.float64, generator=g)  # condition ≤ 4
+        a = (q * evals) @ q.T
+        evals_ref, evecs = torch.linalg.eigh(a)
+        ref = (evecs * evals_ref.rsqrt()) @ evecs.T
+        assert (nd.inv_sqrt_newton_schulz(a[None])[0] - ref).abs().max() <= 1e-6
+        assert (nd.inv_sqrt_newton_schulz(a[None], iters=40)[0] - ref).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_autotune_coefficients_are_nonnegative_and_sum_to_one(models, preset):
+    model = RCDNet(PRESETS[preset]).eval()
+    model.load_state_dict(models[preset].state_dict())
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # random init zeroes the AutoTune layer (uniform output): make it informative
+        model.autotune.fc.weight.copy_(torch.randn(model.autotune.fc.weight.shape, generator=g) * 0.05)
+        model.autotune.fc.bias.copy_(torch.randn(model.autotune.fc.bias.shape, generator=g) * 0.05)
+        x = torch.cat([as_input(textured(32, 48, seed=s)) for s in (4, 5)])
+        _, coeffs = model(x)
+    assert coeffs.shape == (2, model.cfg.num_levels)
+    assert (coeffs >= 0).all()
+    assert torch.allclose(coeffs.double().sum(1), torch.ones(2, dtype=torch.float64), atol=1e-6)
+    assert not torch.allclose(coeffs[0], torch.full_like(coeffs[0], 1 / model.cfg.num_levels))
+    bases = Denoiser(model, "cpu").infer(textured(32, 48, seed=4))
+    assert float(bases.auto.sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- blend and controls
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_blend_residual_is_linear_in_coefficients(denoisers, preset):
+    _, noisy, maps = frame_maps(denoisers[preset], textured(40, 56, seed=6))
+    g = torch.Generator().manual_seed(6)
+    l = maps.shape[0]
+    c1, c2, k1, k2 = (torch.randn(l, generator=g, dtype=torch.float64) for _ in range(4))
+    a, b = 0.7, -1.3
+
+    def res(cl, cc=None):
+        return compose.blend(noisy, maps, cl, cc) - noisy
+
+    assert torch.allclose(res(a * c1 + b * c2), a * res(c1) + b * res(c2), atol=2e-3)
+    # with separate luma and chroma coefficients the blend is linear in both
+    assert torch.allclose(res(a * c1 + b * c2, a * k1 + b * k2), a * res(c1, k1) + b * res(c2, k2), atol=2e-3)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_strength_zero_is_the_identity(denoisers, preset):
+    den = denoisers[preset]
+    rgb = textured(24, 40, seed=7, lo=0, hi=255)
+    bases, noisy, maps = frame_maps(den, rgb)
+    for mix in (compose.Mix(strength=0.0), compose.Mix(strength=0.0, character=-1.0, luma=0.5, chroma=2.0)):
+        assert np.array_equal(den.blend(bases, mix), rgb)
+    zeros = torch.zeros(maps.shape[0], dtype=torch.float64)
+    assert torch.equal(compose.blend(noisy, maps, zeros), noisy)
+    assert torch.equal(compose.blend(noisy, maps, zeros, zeros), noisy)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_strength_calibration_within_5pct_for_5_to_50(denoisers, preset):
+    _, noisy, maps = frame_maps(denoisers[preset], textured(64, 96, seed=8))
+    levels = PRESETS[preset].levels
+    for s in range(5, 51, 5):
+        for character in (-1.0, 0.0, 1.0):
+            c = compose.character_coefficients(levels, s, character)
+            assert compose.strength_of(c, levels) == pytest.approx(s, rel=1e-9)
+            assert measured(noisy, maps, c) == pytest.approx(s, rel=0.05), (s, character)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_character_keeps_strength_and_moves_weight_centre_up_the_levels(denoisers, preset):
+    _, noisy, maps = frame_maps(denoisers[preset], textured(64, 96, seed=9))
+    levels = PRESETS[preset].levels
+    log_l = torch.tensor(levels, dtype=torch.float64).log()
+    for s in (8.0, 15.0, 25.0, 40.0):
+        strengths, centres = [], []
+        for character in (-1.0, 0.0, 1.0):
+            c = compose.character_coefficients(levels, s, character)
+            assert (c >= 0).all()
+            strengths.append(measured(noisy, maps, c))
+            centres.append(float((c * log_l).sum() / c.sum()))
+        assert max(strengths) - min(strengths) <= 0.05 * min(strengths), (s, strengths)
+        assert centres[0] < centres[1] < centres[2], (s, centres)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_luma_only_change_keeps_chroma_and_chroma_only_change_keeps_luma(denoisers, preset):
+    den = denoisers[preset]
+    bases, noisy, maps = frame_maps(den, textured(48, 64, seed=10, lo=70, hi=185))
+    levels = bases.levels
+    base_mix = compose.Mix(strength=12.0, character=0.3)
+    luma_mix, chroma_mix = base_mix.with_(luma=0.3), base_mix.with_(chroma=0.2)
+
+    def float_out(mix):
+        return compose.blend(noisy, maps, *compose.coefficients(mix, levels, bases.auto)).double()
+
+    ref = float_out(base_mix)
+    d_luma, d_chroma = float_out(luma_mix) - ref, float_out(chroma_mix) - ref
+    assert luma(d_luma).abs().max() > 1.0 and chroma(d_chroma).abs().max() > 1.0  # the knobs do act
+    assert chroma(d_luma).abs().max() <= 1e-3
+    assert luma(d_chroma).abs().max() <= 1e-3
+
+    # the uint8 product path, within rounding, where no output was clipped
+    def u8(mix):
+        return torch.from_numpy(den.blend(bases, mix)).permute(2, 0, 1).double()
+
+    def unclipped(*outs):
+        return torch.stack([((o > 0.5) & (o < 254.5)).all(0) for o in outs]).all(0)
+
+    mask_l = unclipped(ref, float_out(luma_mix))
+    mask_c = unclipped(ref, float_out(chroma_mix))
+    assert mask_l.float().mean() > 0.9 and mask_c.float().mean() > 0.9
+    assert chroma(u8(luma_mix) - u8(base_mix))[:, mask_l].abs().max() <= 2.0 + 1e-6  # ±0.5 per channel, twice
+    assert luma(u8(chroma_mix) - u8(base_mix))[mask_c].abs().max() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("size", [(17, 33), (64, 96)])
+def test_uint8_blend_matches_float64_reference_within_1(denoisers, preset, size):
+    den = denoisers[preset]
+    rgb = textured(*size, seed=11, lo=0, hi=255)
+    bases, noisy, maps = frame_maps(den, rgb)
+    for mix in (compose.Mix(), compose.Mix(strength=30.0, character=-0.5),
+                compose.Mix(strength=18.0, character=0.8, luma=1.4, chroma=0.3)):
+        cl, cc = compose.coefficients(mix, bases.levels, bases.auto)
+        w = compose.colour_matrices(cl, cc)  # (L, 3, 3) float64
+        ref = noisy.double() + torch.einsum("icd,idhw->chw", w, maps.double())
+        ref = ref.round().clamp(0, 255).permute(1, 2, 0).numpy().astype(np.int64)
+        got = den.blend(bases, mix)
+        assert got.dtype == np.uint8 and got.shape == rgb.shape
+        assert np.abs(got.astype(np.int64) - ref).max() <= 1, mix
+
+
+SMALL_SIZES = [(1, 1), (17, 33), (2, 2), (7, 1)]
+
+
+def _check_size(model, den, h, w):
+    rgb = textured(h, w, seed=h * 31 + w, lo=0, hi=255)
+    with torch.no_grad():
+        fwd_bases, coeffs = model(as_input(rgb))
+    l = model.cfg.num_levels
+    assert fwd_bases.shape == (1, l, 3, h, w) and fwd_bases.dtype == torch.float32
+    assert torch.isfinite(fwd_bases).all() and torch.isfinite(coeffs).all()
+    bases = den.infer(rgb)
+    maps = den.maps(bases)
+    assert maps.shape == (l, 3, h, w) and torch.isfinite(maps).all()
+    assert torch.equal(den.noisy(bases), torch.from_numpy(rgb).permute(2, 0, 1).float())
+    for mix in (compose.Mix(), compose.Mix(strength=25.0, character=-0.5, luma=0.8, chroma=1.2)):
+        out = den.blend(bases, mix)
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    assert math.isfinite(bases.sigma_est) and math.isfinite(float(bases.auto.sum()))
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("size", SMALL_SIZES, ids=[f"{h}x{w}" for h, w in SMALL_SIZES])
+def test_odd_and_tiny_sizes_give_right_shape_dtype_and_no_nan(models, denoisers, preset, size):
+    _check_size(models[preset], denoisers[preset], *size)
+
+
+@pytest.mark.slow
+def test_full_hd_frame_gives_right_shape_dtype_and_no_nan(models, denoisers):
+    _check_size(models["live"], denoisers["live"], 1080, 1920)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _outputs(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(models, tmp_path):
+    x = as_input(textured(24, 40, seed=12))
+    torch.manual_seed(99)
+    for name in PRESET_NAMES:
+        model = RCDNet(PRESETS[name]).eval()  # fresh: the fixtures' models are channels_last (Denoiser)
+        with torch.no_grad():
+            model.autotune.fc.weight.normal_(0, 0.05)  # non-trivial AutoTune too
+        path = tmp_path / f"{name}.pt"
+        checkpoint.save(model, path, meta={"steps": 7})
+        loaded, meta = checkpoint.load(path)
+        assert meta == {"steps": 7} and loaded.cfg == model.cfg
+        (b0, c0), (b1, c1) = _outputs(model, x), _outputs(loaded, x)
+        assert torch.equal(b0, b1) and torch.equal(c0, c1)
+        # a model converted by Denoiser (channels_last) saves the same numbers
+        checkpoint.save(models[name], path)
+        reloaded, _ = checkpoint.load(path)
+        for (k, v0), v1 in zip(models[name].state_dict().items(), reloaded.state_dict().values()):
+            assert torch.equal(v0, v1), k
+
+
+def test_truncated_checkpoint_is_refused_naming_the_file(models, tmp_path):
+    path = tmp_path / "m.pt"
+    checkpoint.save(models["live"], path)
+    data = path.read_bytes()
+    for keep in (len(data) // 2, 100, 0):
+        path.write_bytes(data[:keep])
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            checkpoint.load(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_random_bytes_file_is_refused(tmp_path):
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_checkpoint_with_altered_config_is_refused_as_mismatch(models, tmp_path):
+    path = tmp_path / "m.pt"
+    checkpoint.save(models["live"], path)
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["levels"] = [5.0, 10.0, 20.0, 30.0, 40.0, 50.0]  # valid config, wrong head size
+    torch.save(blob, path)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value) and "do not match" in str(e.value)
+    blob["config"]["levels"] = [5.0, 50.0]  # not a valid config at all
+    torch.save(blob, path)
+    with pytest.raises(checkpoint.CheckpointError, match="invalid model config"):
+        checkpoint.load(path)
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "absent.pt"
+    with pytest.raises(checkpoint.CheckpointError, match="no such weights file") as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_modified_shipped_checkpoint_fails_its_sha256(models, tmp_path, monkeypatch):
+    weights = (tmp_path / "weights").resolve()
+    weights.mkdir()
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(checkpoint, "SUMS_FILE", weights / "SHA256SUMS")
+    path = weights / "rcd_live.pt"
+    checkpoint.save(models["live"], path)
+    (weights / "SHA256SUMS").write_text(f"{checkpoint.sha256(path)}  rcd_live.pt\n")
+    checkpoint.load("live")  # intact: accepted
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="sha256") as e:
+        checkpoint.load("live")
+    assert str(path) in str(e.value)
+
+
+# --------------------------------------------------------------------------- evaluate and bench
+
+def _run(args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    Image.fromarray(textured(40, 56, seed=13)).save(d / "a_colour.png")
+    Image.fromarray(textured(33, 47, seed=14)[..., 1]).save(d / "b_grey.png")  # mode L
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_evaluate_command_smoke_random_init(image_dir, tmp_path):
+    out, png = tmp_path / "out.json", tmp_path / "curve.png"
+    r = _run(["engine.evaluate", "--random-init", "live", "--images", str(image_dir), "--sigma", "25",
+              "--json", str(out), "--limit", "2", "--threads", "1", "--plot", str(png)])
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert set(rep) == {"model", "device", "ms_per_720p_frame", "results"}
+    assert set(rep["model"]) == {"config", "params", "gflops_per_720p_frame", "name", "sha256"}
+    assert rep["model"]["params"] == param_count(RCDNet(PRESETS["live"]))
+    assert rep["model"]["config"]["levels"] == list(PRESETS["live"].levels)
+    assert rep["model"]["sha256"] is None and rep["model"]["gflops_per_720p_frame"] > 0
+    assert rep["device"] == "cpu" or rep["device"].startswith("cuda")
+    assert rep["ms_per_720p_frame"] > 0
+    (res,) = rep["results"]
+    assert list(res) == list(ev.RESULT_KEYS)
+    assert res["sigma"] == 25
+    assert len(res["psnr_levels"]) == len(PRESETS["live"].levels)
+    assert 10 < res["psnr_noisy"] < 30 and 0 < res["ssim_autotune"] <= 1
+    assert res["psnr_oracle"] >= res["psnr_best_strength"] - 1e-6  # the oracle grid contains the strength grid
+    assert res["psnr_best_strength"] >= res["psnr_noisy"] - 1e-6  # strength 0 is the noisy input
+    assert res["psnr_oracle"] >= res["psnr_autotune"] - 5  # sanity, not a bound
+    assert 0 <= res["best_strength"] <= 60
+    assert res["calibration_error_max"] <= 0.05
+    assert res["nd_offdiag_max"] <= 0.01
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "AutoTune" in r.stdout and "25" in r.stdout
+
+
+def test_evaluate_with_weights_file_records_its_sha256(models, image_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "count_flops", lambda cfg, h, w: 1e9)  # skip the slow 720p pass in-process
+    monkeypatch.setattr(ev, "time_infer", lambda model, device: 1.0)
+    ckpt, out = tmp_path / "m.pt", tmp_path / "out.json"
+    checkpoint.save(models["live"], ckpt)
+    assert ev.main(["--weights", str(ckpt), "--images", str(image_dir), "--sigma", "15,50", "--json", str(out),
+                    "--limit", "1", "--seed", "3", "--device", "cpu"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["model"]["sha256"] == checkpoint.sha256(ckpt) and rep["model"]["name"] == str(ckpt)
+    assert [r["sigma"] for r in rep["results"]] == [15, 50]
+    for res in rep["results"]:
+        assert res["psnr_oracle"] >= res["psnr_best_strength"] - 1e-6
+    # same seed, same numbers
+    out2 = tmp_path / "out2.json"
+    ev.main(["--weights", str(ckpt), "--images", str(image_dir), "--sigma", "15,50", "--json", str(out2),
+             "--limit", "1", "--seed", "3", "--device", "cpu"])
+    assert json.loads(out2.read_text())["results"] == rep["results"]
+
+
+def test_evaluate_noise_is_seeded_float_and_unclipped():
+    clean = np.full((8, 8, 3), 250, np.uint8)
+    a, b = ev.add_noise(clean, 50.0, 0, 0), ev.add_noise(clean, 50.0, 0, 0)
+    assert torch.equal(a, b) and a.dtype == torch.float32
+    assert a.max() > 1.0  # not clipped
+    assert not torch.equal(a, torch.round(a * 255) / 255)  # not quantised
+    assert not torch.equal(a, ev.add_noise(clean, 50.0, 0, 1))  # image index changes the stream
+    assert not torch.equal(a, ev.add_noise(clean, 50.0, 1, 0))  # so does the seed
+    assert not torch.equal(a - 250 / 255, (ev.add_noise(clean, 25.0, 0, 0) - 250 / 255) * 2)  # and σ
+
+
+def test_evaluate_missing_folder_is_one_line_error_exit_2(tmp_path):
+    r = _run(["engine.evaluate", "--random-init", "live", "--images", str(tmp_path / "nowhere"),
+              "--json", str(tmp_path / "o.json")])
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "nowhere" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o.json").exists()
+
+
+def test_evaluate_missing_weights_and_empty_folder_are_one_line_errors(image_dir, tmp_path, capsys):
+    assert ev.main(["--weights", str(tmp_path / "nope.pt"), "--images", str(image_dir),
+                    "--json", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nope.pt" in err[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ev.main(["--random-init", "live", "--images", str(empty), "--json", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_bench_command_smoke_with_weights_path(models, tmp_path):
+    ckpt, out = tmp_path / "m.pt", tmp_path / "bench.json"
+    checkpoint.save(models["live"], ckpt)
+    r = _run(["engine.bench", "--weights", str(ckpt), "--threads", "1", "--sizes", "64x96", "--runs", "2",
+              "--copy-mb", "8", "--json", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "backbone ms" in r.stdout and "blend/floor" in r.stdout and "GFLOP" in r.stdout
+    rep = json.loads(out.read_text())
+    assert rep["threads"] == 1 and rep["copy_bandwidth_gbs"] > 0
+    (m,) = rep["models"]
+    assert m["name"] == str(ckpt) and m["params"] == param_count(models["live"])
+    (inf,) = m["infer"]
+    assert inf["size"] == "64x96" and inf["backbone_ms"] > 0 and inf["infer_ms"] >= inf["backbone_ms"]
+    (bl,) = m["blend"]
+    assert bl["blend_ms"] > 0 and bl["floor_ms"] > 0 and bl["bytes"] > 96 * 64 * 3
+
+
+def test_bench_falls_back_to_random_init_presets_without_shipped_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(checkpoint, "SUMS_FILE", tmp_path / "SHA256SUMS")
+    monkeypatch.setattr(bench, "count_flops", lambda cfg, h, w: 1e9)
+    assert bench.main(["--sizes", "16x8", "--runs", "1", "--copy-mb", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "note: no shipped weights" in out
+    assert "random-init:live" in out and "random-init:quality" in out
+    assert bench.main(["--sizes", "sixteen", "--copy-mb", "1"]) == 2
+    assert "error: --sizes" in capsys.readouterr().err
+    assert bench.main(["--weights", str(tmp_path / "nope.pt"), "--copy-mb", "1"]) == 2
+    assert "nope.pt" in capsys.readouterr().err

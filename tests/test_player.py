@@ -1,0 +1,342 @@
+"""The player end to end: headless runs on generated clips driven by scripts, checked through
+the frames presented and the stats; a real window under Xvfb; real audio through PortAudio;
+bad input; shutdown. Models are randomly initialised (these tests are about the player)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from engine import checkpoint
+from engine.model import PRESETS, RCDNet
+from media import read_frame_index
+from player.outputs.window import compose_view
+from player.player import Player, PlayerConfig
+
+REPO = Path(__file__).resolve().parent.parent
+PLAYER_THREADS = {"decode-video", "decode-audio", "backbone", "compositor", "null-audio"}
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "random_live.pt"
+    checkpoint.save(RCDNet(PRESETS["live"]), path, {"note": "random init for tests"})
+    return path
+
+
+def play(tmp_path, weights, input, script=(), duration=2.0, setup=None, **kw):
+    """Run a headless Player in this process; returns (player, presentations, stats)."""
+    script_file = tmp_path / "script.txt"
+    script_file.write_text("".join(f"{t} {cmd}\n" for t, cmd in script))
+    cfg = PlayerConfig(input=str(input) if input else None, weights=str(weights), headless=True,
+                       duration=duration, script=str(script_file), device="cpu", **kw)
+    p = Player(cfg)
+    shown = []
+    original_show = p._show
+
+    def record(presented, again=False):
+        if not again:
+            c = p.controls
+            shown.append(SimpleNamespace(pts=presented.frame.pts, epoch=presented.frame.epoch,
+                                         original=presented.frame.rgb.copy(), tuned=presented.tuned.copy(),
+                                         serial=presented.serial, strength=presented.strength,
+                                         view=c.view, split=c.split, paused=p.paused))
+        original_show(presented, again)
+
+    p._show = record
+    if setup:
+        setup(p)
+    try:
+        p.run()
+    finally:
+        p.close()
+    return p, shown, p.stats()
+
+
+# ---- playback and controls -------------------------------------------------------------------
+def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
+    p, shown, stats = play(tmp_path, weights, clip, duration=2.0)
+    assert stats["frames_presented"] >= 20
+    indices = [read_frame_index(s.original) for s in shown]
+    assert indices == sorted(indices), "frames presented out of order"
+    for s in shown:
+        assert s.original.shape == (240, 320, 3) and s.tuned.dtype == np.uint8
+    for key in ("frames_presented", "frames_dropped_early", "frames_dropped_late", "display_fps", "av_offset_ms_p95",
+                "audio_underflows", "backbone_ms_p50", "blend_ms_p50", "edit_latency_ms_p50", "edit_latency_ms_p95",
+                "reinference_ms_p50", "mode", "device", "peak_rss_mb"):
+        assert key in stats
+    assert stats["device"] == "cpu" and stats["backbone_ms_p50"] > 0
+
+
+def test_bypass_shows_the_exact_source_frame(tmp_path, weights, clip):
+    _, shown, _ = play(tmp_path, weights, clip, script=[(0.6, "cycle bypass")], duration=1.4)
+    before = [s for s in shown if s.serial == 0]
+    after = [s for s in shown if s.serial == 1]
+    assert before and after
+    assert any(not np.array_equal(s.tuned, s.original) for s in before), "AutoTune should change the frame"
+    for s in after:
+        assert np.array_equal(s.tuned, s.original)
+
+
+def test_strength_change_alters_the_next_presented_frame(tmp_path, weights, clip):
+    _, shown, stats = play(tmp_path, weights, clip, script=[(0.3, "set strength 4"), (1.0, "set strength 40")],
+                           duration=1.8)
+    serials = [s.serial for s in shown]
+    assert serials == sorted(serials), "a frame blended with an old setting was shown after a newer one"
+    weak = [s for s in shown if s.serial == 1]
+    strong = [s for s in shown if s.serial == 2]
+    assert weak and strong
+    removed = lambda s: float(np.std(s.tuned.astype(np.float64) - s.original))
+    assert all(abs(s.strength - 4.0) < 1e-6 for s in weak) and all(abs(s.strength - 40.0) < 1e-6 for s in strong)
+    assert removed(strong[0]) > 4 * removed(weak[-1])
+    assert stats["edits"] == 2 and stats["edit_latency_ms_p95"] is not None
+
+
+def test_split_view_shows_original_left_and_tuned_right(tmp_path, weights, clip):
+    p, shown, _ = play(tmp_path, weights, clip, script=[(0.2, "set strength 30"), (0.2, "set view split"),
+                                                      (0.2, "set split 0.5")], duration=1.0)
+    s = shown[-1]
+    assert s.view == "split"
+    view = p.window.last
+    assert np.array_equal(view[:, :150], s.original[:, :150])
+    assert np.array_equal(view[:, 170:], s.tuned[:, 170:])
+    assert not np.array_equal(s.original[:, 170:], s.tuned[:, 170:])
+    assert np.array_equal(view, compose_view(s.original, s.tuned, "split", 0.5, 1, (0.5, 0.5)))
+
+
+def test_seek_lands_on_the_right_timestamp(tmp_path, weights, clip):
+    _, shown, _ = play(tmp_path, weights, clip, script=[(0.4, "seek 2.0 absolute")], duration=1.0, mode="live")
+    first = next(s for s in shown if s.epoch == 1)
+    assert abs(first.pts - 2.0) < 0.5 / 30
+    assert read_frame_index(first.original) == 60
+
+
+def test_loop_repeats_the_section(tmp_path, weights, clip):
+    _, shown, _ = play(tmp_path, weights, clip, loop=(1.0, 1.5), duration=2.2, mode="live")
+    pts = [s.pts for s in shown]
+    assert min(pts) >= 1.0 - 0.5 / 30 and max(pts) <= 1.5 + 1.5 / 30
+    wraps = sum(1 for a, b in zip(pts, pts[1:]) if b < a)
+    assert wraps >= 2
+    starts = [b for a, b in zip(shown, shown[1:]) if b.pts < a.pts]
+    assert all(read_frame_index(s.original) == 30 for s in starts)
+
+
+def test_pause_and_control_change_reblend_the_frame_on_screen(tmp_path, weights, clip):
+    script = [(0.5, "cycle pause"), (0.8, "set strength 30"), (1.1, "set strength 0")]
+    _, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.5)
+    paused = [s for s in shown if s.paused]
+    assert {s.serial for s in paused} >= {1, 2}
+    assert len({s.pts for s in paused}) == 1, "the paused frame must stay the same frame"
+    zero = [s for s in paused if s.serial == 2][0]
+    assert np.array_equal(zero.tuned, zero.original), "strength 0 must show the input exactly"
+    thirty = [s for s in paused if s.serial == 1][0]
+    assert not np.array_equal(thirty.tuned, thirty.original)
+
+
+def test_frame_step_forward_and_back(tmp_path, weights, clip):
+    script = [(0.5, "cycle pause"), (0.7, "frame-step"), (0.9, "frame-step"), (1.1, "frame-back-step")]
+    _, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.5)
+    paused = [read_frame_index(s.original) for s in shown if s.paused]
+    i0 = read_frame_index([s for s in shown if not s.paused][-1].original)
+    assert paused[-3:] == [i0 + 1, i0 + 2, i0 + 1]
+
+
+def test_presets_store_flip_save_and_load(tmp_path, weights, clip):
+    preset_file = tmp_path / "p.json"
+    script = [(0.2, "set strength 10"), (0.2, "preset-store A"), (0.3, "set strength 35"), (0.3, "preset-store B"),
+              (0.4, f"preset-save {preset_file}"), (0.6, "preset-flip"), (0.9, "preset-flip")]
+    p, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.2)
+    saved = json.loads(preset_file.read_text())
+    assert saved["A"]["strength"] == 10 and saved["B"]["strength"] == 35
+    strengths = [round(s.strength, 3) for s in shown]
+    i35 = strengths.index(35.0)
+    assert 10.0 in strengths[i35:], "flip must bring preset A back"
+    p2, shown2, _ = play(tmp_path, weights, clip, duration=0.5, preset=str(preset_file))
+    assert abs(shown2[-1].strength - 10.0) < 1e-6
+
+
+def test_demo_source_plays_with_live_psnr(tmp_path, weights):
+    p, shown, stats = play(tmp_path, weights, None, duration=1.0, demo_size=(160, 96))
+    assert stats["frames_presented"] >= 5
+    assert p.psnr_original is not None and p.psnr_tuned is not None
+
+
+def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
+    def slow(p):
+        infer = p.denoiser.infer
+
+        def delayed(rgb):
+            time.sleep(0.12)  # far slower than the 33 ms frame interval
+            return infer(rgb)
+
+        p.denoiser.infer = delayed
+
+    _, shown, stats = play(tmp_path, weights, clip, duration=2.5, mode="live", setup=slow)
+    assert stats["audio_underflows"] == 0
+    assert stats["frames_dropped_early"] > 0
+    assert stats["frames_presented"] >= 5
+
+
+def test_render_cache_makes_a_loop_replay_without_inference(tmp_path, weights, clip):
+    p, shown, stats = play(tmp_path, weights, clip, loop=(0.5, 1.0), duration=3.0, mode="cache")
+    assert stats["mode"] == "cache"
+    section = 16  # frames in 0.5..1.0 s at 30 fps, inclusive
+    assert len(p.worker.backbone_ms) <= section + 4, "cached frames were inferred again"
+    assert len(shown) > 2 * section
+
+
+def test_shutdown_leaves_no_thread_running(tmp_path, weights, clip):
+    play(tmp_path, weights, clip, duration=0.5)
+    alive = {t.name for t in threading.enumerate()} & PLAYER_THREADS
+    assert not alive, f"threads left behind: {alive}"
+
+
+def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, make_clip):
+    path = make_clip(seconds=3.0, name="damaged")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 3000] = bytes(3000)  # zero a stretch of packets in the middle
+    path.write_bytes(bytes(data))
+    _, shown, stats = play(tmp_path, weights, path, duration=4.0)
+    last = read_frame_index(shown[-1].original)
+    assert last >= 80, f"playback stopped at frame {last}"
+
+
+# ---- the command line: bad input ---------------------------------------------------------------
+def run_cli(*args, timeout=60):
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    return subprocess.run([sys.executable, str(REPO / "run_player.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def assert_one_line_error(r, *words):
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path, weights, make_clip):
+    assert_one_line_error(run_cli(tmp_path / "nope.mp4", "--headless", "--weights", weights), "no such file")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    assert_one_line_error(run_cli(text, "--headless", "--weights", weights), "notes.mp4")
+    good = make_clip(seconds=1.0, name="trunc")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    assert_one_line_error(run_cli(truncated, "--headless", "--weights", weights), "truncated.mp4")
+    audio_only = tmp_path / "audio_only.m4a"
+    _write_audio_only(audio_only)
+    assert_one_line_error(run_cli(audio_only, "--headless", "--weights", weights), "no video stream")
+    bad_weights = tmp_path / "w.pt"
+    bad_weights.write_bytes(b"garbage" * 100)
+    assert_one_line_error(run_cli(good, "--headless", "--weights", bad_weights), "w.pt")
+    assert_one_line_error(run_cli(good, "--headless", "--weights", tmp_path / "missing.pt"), "missing.pt")
+
+
+def _write_audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=48000)
+        s.layout = "stereo"
+        t = np.arange(48000) / 48000.0
+        pcm = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([pcm, pcm])[None].reshape(1, -1), format="flt", layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = 0
+        for packet in s.encode(frame):
+            c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+
+
+def test_help_lists_the_options():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for opt in ("--weights", "--device", "--mode", "--cache-mb", "--start", "--loop", "--preset", "--headless",
+                "--duration", "--script", "--stats-json"):
+        assert opt in r.stdout
+
+
+# ---- real outputs --------------------------------------------------------------------------------
+@pytest.mark.audio
+def test_real_audio_through_portaudio_keeps_av_sync(tmp_path, weights, clip):
+    stats_file = tmp_path / "stats.json"
+    r = run_cli(clip, "--weights", weights, "--duration", "2.5", "--stats-json", stats_file, timeout=120)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["audio_output"] != "null", stats
+    assert stats["frames_presented"] >= 30
+    # Sync, not speed: a broken audio clock is off by whole buffers or seconds.
+    assert stats["av_offset_ms_p95"] is not None and stats["av_offset_ms_p95"] < 100, stats
+
+
+@pytest.mark.display
+def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, real_display):
+    if not (shutil.which("xdotool") and shutil.which("import")):
+        pytest.skip("needs xdotool and ImageMagick's import")
+    clip = make_clip(seconds=8.0, name="window")
+    stats_file = tmp_path / "stats.json"
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdplayertest", "DISPLAY": real_display}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(clip), "--weights", str(weights),
+                             "--no-audio", "--stats-json", str(stats_file)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wid = _wait_for_window("rcdplayertest", env)
+        time.sleep(1.5)
+        shot1 = _screenshot(env)
+        _key(wid, "i", env)  # hide the HUD
+        time.sleep(0.6)
+        shot2 = _screenshot(env)
+        _key(wid, "question", env)  # help page
+        time.sleep(0.6)
+        shot3 = _screenshot(env)
+        _key(wid, "q", env)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert shot1.std() > 10, "the window shows no video"
+    hud = (slice(0, 60), slice(0, 200))
+    assert np.abs(shot1[hud].astype(int) - shot2[hud]).mean() > 5, "the HUD did not go away"
+    assert np.abs(shot3.astype(int) - shot2).mean() > 5, "the help page did not show"
+    stats = json.loads(stats_file.read_text())
+    assert stats["frames_presented"] > 10
+
+
+def _wait_for_window(wm_class: str, env, timeout=30.0) -> str:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        r = subprocess.run(["xdotool", "search", "--classname", wm_class], capture_output=True, text=True, env=env)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.split()[0]
+        time.sleep(0.2)
+    pytest.fail(f"no window with class {wm_class} appeared")
+
+
+def _key(wid: str, key: str, env) -> None:
+    subprocess.run(["xdotool", "windowactivate", "--sync", wid], env=env, capture_output=True)
+    subprocess.run(["xdotool", "key", "--window", wid, key], env=env, check=True)
+
+
+def _screenshot(env) -> np.ndarray:
+    from PIL import Image
+    import io
+
+    r = subprocess.run(["import", "-window", "root", "png:-"], env=env, capture_output=True, check=True)
+    return np.asarray(Image.open(io.BytesIO(r.stdout)).convert("RGB"))

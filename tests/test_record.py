@@ -1,0 +1,390 @@
+"""Recording (key R / `record` / --record), the tuning track, and the offline render (--render).
+
+Every player run is a headless subprocess (`run_player.py --headless`, SDL dummy drivers from
+conftest) with a random-initialised live model saved in a temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from media import read_frame_index
+
+REPO = Path(__file__).resolve().parent.parent
+FPS = 30
+
+
+# --------------------------------------------------------------------------- helpers
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    import torch
+
+    from engine import checkpoint
+    from engine.model import PRESETS, RCDNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "random_live.pt"
+    checkpoint.save(RCDNet(PRESETS["live"]), path)
+    return path
+
+
+def run_player(*args, timeout=180, check=False) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "run_player.py", *map(str, args)], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout, env={**os.environ, "SDL_VIDEODRIVER": "dummy",
+                                                        "SDL_AUDIODRIVER": "dummy"})
+    if check:
+        assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr}"
+    return r
+
+
+def decode_video(path) -> tuple[list[float], list[np.ndarray]]:
+    with av.open(str(path)) as c:
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    return [t for t, _ in frames], [x for _, x in frames]
+
+
+def decode_audio(path) -> np.ndarray | None:
+    """(channels, n) float32, or None without an audio stream."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        parts = [f.to_ndarray() for f in c.decode(audio=0)]
+    return np.concatenate(parts, axis=1)
+
+
+def container_duration(path) -> float:
+    with av.open(str(path)) as c:
+        return c.duration / 1e6
+
+
+def assert_prefix(idx: list[int]) -> None:
+    """Frames in order from the first one; at the cut the B-frames (≤ 3) coded after the last
+    P-frame may be missing — the P-frame itself still decodes."""
+    assert idx and all(b > a for a, b in zip(idx, idx[1:])), idx
+    gaps = [(a, b) for a, b in zip(idx, idx[1:]) if b != a + 1]
+    assert not gaps or (len(gaps) == 1 and gaps[0] == (idx[-2], idx[-1]) and idx[-1] - idx[-2] <= 4), gaps
+
+
+def error_lines(r: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in r.stderr.splitlines() if "error" in ln]
+
+
+def dominant_hz(mono: np.ndarray, rate: int = 48000) -> float:
+    spec = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
+    return float(np.argmax(spec) * rate / len(mono))
+
+
+# --------------------------------------------------------------------------- a scripted session
+
+@pytest.fixture(scope="module")
+def session(clip, weights, tmp_path_factory):
+    """Record 0.3 → 2.2 s of the 3 s clip with a strength change (5 → 40) at 1.2 s."""
+    d = tmp_path_factory.mktemp("session")
+    out = d / "rec.mp4"
+    script = d / "script.txt"
+    script.write_text(f"0.0 set strength 5\n0.3 record {out}\n1.2 set strength 40\n2.2 record\n")
+    stats = d / "stats.json"
+    r = run_player(clip, "--weights", weights, "--headless", "--script", script, "--stats-json", stats,
+                   "--threads", "1", check=True)
+    return dict(out=out, track=Path(str(out) + ".json"), stats=json.loads(stats.read_text()), stderr=r.stderr,
+                dir=d, clip=clip)
+
+
+def test_recording_decodes_with_frames_duration_and_audio(session):
+    out, stats = session["out"], session["stats"]
+    assert out.exists(), session["stderr"]
+    assert not list(session["dir"].glob(".*part*")), "temporary file left behind"
+    n = stats["record_frames"]
+    assert stats["record_frames_dropped"] == 0
+    assert 40 <= n <= 60, stats  # ~1.9 s at 30 fps (frames late-dropped by a loaded machine are not presented)
+    times, frames = decode_video(out)
+    assert abs(len(frames) - n) <= 1
+    assert times[0] == pytest.approx(0.0, abs=1e-6)
+    assert all(b > a for a, b in zip(times, times[1:]))
+    track = json.loads(session["track"].read_text())
+    span = track["end_pts"] - track["start_pts"]
+    assert span == pytest.approx(1.9, abs=0.25)
+    assert container_duration(out) == pytest.approx(span, abs=0.1)
+    with av.open(str(out)) as c:
+        v = c.streams.video[0].codec_context
+        assert (c.streams.video[0].codec_context.name, v.width, v.height, v.pix_fmt) == ("h264", 320, 240, "yuv420p")
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+    pcm = decode_audio(out)
+    assert pcm.shape[1] / 48000 == pytest.approx(span, abs=0.06)
+    assert dominant_hz(pcm[0]) == pytest.approx(440, abs=3)
+    # no holes: every 10 ms block of the tone (amplitude 0.25) is there
+    body = pcm[0, 2400:-2400]
+    rms = np.sqrt((body[: len(body) // 480 * 480].reshape(-1, 480) ** 2).mean(axis=1))
+    assert rms.min() > 0.1, f"silent block in the recorded audio (min RMS {rms.min():.3f})"
+
+
+def test_recorded_audio_is_the_source_audio_of_the_span(session):
+    """Sample-exact: the recording's audio is the source's from the first recorded frame's pts."""
+    track = json.loads(session["track"].read_text())
+    rec, src = decode_audio(session["out"]), decode_audio(session["clip"])
+    s0 = round(track["start_pts"] * 48000)
+    body = rec[:, 2400:-2400]
+
+    def err(offset):
+        seg = src[:, s0 + offset + 2400: s0 + offset + 2400 + body.shape[1]]
+        return float(np.abs(seg - body[:, : seg.shape[1]]).max())
+
+    errors = {off: err(off) for off in (-2, -1, 0, 1, 2)}
+    assert min(errors, key=errors.get) == 0 and errors[0] < 0.01, errors
+
+
+def test_tuning_track(session, weights, clip):
+    from engine import checkpoint
+
+    track = json.loads(session["track"].read_text())
+    assert track["format"] == "rcd-track/1" and track["complete"] is True
+    assert track["model"]["sha256"] == checkpoint.sha256(weights)
+    assert track["source"]["kind"] == "file" and track["source"]["sha256"] == checkpoint.sha256(clip)
+    assert track["device"] == "cpu"
+    assert track["frame_count"] == len(track["frames"]) == session["stats"]["record_frames"]
+    assert track["start_pts"] == track["frames"][0]
+    assert 0.2 <= track["start_pts"] <= 0.6
+    assert track["initial"]["mix"]["strength"] == 5.0 and track["initial"]["bypass"] is False
+    assert [c["mix"]["strength"] for c in track["changes"]] == [5.0, 40.0]
+    change = track["changes"][1]["pts"]
+    assert change in track["frames"]
+    assert 1.0 <= change <= 1.6
+
+
+def test_frames_follow_the_strength_change(session):
+    """Strength 40 removes far more than strength 5: after the change the recorded frames are much
+    further from the source frames (and smoother) than before it."""
+    track = json.loads(session["track"].read_text())
+    change = track["changes"][1]["pts"]
+    _, rec = decode_video(session["out"])
+    with av.open(str(session["clip"])) as c:
+        src = {round(f.time * FPS): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+
+    def hf(img):  # high-frequency energy: mean |horizontal difference| below the barcode strip
+        g = img[40:].astype(np.float32).mean(axis=2)
+        return float(np.abs(np.diff(g, axis=1)).mean())
+
+    before, after = [], []
+    for pts, img in zip(track["frames"], rec):
+        s = src[round(pts * FPS)]
+        d = float(np.abs(img.astype(np.int16) - s.astype(np.int16)).mean())
+        (after if pts >= change else before).append((d, hf(img) - hf(s)))
+    assert len(before) > 10 and len(after) > 10
+    d_before = np.median([d for d, _ in before])
+    d_after = np.median([d for d, _ in after])
+    assert d_after > 3 * d_before, (d_before, d_after)
+    assert d_before < 8
+
+
+def test_render_from_track_is_identical(session, weights):
+    out2 = session["dir"] / "rerender.mp4"
+    r = run_player(session["clip"], "--render", out2, "--track", session["track"], "--threads", "1", check=True)
+    assert "rendered" in r.stdout and str(out2) in r.stdout
+    t1, live = decode_video(session["out"])
+    t2, again = decode_video(out2)
+    assert len(again) == len(live)
+    assert t2 == t1
+    for i, (a, b) in enumerate(zip(live, again)):
+        assert np.array_equal(a, b), f"frame {i} differs"
+    assert decode_audio(out2) is not None
+    # the render writes its own track
+    track2 = json.loads(Path(str(out2) + ".json").read_text())
+    assert track2["frames"] == json.loads(session["track"].read_text())["frames"]
+
+
+# --------------------------------------------------------------------------- whole-file render
+
+def test_render_whole_file_with_strength(make_clip, weights, tmp_path):
+    clip = make_clip(width=160, height=120, seconds=1.0)
+    out = tmp_path / "whole.mkv"
+    r = run_player(clip, "--render", out, "--strength", "20", "--weights", weights, "--threads", "1", check=True)
+    summary = [ln for ln in r.stdout.splitlines() if "rendered" in ln]
+    assert len(summary) == 1 and "30 frames" in summary[0] and "fps" in summary[0] and "MiB" in summary[0]
+    src_t, src = decode_video(clip)
+    t, frames = decode_video(out)
+    assert len(frames) == len(src) == 30
+    assert t == pytest.approx(src_t, abs=1e-3)
+    assert np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, src)]) > 3
+    pcm = decode_audio(out)
+    assert pcm is not None and pcm.shape[1] / 48000 == pytest.approx(1.0, abs=0.06)
+    track = json.loads(Path(str(out) + ".json").read_text())
+    assert track["initial"]["mix"]["strength"] == 20.0 and len(track["frames"]) == 30
+
+
+def test_render_keeps_irregular_timestamps(weights, tmp_path):
+    """A variable-frame-rate source keeps its timestamps."""
+    from media import synth_frame
+
+    src = tmp_path / "vfr.mkv"
+    steps_ms = [33, 50, 17, 40, 33, 66, 20, 33, 45, 33, 30, 60]
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i, step in enumerate(steps_ms):
+            f = av.VideoFrame.from_ndarray(synth_frame(i, 160, 120), format="rgb24")
+            f.pts, f.time_base = pts, Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+            pts += step
+        for p in s.encode():
+            c.mux(p)
+    src_t, _ = decode_video(src)
+    out = tmp_path / "vfr_out.mp4"
+    run_player(src, "--render", out, "--strength", "10", "--weights", weights, "--threads", "1", check=True)
+    t, frames = decode_video(out)
+    assert len(frames) == len(steps_ms)
+    assert t == pytest.approx(src_t, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- crash safety
+
+def test_killed_recording_still_decodes(make_clip, weights, tmp_path):
+    clip = make_clip(width=160, height=120, seconds=8.0)
+    out = tmp_path / "killed.mp4"
+    part_track = tmp_path / ".killed.part.mp4.json"  # written as soon as the first frame is encoded
+    p = subprocess.Popen([sys.executable, "run_player.py", str(clip), "--weights", str(weights), "--headless",
+                          "--record", str(out), "--threads", "1"], cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    try:
+        deadline = time.monotonic() + 60
+        while not part_track.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert part_track.exists(), p.stderr.read() if p.poll() is not None else "recording did not start"
+        t0 = time.monotonic()
+        time.sleep(3.0)
+        os.kill(p.pid, signal.SIGKILL)
+        elapsed = time.monotonic() - t0
+    finally:
+        p.kill()
+        p.wait()
+    assert not out.exists()  # only a finished recording gets the final name
+    part = tmp_path / ".killed.part.mp4"
+    _, frames = decode_video(part)
+    idx = [read_frame_index(f) for f in frames]
+    assert_prefix(idx)
+    # ≤ ~1 s lost: a fragment (0.25 s) + the encoder's lookahead; slack for a machine busy with other work
+    assert (idx[-1] - idx[0] + 1) / FPS >= elapsed - 1.5, (idx[0], idx[-1], elapsed)
+    pcm = decode_audio(part)
+    assert pcm is not None and pcm.shape[1] / 48000 >= len(idx) / FPS - 0.6
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_recording_file_playable_at_any_moment(tmp_path, ext):
+    """In-process, exact: a snapshot of the file as it is being written (what SIGKILL leaves)
+    decodes up to within a second of the frames the encoder had been given."""
+    from media import synth_frame
+    from player.record import AudioTap, Recorder
+
+    tap = AudioTap()
+    rec = Recorder(tmp_path / f"r.{ext}", False, FPS, True, tap, lambda: {}, lambda s: None)
+    rec.start()
+    tone = (0.25 * np.sin(2 * np.pi * 440 * np.arange(1600) / 48000)).astype(np.float32)[:, None].repeat(2, 1)
+    snapshot = tmp_path / f"snapshot.{ext}"
+    t0 = time.monotonic()
+    pushed_at_snapshot = lag_at_snapshot = None
+    for i in range(100):
+        pts = i / FPS
+        tap.put(pts, tone)
+        rec.present(pts, 1 / FPS, synth_frame(i, 160, 120), {"mix": {}, "bypass": False})
+        if i == 80:
+            time.sleep(0.1)  # let the encoder catch up
+            lag_at_snapshot = rec.lag_frames()
+            pushed_at_snapshot = rec.frames_queued
+            snapshot.write_bytes(next(tmp_path.glob(f".r.part*.{ext}")).read_bytes())
+        time.sleep(max(0.0, t0 + (i + 1) / FPS - time.monotonic()))
+    rec.stop()
+    rec.join(timeout=60)
+    assert rec.error is None
+    _, frames = decode_video(snapshot)
+    idx = [read_frame_index(f) for f in frames]
+    assert idx[0] == 0
+    assert_prefix(idx)
+    lost = pushed_at_snapshot - lag_at_snapshot - (idx[-1] + 1)
+    assert lost <= FPS, f"{lost} frames handed to the encoder were not decodable from the snapshot"
+    # and the finished file has everything
+    _, frames = decode_video(tmp_path / f"r.{ext}")
+    assert [read_frame_index(f) for f in frames] == list(range(100))
+
+
+def test_reblend_of_the_same_frame_keeps_the_last_version(tmp_path):
+    from player.record import Recorder
+
+    rec = Recorder(tmp_path / "r.mkv", False, FPS, False, None, lambda: {}, lambda s: None)
+    rec.start()
+    black, white, grey = (np.full((64, 64, 3), v, np.uint8) for v in (0, 255, 128))
+    rec.present(0.0, 1 / FPS, black, {"v": "black"})
+    rec.present(0.0, 1 / FPS, white, {"v": "white"})  # re-blend after an edit: same pts
+    rec.present(1 / FPS, 1 / FPS, grey, {"v": "grey"})
+    rec.present(0.5 / FPS, 1 / FPS, black, {"v": "black"})  # before what is recorded (a seek back): skipped
+    rec.stop()
+    rec.join(timeout=60)
+    assert rec.error is None and rec.frames_written == 2
+    _, frames = decode_video(tmp_path / "r.mkv")
+    assert [int(round(f.mean())) for f in frames] == pytest.approx([255, 128], abs=3)
+    track = json.loads((tmp_path / "r.mkv.json").read_text())
+    assert [c["v"] for c in track["changes"]] == ["white", "grey"]
+
+
+# --------------------------------------------------------------------------- refusing early
+
+def test_existing_file_is_not_overwritten(clip, weights, tmp_path):
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"keep me")
+    t = time.monotonic()
+    r = run_player(clip, "--weights", weights, "--headless", "--record", out, "--duration", "1")
+    assert r.returncode != 0
+    errs = error_lines(r)
+    assert len(errs) == 1 and "already exists" in errs[0] and "--force" in errs[0], r.stderr
+    assert out.read_bytes() == b"keep me"
+    assert time.monotonic() - t < 30
+    r = run_player(clip, "--render", out, "--strength", "5", "--weights", weights)
+    assert r.returncode != 0 and "already exists" in r.stderr and out.read_bytes() == b"keep me"
+    assert not list(tmp_path.glob(".*part*"))
+    # with --force it is replaced
+    run_player(clip, "--weights", weights, "--headless", "--record", out, "--force", "--duration", "1",
+               "--threads", "1", check=True)
+    _, frames = decode_video(out)
+    assert len(frames) >= 15
+
+
+@pytest.mark.parametrize("target, message", [
+    ("missing-dir/x.mp4", "does not exist"),
+    ("x.avi", "use .mp4, .mov or .mkv"),
+])
+def test_unwritable_or_unsupported_target_fails_before_playback(tmp_path, target, message):
+    # the weights do not exist either: the recording target is checked first, before anything loads
+    r = run_player("--headless", "--record", tmp_path / target, "--weights", tmp_path / "none.pt",
+                   "--duration", "1", timeout=60)
+    assert r.returncode != 0
+    errs = error_lines(r)
+    assert len(errs) == 1 and message in errs[0], r.stderr
+    assert not list(tmp_path.rglob("*.mp4"))
+
+
+def test_read_only_directory_fails_before_playback(tmp_path):
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root can write into a read-only directory")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = run_player("--headless", "--record", ro / "x.mp4", "--weights", tmp_path / "none.pt", timeout=60)
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode != 0
+    errs = error_lines(r)
+    assert len(errs) == 1 and "cannot write" in errs[0], r.stderr
