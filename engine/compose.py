@@ -71,14 +71,16 @@ def character_coefficients(levels, strength: float, character: float = 0.0, base
     if s == 0.0:
         return torch.zeros_like(lv)
     ch = max(-1.0, min(1.0, float(character)))
-    loglv = lv.log()
+    live = lv > 0  # the zero level (if any) carries no strength: at a set strength it gets no weight
+    loglv = torch.where(live, lv, torch.ones_like(lv)).log()
     if base is None:
         centre = math.log(s) + ch * CHARACTER_SPAN
         w = torch.exp(-((loglv - centre) ** 2) / (2 * CHARACTER_WIDTH**2))
     else:
-        z = (loglv - loglv.mean()) / max(float(loglv.max() - loglv.min()), 1e-9)  # in [−½, ½]
+        ll = loglv[live]
+        z = (loglv - ll.mean()) / max(float(ll.max() - ll.min()), 1e-9)  # in [−½, ½]
         w = base.detach().double().cpu().clamp_min(0.0) * torch.exp(ch * CHARACTER_TILT * z)
-    w = w + 1e-12  # keep a direction even where the weights vanish
+    w = torch.where(live, w + 1e-12, torch.zeros_like(w))  # keep a direction where weights vanish
     return w * (s / torch.sqrt(((w * lv) ** 2).sum()))
 
 

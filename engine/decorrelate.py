@@ -95,6 +95,15 @@ def transform(cov_raw: torch.Tensor, levels: torch.Tensor, iters: int | None = N
     step 3 re-scales each whitened map to std l_i using the closed-form variances of P Σ_N Pᵀ.
     """
     lv = levels.to(cov_raw)
+    active = lv > 0
+    if not bool(active.all()):
+        # Level 0 is the all-zero map (the paper's trick: blending with it scales the others down,
+        # which a softmax that sums to 1 could not do otherwise). It takes no part in ND.
+        idx = active.nonzero().squeeze(1)
+        sub = transform(cov_raw[:, idx][:, :, idx], lv[idx], iters)
+        t = cov_raw.new_zeros(cov_raw.shape)
+        t[:, idx[:, None], idx[None, :]] = sub
+        return t
     std_raw = cov_raw.diagonal(dim1=1, dim2=2).clamp_min(1e-30).sqrt()  # (B, L)
     d = lv[None, :] / std_raw  # (B, L)  eq. 3 normalisation
     cov_n = cov_raw * d[:, :, None] * d[:, None, :]  # D Σ D

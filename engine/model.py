@@ -28,9 +28,9 @@ PAD_MULTIPLE = 8
 @dataclass(frozen=True)
 class RCDConfig:
     name: str = "live"
-    # 8-bit units, increasing. Five for the live model: every level is a full-size map that each
-    # frame writes once and the blend reads once, so L sets the memory traffic per frame.
-    levels: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 50.0)
+    # 8-bit units, increasing. Level 0 is the all-zero map, as in the authors' model: AutoTune's
+    # softmax sums to 1, and weight on the zero map is how it scales the other levels down.
+    levels: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0)
     widths: tuple[int, int, int] = (12, 24, 48)  # channels at 1/2, 1/4, 1/8 resolution
     enc_blocks: tuple[int, int, int] = (0, 1, 1)  # residual blocks per scale on the way down
     dec_blocks: tuple[int, int] = (0, 0)  # residual blocks at 1/4 and 1/2 on the way up
@@ -40,7 +40,8 @@ class RCDConfig:
     def __post_init__(self):
         assert 4 <= len(self.levels) <= 12, f"L must be in 4..12, got {len(self.levels)}"
         assert all(a < b for a, b in zip(self.levels, self.levels[1:])), "levels must increase"
-        assert self.levels[0] <= 5 and self.levels[-1] >= 50, "levels must cover 5..50 (8-bit units)"
+        assert 0 <= self.levels[0] <= 5 and self.levels[-1] >= 50, "levels must cover 5..50 (8-bit units)"
+        assert sum(1 for v in self.levels if v > 0) >= 2, "at least two non-zero levels"
 
     @property
     def num_levels(self) -> int:
@@ -61,7 +62,7 @@ PRESETS: dict[str, RCDConfig] = {
     # ≤ 40 GFLOP per 1280×720 frame: for a GPU, or precomputed into the render cache on a CPU.
     "quality": RCDConfig(
         name="quality",
-        levels=(5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0),
+        levels=(0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0),
         widths=(24, 48, 96),
         enc_blocks=(0, 1, 4),
         dec_blocks=(1, 1),
@@ -192,7 +193,8 @@ class RCDNet(nn.Module):
         l = self.cfg.num_levels
         t = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L)
         var_x = cov[:, l, l].clamp_min(1e-12)
-        corr = (t @ cov[:, :l, l:]).squeeze(-1) / (self.levels.double() * var_x.sqrt()[:, None])  # (B, L)
+        lv = self.levels.double().clamp_min(1e-6)  # the zero level's correlation is 0/ε = 0
+        corr = (t @ cov[:, :l, l:]).squeeze(-1) / (lv * var_x.sqrt()[:, None])  # (B, L)
         log_std_raw = 0.5 * cov.diagonal(dim1=1, dim2=2)[:, :l].clamp_min(1e-12).log()
         return t, self.autotune(feats, log_std_raw, corr)
 

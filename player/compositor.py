@@ -35,11 +35,14 @@ class Slot:
 
     def __init__(self):
         self._item: Presented | None = None
-        self._lock = threading.Lock()  # protects _item
+        self._lock = threading.Lock()  # protects _item and replaced
         self._event = threading.Event()
+        self.replaced = 0  # frames blended but never shown (the display was busy): late drops
 
     def put(self, item: Presented) -> None:
         with self._lock:
+            if self._item is not None and self._item.frame.pts != item.frame.pts:
+                self.replaced += 1
             self._item = item
         self._event.set()
 
@@ -72,7 +75,6 @@ class CompositorThread(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        torch.set_num_threads(1)  # the backbone owns the cores; a blend is memory-bound anyway
         try:
             self._loop()
         except Closed:

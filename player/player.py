@@ -549,8 +549,9 @@ class Player:
             c = self.controls
             if c.view == "split":
                 self._set_controls(ctl.apply(c, f"set split {ev.x:.4f}", self.context()))
-            if self.controls.zoom == 1 or True:
-                self._set_controls(ctl.apply(self.controls, f"set center {ev.x:.4f},{ev.y:.4f}", self.context()))
+            self._set_controls(ctl.apply(self.controls, f"set center {ev.x:.4f},{ev.y:.4f}", self.context()))
+        elif ev.kind == "click" and ev.key == "timeline" and self.info.duration > 0:
+            self.command(f"seek {ev.x * self.info.duration:.3f} absolute")
 
     def _view_key(self):
         c = self.controls
@@ -617,7 +618,7 @@ class Player:
             f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type}, {self.worker.mode} mode",
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
             f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
-            f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late}"
+            f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
             f"backbone {_last(self.worker.backbone_ms):6.1f} ms  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",
@@ -670,7 +671,7 @@ class Player:
         return {
             "frames_presented": self.frames_presented,
             "frames_dropped_early": self.worker.dropped_early,
-            "frames_dropped_late": self.compositor.dropped_late,
+            "frames_dropped_late": self.compositor.dropped_late + self.slot.replaced,
             "display_fps": round(fps, 2),
             "av_offset_ms_p95": _round(percentile(np.abs(steady), 95) if steady else None),
             "audio_underflows": self.feed.underflows + getattr(self.sound, "underflows", 0),

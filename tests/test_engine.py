@@ -199,11 +199,12 @@ def test_strength_calibration_within_5pct_for_5_to_50(denoisers, preset):
 def test_character_keeps_strength_and_moves_weight_centre_up_the_levels(denoisers, preset):
     _, noisy, maps = frame_maps(denoisers[preset], textured(64, 96, seed=9))
     levels = PRESETS[preset].levels
-    log_l = torch.tensor(levels, dtype=torch.float64).log()
-    for s in (8.0, 15.0, 25.0, 40.0):
+    log_l = torch.tensor(levels, dtype=torch.float64).clamp_min(1e-9).log()  # the zero level gets no weight
+    autotune_like = torch.softmax(torch.randn(len(levels), generator=torch.Generator().manual_seed(1)), 0)
+    for s, base in [(s, b) for s in (8.0, 15.0, 25.0, 40.0) for b in (None, autotune_like)]:
         strengths, centres = [], []
         for character in (-1.0, 0.0, 1.0):
-            c = compose.character_coefficients(levels, s, character)
+            c = compose.character_coefficients(levels, s, character, base=base)
             assert (c >= 0).all()
             strengths.append(measured(noisy, maps, c))
             centres.append(float((c * log_l).sum() / c.sum()))
@@ -340,7 +341,7 @@ def test_checkpoint_with_altered_config_is_refused_as_mismatch(models, tmp_path)
     path = tmp_path / "m.pt"
     checkpoint.save(models["live"], path)
     blob = torch.load(path, weights_only=True)
-    blob["config"]["levels"] = [5.0, 10.0, 20.0, 30.0, 40.0, 50.0]  # valid config, wrong head size
+    blob["config"]["levels"] = [5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 45.0, 50.0]  # valid config, wrong head size
     torch.save(blob, path)
     with pytest.raises(checkpoint.CheckpointError) as e:
         checkpoint.load(path)

