@@ -153,7 +153,10 @@ class AutoTune(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, feats, log_std_raw, corr_noisy):
-        z = torch.cat([feats.float(), log_std_raw.float(), corr_noisy.float()], dim=1)
+        # Pooled activations have no fixed scale (they drift in training): normalise them
+        # (parameter-free), so the logits — ×1/τ = ×20 — cannot blow up into a one-hot choice.
+        feats = F.layer_norm(feats.float(), feats.shape[-1:])
+        z = torch.cat([feats, log_std_raw.float(), corr_noisy.float()], dim=1)
         return torch.softmax(self.fc(z) / self.tau, dim=1)  # (B, L), rows sum to 1
 
 

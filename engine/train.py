@@ -39,6 +39,11 @@ CAMERA_SHARE = 0.3
 # Newton–Schulz converges and its gradients stay finite (METHOD.md, pitfalls). Small: ND itself
 # does the decorrelating; this only keeps the maps from collapsing onto each other.
 ORTHO_WEIGHT = 0.01
+# The maps are normalised to their levels, so nothing fixes the scale of the raw head output;
+# left free it drifts (Adam on scale-invariant weights) until activations explode. A weak pull
+# of each raw map's log std toward RAW_STD (0..1 units) anchors it without touching the output.
+SCALE_WEIGHT = 1e-3
+RAW_STD = 0.05
 CHARBONNIER_EPS = 1e-3
 GRAD_CLIP = 1.0
 VAL_SIGMA = 25.0
@@ -91,15 +96,12 @@ def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
     level_loss = charbonnier(per_level, clean[:, None].expand_as(per_level))
     blend = noisy + (coeffs[:, :, None, None, None] * bases).sum(1)  # (B, 3, H, W)
     blend_loss = charbonnier(blend, clean)
-    corr = _raw_corr(raw)
+    cov = nd.covariance(raw).float()  # (B, L, L) of the raw maps
+    std = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-12).sqrt()  # (B, L)
+    corr = cov / (std[:, :, None] * std[:, None, :])
     ortho = (corr - torch.diag_embed(corr.diagonal(dim1=1, dim2=2))).pow(2).sum((1, 2)).mean() / (l * (l - 1))
-    return LAMBDA_LEVEL * level_loss + blend_loss + ORTHO_WEIGHT * ortho, blend_loss
-
-
-def _raw_corr(raw):
-    cov = nd.covariance(raw).float()
-    std = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-12).sqrt()
-    return cov / (std[:, :, None] * std[:, None, :])
+    scale = (std.log() - math.log(RAW_STD)).pow(2).mean()
+    return LAMBDA_LEVEL * level_loss + blend_loss + ORTHO_WEIGHT * ortho + SCALE_WEIGHT * scale, blend_loss
 
 
 @torch.no_grad()
@@ -134,7 +136,7 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=96)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

@@ -158,7 +158,10 @@ class CompositorThread(threading.Thread):
                 continue
 
             if item is None:
-                if not self.buffering and self.current is not None and self.eos is None:
+                # Out of prepared frames mid-stream. Cache mode waits visibly (the clock stops);
+                # live mode keeps the clock (and the sound) running: the worker's early drops
+                # catch up and the picture degrades to a lower rate instead of stalling.
+                if p.worker.mode == "cache" and not self.buffering and self.current is not None and self.eos is None:
                     self._set_buffering(True)
                 if self.current is not None and p.controls.serial != self._serial:
                     self._present(self.current)

@@ -298,13 +298,13 @@ def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, re
     try:
         wid = _wait_for_window("rcdplayertest", env)
         time.sleep(1.5)
-        shot1 = _screenshot(env)
+        shot1 = _screenshot(wid, env)
         _key(wid, "i", env)  # hide the HUD
         time.sleep(0.6)
-        shot2 = _screenshot(env)
+        shot2 = _screenshot(wid, env)
         _key(wid, "question", env)  # help page
         time.sleep(0.6)
-        shot3 = _screenshot(env)
+        shot3 = _screenshot(wid, env)
         _key(wid, "q", env)
         proc.wait(timeout=20)
     finally:
@@ -334,9 +334,15 @@ def _key(wid: str, key: str, env) -> None:
     subprocess.run(["xdotool", "key", "--window", wid, key], env=env, check=True)
 
 
-def _screenshot(env) -> np.ndarray:
+def _screenshot(wid: str, env) -> np.ndarray:
+    """The player window's pixels, cut from a screenshot of the root window."""
     from PIL import Image
     import io
 
+    geo = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    g = dict(line.split("=", 1) for line in geo.split())
+    x, y, w, h = (int(g[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
     r = subprocess.run(["import", "-window", "root", "png:-"], env=env, capture_output=True, check=True)
-    return np.asarray(Image.open(io.BytesIO(r.stdout)).convert("RGB"))
+    root = np.asarray(Image.open(io.BytesIO(r.stdout)).convert("RGB"))
+    return root[y : y + h, x : x + w]
