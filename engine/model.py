@@ -76,8 +76,8 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(c, c, 3, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
 
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
+    def forward(self, x, out=None):
+        return torch.add(x, self.conv2(F.relu(self.conv1(x))), out=out)
 
 
 def _stage(c: int, n: int) -> nn.Sequential:
@@ -114,18 +114,25 @@ class Backbone(nn.Module):
         d1, feats = self.features(x)
         return self.head(d1), feats  # (B, 12L, H/2, W/2), space-to-depth
 
-    def features(self, x):
+    def features(self, x, out=None):
         """Everything but the head: (B, c1, H/2, W/2) features and (B, feat_dim) statistics.
 
         The head is a 1×1 conv, so the raw maps are an affine function of these features; the
         player stores the features (c1 + 12 numbers per half-size pixel instead of 12·L) and folds
-        the head into its blend (denoiser.py).
+        the head into its blend (denoiser.py). `out`, a (B, c1, H/2, W/2) view, receives the
+        features directly (the last op writes there: no copy of the largest tensor).
         """
         e1 = self.enc1(F.relu(self.inp(x)))  # (B, c1, H/2, W/2)
         e2 = self.enc2(F.relu(self.down1(e1)))  # (B, c2, H/4, W/4)
         e3 = self.enc3(F.relu(self.down2(e2)))  # (B, c3, H/8, W/8)
         d2 = self.dec2(F.relu(F.interpolate(self.up2(e3), scale_factor=2.0) + e2))  # (B, c2, H/4, W/4)
-        d1 = self.dec1(F.relu(F.interpolate(self.up1(d2), scale_factor=2.0) + e1))  # (B, c1, H/2, W/2)
+        d1 = F.interpolate(self.up1(d2), scale_factor=2.0) + e1  # (B, c1, H/2, W/2)
+        if len(self.dec1) == 0:
+            d1 = torch.clamp_min(d1, 0.0, out=out) if out is not None else F.relu(d1)
+        else:
+            d1 = F.relu(d1)
+            for i, block in enumerate(self.dec1):
+                d1 = block(d1, out=out if i == len(self.dec1) - 1 else None)
         # Global statistics for AutoTune: what the deepest features saw, and how busy the mid scale is.
         feats = torch.cat([e3.mean(dim=(2, 3)), d2.abs().mean(dim=(2, 3))], dim=1)  # (B, c3 + c2)
         return d1, feats

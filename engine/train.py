@@ -43,6 +43,7 @@ ORTHO_WEIGHT = 0.01
 # left free it drifts (Adam on scale-invariant weights) until activations explode. A weak pull
 # of each raw map's log std toward RAW_STD (0..1 units) anchors it without touching the output.
 SCALE_WEIGHT = 1e-3
+WARMUP_SHARE = 0.2  # share of the steps during which the blend may not use the zero level
 RAW_STD = 0.05
 CHARBONNIER_EPS = 1e-3
 GRAD_CLIP = 1.0
@@ -85,13 +86,20 @@ def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return noisy
 
 
-def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
+def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False):
     b, l = clean.shape[0], model.cfg.num_levels
     x = noisy.contiguous(memory_format=torch.channels_last)
     h, w = clean.shape[2:]
     raw, feats = model.backbone(x)
     raw = to_full_res(raw.float(), l)[..., :h, :w]  # (B, L, 3, H, W)
     bases, coeffs = model.decorrelate(raw, noisy, feats, model.cfg.ns_iters)
+    if warmup:
+        # Early on every map is still noise, so AutoTune's best move is all weight on the zero
+        # level (output = input), after which the blend loss no longer trains the maps at all
+        # (measured: a run stuck at the input's PSNR). During warm-up the blend uses only the
+        # non-zero levels, so the maps must become useful first.
+        live = (model.levels > 0).to(coeffs)
+        coeffs = coeffs * live / (coeffs * live).sum(1, keepdim=True).clamp_min(1e-12)
     per_level = noisy[:, None] + bases  # (B, L, 3, H, W): each level alone
     level_loss = charbonnier(per_level, clean[:, None].expand_as(per_level))
     blend = noisy + (coeffs[:, :, None, None, None] * bases).sum(1)  # (B, 3, H, W)
@@ -181,7 +189,7 @@ def main(argv=None):
     while step < args.steps:
         clean = sampler.batch(args.batch).to(device)
         noisy = make_noisy(clean, gen).to(device)
-        loss, blend_loss = loss_fn(model, clean, noisy)
+        loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < WARMUP_SHARE * args.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
