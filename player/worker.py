@@ -24,6 +24,7 @@ from player.queues import Closed, ClosableQueue
 EARLY_DROP_S = 0.020  # drop before inference when the frame's display time passed this long ago
 LIVE_READY_FRAMES = 3  # prepared frames queued in live mode: enough to hide jitter, little latency
 AUTO_PROBE_FRAMES = 6  # frames timed before `auto` decides
+PREDICT_FRAMES = 9  # recent backbone timings whose median predicts the next one
 AUTO_HEADROOM = 0.85  # live only if the backbone needs under this share of a frame interval
 CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
 
@@ -110,6 +111,11 @@ class BackboneWorker(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
 
+    def _expected_s(self) -> float:
+        """Recent backbone time per frame (seconds): how far ahead a frame must be to be worth it."""
+        recent = self.backbone_ms[-PREDICT_FRAMES:]
+        return statistics.median(recent) / 1000.0 if recent else 0.0
+
     def _decide_mode(self) -> None:
         if self.requested_mode != "auto" or self.mode == "cache" or len(self.backbone_ms) < AUTO_PROBE_FRAMES:
             return
@@ -150,7 +156,10 @@ class BackboneWorker(threading.Thread):
             if a is not None and b is not None and frame.pts > b + frame.duration:
                 continue  # past the loop's end: the player is about to seek back to A
             if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
-                if frame.pts + frame.duration < clock.now() - EARLY_DROP_S:
+                # Late already, or late by the time the backbone would be done with it: skip it
+                # and spend the inference on a frame that can still be shown on time.
+                ready_at = clock.now() + self._expected_s()
+                if frame.pts + frame.duration < ready_at - EARLY_DROP_S:
                     self.dropped_early += 1
                     continue
             key = int(round(frame.pts * 1000))
