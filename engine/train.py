@@ -175,7 +175,11 @@ def main(argv=None):
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
+        if st.get("total_steps") == args.steps:
+            sched.load_state_dict(st["sched"])
+        else:  # a longer (or shorter) run: the same schedule stretched to the new length
+            for _ in range(min(st["step"], args.steps)):
+                sched.step()
         step, wall0, history = st["step"], st["wall"], st["history"]
         rng.bit_generator.state = st["np_rng"]
         gen.set_state(st["gen"])
@@ -213,7 +217,7 @@ def main(argv=None):
             }
             checkpoint.save(model, out, meta)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step, "wall": time.time() - t0, "history": history,
+                        "total_steps": args.steps, "step": step, "wall": time.time() - t0, "history": history,
                         "np_rng": rng.bit_generator.state, "gen": gen.get_state(),
                         "torch_rng": torch.get_rng_state()}, state_path)
     bar.close()

@@ -1,0 +1,97 @@
+"""Shipped weights and the training command, end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import checkpoint, compose, noise
+from engine.denoiser import Denoiser, psnr
+from engine.images import write_png
+from engine.model import PRESETS, RCDNet
+from engine.train import loss_fn, make_noisy
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(name for name in ("live", "quality") if (checkpoint.WEIGHTS_DIR / f"rcd_{name}.pt").exists())
+
+
+def test_live_model_is_shipped():
+    assert "live" in SHIPPED
+    assert "rcd_live.pt" in checkpoint.shipped_sums()
+
+
+def chart(h: int = 192, w: int = 256, seed: int = 0) -> np.ndarray:
+    """Smooth ramps, hard edges and fine texture, uint8 (H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.empty((h, w, 3), np.float32)
+    img[..., 0] = 40 + 170 * x / w  # smooth ramps
+    img[..., 1] = 60 + 120 * y / h
+    img[..., 2] = 128 + 60 * np.sin(x / 23.0) * np.cos(y / 31.0)
+    img[h // 4 : h // 2, w // 4 : w // 2] = (220, 40, 40)  # a flat patch with hard edges
+    tex = rng.integers(0, 2, (h // 4, w // 4)).repeat(4, 0).repeat(4, 1) * 60.0  # blocky texture
+    img[h // 2 :, w // 2 :] = 90 + tex[: h - h // 2, : w - w // 2, None]
+    img[:, w - 24 : w - 20] = 250  # a thin line
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_raises_psnr_by_4db_at_sigma_25_and_strength_0_is_identity(name):
+    den = Denoiser.load(name, device="cpu")
+    clean = chart()
+    gen = torch.Generator().manual_seed(1)
+    noisy_f = noise.gaussian(torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255, torch.tensor([25.0]), gen)
+    noisy = (noisy_f[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()  # a frame is 8-bit
+    bases = den.infer(noisy)
+    out = den.blend(bases, compose.Mix())
+    gain = psnr(out, clean) - psnr(noisy, clean)
+    assert gain >= 4.0, f"AutoTune gained only {gain:.2f} dB"
+    assert np.array_equal(den.blend(bases, compose.Mix(strength=0.0)), noisy)
+
+
+def test_shipped_file_sha256_matches():
+    for name, digest in checkpoint.shipped_sums().items():
+        assert checkpoint.sha256(checkpoint.WEIGHTS_DIR / name) == digest, name
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = RCDNet(PRESETS["live"]).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.from_numpy(np.stack([chart(64, 64, s) for s in range(4)])).permute(0, 3, 1, 2).float() / 255
+    noisy = make_noisy(clean, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = loss_fn(model, clean, noisy, warmup=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_train_command_runs_end_to_end_and_resumes(tmp_path):
+    data, val = tmp_path / "data", tmp_path / "val"
+    data.mkdir()
+    val.mkdir()
+    for i in range(3):
+        write_png(data / f"{i}.png", chart(96, 128, i))
+    write_png(val / "v.png", chart(64, 80, 9))
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(val),
+           "--out", str(out), "--steps", "2", "--val-every", "1", "--batch", "2", "--patch", "64", "--threads", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    model, meta = checkpoint.load(out)
+    assert meta["steps"] == 2 and len(meta["val_history"]) == 2
+    r = subprocess.run(cmd[:-10] + ["--steps", "3", "--resume", "--val-every", "1", "--batch", "2", "--patch", "64",
+                                     "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stdout + r.stderr
+    assert checkpoint.load(out)[1]["steps"] == 3
