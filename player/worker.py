@@ -112,9 +112,14 @@ class BackboneWorker(threading.Thread):
         self._halt.set()
 
     def _expected_s(self) -> float:
-        """Recent backbone time per frame (seconds): how far ahead a frame must be to be worth it."""
+        """How far ahead (seconds) a frame must be to be shown on time: a pessimistic recent
+        backbone time (3rd of 4 quartiles) plus the blend that follows it."""
         recent = self.backbone_ms[-PREDICT_FRAMES:]
-        return statistics.median(recent) / 1000.0 if recent else 0.0
+        if not recent:
+            return 0.0
+        backbone = statistics.quantiles(recent, n=4)[2] if len(recent) >= 4 else max(recent)
+        blends = self.player.compositor.blend_ms[-PREDICT_FRAMES:]
+        return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
     def _decide_mode(self) -> None:
         if self.requested_mode != "auto" or self.mode == "cache" or len(self.backbone_ms) < AUTO_PROBE_FRAMES:
