@@ -332,7 +332,13 @@ class Player:
             self.seek(base + t)
         elif verb == "frame-step":
             self.set_paused(True)
-            self._step.set()
+            nxt, last = self.ready_q.peek(), self.last
+            successor = (last is None or getattr(nxt, "frame", None) is not None and nxt.frame.epoch == self.epoch
+                         and abs(nxt.frame.pts - (last.frame.pts + last.frame.duration)) < 0.5 * last.frame.duration)
+            if successor:
+                self._step.set()
+            else:  # the next frame was dropped (live mode) or is not decoded yet: go there exactly
+                self.seek(last.frame.pts + last.frame.duration)
         elif verb == "frame-back-step":
             self.set_paused(True)
             if self.last is not None:
