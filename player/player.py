@@ -513,6 +513,8 @@ class Player:
                     self._show(p)
                 elif self._last_show is not None and self._view_changed():
                     self._show(self.last, again=True)
+                elif self.last is None:
+                    self._show_waiting(time.monotonic() - t_start)
         except KeyboardInterrupt:
             pass
         self.wall_s = time.monotonic() - t_start
@@ -595,6 +597,18 @@ class Player:
         self.frames_presented_epoch += 1
         if self.frames_presented % STATS_EVERY == 1:
             self._measure(p)
+
+    def _show_waiting(self, waited: float) -> None:
+        """Before the first frame: a dark frame saying what the player is waiting for (4 Hz)."""
+        if waited < 0.25 or waited - getattr(self, "_waiting_shown", -1.0) < 0.25:
+            return
+        from player.outputs.window import Hud
+
+        self._waiting_shown = waited
+        blank = np.full((self.info.height, self.info.width, 3), 16, np.uint8)
+        what = f"buffering: {len(self.worker.backbone_ms)} frames through the backbone ({waited:.1f} s)"
+        self.window.show(blank, blank, hud=Hud(lines=[f"{self.info.name}  {self.denoiser.name}", what],
+                                               duration=self.info.duration, badges=["BUFFERING"], message=what))
 
     def _measure(self, p: Presented) -> None:
         o = p.frame.rgb[::4, ::4].astype(np.int16)
