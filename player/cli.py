@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -22,6 +23,11 @@ def _size(s: str) -> tuple[int, int]:
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {s!r}")
     return w, h
+
+
+def _terminate(signum, frame):
+    """SIGTERM ends playback like Ctrl-C: threads joined, recording finished, stats written."""
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"rcd-player: error: {args.stats_json}: cannot write stats ({e.strerror})", file=sys.stderr)
             return EXIT_USAGE
+    signal.signal(signal.SIGTERM, _terminate)
     player = None
     try:
         player = Player(cfg)

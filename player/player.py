@@ -275,6 +275,13 @@ class Player:
 
         if self.cfg.headless:
             return NullWindow(self.info.width, self.info.height)
+        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+                and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+            # SDL would pick a console or off-screen driver here and "succeed" invisibly.
+            self.notice("no display (neither DISPLAY nor WAYLAND_DISPLAY is set): playing once without a window; "
+                        "use --headless to run without one on purpose")
+            self.no_display = True
+            return NullWindow(self.info.width, self.info.height)
         try:
             return Window(self.info.width, self.info.height, title=f"rcd-player — {self.info.name}")
         except DisplayUnavailable as e:
