@@ -124,6 +124,14 @@ class Denoiser:
         self._head_w = head.weight.detach().double().cpu().reshape(12 * self.cfg.num_levels, self.c1)  # (12L, c1)
         self._head_b = head.bias.detach().double().cpu()  # (12L,)
         self._in_buf: dict[tuple[int, int], torch.Tensor] = {}
+        # Affine map from X's columns to v = every (sub-pixel s, map i, colour c) value of a half-pixel:
+        # maps 0..L-1 the raw maps (A·d + b), map L the noisy frame, all in 0..1 units.
+        l, c1 = self.cfg.num_levels, self.c1
+        amap = torch.zeros(4, l + 1, 3, c1 + 13, dtype=torch.float64)
+        amap[:, :l, :, :c1] = self._head_w.reshape(4, l, 3, c1)
+        amap[:, :l, :, -1] = self._head_b.reshape(4, l, 3)
+        amap[:, l, :, c1 : c1 + 12] = torch.eye(12, dtype=torch.float64).reshape(4, 3, 12) / 255.0
+        self._stats_map = amap.reshape(12 * (l + 1), c1 + 13)  # (12(L+1), c1 + 13)
 
     @classmethod
     def load(cls, weights: str = "live", device: str = "auto", precision: str = "auto") -> "Denoiser":
@@ -186,14 +194,7 @@ class Denoiser:
         h2, w2 = h // 2, w // 2
         xv = x.view(hp // 2, wp // 2, -1)[:h2, :w2].reshape(h2 * w2, -1)  # copies only when padded in w
         gram = (xv.T @ xv).double().cpu()  # (c1+13, c1+13): Σ over real half-pixels
-        # Affine map from X's columns to v = every (sub-pixel s, map i, colour c) value of a half-pixel,
-        # maps 0..L-1 the raw maps (A·d + b), map L the noisy frame, all in 0..1 units.
-        c1 = self.c1
-        amap = torch.zeros(4, l + 1, 3, c1 + 13, dtype=torch.float64)
-        amap[:, :l, :, :c1] = self._head_w.reshape(4, l, 3, c1)
-        amap[:, :l, :, -1] = self._head_b.reshape(4, l, 3)
-        amap[:, l, :, c1 : c1 + 12] = torch.eye(12, dtype=torch.float64).reshape(4, 3, 12) / 255.0
-        amap = amap.reshape(12 * (l + 1), c1 + 13)
+        amap = self._stats_map
         g = (amap @ gram @ amap.T).reshape(4, l + 1, 3, 4, l + 1, 3)  # Σ_p v_p v_pᵀ
         sq = torch.einsum("aicajc->ij", g)  # (L+1, L+1): same sub-pixel and colour = same sample
         total = (amap @ gram[:, -1]).reshape(4, l + 1, 3).sum(dim=(0, 2))  # (L+1,) Σ of each map
@@ -245,17 +246,6 @@ class Denoiser:
             torch.from_numpy(out).copy_(src.reshape(hp, wp, 3)[:h, :w])
         return out  # float → uint8 truncates: with the +0.5 in W that rounds to nearest
 
-    def measured_strength(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> float:
-        """std(output − noisy) before clipping, in 8-bit units, computed from statistics (no pixels).
-
-        For equal luma and chroma coefficients this is sqrt(Σ c_i² l_i²); otherwise the luma/chroma
-        split of the maps' covariance decides it, which the closed form cannot know.
-        """
-        if torch.allclose(c_luma, c_chroma):
-            return compose.strength_of(c_luma, bases.levels)
-        r = self._residual_planes(bases, c_luma, c_chroma)
-        return float(r.double().std())
-
     # ---- materialising (tests, evaluation, screenshots) -----------------------------------
     def _raw_maps(self, x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
         """Raw maps (L, 3, hp, wp) in 0..1 from X (padded size)."""
@@ -282,10 +272,6 @@ class Denoiser:
         hp, wp = bases.padded
         h, w = bases.size
         return self._noisy_planes(bases.x, hp, wp)[:, :h, :w]
-
-    def _residual_planes(self, bases: Bases, c_luma, c_chroma) -> torch.Tensor:
-        return compose.blend(torch.zeros(3, *bases.size, device=bases.x.device), self.maps(bases), c_luma, c_chroma)
-
 
 def frame_bytes_per_blend(bases: Bases) -> int:
     """Bytes one blend must move: read X once, write the uint8 frame once."""

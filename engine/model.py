@@ -13,7 +13,7 @@ presets at 1280×720. The head predicts 3·L channels at 1/2 resolution and pixe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

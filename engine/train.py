@@ -87,7 +87,7 @@ def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False):
-    b, l = clean.shape[0], model.cfg.num_levels
+    l = model.cfg.num_levels
     x = noisy.contiguous(memory_format=torch.channels_last)
     h, w = clean.shape[2:]
     raw, feats = model.backbone(x)

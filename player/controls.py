@@ -21,8 +21,10 @@ Property table (name: type, range):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,7 +71,7 @@ def _clamp(v: float, lo: float, hi: float) -> float:
     return max(lo, min(hi, v))
 
 
-def _parse_float(s: str) -> float:
+def parse_float(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
@@ -79,7 +81,7 @@ def _parse_float(s: str) -> float:
     return v
 
 
-def _parse_bool(s: str) -> bool:
+def parse_bool(s: str) -> bool:
     if s in ("yes", "on", "true", "1"):
         return True
     if s in ("no", "off", "false", "0"):
@@ -99,7 +101,7 @@ def current_strength(mix: Mix, ctx: Context) -> float:
     return compose.strength_of(current_coeffs(mix, ctx), ctx.levels)
 
 
-def _set_mix(c: Controls, mix: Mix, blend: bool = True) -> Controls:
+def with_mix(c: Controls, mix: Mix, blend: bool = True) -> Controls:
     if not blend:
         return replace(c, mix=mix)
     return replace(c, mix=mix, serial=c.serial + 1, changed_at=time.monotonic())
@@ -113,7 +115,7 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
     verb, args = parts[0], parts[1:]
     mix = c.mix
     if verb == "autotune":
-        return _set_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
+        return with_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
     if verb not in ("set", "add", "cycle") or not args:
         raise CommandError(f"unknown command: {command!r}")
     name = args[0]
@@ -123,30 +125,30 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
 
     if name == "strength":
         if verb == "set" and value == "auto":
-            return _set_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
+            return with_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
         base = current_strength(mix, ctx)
-        s = _parse_float(value) if verb == "set" else base + _parse_float(value)
+        s = parse_float(value) if verb == "set" else base + parse_float(value)
         character = mix.character if mix.strength is not None else 0.0
-        return _set_mix(c, mix.with_(strength=_clamp(s, 0.0, compose.STRENGTH_MAX), character=character, coeffs=None))
+        return with_mix(c, mix.with_(strength=_clamp(s, 0.0, compose.STRENGTH_MAX), character=character, coeffs=None))
     if name == "character":
         s = current_strength(mix, ctx)
-        ch = _parse_float(value) if verb == "set" else mix.character + _parse_float(value)
-        return _set_mix(c, mix.with_(strength=s, character=_clamp(ch, -1.0, 1.0), coeffs=None))
+        ch = parse_float(value) if verb == "set" else mix.character + parse_float(value)
+        return with_mix(c, mix.with_(strength=s, character=_clamp(ch, -1.0, 1.0), coeffs=None))
     if name.startswith("coeff"):
         idx = c.level if name == "coeff" else _level_index(name.split(".", 1)[1], ctx)
         coeffs = current_coeffs(mix, ctx).tolist()
-        v = _parse_float(value) if verb == "set" else coeffs[idx - 1] + _parse_float(value)
+        v = parse_float(value) if verb == "set" else coeffs[idx - 1] + parse_float(value)
         coeffs[idx - 1] = _clamp(v, *COEFF_RANGE)
-        return _set_mix(c, mix.with_(coeffs=tuple(coeffs)))
+        return with_mix(c, mix.with_(coeffs=tuple(coeffs)))
     if name in ("luma", "chroma"):
-        v = _parse_float(value) if verb == "set" else getattr(mix, name) + _parse_float(value)
-        return _set_mix(c, mix.with_(**{name: round(_clamp(v, *GAIN_RANGE), 4)}))
+        v = parse_float(value) if verb == "set" else getattr(mix, name) + parse_float(value)
+        return with_mix(c, mix.with_(**{name: round(_clamp(v, *GAIN_RANGE), 4)}))
     if name == "level":
         n = len(ctx.levels)
-        lv = (c.level % n) + 1 if verb == "cycle" else _level_index(value, ctx) if verb == "set" else int(_clamp(c.level + int(_parse_float(value)), 1, n))
+        lv = (c.level % n) + 1 if verb == "cycle" else _level_index(value, ctx) if verb == "set" else int(_clamp(c.level + int(parse_float(value)), 1, n))
         return replace(c, level=lv)
     if name == "bypass":
-        b = (not c.bypass) if verb == "cycle" else _parse_bool(value)
+        b = (not c.bypass) if verb == "cycle" else parse_bool(value)
         return replace(c, bypass=b, serial=c.serial + 1, changed_at=time.monotonic())
     if name == "view":
         if verb == "cycle":
@@ -155,12 +157,12 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
             raise CommandError(f"view must be one of {', '.join(VIEWS)}")
         return replace(c, view=value)
     if name == "split":
-        v = _parse_float(value) if verb == "set" else c.split + _parse_float(value)
+        v = parse_float(value) if verb == "set" else c.split + parse_float(value)
         return replace(c, split=_clamp(v, 0.0, 1.0))
     if name == "zoom":
         if verb == "cycle":
             return replace(c, zoom=ZOOMS[(ZOOMS.index(c.zoom) + 1) % len(ZOOMS)])
-        z = int(_parse_float(value))
+        z = int(parse_float(value))
         if z not in ZOOMS:
             raise CommandError(f"zoom must be one of {ZOOMS}")
         return replace(c, zoom=z)
@@ -171,7 +173,7 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
             raise CommandError("center needs x,y fractions, e.g. 0.5,0.5") from None
         return replace(c, center=(_clamp(x, 0.0, 1.0), _clamp(y, 0.0, 1.0)))
     if name in ("hud", "help"):
-        v = (not getattr(c, name)) if verb == "cycle" else _parse_bool(value)
+        v = (not getattr(c, name)) if verb == "cycle" else parse_bool(value)
         return replace(c, **{name: v})
     raise CommandError(f"unknown property: {name!r}")
 
@@ -201,3 +203,19 @@ def mix_from_json(d: dict) -> Mix:
                    luma=float(d.get("luma", 1.0)), chroma=float(d.get("chroma", 1.0)))
     except (TypeError, ValueError, AttributeError) as e:
         raise CommandError(f"invalid preset: {e}") from None
+
+
+def read_presets(path: str) -> dict[str, Mix]:
+    """A preset file: {"A": mix, "B": mix} (as preset-save writes) or a single mix → {"A": mix}."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise CommandError(f"{path}: cannot read preset file ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise CommandError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    try:
+        if isinstance(data, dict) and ("A" in data or "B" in data):
+            return {k: mix_from_json(v) for k, v in data.items() if k in ("A", "B")}
+        return {"A": mix_from_json(data)}
+    except CommandError as e:
+        raise CommandError(f"{path}: {e}") from None

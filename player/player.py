@@ -15,17 +15,16 @@ import json
 import math
 import os
 import resource
-import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine import checkpoint, compose
+from engine import checkpoint
 from engine.compose import Mix
 from engine.denoiser import Denoiser, psnr
 from engine.images import write_png
@@ -223,6 +222,7 @@ class Player:
         self.last: Presented | None = None
         self.psnr_original = self.psnr_tuned = self.measured_sigma = None
         self._last_show = None
+        self._waiting_shown = -1.0  # when the buffering frame was last drawn (seconds after start)
 
         # Pipeline.
         self.clock = Clock()
@@ -330,11 +330,11 @@ class Player:
         if verb == "quit":
             self._quit = True
         elif verb == "cycle" and args[:1] == ["pause"] or verb == "set" and args[:1] == ["pause"]:
-            self.set_paused(not self.paused if verb == "cycle" else ctl._parse_bool(args[1]))
+            self.set_paused(not self.paused if verb == "cycle" else ctl.parse_bool(args[1]))
         elif verb == "seek":
             if not args:
                 raise ctl.CommandError("seek needs seconds")
-            t = ctl._parse_float(args[0])
+            t = ctl.parse_float(args[0])
             base = 0.0 if args[1:2] == ["absolute"] else self.position()
             self.seek(base + t)
         elif verb == "frame-step":
@@ -366,7 +366,7 @@ class Player:
             self.loop = (None, None)
             self.message("loop cleared")
         elif verb == "set" and args[:1] in (["loop-a"], ["loop-b"]):
-            v = ctl._parse_float(args[1])
+            v = ctl.parse_float(args[1])
             self.loop = (v, self.loop[1]) if args[0] == "loop-a" else (self.loop[0], v)
         elif verb == "preset-store":
             side = (args or ["A"])[0].upper()
@@ -377,7 +377,7 @@ class Player:
             mix = self.presets.get(self._preset_side)
             if mix is None:
                 raise ctl.CommandError(f"preset {self._preset_side} is empty (store it with ctrl+{self._preset_side.lower()})")
-            self._set_controls(ctl._set_mix(self.controls, mix))
+            self._set_controls(ctl.with_mix(self.controls, mix))
             self.message(f"preset {self._preset_side}")
         elif verb == "preset-save":
             path = args[0] if args else PRESET_FILE
@@ -425,32 +425,16 @@ class Player:
             self.message(f"{name} {getattr(c, name)}")
 
     def _load_presets(self, path: str, startup: bool = False) -> None:
+        error = PlayerError if startup else ctl.CommandError
         try:
-            data = json.loads(Path(path).read_text())
-        except OSError as e:
-            msg = f"{path}: cannot read preset file ({e.strerror})"
-            if startup:
-                raise PlayerError(msg) from None
-            raise ctl.CommandError(msg) from None
-        except json.JSONDecodeError as e:
-            msg = f"{path}: not valid JSON ({e.msg}, line {e.lineno})"
-            if startup:
-                raise PlayerError(msg) from None
-            raise ctl.CommandError(msg) from None
-        try:
-            if isinstance(data, dict) and ("A" in data or "B" in data):
-                self.presets = {k: ctl.mix_from_json(v) for k, v in data.items() if k in ("A", "B")}
-            else:
-                self.presets = {"A": ctl.mix_from_json(data)}
+            self.presets = ctl.read_presets(path)
         except ctl.CommandError as e:
-            if startup:
-                raise PlayerError(f"{path}: {e}") from None
-            raise
+            raise error(str(e)) from None
         first = self.presets.get("A") or self.presets.get("B")
         self._preset_side = "A" if "A" in self.presets else "B"
         if first.coeffs is not None and len(first.coeffs) != len(self.levels):
-            raise PlayerError(f"{path}: preset has {len(first.coeffs)} coefficients, the model has {len(self.levels)} levels")
-        self._set_controls(ctl._set_mix(self.controls, first))
+            raise error(f"{path}: preset has {len(first.coeffs)} coefficients, the model has {len(self.levels)} levels")
+        self._set_controls(ctl.with_mix(self.controls, first))
         self.message(f"presets loaded from {path}")
 
     def message(self, text: str) -> None:
@@ -607,7 +591,7 @@ class Player:
 
     def _show_waiting(self, waited: float) -> None:
         """Before the first frame: a dark frame saying what the player is waiting for (4 Hz)."""
-        if waited < 0.25 or waited - getattr(self, "_waiting_shown", -1.0) < 0.25:
+        if waited < 0.25 or waited - self._waiting_shown < 0.25:
             return
         from player.outputs.window import Hud
 

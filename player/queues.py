@@ -62,9 +62,6 @@ class ClosableQueue:
             self._cond.notify_all()
             return item
 
-    def full(self) -> bool:
-        return len(self._items) >= self.maxsize
-
     def snapshot(self) -> list:
         with self._cond:
             return list(self._items)

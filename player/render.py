@@ -15,7 +15,6 @@ rendered span. Encoding runs on a second thread so it overlaps the network.
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -98,17 +97,10 @@ def _fixed_mix(preset: str | None, strength: float | None) -> Mix:
     if preset is None:
         return Mix()  # AutoTune
     try:
-        data = json.loads(Path(preset).read_text())
-    except OSError as e:
-        raise RecordError(f"{preset}: cannot read preset file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{preset}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    try:
-        if isinstance(data, dict) and ("A" in data or "B" in data):
-            return ctl.mix_from_json(data.get("A") or data["B"])
-        return ctl.mix_from_json(data)
+        presets = ctl.read_presets(preset)
     except ctl.CommandError as e:
-        raise RecordError(f"{preset}: {e}") from None
+        raise RecordError(str(e)) from None
+    return presets.get("A") or presets["B"]
 
 
 def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps: float):

@@ -1,7 +1,6 @@
 """Tests for player/demo.py: the built-in synthetic test source."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
