@@ -205,14 +205,19 @@ def mix_from_json(d: dict) -> Mix:
         raise CommandError(f"invalid preset: {e}") from None
 
 
+def read_json(path, what: str, error: type[Exception]):
+    """Parse a JSON file, or raise `error` with one line naming the file and what is wrong."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
 def read_presets(path: str) -> dict[str, Mix]:
     """A preset file: {"A": mix, "B": mix} (as preset-save writes) or a single mix → {"A": mix}."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise CommandError(f"{path}: cannot read preset file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise CommandError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json(path, "preset file", CommandError)
     try:
         if isinstance(data, dict) and ("A" in data or "B" in data):
             return {k: mix_from_json(v) for k, v in data.items() if k in ("A", "B")}

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import checkpoint
+from player.controls import read_json
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE
 
 TRACK_FORMAT = "rcd-track/1"
@@ -341,12 +342,7 @@ class Track:
 
 
 def load_track(path: str | os.PathLike) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise RecordError(f"{path}: cannot read tuning track ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    data = read_json(path, "tuning track", RecordError)
     if not isinstance(data, dict) or data.get("format") != TRACK_FORMAT:
         raise RecordError(f"{path}: not a tuning track (expected format {TRACK_FORMAT})")
     if not data.get("frames") or not data.get("changes"):
