@@ -6,9 +6,11 @@ METHOD.md. It knows nothing of devices, files, threads or uint8 frames (see deno
 Units: images are float in [0, 1] (8-bit value / 255); levels are configured in 8-bit units and
 used internally divided by 255. A map at level l has standard deviation l/255 after decorrelation.
 
-Backbone: a small U-Net that starts with a 2×2 pixel-unshuffle (as FFDNet does) so almost all
-work happens at 1/2, 1/4 and 1/8 resolution — the only way to stay under the FLOP budgets of the
-presets at 1280×720. The head predicts 3·L channels at 1/2 resolution and pixel-shuffles them up.
+Backbone: a small U-Net that starts with a stride-2 4×4 conv (a learned 2×2 unshuffle, as in
+FFDNet) so almost all work happens at 1/2, 1/4 and 1/8 resolution — the only way to stay under
+the FLOP budgets of the presets at 1280×720. The head predicts 12·L channels at 1/2 resolution
+(4 sub-pixels × L maps × RGB) that `to_full_res` rearranges. A per-frame L×L router acts on the
+maps' statistics only (folded into the ND transform), so the per-pixel cost is the backbone's.
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ class RCDConfig:
     # 8-bit units, increasing. Level 0 is the all-zero map, as in the authors' model: AutoTune's
     # softmax sums to 1, and weight on the zero map is how it scales the other levels down.
     levels: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0)
-    widths: tuple[int, int, int] = (12, 24, 48)  # channels at 1/2, 1/4, 1/8 resolution
-    enc_blocks: tuple[int, int, int] = (0, 1, 1)  # residual blocks per scale on the way down
-    dec_blocks: tuple[int, int] = (0, 0)  # residual blocks at 1/4 and 1/2 on the way up
+    # Channels at 1/2, 1/4, 1/8 resolution. c1 is also the width of the features the player stores
+    # per half-size pixel (denoiser.py). In a 1 250-step pilot, (16, 32, 48) reached 28.0 dB on
+    # CSet5 at σ 25 against 26.0 for (12, 24, 48) with one more conv at 1/4: width at the finest
+    # scale matters more than depth in the middle.
+    widths: tuple[int, int, int] = (16, 32, 40)
+    enc_blocks: tuple[int, int, int] = (0, 0, 2)  # residual convs per scale on the way down
+    dec_blocks: tuple[int, int] = (0, 1)  # residual convs at 1/4 and 1/2 on the way up
     tau: float = 0.05  # AutoTune softmax temperature (the paper's value)
-    ns_iters: int = 8  # Newton–Schulz iterations in training (inference iterates to convergence)
+    # Newton–Schulz iterations in training; inference iterates to convergence, and training must
+    # match it. With 8 the model learnt to lean on the unconverged whitening: 28.8 dB on CSet5 at
+    # σ 25 when evaluated with 8 iterations, 24.4 dB converged. 30 covers eigenvalues of the
+    # trace-normalised Σ down to ~1e-11 (decorrelate.py), i.e. converged for any trained model.
+    ns_iters: int = 30
 
     def __post_init__(self):
         assert 4 <= len(self.levels) <= 12, f"L must be in 4..12, got {len(self.levels)}"
@@ -57,31 +67,42 @@ class RCDConfig:
 
 
 PRESETS: dict[str, RCDConfig] = {
-    # ≤ 4 GFLOP per 1280×720 frame: real time on a 2-core CPU (bfloat16, channels_last).
+    # ≤ 4 GFLOP per 1280×720 frame (3.7): meant for real time on a 2-core CPU (channels_last).
     "live": RCDConfig(name="live"),
-    # ≤ 40 GFLOP per 1280×720 frame: for a GPU, or precomputed into the render cache on a CPU.
+    # ≤ 40 GFLOP per 1280×720 frame (36): for a GPU, or precomputed into the render cache on a CPU.
     "quality": RCDConfig(
         name="quality",
         levels=(0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0),
-        widths=(24, 48, 96),
-        enc_blocks=(0, 1, 4),
-        dec_blocks=(1, 1),
+        widths=(32, 64, 96),
+        enc_blocks=(0, 2, 4),
+        dec_blocks=(1, 2),
     ),
 }
 
 
-class ResBlock(nn.Module):
+class ResConv(nn.Module):
+    """Pre-activation residual conv, x + conv(relu(x)): the stream between blocks stays signed
+    and linear, so the last features can carry a residual of either sign to the linear head."""
+
     def __init__(self, c: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x, out=None):
-        return torch.add(x, self.conv2(F.relu(self.conv1(x))), out=out)
+        return torch.add(x, self.conv(F.relu(x)), out=out)
 
 
-def _stage(c: int, n: int) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock(c) for _ in range(n)])
+def _stage(c: int, n: int) -> nn.ModuleList:
+    return nn.ModuleList(ResConv(c) for _ in range(n))
+
+
+def _run(stage: nn.ModuleList, x, out=None):
+    """Apply a stage; the last op writes into `out` when given (else `out` gets a copy)."""
+    for i, block in enumerate(stage):
+        x = block(x, out=out if i == len(stage) - 1 else None)
+    if out is not None and len(stage) == 0:
+        x = out.copy_(x)
+    return x
 
 
 class Backbone(nn.Module):
@@ -91,13 +112,16 @@ class Backbone(nn.Module):
     sub-pixel s = 2·dy + dx, level i, colour c (`to_full_res` rearranges them). The player never
     rearranges them: the blend is linear per pixel, so it runs in this layout (denoiser.py).
     Every layer is a plain oneDNN convolution; upsampling is nearest-neighbour after a 1×1 conv
-    (pixel-shuffle and transposed convs have slow channels_last kernels on CPUs).
+    (pixel-shuffle and transposed convs have slow channels_last kernels on CPUs). Every stage is
+    a chain of pre-activation residual convs, so the features reaching the head are signed: a
+    relu'd stream of c1 ≈ 12 channels cannot express a signed 12-value residual per half-pixel
+    (4 sub-pixels × RGB) — that bottleneck capped the first live model at 26.4 dB (CSet5, σ 25).
     """
 
     def __init__(self, cfg: RCDConfig):
         super().__init__()
         c1, c2, c3 = cfg.widths
-        self.inp = nn.Conv2d(3, c1, 4, stride=2, padding=1)  # full → 1/2
+        self.inp = nn.Conv2d(3, c1, 4, stride=2, padding=1)  # full → 1/2, linear (a learned unshuffle)
         self.enc1 = _stage(c1, cfg.enc_blocks[0])
         self.down1 = nn.Conv2d(c1, c2, 2, stride=2)  # 1/2 → 1/4
         self.enc2 = _stage(c2, cfg.enc_blocks[1])
@@ -122,17 +146,12 @@ class Backbone(nn.Module):
         the head into its blend (denoiser.py). `out`, a (B, c1, H/2, W/2) view, receives the
         features directly (the last op writes there: no copy of the largest tensor).
         """
-        e1 = self.enc1(F.relu(self.inp(x)))  # (B, c1, H/2, W/2)
-        e2 = self.enc2(F.relu(self.down1(e1)))  # (B, c2, H/4, W/4)
-        e3 = self.enc3(F.relu(self.down2(e2)))  # (B, c3, H/8, W/8)
-        d2 = self.dec2(F.relu(F.interpolate(self.up2(e3), scale_factor=2.0) + e2))  # (B, c2, H/4, W/4)
-        d1 = F.interpolate(self.up1(d2), scale_factor=2.0) + e1  # (B, c1, H/2, W/2)
-        if len(self.dec1) == 0:
-            d1 = torch.clamp_min(d1, 0.0, out=out) if out is not None else F.relu(d1)
-        else:
-            d1 = F.relu(d1)
-            for i, block in enumerate(self.dec1):
-                d1 = block(d1, out=out if i == len(self.dec1) - 1 else None)
+        e1 = _run(self.enc1, self.inp(x))  # (B, c1, H/2, W/2), signed
+        e2 = _run(self.enc2, self.down1(F.relu(e1)))  # (B, c2, H/4, W/4)
+        e3 = F.relu(_run(self.enc3, self.down2(F.relu(e2))))  # (B, c3, H/8, W/8)
+        d2 = _run(self.dec2, F.interpolate(self.up2(e3), scale_factor=2.0) + e2)  # (B, c2, H/4, W/4)
+        d1 = F.interpolate(self.up1(F.relu(d2)), scale_factor=2.0) + e1  # (B, c1, H/2, W/2)
+        d1 = _run(self.dec1, d1, out=out)
         # Global statistics for AutoTune: what the deepest features saw, and how busy the mid scale is.
         feats = torch.cat([e3.mean(dim=(2, 3)), d2.abs().mean(dim=(2, 3))], dim=1)  # (B, c3 + c2)
         return d1, feats
@@ -167,11 +186,34 @@ class AutoTune(nn.Module):
         return torch.softmax(self.fc(z) / self.tau, dim=1)  # (B, L), rows sum to 1
 
 
+class Router(nn.Module):
+    """Per-frame L×L mixing G of the raw maps before ND: raw' = G·raw, G = I + one linear layer.
+
+    The head is one fixed linear map per pixel, so on its own it cannot move the best residual
+    estimate to the map whose level matches this frame's noise (a multiplication by a per-frame
+    quantity). G does that from the frame's statistics. It acts on statistics only: the player
+    folds it into the ND transform (T·G), so it costs nothing per pixel. The zero level is left alone.
+    """
+
+    def __init__(self, feat_dim: int, levels: tuple[float, ...]):
+        super().__init__()
+        self.active = [i for i, v in enumerate(levels) if v > 0]
+        la = len(self.active)
+        self.fc = nn.Linear(feat_dim + 2 * len(levels), la * la)
+        nn.init.zeros_(self.fc.weight)  # G = I at initialisation
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, z):
+        la = len(self.active)
+        return self.fc(z).reshape(z.shape[0], la, la)  # (B, La, La): G − I on the non-zero levels
+
+
 class RCDNet(nn.Module):
     def __init__(self, cfg: RCDConfig):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg)
+        self.router = Router(self.backbone.feat_dim, cfg.levels)
         self.autotune = AutoTune(self.backbone.feat_dim, cfg.num_levels, cfg.tau)
         self.register_buffer("levels", torch.tensor(cfg.levels, dtype=torch.float32) / 255.0, persistent=False)
 
@@ -197,16 +239,30 @@ class RCDNet(nn.Module):
         bases = torch.bmm(t.float(), raw.reshape(b, l, -1)).reshape(raw.shape)
         return bases, coeffs
 
+    @staticmethod
+    def _stats(cov, l):
+        """Per-map log std and correlation with the noisy frame, from cov (B, L+1, L+1)."""
+        var = cov.diagonal(dim1=1, dim2=2).clamp_min(1e-12)  # (B, L+1)
+        corr = cov[:, :l, l] / (var[:, :l] * var[:, l:]).sqrt()  # (B, L)
+        return 0.5 * var[:, :l].log(), corr
+
     def transform_and_autotune(self, cov, feats, ns_iters=None):
         """From cov (B, L+1, L+1) of [raw maps; noisy] (float64): ND transform T (B, L, L) with
-        Ñ = T·raw, and AutoTune coefficients (B, L). Works on statistics only, never on pixels."""
+        Ñ = T·raw (the routing G folded in), and AutoTune coefficients (B, L). Works on
+        statistics only, never on pixels."""
         l = self.cfg.num_levels
-        t = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L)
-        var_x = cov[:, l, l].clamp_min(1e-12)
+        log_std, corr = self._stats(cov, l)
+        z = torch.cat([F.layer_norm(feats.float(), feats.shape[-1:]), log_std.float(), corr.float()], dim=1)
+        g = torch.eye(l + 1, dtype=cov.dtype, device=cov.device).repeat(cov.shape[0], 1, 1)  # (B, L+1, L+1)
+        idx = torch.tensor(self.router.active, device=cov.device)
+        g[:, idx[:, None], idx[None, :]] += self.router(z).to(cov.dtype)  # identity on level 0 and the input
+        cov = g @ cov @ g.transpose(1, 2)  # statistics of [G·raw; noisy]
+        p = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L) ND of the routed maps
+        # AutoTune sees the routed maps' log std and each decorrelated map's correlation with the input.
         lv = self.levels.double().clamp_min(1e-6)  # the zero level's correlation is 0/ε = 0
-        corr = (t @ cov[:, :l, l:]).squeeze(-1) / (lv * var_x.sqrt()[:, None])  # (B, L)
-        log_std_raw = 0.5 * cov.diagonal(dim1=1, dim2=2)[:, :l].clamp_min(1e-12).log()
-        return t, self.autotune(feats, log_std_raw, corr)
+        corr_nd = (p @ cov[:, :l, l:]).squeeze(-1) / (lv * cov[:, l, l].clamp_min(1e-12).sqrt()[:, None])
+        log_std_routed, _ = self._stats(cov, l)
+        return p @ g[:, :l, :l], self.autotune(feats, log_std_routed, corr_nd)
 
 
 def count_flops(cfg: RCDConfig, height: int = 720, width: int = 1280) -> int:

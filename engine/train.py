@@ -22,6 +22,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,12 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--init", default=None,
+                    help="start from this checkpoint's weights (fine-tuning: fresh optimiser and schedule)")
+    ap.add_argument("--ns-iters", type=int, default=None,
+                    help="Newton–Schulz iterations in the loss (default: the preset's; stored in the checkpoint)")
+    ap.add_argument("--warmup", type=float, default=WARMUP_SHARE,
+                    help=f"share of the steps during which the blend may not use the zero level (default {WARMUP_SHARE})")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
 
@@ -164,7 +171,21 @@ def main(argv=None):
     val_images = load_folder(args.val)
     sampler = PatchSampler(train_images, args.patch, rng)
 
-    model = RCDNet(PRESETS[args.preset]).to(device).to(memory_format=torch.channels_last)
+    cfg = PRESETS[args.preset]
+    if args.init:
+        try:
+            init, _ = checkpoint.load(args.init)
+        except checkpoint.CheckpointError as e:
+            raise SystemExit(f"error: --init: {e}") from None
+        if init.cfg.name != args.preset:
+            raise SystemExit(f"error: --init {args.init} holds a {init.cfg.name!r} model, not {args.preset!r}")
+        cfg = init.cfg
+    if args.ns_iters is not None:
+        cfg = replace(cfg, ns_iters=args.ns_iters)
+    model = RCDNet(cfg)
+    if args.init:
+        model.load_state_dict(init.state_dict())
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.02,
                                                 final_div_factor=100.0)
@@ -193,7 +214,7 @@ def main(argv=None):
     while step < args.steps:
         clean = sampler.batch(args.batch).to(device)
         noisy = make_noisy(clean, gen).to(device)
-        loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < WARMUP_SHARE * args.steps)
+        loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < args.warmup * args.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)

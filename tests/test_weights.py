@@ -95,3 +95,27 @@ def test_train_command_runs_end_to_end_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stdout + r.stderr
     assert checkpoint.load(out)[1]["steps"] == 3
+
+
+def test_train_init_fine_tunes_a_checkpoint_and_records_ns_iters(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_png(data / f"{i}.png", chart(96, 128, i))
+    torch.manual_seed(3)
+    start = RCDNet(PRESETS["live"])
+    checkpoint.save(start, tmp_path / "start.pt", {})
+    base = [sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+            "--steps", "1", "--batch", "2", "--patch", "64", "--threads", "1"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "ft.pt"), "--init", str(tmp_path / "start.pt"),
+                               "--ns-iters", "12", "--lr", "1e-12", "--warmup", "0"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    tuned, _ = checkpoint.load(tmp_path / "ft.pt")
+    assert tuned.cfg.ns_iters == 12
+    # lr ≈ 0: the fine-tuned weights are the starting checkpoint's, not a fresh initialisation
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    r = subprocess.run(base + ["--out", str(tmp_path / "x.pt"), "--init", str(tmp_path / "missing.pt")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode != 0 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
