@@ -197,15 +197,19 @@ class Router(nn.Module):
 
     def __init__(self, feat_dim: int, levels: tuple[float, ...]):
         super().__init__()
-        self.active = [i for i, v in enumerate(levels) if v > 0]
+        self.register_buffer("active", torch.tensor([i for i, v in enumerate(levels) if v > 0]), persistent=False)
         la = len(self.active)
         self.fc = nn.Linear(feat_dim + 2 * len(levels), la * la)
         nn.init.zeros_(self.fc.weight)  # G = I at initialisation
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, z):
+    def forward(self, z, size: int, dtype: torch.dtype):
+        """G (B, size, size) in `dtype`: identity except on the non-zero levels' block."""
         la = len(self.active)
-        return self.fc(z).reshape(z.shape[0], la, la)  # (B, La, La): G − I on the non-zero levels
+        g = torch.eye(size, dtype=dtype, device=z.device).repeat(z.shape[0], 1, 1)
+        idx = self.active
+        g[:, idx[:, None], idx[None, :]] += self.fc(z).reshape(z.shape[0], la, la).to(dtype)
+        return g
 
 
 class RCDNet(nn.Module):
@@ -253,9 +257,7 @@ class RCDNet(nn.Module):
         l = self.cfg.num_levels
         log_std, corr = self._stats(cov, l)
         z = torch.cat([F.layer_norm(feats.float(), feats.shape[-1:]), log_std.float(), corr.float()], dim=1)
-        g = torch.eye(l + 1, dtype=cov.dtype, device=cov.device).repeat(cov.shape[0], 1, 1)  # (B, L+1, L+1)
-        idx = torch.tensor(self.router.active, device=cov.device)
-        g[:, idx[:, None], idx[None, :]] += self.router(z).to(cov.dtype)  # identity on level 0 and the input
+        g = self.router(z, l + 1, cov.dtype)  # (B, L+1, L+1), identity on level 0 and the input
         cov = g @ cov @ g.transpose(1, 2)  # statistics of [G·raw; noisy]
         p = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L) ND of the routed maps
         # AutoTune sees the routed maps' log std and each decorrelated map's correlation with the input.
