@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from engine import checkpoint, decorrelate as nd, noise
 from engine.images import load_folder
-from engine.model import PRESETS, RCDNet, to_full_res
+from engine.model import PAD_MULTIPLE, PRESETS, RCDNet, to_full_res
 
 LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
 CAMERA_SHARE = 0.3
@@ -53,6 +53,12 @@ VAL_SIGMA = 25.0
 # 1/8, no normalisation) did not learn at 1e-3: stuck at 24.2 dB on CSet5 (σ 25) for 1 500 steps,
 # twice, with 6 or 9 levels; at 3e-4 it passed 27 dB by step 500.
 LEARNING_RATE = {"live": 1e-3, "quality": 3e-4}
+# --heads-only: Router and AutoTune act on per-frame statistics only, so they are refitted on the
+# statistics of this many noisy crops (backbone frozen, one forward each, no pixels in the loop).
+# Whole-frame statistics differ from those of the 96×96 training patches, so crops are larger.
+HEAD_SAMPLES = 3000
+HEAD_CROP = (96, 320)  # side of the square crops, pixels, uniform; capped by the image
+HEAD_HOLDOUT = 0.1  # share of the crops kept out of the fit to watch for over-fitting
 
 
 def charbonnier(a, b):
@@ -134,6 +140,81 @@ def validate(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, 
     return {"psnr_autotune": float(np.mean(auto)), "psnr_levels": np.mean(levels, axis=0).round(2).tolist()}
 
 
+@torch.no_grad()
+def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.random.Generator,
+                    gen: torch.Generator, device: torch.device) -> dict:
+    """What Router and AutoTune see, and what their loss needs, for n noisy crops (backbone frozen).
+
+    Per crop: the covariance of [raw maps; noisy] (what `transform_and_autotune` takes), the pooled
+    backbone features, and the second moments of [raw maps; clean − noisy]. The error of any
+    blend w·raw is then a quadratic form: mean((w·raw − r)²) = wᵀA w − 2 wᵀb + d.
+    """
+    model.eval()
+    l = model.cfg.num_levels
+    covs, feats, moments = [], [], []
+    for _ in range(n):
+        im = images[rng.integers(len(images))]
+        side = int(min(rng.integers(HEAD_CROP[0], HEAD_CROP[1] + 1), *im.shape[:2]))
+        y, x = rng.integers(im.shape[0] - side + 1), rng.integers(im.shape[1] - side + 1)
+        crop = np.ascontiguousarray(np.rot90(im[y : y + side, x : x + side], rng.integers(4)))
+        clean = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, s, s)
+        noisy = make_noisy(clean, gen)
+        ph = -side % PAD_MULTIPLE
+        xin = F.pad(noisy, (0, ph, 0, ph), mode="replicate") if ph else noisy
+        raw, f = model.backbone(xin.to(device).contiguous(memory_format=torch.channels_last))
+        raw = to_full_res(raw.float(), l)[..., :side, :side].reshape(1, l, -1).cpu()  # (1, L, M)
+        covs.append(nd.covariance(torch.cat([raw, noisy.reshape(1, 1, -1)], dim=1))[0])
+        feats.append(f.float().cpu()[0])
+        z = torch.cat([raw, (clean - noisy).reshape(1, 1, -1)], dim=1)[0].double()  # (L+1, M)
+        moments.append(z @ z.T / z.shape[1])
+    model.train()
+    return {"cov": torch.stack(covs), "feats": torch.stack(feats), "moments": torch.stack(moments)}
+
+
+def head_loss(model: RCDNet, stats: dict, idx: torch.Tensor) -> torch.Tensor:
+    """Mean over crops of log MSE (i.e. −PSNR up to constants) of the AutoTune blend, plus λ times
+    that of each level alone — the training loss of METHOD.md §4 in closed form on statistics."""
+    l = model.cfg.num_levels
+    t, c = model.transform_and_autotune(stats["cov"][idx], stats["feats"][idx], model.cfg.ns_iters)
+    m = stats["moments"][idx]
+    a, b, d = m[:, :l, :l], m[:, :l, l], m[:, l, l]  # (B, L, L), (B, L), (B,)
+    w = (t.transpose(1, 2) @ c.double()[..., None]).squeeze(-1)  # (B, L) the blend's weights on raw maps
+    blend = torch.einsum("bi,bij,bj->b", w, a, w) - 2 * (w * b).sum(1) + d  # (B,)
+    levels = torch.einsum("bki,bij,bkj->bk", t, a, t) - 2 * (t @ b[..., None]).squeeze(-1) + d[:, None]  # (B, L)
+    eps = 1e-10  # (8-bit σ 0.0026)²: keeps log finite on a noiseless crop
+    return (blend.clamp_min(eps).log() + LAMBDA_LEVEL * levels.clamp_min(eps).log().mean(1)).mean()
+
+
+def fit_heads(model: RCDNet, stats: dict, steps: int, lr: float, batch: int, seed: int) -> list[dict]:
+    """Refit Router and AutoTune on cached statistics; returns the held-out loss history."""
+    n = stats["cov"].shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    hold, fit = perm[: int(n * HEAD_HOLDOUT)], perm[int(n * HEAD_HOLDOUT) :]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(model.router.parameters()) + list(model.autotune.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for step in tqdm(range(1, steps + 1), desc="fit heads", dynamic_ncols=True):
+        idx = fit[torch.randint(len(fit), (batch,), generator=gen)]
+        loss = head_loss(model, stats, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        opt.step()
+        sched.step()
+        if step % max(steps // 10, 1) == 0 or step == 1:
+            with torch.no_grad():
+                history.append({"step": step, "heldout_loss": round(float(head_loss(model, stats, hold)), 5)})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
+
+
 def _psnr(est, clean):
     mse = F.mse_loss(est.clamp(0, 1) * 255.0, clean * 255.0).item()
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
@@ -158,8 +239,13 @@ def main(argv=None):
                     help="Newton–Schulz iterations in the loss (default: the preset's; stored in the checkpoint)")
     ap.add_argument("--warmup", type=float, default=WARMUP_SHARE,
                     help=f"share of the steps during which the blend may not use the zero level (default {WARMUP_SHARE})")
+    ap.add_argument("--heads-only", action="store_true",
+                    help="with --init: keep the backbone, refit Router and AutoTune on the statistics of "
+                         "--head-samples noisy crops (--steps optimiser steps; try 2000)")
+    ap.add_argument("--head-samples", type=int, default=HEAD_SAMPLES, help="crops for --heads-only")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,6 +276,10 @@ def main(argv=None):
     if args.init:
         model.load_state_dict(init.state_dict())
     model = model.to(device).to(memory_format=torch.channels_last)
+    if args.heads_only:
+        if not args.init:
+            raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
+        return heads_only(model, args, train_images, val_images, rng, gen, device)
     lr = args.lr if args.lr is not None else LEARNING_RATE[args.preset]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps, pct_start=0.02,
@@ -238,7 +328,7 @@ def main(argv=None):
             meta = {
                 "preset": args.preset, "steps": step, "wall_s": round(time.time() - t0, 1),
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
-                "data": args.data, "val": args.val, "command": "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv),
+                "data": args.data, "val": args.val, "command": args.command,
                 "val_history": history,
             }
             checkpoint.save(model, out, meta)
@@ -248,6 +338,28 @@ def main(argv=None):
                         "torch_rng": torch.get_rng_state()}, state_path)
     bar.close()
     print(json.dumps(history[-1]) if history else "no validation run")
+
+
+def heads_only(model, args, train_images, val_images, rng, gen, device) -> None:
+    t0 = time.time()
+    before = validate(model, val_images)
+    print(f"before: val σ={VAL_SIGMA:g} AutoTune {before['psnr_autotune']:.2f} dB")
+    stats = head_statistics(model, train_images, args.head_samples, rng, gen, device)
+    history = fit_heads(model.cpu(), stats, args.steps, args.lr or 1e-3, 64, args.seed)
+    model.to(device)
+    after = validate(model, val_images)
+    after.update(step=args.steps, wall_s=round(time.time() - t0, 1), heads_fit=history, before=before)
+    print(f"after: val σ={VAL_SIGMA:g} AutoTune {after['psnr_autotune']:.2f} dB, levels {after['psnr_levels']}")
+    _, init_meta = checkpoint.load(args.init)
+    meta = {
+        "preset": args.preset, "heads_steps": args.steps, "wall_s": after["wall_s"],
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
+        "data": args.data, "val": args.val, "command": args.command,
+        "init_meta": {k: v for k, v in init_meta.items() if k != "init_meta"},
+        "val_history": init_meta.get("val_history", []) + [after],
+    }
+    checkpoint.save(model, args.out, meta)
+    print(json.dumps({k: after[k] for k in ("psnr_autotune", "psnr_levels")}))
 
 
 if __name__ == "__main__":

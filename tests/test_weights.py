@@ -119,3 +119,59 @@ def test_train_init_fine_tunes_a_checkpoint_and_records_ns_iters(tmp_path):
     r = subprocess.run(base + ["--out", str(tmp_path / "x.pt"), "--init", str(tmp_path / "missing.pt")],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode != 0 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_head_loss_in_closed_form_equals_the_pixel_loss():
+    """--heads-only fits Router and AutoTune on statistics; its loss must be the pixel loss."""
+    from engine.train import LAMBDA_LEVEL, head_loss, head_statistics
+
+    torch.manual_seed(0)
+    model = RCDNet(PRESETS["live"]).eval()
+    torch.nn.init.normal_(model.router.fc.weight, std=0.05)  # a non-trivial G and AutoTune
+    torch.nn.init.normal_(model.autotune.fc.weight, std=0.05)
+    images = [chart(80, 96, s) for s in range(2)]
+    stats = head_statistics(model, images, 2, np.random.default_rng(0), torch.Generator().manual_seed(0),
+                            torch.device("cpu"))
+    # Replay the same crop and noise draws, then measure on pixels.
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    from engine.train import HEAD_CROP
+    for k in range(2):
+        im = images[rng.integers(len(images))]
+        side = int(min(rng.integers(HEAD_CROP[0], HEAD_CROP[1] + 1), *im.shape[:2]))
+        y, x = rng.integers(im.shape[0] - side + 1), rng.integers(im.shape[1] - side + 1)
+        crop = np.ascontiguousarray(np.rot90(im[y : y + side, x : x + side], rng.integers(4)))
+        clean = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+        noisy = make_noisy(clean, gen)
+        with torch.no_grad():
+            bases, c = model(noisy, ns_iters=model.cfg.ns_iters)
+            blend = noisy + (c[:, :, None, None, None] * bases).sum(1)
+            mse = ((blend - clean) ** 2).mean().double()
+            per_level = ((noisy[:, None] + bases - clean[:, None]) ** 2).mean(dim=(2, 3, 4))[0].double()
+            closed = head_loss(model, stats, torch.tensor([k]))
+        assert torch.allclose(closed, mse.log() + LAMBDA_LEVEL * per_level.log().mean(), rtol=1e-4)
+
+
+def test_train_heads_only_keeps_the_backbone_and_refits_the_heads(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_png(data / f"{i}.png", chart(128, 128, i))
+    torch.manual_seed(4)
+    start = RCDNet(PRESETS["live"])
+    checkpoint.save(start, tmp_path / "start.pt", {"val_history": []})
+    base = [sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+            "--heads-only", "--steps", "60", "--head-samples", "40", "--threads", "1"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "h.pt"), "--init", str(tmp_path / "start.pt")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    fitted, meta = checkpoint.load(tmp_path / "h.pt")
+    before, after = start.state_dict(), fitted.state_dict()
+    for name in before:
+        if not name.startswith(("router.", "autotune.")):
+            assert torch.equal(before[name], after[name]), f"{name} changed: the backbone must stay frozen"
+    assert not torch.equal(before["autotune.fc.weight"], after["autotune.fc.weight"])
+    assert not torch.equal(before["router.fc.weight"], after["router.fc.weight"])
+    fit = meta["val_history"][-1]["heads_fit"]
+    assert fit[-1]["heldout_loss"] < fit[0]["heldout_loss"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode != 0 and "--init" in r.stderr and "Traceback" not in r.stderr
