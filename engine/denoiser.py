@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose
 from engine import decorrelate as nd
-from engine.model import PAD_MULTIPLE, RCDNet, to_full_res
+from engine.model import PAD_MULTIPLE, RCDNet, estimate_noise_sigma, to_full_res
 
 
 def keep_freed_memory() -> None:
@@ -64,27 +64,6 @@ class Bases:
     @property
     def nbytes(self) -> int:
         return self.x.numel() * self.x.element_size()
-
-
-def estimate_sigma(rgb: np.ndarray) -> float:
-    """Noise std of a uint8 frame (8-bit units): median absolute diagonal Haar detail / 0.6745.
-
-    The classic wavelet MAD estimator (Donoho) on the green channel. Large frames use every other
-    2×2 block in both directions (a quarter of the blocks, still >100 k samples at 720p); textures
-    bias it up a little, flat frames are read accurately.
-    """
-    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    if h < 2 or w < 2:
-        return 0.0
-    step = 4 if h * w > 256 * 256 else 2
-    g = rgb[:h, :w, 1]
-    a = g[0::step, 0::step].astype(np.float32)
-    b = g[0::step, 1::step].astype(np.float32)
-    c = g[1::step, 0::step].astype(np.float32)
-    d = g[1::step, 1::step].astype(np.float32)
-    n = min(a.shape[0], b.shape[0], c.shape[0], d.shape[0]), min(a.shape[1], b.shape[1], c.shape[1], d.shape[1])
-    hh = (a[: n[0], : n[1]] - b[: n[0], : n[1]] - c[: n[0], : n[1]] + d[: n[0], : n[1]]) / 2.0
-    return float(np.median(np.abs(hh)) / 0.6745)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -163,9 +142,10 @@ class Denoiser:
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0
         cov = self._covariance(x, h, w, hp, wp)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
-        t, auto = self.model.transform_and_autotune(cov, feats.float().cpu())
+        sigma = estimate_noise_sigma(frame[None, :h, :w, 1]).cpu()  # (1,) 8-bit units
+        t, auto = self.model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
         return Bases(x=x, transform=t[0].cpu(), auto=auto[0].double().cpu(), levels=self.levels,
-                     size=(h, w), padded=(hp, wp), sigma_est=estimate_sigma(rgb), backbone_ms=backbone_ms)
+                     size=(h, w), padded=(hp, wp), sigma_est=float(sigma[0]), backbone_ms=backbone_ms)
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

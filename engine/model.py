@@ -25,6 +25,12 @@ from engine import decorrelate as nd
 
 # The three downsamplings (unshuffle 2, then two stride-2 convs) need sizes divisible by 8.
 PAD_MULTIPLE = 8
+# Donoho's wavelet estimate: for Gaussian noise, median |diagonal Haar detail| = 0.6745 σ, and the
+# median ignores the edges and texture that inflate every mean-based statistic of a frame.
+MAD_TO_STD = 0.6745
+# Above this many pixels the estimate uses every other 2×2 block in both directions (a quarter of
+# them: still > 50 k samples at 720p, and the median is the costly part).
+SIGMA_SUBSAMPLE_ABOVE = 256 * 256
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,11 @@ class RCDConfig:
     # σ 25 when evaluated with 8 iterations, 24.4 dB converged. 30 covers eigenvalues of the
     # trace-normalised Σ down to ~1e-11 (decorrelate.py), i.e. converged for any trained model.
     ns_iters: int = 30
+    # Router and AutoTune also see log(1 + σ̂), σ̂ the input's noise std estimated by
+    # `estimate_noise_sigma` (8-bit units). Without it they judge the noise from pooled activations,
+    # which high-contrast detail inflates: on the built-in test chart (σ ≈ 12) AutoTune of the first
+    # quality model removed σ ≈ 26 and lost 7 dB to the input. False in checkpoints saved before it.
+    sigma_feature: bool = False
 
     def __post_init__(self):
         assert 4 <= len(self.levels) <= 12, f"L must be in 4..12, got {len(self.levels)}"
@@ -68,7 +79,7 @@ class RCDConfig:
 
 PRESETS: dict[str, RCDConfig] = {
     # ≤ 4 GFLOP per 1280×720 frame (3.7): meant for real time on a 2-core CPU (channels_last).
-    "live": RCDConfig(name="live"),
+    "live": RCDConfig(name="live", sigma_feature=True),
     # ≤ 40 GFLOP per 1280×720 frame (36): for a GPU, or precomputed into the render cache on a CPU.
     "quality": RCDConfig(
         name="quality",
@@ -76,6 +87,7 @@ PRESETS: dict[str, RCDConfig] = {
         widths=(32, 64, 96),
         enc_blocks=(0, 2, 4),
         dec_blocks=(1, 2),
+        sigma_feature=True,
     ),
 }
 
@@ -157,6 +169,27 @@ class Backbone(nn.Module):
         return d1, feats
 
 
+def estimate_noise_sigma(green: torch.Tensor) -> torch.Tensor:
+    """Noise std (B,) of frames from their green planes (B, H, W), in the planes' units:
+    median |diagonal Haar detail| / 0.6745 over the 2×2 blocks (see MAD_TO_STD)."""
+    b, h, w = green.shape
+    h, w = h // 2 * 2, w // 2 * 2
+    if h == 0 or w == 0:
+        return green.new_zeros(b)
+    step = 4 if h * w > SIGMA_SUBSAMPLE_ABOVE else 2
+    g = green[:, :h, :w]
+    n = (h - 2) // step + 1, (w - 2) // step + 1  # blocks whose top-left corner is on the grid
+    corner = [g[:, dy : dy + step * (n[0] - 1) + 1 : step, dx : dx + step * (n[1] - 1) + 1 : step]
+              for dy in (0, 1) for dx in (0, 1)]  # 4 × (B, n0, n1)
+    detail = (corner[0] - corner[1] - corner[2] + corner[3]) * 0.5  # (B, n0, n1)
+    return detail.abs().flatten(1).float().median(dim=1).values / MAD_TO_STD
+
+
+def sigma_feature(sigma: torch.Tensor) -> torch.Tensor:
+    """(B,) noise std in 8-bit units → (B, 1) input for Router and AutoTune."""
+    return torch.log1p(sigma.float().clamp_min(0.0))[:, None]
+
+
 def to_full_res(raw: torch.Tensor, num_levels: int) -> torch.Tensor:
     """Space-to-depth raw maps (B, 12·L, h, w) → (B, L, 3, 2h, 2w)."""
     b, _, h, w = raw.shape
@@ -168,21 +201,23 @@ class AutoTune(nn.Module):
     """One linear layer on frame statistics → L logits → softmax(logits / τ): coefficients summing to 1.
 
     Features: pooled backbone features, log std of each raw map (how much the backbone wants to
-    remove at that level), and the correlation of each decorrelated map with the noisy frame.
+    remove at that level), the correlation of each decorrelated map with the noisy frame and, with
+    `cfg.sigma_feature`, log(1 + σ̂) of the input's estimated noise std (`extra`).
     """
 
-    def __init__(self, feat_dim: int, num_levels: int, tau: float):
+    def __init__(self, feat_dim: int, num_levels: int, tau: float, extra: int = 0):
         super().__init__()
         self.tau = tau
-        self.fc = nn.Linear(feat_dim + 2 * num_levels, num_levels)
+        self.fc = nn.Linear(feat_dim + 2 * num_levels + extra, num_levels)
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
 
-    def forward(self, feats, log_std_raw, corr_noisy):
+    def forward(self, feats, log_std_raw, corr_noisy, extra=None):
         # Pooled activations have no fixed scale (they drift in training): normalise them
         # (parameter-free), so the logits — ×1/τ = ×20 — cannot blow up into a one-hot choice.
         feats = F.layer_norm(feats.float(), feats.shape[-1:])
-        z = torch.cat([feats, log_std_raw.float(), corr_noisy.float()], dim=1)
+        z = [feats, log_std_raw.float(), corr_noisy.float()] + ([extra.float()] if extra is not None else [])
+        z = torch.cat(z, dim=1)
         return torch.softmax(self.fc(z) / self.tau, dim=1)  # (B, L), rows sum to 1
 
 
@@ -195,11 +230,11 @@ class Router(nn.Module):
     folds it into the ND transform (T·G), so it costs nothing per pixel. The zero level is left alone.
     """
 
-    def __init__(self, feat_dim: int, levels: tuple[float, ...]):
+    def __init__(self, feat_dim: int, levels: tuple[float, ...], extra: int = 0):
         super().__init__()
         self.register_buffer("active", torch.tensor([i for i, v in enumerate(levels) if v > 0]), persistent=False)
         la = len(self.active)
-        self.fc = nn.Linear(feat_dim + 2 * len(levels), la * la)
+        self.fc = nn.Linear(feat_dim + 2 * len(levels) + extra, la * la)
         nn.init.zeros_(self.fc.weight)  # G = I at initialisation
         nn.init.zeros_(self.fc.bias)
 
@@ -217,8 +252,9 @@ class RCDNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg)
-        self.router = Router(self.backbone.feat_dim, cfg.levels)
-        self.autotune = AutoTune(self.backbone.feat_dim, cfg.num_levels, cfg.tau)
+        extra = 1 if cfg.sigma_feature else 0
+        self.router = Router(self.backbone.feat_dim, cfg.levels, extra)
+        self.autotune = AutoTune(self.backbone.feat_dim, cfg.num_levels, cfg.tau, extra)
         self.register_buffer("levels", torch.tensor(cfg.levels, dtype=torch.float32) / 255.0, persistent=False)
 
     def forward(self, noisy: torch.Tensor, ns_iters: int | None = None):
@@ -239,7 +275,8 @@ class RCDNet(nn.Module):
         b, l = raw.shape[:2]
         # One covariance pass over [raw maps; noisy] gives Σ_raw and each map's covariance with the input.
         stacked = torch.cat([raw.reshape(b, l, -1), noisy.reshape(b, 1, -1)], dim=1)  # (B, L+1, M)
-        t, coeffs = self.transform_and_autotune(nd.covariance(stacked), feats, ns_iters)
+        sigma = estimate_noise_sigma(noisy[:, 1] * 255.0) if self.cfg.sigma_feature else None  # (B,) 8-bit
+        t, coeffs = self.transform_and_autotune(nd.covariance(stacked), feats, ns_iters, sigma)
         bases = torch.bmm(t.float(), raw.reshape(b, l, -1)).reshape(raw.shape)
         return bases, coeffs
 
@@ -250,13 +287,20 @@ class RCDNet(nn.Module):
         corr = cov[:, :l, l] / (var[:, :l] * var[:, l:]).sqrt()  # (B, L)
         return 0.5 * var[:, :l].log(), corr
 
-    def transform_and_autotune(self, cov, feats, ns_iters=None):
-        """From cov (B, L+1, L+1) of [raw maps; noisy] (float64): ND transform T (B, L, L) with
+    def transform_and_autotune(self, cov, feats, ns_iters=None, sigma=None):
+        """From cov (B, L+1, L+1) of [raw maps; noisy] (float64) and, with `cfg.sigma_feature`, the
+        input's estimated noise std sigma (B,) in 8-bit units: ND transform T (B, L, L) with
         Ñ = T·raw (the routing G folded in), and AutoTune coefficients (B, L). Works on
         statistics only, never on pixels."""
         l = self.cfg.num_levels
         log_std, corr = self._stats(cov, l)
-        z = torch.cat([F.layer_norm(feats.float(), feats.shape[-1:]), log_std.float(), corr.float()], dim=1)
+        extra = None
+        if self.cfg.sigma_feature:
+            if sigma is None:
+                raise ValueError("this model needs the input's noise estimate (sigma)")
+            extra = sigma_feature(sigma.to(feats.device))  # (B, 1)
+        z = [F.layer_norm(feats.float(), feats.shape[-1:]), log_std.float(), corr.float()]
+        z = torch.cat(z + ([extra] if extra is not None else []), dim=1)
         g = self.router(z, l + 1, cov.dtype)  # (B, L+1, L+1), identity on level 0 and the input
         cov = g @ cov @ g.transpose(1, 2)  # statistics of [G·raw; noisy]
         p = nd.transform(cov[:, :l, :l], self.levels, ns_iters)  # (B, L, L) ND of the routed maps
@@ -264,7 +308,7 @@ class RCDNet(nn.Module):
         lv = self.levels.double().clamp_min(1e-6)  # the zero level's correlation is 0/ε = 0
         corr_nd = (p @ cov[:, :l, l:]).squeeze(-1) / (lv * cov[:, l, l].clamp_min(1e-12).sqrt()[:, None])
         log_std_routed, _ = self._stats(cov, l)
-        return p @ g[:, :l, :l], self.autotune(feats, log_std_routed, corr_nd)
+        return p @ g[:, :l, :l], self.autotune(feats, log_std_routed, corr_nd, extra)
 
 
 def count_flops(cfg: RCDConfig, height: int = 720, width: int = 1280) -> int:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from engine import checkpoint, decorrelate as nd, noise
 from engine.images import load_folder
-from engine.model import PAD_MULTIPLE, PRESETS, RCDNet, to_full_res
+from engine.model import PAD_MULTIPLE, PRESETS, RCDNet, estimate_noise_sigma, to_full_res
 
 LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
 CAMERA_SHARE = 0.3
@@ -145,13 +145,13 @@ def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.ran
                     gen: torch.Generator, device: torch.device) -> dict:
     """What Router and AutoTune see, and what their loss needs, for n noisy crops (backbone frozen).
 
-    Per crop: the covariance of [raw maps; noisy] (what `transform_and_autotune` takes), the pooled
-    backbone features, and the second moments of [raw maps; clean − noisy]. The error of any
+    Per crop: the covariance of [raw maps; noisy], the pooled backbone features and the noise
+    estimate (what `transform_and_autotune` takes), and the second moments of [raw maps; clean − noisy]. The error of any
     blend w·raw is then a quadratic form: mean((w·raw − r)²) = wᵀA w − 2 wᵀb + d.
     """
     model.eval()
     l = model.cfg.num_levels
-    covs, feats, moments = [], [], []
+    covs, feats, moments, sigmas = [], [], [], []
     for _ in range(n):
         im = images[rng.integers(len(images))]
         side = int(min(rng.integers(HEAD_CROP[0], HEAD_CROP[1] + 1), *im.shape[:2]))
@@ -165,17 +165,20 @@ def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.ran
         raw = to_full_res(raw.float(), l)[..., :side, :side].reshape(1, l, -1).cpu()  # (1, L, M)
         covs.append(nd.covariance(torch.cat([raw, noisy.reshape(1, 1, -1)], dim=1))[0])
         feats.append(f.float().cpu()[0])
+        sigmas.append(estimate_noise_sigma(noisy[:, 1] * 255.0)[0])
         z = torch.cat([raw, (clean - noisy).reshape(1, 1, -1)], dim=1)[0].double()  # (L+1, M)
         moments.append(z @ z.T / z.shape[1])
     model.train()
-    return {"cov": torch.stack(covs), "feats": torch.stack(feats), "moments": torch.stack(moments)}
+    return {"cov": torch.stack(covs), "feats": torch.stack(feats), "moments": torch.stack(moments),
+            "sigma": torch.stack(sigmas)}
 
 
 def head_loss(model: RCDNet, stats: dict, idx: torch.Tensor) -> torch.Tensor:
     """Mean over crops of log MSE (i.e. −PSNR up to constants) of the AutoTune blend, plus λ times
     that of each level alone — the training loss of METHOD.md §4 in closed form on statistics."""
     l = model.cfg.num_levels
-    t, c = model.transform_and_autotune(stats["cov"][idx], stats["feats"][idx], model.cfg.ns_iters)
+    t, c = model.transform_and_autotune(stats["cov"][idx], stats["feats"][idx], model.cfg.ns_iters,
+                                        stats["sigma"][idx])
     m = stats["moments"][idx]
     a, b, d = m[:, :l, :l], m[:, :l, l], m[:, l, l]  # (B, L, L), (B, L), (B,)
     w = (t.transpose(1, 2) @ c.double()[..., None]).squeeze(-1)  # (B, L) the blend's weights on raw maps
@@ -183,6 +186,19 @@ def head_loss(model: RCDNet, stats: dict, idx: torch.Tensor) -> torch.Tensor:
     levels = torch.einsum("bki,bij,bkj->bk", t, a, t) - 2 * (t @ b[..., None]).squeeze(-1) + d[:, None]  # (B, L)
     eps = 1e-10  # (8-bit σ 0.0026)²: keeps log finite on a noiseless crop
     return (blend.clamp_min(eps).log() + LAMBDA_LEVEL * levels.clamp_min(eps).log().mean(1)).mean()
+
+
+def with_sigma_feature(model: RCDNet) -> RCDNet:
+    """The same model with the noise-estimate input to Router and AutoTune (RCDConfig.sigma_feature),
+    its weight starting at zero: the function is unchanged until the heads are refitted."""
+    if model.cfg.sigma_feature:
+        return model
+    new = RCDNet(replace(model.cfg, sigma_feature=True))
+    state = model.state_dict()
+    for key in ("router.fc.weight", "autotune.fc.weight"):
+        state[key] = torch.cat([state[key], state[key].new_zeros(state[key].shape[0], 1)], dim=1)
+    new.load_state_dict(state)
+    return new
 
 
 def fit_heads(model: RCDNet, stats: dict, steps: int, lr: float, batch: int, seed: int) -> list[dict]:
@@ -275,6 +291,8 @@ def main(argv=None):
     model = RCDNet(cfg)
     if args.init:
         model.load_state_dict(init.state_dict())
+        if args.heads_only:
+            model = with_sigma_feature(model)
     model = model.to(device).to(memory_format=torch.channels_last)
     if args.heads_only:
         if not args.init:

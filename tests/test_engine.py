@@ -502,3 +502,32 @@ def test_bench_falls_back_to_random_init_presets_without_shipped_weights(tmp_pat
     assert "error: --sizes" in capsys.readouterr().err
     assert bench.main(["--weights", str(tmp_path / "nope.pt"), "--copy-mb", "1"]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- noise estimate
+
+@pytest.mark.parametrize("sigma", [5.0, 25.0, 50.0])
+def test_noise_estimate_reads_gaussian_noise_within_5_percent(sigma):
+    from engine.model import estimate_noise_sigma
+
+    gen = torch.Generator().manual_seed(int(sigma))
+    for h, w in ((96, 96), (720, 1280)):  # the small path uses every block, the large one a quarter
+        flat = 128.0 + sigma * torch.randn(2, h, w, generator=gen)
+        est = estimate_noise_sigma(flat)
+        assert est.shape == (2,) and torch.allclose(est, torch.tensor(sigma), rtol=0.05), (h, w, est)
+
+
+def test_noise_estimate_is_robust_to_edges_and_texture_and_drives_the_denoiser():
+    """What AutoTune and the HUD read: texture must not pass for noise (the pooled activations did)."""
+    from engine.model import estimate_noise_sigma
+
+    y, x = np.mgrid[0:240, 0:320].astype(np.float32)
+    clean = 40 + 0.4 * x + 60 * (np.sin(x / 3.0 + y / 5.0) > 0) + 50 * ((x - 160) ** 2 + (y - 120) ** 2 < 80**2)
+    clean = np.repeat(clean[..., None], 3, axis=2)  # ramps, hard-edged stripes and a disc, no noise
+    assert float(estimate_noise_sigma(torch.from_numpy(clean[None, :, :, 1]))) < 2.0
+    rng = np.random.default_rng(5)
+    noisy = np.clip(np.round(clean + rng.normal(0, 10, clean.shape)), 0, 255).astype(np.uint8)
+    est = float(estimate_noise_sigma(torch.from_numpy(noisy[None, :, :, 1]).float()))
+    assert 9.0 < est < 12.0, est
+    den = Denoiser(RCDNet(PRESETS["live"]), device="cpu")
+    assert den.infer(noisy).sigma_est == pytest.approx(est, rel=1e-6)

@@ -175,3 +175,23 @@ def test_train_heads_only_keeps_the_backbone_and_refits_the_heads(tmp_path):
     assert fit[-1]["heldout_loss"] < fit[0]["heldout_loss"]
     r = subprocess.run(base + ["--out", str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode != 0 and "--init" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_adding_the_noise_estimate_input_keeps_the_function_until_refitted():
+    from dataclasses import replace
+
+    from engine.train import with_sigma_feature
+
+    torch.manual_seed(5)
+    old = RCDNet(replace(PRESETS["live"], sigma_feature=False)).eval()
+    torch.nn.init.normal_(old.router.fc.weight, std=0.05)
+    torch.nn.init.normal_(old.autotune.fc.weight, std=0.05)
+    new = with_sigma_feature(old).eval()
+    assert new.cfg.sigma_feature and not old.cfg.sigma_feature
+    noisy = torch.from_numpy(chart(64, 96)).permute(2, 0, 1)[None].float() / 255 + 0.1 * torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        (b0, c0), (b1, c1) = old(noisy), new(noisy)
+        assert torch.allclose(b0, b1, atol=1e-6) and torch.allclose(c0, c1, atol=1e-6)  # same up to rounding
+        assert not torch.allclose(c0, torch.full_like(c0, 1 / c0.shape[1]), atol=1e-3)  # and not trivial
+        new.autotune.fc.weight[:, -1] = torch.linspace(-1, 1, new.cfg.num_levels)  # the new input is live
+        assert not torch.allclose(new(noisy)[1], c0, atol=1e-3)
