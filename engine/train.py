@@ -3,7 +3,9 @@
 Owns the training loop of METHOD.md §4: random patches of clean images, synthetic noise
 (engine/noise.py), the loss λ·(mean over levels of each level alone) + (AutoTune blend), periodic
 validation PSNR, and resumable checkpoints (PATH holds the model; PATH.state the optimiser,
-step and random state, so --resume continues exactly).
+step and random state, so --resume continues exactly). With --init and --heads-only it also
+refits the two per-frame heads (Router, AutoTune) of a trained model with the backbone frozen, on
+cached statistics of noisy crops: minutes instead of hours (see `head_statistics`).
 
 Noise mix (see engine/noise.py): CAMERA_SHARE of patches get realistic camera noise
 (Poisson–Gaussian, channel-correlated, clipped and quantised), the rest Gaussian noise with σ
