@@ -99,6 +99,22 @@ def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return noisy
 
 
+def plain_residual(model: RCDNet, noisy: torch.Tensor) -> torch.Tensor:
+    """--plain: the top level's raw map (B, 3, H, W), un-normalised, used as a blind residual."""
+    h, w = noisy.shape[2:]
+    ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+    x = F.pad(noisy, (0, pw, 0, ph), mode="replicate") if ph or pw else noisy
+    raw, _ = model.backbone(x.contiguous(memory_format=torch.channels_last))
+    return to_full_res(raw.float(), model.cfg.num_levels)[:, -1, :, :h, :w]
+
+
+def plain_loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
+    """Pre-training loss: the backbone as a blind denoiser, noisy + residual ≈ clean. No levels,
+    no ND, no heads — about 3× faster per step than `loss_fn`."""
+    loss = charbonnier(noisy + plain_residual(model, noisy), clean)
+    return loss, loss
+
+
 def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False):
     l = model.cfg.num_levels
     x = noisy.contiguous(memory_format=torch.channels_last)
@@ -140,6 +156,20 @@ def validate(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, 
         levels.append([_psnr(noisy + bases[:, i], clean) for i in range(bases.shape[1])])
     model.train()
     return {"psnr_autotune": float(np.mean(auto)), "psnr_levels": np.mean(levels, axis=0).round(2).tolist()}
+
+
+@torch.no_grad()
+def validate_plain(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, seed: int = 0) -> dict:
+    """--plain: PSNR of noisy + the blind residual, same noise as `validate`."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for im in images:
+        clean = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+        noisy = noise.gaussian(clean, torch.tensor([sigma]), gen)
+        out.append(_psnr(noisy + plain_residual(model, noisy), clean))
+    model.train()
+    return {"psnr_plain": float(np.mean(out))}
 
 
 @torch.no_grad()
@@ -260,6 +290,9 @@ def main(argv=None):
     ap.add_argument("--heads-only", action="store_true",
                     help="with --init: keep the backbone, refit Router and AutoTune on the statistics of "
                          "--head-samples noisy crops (--steps optimiser steps; try 2000)")
+    ap.add_argument("--plain", action="store_true",
+                    help="pre-train the backbone as a blind denoiser (top level's map as the residual; "
+                         "no ND, ~3× faster per step); then train the RCD model from it with --init")
     ap.add_argument("--head-samples", type=int, default=HEAD_SAMPLES, help="crops for --heads-only")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -329,7 +362,10 @@ def main(argv=None):
     while step < args.steps:
         clean = sampler.batch(args.batch).to(device)
         noisy = make_noisy(clean, gen).to(device)
-        loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < args.warmup * args.steps)
+        if args.plain:
+            loss, blend_loss = plain_loss_fn(model, clean, noisy)
+        else:
+            loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < args.warmup * args.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -341,12 +377,15 @@ def main(argv=None):
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
         if step % args.val_every == 0 or step == args.steps:
-            v = validate(model, val_images)
+            v = validate_plain(model, val_images) if args.plain else validate(model, val_images)
             v.update(step=step, wall_s=round(time.time() - t0, 1))
             history.append(v)
-            bar.write(f"step {step}: val σ={VAL_SIGMA:g} AutoTune {v['psnr_autotune']:.2f} dB, levels {v['psnr_levels']}")
+            if args.plain:
+                bar.write(f"step {step}: val σ={VAL_SIGMA:g} blind residual {v['psnr_plain']:.2f} dB")
+            else:
+                bar.write(f"step {step}: val σ={VAL_SIGMA:g} AutoTune {v['psnr_autotune']:.2f} dB, levels {v['psnr_levels']}")
             meta = {
-                "preset": args.preset, "steps": step, "wall_s": round(time.time() - t0, 1),
+                "preset": args.preset, "plain": args.plain, "steps": step, "wall_s": round(time.time() - t0, 1),
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
                 "data": args.data, "val": args.val, "command": args.command,
                 "val_history": history,

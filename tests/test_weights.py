@@ -195,3 +195,39 @@ def test_adding_the_noise_estimate_input_keeps_the_function_until_refitted():
         assert not torch.allclose(c0, torch.full_like(c0, 1 / c0.shape[1]), atol=1e-3)  # and not trivial
         new.autotune.fc.weight[:, -1] = torch.linspace(-1, 1, new.cfg.num_levels)  # the new input is live
         assert not torch.allclose(new(noisy)[1], c0, atol=1e-3)
+
+
+def test_train_plain_pretrains_only_the_backbone_and_feeds_init(tmp_path):
+    from engine.train import plain_loss_fn
+
+    torch.manual_seed(0)
+    model = RCDNet(PRESETS["live"]).to(memory_format=torch.channels_last)
+    clean = torch.from_numpy(np.stack([chart(64, 64, s) for s in range(4)])).permute(0, 3, 1, 2).float() / 255
+    noisy = make_noisy(clean, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = plain_loss_fn(model, clean, noisy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    # The heads take no part: Router and AutoTune stay at their (zero) initialisation.
+    assert not model.router.fc.weight.any() and not model.autotune.fc.weight.any()
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_png(data / f"{i}.png", chart(96, 128, i))
+    base = [sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+            "--steps", "2", "--batch", "2", "--patch", "64", "--threads", "1", "--val-every", "2"]
+    r = subprocess.run(base + ["--out", str(tmp_path / "p.pt"), "--plain"], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _, meta = checkpoint.load(tmp_path / "p.pt")
+    assert meta["plain"] and "psnr_plain" in meta["val_history"][-1]
+    r = subprocess.run(base + ["--out", str(tmp_path / "r.pt"), "--init", str(tmp_path / "p.pt")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "psnr_autotune" in checkpoint.load(tmp_path / "r.pt")[1]["val_history"][-1]
