@@ -263,12 +263,17 @@ class RCDNet(nn.Module):
         Returns bases (B, L, 3, H, W) float32, decorrelated, map i with std levels[i]/255, and
         AutoTune coefficients (B, L). ns_iters: None iterates Newton–Schulz to convergence.
         """
-        b, _, h, w = noisy.shape
+        raw, feats = self.raw_maps(noisy)
+        return self.decorrelate(raw, noisy.float(), feats, ns_iters)
+
+    def raw_maps(self, noisy: torch.Tensor):
+        """The backbone alone: noisy (B, 3, H, W), any H, W ≥ 1 (padded to PAD_MULTIPLE, cropped
+        back) → raw maps (B, L, 3, H, W) float32, before normalisation and ND, and features (B, F)."""
+        h, w = noisy.shape[2:]
         ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
         x = F.pad(noisy, (0, pw, 0, ph), mode="replicate") if ph or pw else noisy
         raw, feats = self.backbone(x)
-        raw = to_full_res(raw.float(), self.cfg.num_levels)[..., :h, :w]  # (B, L, 3, H, W)
-        return self.decorrelate(raw, noisy.float(), feats, ns_iters)
+        return to_full_res(raw.float(), self.cfg.num_levels)[..., :h, :w], feats
 
     def decorrelate(self, raw, noisy, feats, ns_iters=None):
         """Noise Decorrelation + AutoTune on raw maps (B, L, 3, H, W) of the noisy frame (B, 3, H, W)."""

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from engine import checkpoint, decorrelate as nd, noise
 from engine.images import load_folder
-from engine.model import PAD_MULTIPLE, PRESETS, RCDNet, estimate_noise_sigma, to_full_res
+from engine.model import PRESETS, RCDNet, estimate_noise_sigma
 
 LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
 CAMERA_SHARE = 0.3
@@ -101,11 +101,8 @@ def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def plain_residual(model: RCDNet, noisy: torch.Tensor) -> torch.Tensor:
     """--plain: the top level's raw map (B, 3, H, W), un-normalised, used as a blind residual."""
-    h, w = noisy.shape[2:]
-    ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
-    x = F.pad(noisy, (0, pw, 0, ph), mode="replicate") if ph or pw else noisy
-    raw, _ = model.backbone(x.contiguous(memory_format=torch.channels_last))
-    return to_full_res(raw.float(), model.cfg.num_levels)[:, -1, :, :h, :w]
+    raw, _ = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))
+    return raw[:, -1]
 
 
 def plain_loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
@@ -117,10 +114,7 @@ def plain_loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
 
 def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False):
     l = model.cfg.num_levels
-    x = noisy.contiguous(memory_format=torch.channels_last)
-    h, w = clean.shape[2:]
-    raw, feats = model.backbone(x)
-    raw = to_full_res(raw.float(), l)[..., :h, :w]  # (B, L, 3, H, W)
+    raw, feats = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))  # (B, L, 3, H, W)
     bases, coeffs = model.decorrelate(raw, noisy, feats, model.cfg.ns_iters)
     if warmup:
         # Early on every map is still noise, so AutoTune's best move is all weight on the zero
@@ -191,10 +185,8 @@ def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.ran
         crop = np.ascontiguousarray(np.rot90(im[y : y + side, x : x + side], rng.integers(4)))
         clean = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, s, s)
         noisy = make_noisy(clean, gen)
-        ph = -side % PAD_MULTIPLE
-        xin = F.pad(noisy, (0, ph, 0, ph), mode="replicate") if ph else noisy
-        raw, f = model.backbone(xin.to(device).contiguous(memory_format=torch.channels_last))
-        raw = to_full_res(raw.float(), l)[..., :side, :side].reshape(1, l, -1).cpu()  # (1, L, M)
+        raw, f = model.raw_maps(noisy.to(device).contiguous(memory_format=torch.channels_last))
+        raw = raw.reshape(1, l, -1).cpu()  # (1, L, M)
         covs.append(nd.covariance(torch.cat([raw, noisy.reshape(1, 1, -1)], dim=1))[0])
         feats.append(f.float().cpu()[0])
         sigmas.append(estimate_noise_sigma(noisy[:, 1] * 255.0)[0])
@@ -297,6 +289,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.heads_only and not args.init:
+        raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -330,8 +324,6 @@ def main(argv=None):
             model = with_sigma_feature(model)
     model = model.to(device).to(memory_format=torch.channels_last)
     if args.heads_only:
-        if not args.init:
-            raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
         return heads_only(model, args, train_images, val_images, rng, gen, device)
     lr = args.lr if args.lr is not None else LEARNING_RATE[args.preset]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
