@@ -83,7 +83,10 @@ PRESETS: dict[str, RCDConfig] = {
     # ≤ 40 GFLOP per 1280×720 frame (36): for a GPU, or precomputed into the render cache on a CPU.
     "quality": RCDConfig(
         name="quality",
-        levels=(0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0),
+        # A top level above the 5..50 range makes strength 50 an interior point: AutoTune's softmax
+        # caps one map's coefficient at 1, so with 50 on top it could not remove more than the
+        # map that holds σ 50's estimate (measured: stuck at level 40, −1.15 dB at σ 50).
+        levels=(0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0),
         widths=(32, 64, 96),
         enc_blocks=(0, 2, 4),
         dec_blocks=(1, 2),

@@ -23,7 +23,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("PAGE DOWN", "add strength -5", "strength −5"),
     ("]", "add character 0.1", "character → smoother (heavier levels)"),
     ("[", "add character -0.1", "character → keep texture (lighter levels)"),
-    ("1", "set level 1", "select level 1 (2…9 likewise)"),
+    ("1", "set level 1", "select level 1 (2…9 likewise, 0 = level 10)"),
     ("2", "set level 2", ""),
     ("3", "set level 3", ""),
     ("4", "set level 4", ""),
@@ -32,6 +32,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("7", "set level 7", ""),
     ("8", "set level 8", ""),
     ("9", "set level 9", ""),
+    ("0", "set level 10", ""),  # the quality model has 10 levels
     ("+", "add coeff 0.05", "raise the selected level's coefficient"),
     ("=", "add coeff 0.05", "raise the selected level's coefficient"),
     ("-", "add coeff -0.05", "lower the selected level's coefficient"),

@@ -348,3 +348,17 @@ def _screenshot(wid: str, env) -> np.ndarray:
     r = subprocess.run(["import", "-window", "root", "png:-"], env=env, capture_output=True, check=True)
     root = np.asarray(Image.open(io.BytesIO(r.stdout)).convert("RGB"))
     return root[y : y + h, x : x + w]
+
+
+def test_number_keys_select_every_level_of_the_quality_preset():
+    from player.controls import CommandError, Context, Controls, apply
+    from player.keymap import KEYMAP
+
+    quality = Context(levels=PRESETS["quality"].levels)
+    n = len(quality.levels)
+    assert n == 10  # 1…9 and 0 reach every level
+    chosen = {apply(Controls(), KEYMAP[str(k % 10)], quality).level for k in range(1, n + 1)}
+    assert chosen == set(range(1, n + 1))
+    live = Context(levels=PRESETS["live"].levels)
+    with pytest.raises(CommandError, match="level must be 1..6"):
+        apply(Controls(), KEYMAP["0"], live)
