@@ -32,8 +32,13 @@ def gaussian(clean: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator | No
     return clean + n * (sigma.view(-1, 1, 1, 1) / 255.0)
 
 
+def _gen_device(gen: torch.Generator | None) -> torch.device | None:
+    """Where gen draws (a CUDA generator only draws CUDA tensors); None: torch's default."""
+    return gen.device if gen is not None else None
+
+
 def _log_uniform(lo: float, hi: float, n: int, gen) -> torch.Tensor:
-    u = torch.rand(n, generator=gen)
+    u = torch.rand(n, generator=gen, device=_gen_device(gen))
     return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
 
 
@@ -45,7 +50,7 @@ def camera(clean: torch.Tensor, gen: torch.Generator | None = None, shot=None, r
     b = clean.shape[0]
     shot = _log_uniform(*SHOT_RANGE, b, gen) if shot is None else shot
     read = _log_uniform(*READ_RANGE, b, gen) if read is None else read
-    corr = torch.rand(b, generator=gen) * CHANNEL_CORR_MAX if corr is None else corr
+    corr = torch.rand(b, generator=gen, device=_gen_device(gen)) * CHANNEL_CORR_MAX if corr is None else corr
     shot, read, corr = (t.to(clean.device).view(-1, 1, 1, 1) for t in (shot, read, corr))
     std = torch.sqrt(shot * clean.clamp(0, 1) + read)  # (B, 3, H, W)
     own = torch.randn(clean.shape, generator=gen, device=clean.device)

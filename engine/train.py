@@ -61,6 +61,7 @@ LEARNING_RATE = {"live": 1e-3, "quality": 3e-4}
 HEAD_SAMPLES = 3000
 HEAD_CROP = (96, 320)  # side of the square crops, pixels, uniform; capped by the image
 HEAD_HOLDOUT = 0.1  # share of the crops kept out of the fit to watch for over-fitting
+BUDGET_PROBE = 30  # --budget-s: steps timed (on a throw-away copy) to size the run
 
 
 def charbonnier(a, b):
@@ -68,7 +69,7 @@ def charbonnier(a, b):
 
 
 class PatchSampler:
-    """Random patches (B, 3, P, P) in [0, 1] with flips and rotations from in-memory uint8 images."""
+    """Random uint8 patches (B, P, P, 3) with flips and rotations from in-memory uint8 images."""
 
     def __init__(self, images: list[np.ndarray], patch: int, rng: np.random.Generator):
         self.images = [im for im in images if min(im.shape[:2]) >= patch]
@@ -76,7 +77,8 @@ class PatchSampler:
             raise SystemExit(f"error: no training image is at least {patch}×{patch} pixels")
         self.patch, self.rng = patch, rng
 
-    def batch(self, n: int) -> torch.Tensor:
+    def batch_u8(self, n: int) -> torch.Tensor:
+        """(B, P, P, 3) uint8: what travels to a GPU (a quarter of the float bytes)."""
         p = self.patch
         out = np.empty((n, p, p, 3), np.uint8)
         for k in range(n):
@@ -86,14 +88,15 @@ class PatchSampler:
             crop = im[y : y + p, x : x + p]
             crop = np.rot90(crop, self.rng.integers(4))
             out[k] = crop[:, ::-1] if self.rng.integers(2) else crop
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
+        return torch.from_numpy(out)
 
 
 def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Noisy copy of clean (B, 3, P, P), drawn with gen on gen's device (clean must be there too)."""
     b = clean.shape[0]
-    sigma = torch.rand(b, generator=gen) * noise.SIGMA_MAX
+    sigma = torch.rand(b, generator=gen, device=gen.device) * noise.SIGMA_MAX
     noisy = noise.gaussian(clean, sigma, gen)
-    cam = torch.rand(b, generator=gen) < CAMERA_SHARE
+    cam = torch.rand(b, generator=gen, device=gen.device) < CAMERA_SHARE
     if cam.any():
         noisy[cam] = noise.camera(clean[cam], gen)
     return noisy
@@ -147,8 +150,10 @@ def _val_pairs(images: list[np.ndarray], sigma: float, seed: int):
 def validate(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, seed: int = 0) -> dict:
     """AutoTune PSNR and each level's PSNR on Gaussian noise at σ, whole images, fixed seed."""
     model.eval()
+    device = next(model.parameters()).device
     auto, levels = [], []
     for clean, noisy in _val_pairs(images, sigma, seed):
+        clean, noisy = clean.to(device), noisy.to(device)
         bases, coeffs = model(noisy)
         out = noisy + (coeffs[:, :, None, None, None] * bases).sum(1)
         auto.append(_psnr(out, clean))
@@ -161,7 +166,9 @@ def validate(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, 
 def validate_plain(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_SIGMA, seed: int = 0) -> dict:
     """--plain: PSNR of noisy + the blind residual, same noise as `validate`."""
     model.eval()
-    out = [_psnr(noisy + plain_residual(model, noisy), clean) for clean, noisy in _val_pairs(images, sigma, seed)]
+    device = next(model.parameters()).device
+    out = [_psnr(noisy + plain_residual(model, noisy), clean)
+           for clean, noisy in ((c.to(device), n.to(device)) for c, n in _val_pairs(images, sigma, seed))]
     model.train()
     return {"psnr_plain": float(np.mean(out))}
 
@@ -184,7 +191,7 @@ def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.ran
         y, x = rng.integers(im.shape[0] - side + 1), rng.integers(im.shape[1] - side + 1)
         crop = np.ascontiguousarray(np.rot90(im[y : y + side, x : x + side], rng.integers(4)))
         clean = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, s, s)
-        noisy = make_noisy(clean, gen)
+        noisy = make_noisy(clean.to(gen.device), gen).cpu()
         raw, f = model.raw_maps(noisy.to(device).contiguous(memory_format=torch.channels_last))
         raw = raw.reshape(1, l, -1).cpu()  # (1, L, M)
         covs.append(nd.covariance(torch.cat([raw, noisy.reshape(1, 1, -1)], dim=1))[0])
@@ -255,6 +262,49 @@ def fit_heads(model: RCDNet, stats: dict, steps: int, lr: float, batch: int, see
     return history
 
 
+def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, device: torch.device,
+               args, warmup: bool) -> torch.Tensor:
+    """One optimiser step on a fresh batch; returns the blend loss (a 0-d tensor on the device)."""
+    u8 = sampler.batch_u8(args.batch)  # (B, P, P, 3) uint8
+    if device.type == "cuda":
+        u8 = u8.pin_memory().to(device, non_blocking=True)
+    clean = u8.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
+    noisy = make_noisy(clean, gen)
+    if args.plain:
+        loss, blend_loss = plain_loss_fn(model, clean, noisy)
+    else:
+        loss, blend_loss = loss_fn(model, clean, noisy, warmup=warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    # The total norm is NaN or inf when any gradient is: one check (one device sync), not one per tensor.
+    total_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    if torch.isfinite(total_norm):
+        opt.step()
+    return blend_loss
+
+
+def fit_steps_to_budget(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, device: torch.device,
+                        args) -> int:
+    """--budget-s: time BUDGET_PROBE steps on a copy of the model, then return the step count that
+    fills the budget (validation included). The copy and its optimiser are thrown away, so the
+    real run starts from the same weights and follows the schedule as if --steps had been given."""
+    probe_model = RCDNet(model.cfg).to(device).to(memory_format=torch.channels_last)
+    probe_model.load_state_dict(model.state_dict())
+    probe_opt = torch.optim.Adam(probe_model.parameters(), lr=opt.param_groups[0]["lr"] / 25.0)
+    probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    probe_sampler = PatchSampler(sampler.images, sampler.patch, np.random.default_rng(args.seed + 1))
+    times = []
+    for _ in range(BUDGET_PROBE):
+        t0 = time.perf_counter()
+        float(train_step(probe_model, probe_opt, probe_sampler, probe_gen, device, args, warmup=True))
+        times.append(time.perf_counter() - t0)
+    per_step = float(np.median(times[BUDGET_PROBE // 2 :]))  # the first steps pick kernels; skip them
+    val_share = 0.05  # validation runs and checkpoints: a few per cent of a run, kept back
+    steps = max(1, int(args.budget_s * (1.0 - val_share) / per_step))
+    print(f"--budget-s {args.budget_s:g}: {per_step * 1000:.1f} ms per step → {steps} steps")
+    return steps
+
+
 def _psnr(est, clean):
     mse = F.mse_loss(est.clamp(0, 1) * 255.0, clean * 255.0).item()
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
@@ -286,6 +336,8 @@ def main(argv=None):
                     help="pre-train the backbone as a blind denoiser (top level's map as the residual; "
                          "no ND, ~3× faster per step); then train the RCD model from it with --init")
     ap.add_argument("--head-samples", type=int, default=HEAD_SAMPLES, help="crops for --heads-only")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="train for about this many seconds: --steps is set from the speed of a short probe")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -298,7 +350,11 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    # Noise is drawn where the model runs: on a GPU, drawing it on the CPU and copying it over
+    # would cost more than the step. (A CPU run draws exactly what it drew before.)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shape: pick the fastest conv kernels once
 
     train_images = []
     for d in args.data.split(","):
@@ -327,6 +383,8 @@ def main(argv=None):
         return heads_only(model, args, init_meta, train_images, val_images, rng, gen, device)
     lr = args.lr if args.lr is not None else LEARNING_RATE[args.preset]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if args.budget_s:
+        args.steps = fit_steps_to_budget(model, opt, sampler, gen, device, args)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps, pct_start=0.02,
                                                 final_div_factor=100.0)
     out = Path(args.out)
@@ -352,17 +410,7 @@ def main(argv=None):
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.preset}", dynamic_ncols=True)
     running = None
     while step < args.steps:
-        clean = sampler.batch(args.batch).to(device)
-        noisy = make_noisy(clean, gen).to(device)
-        if args.plain:
-            loss, blend_loss = plain_loss_fn(model, clean, noisy)
-        else:
-            loss, blend_loss = loss_fn(model, clean, noisy, warmup=step < args.warmup * args.steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        if all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None):
-            opt.step()
+        blend_loss = train_step(model, opt, sampler, gen, device, args, warmup=step < args.warmup * args.steps)
         sched.step()
         step += 1
         running = blend_loss.item() if running is None else 0.98 * running + 0.02 * blend_loss.item()

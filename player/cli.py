@@ -25,6 +25,16 @@ def _size(s: str) -> tuple[int, int]:
     return w, h
 
 
+def _positive(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
+    return v
+
+
 def _terminate(signum, frame):
     """SIGTERM ends playback like Ctrl-C: threads joined, recording finished, stats written."""
     raise KeyboardInterrupt
@@ -55,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stats-json", metavar="FILE", help="write playback statistics to FILE at exit")
     ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots go (default: .)")
     ap.add_argument("--demo-size", type=_size, default=(1280, 720), metavar="WxH", help="size of the demo source (default 1280x720)")
+    ap.add_argument("--demo-fps", type=_positive, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
     ap.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default: torch's choice)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
@@ -103,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                        mode=args.mode, cache_mb=args.cache_mb, start=args.start,
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
-                       screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, audio=not args.no_audio,
+                       screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, demo_fps=args.demo_fps,
+                       audio=not args.no_audio,
                        threads=args.threads, record=args.record, force=args.force)
     if args.stats_json:
         try:

@@ -3,6 +3,7 @@ its controls (strength, character, luma/chroma), odd sizes, checkpoints, and smo
 evaluate and bench commands. Whole file: well under a minute on two busy cores."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -42,9 +43,15 @@ def models() -> dict[str, RCDNet]:
     return {name: RCDNet(PRESETS[name]).eval() for name in PRESET_NAMES}
 
 
-@pytest.fixture(scope="module")
-def denoisers(models) -> dict[str, Denoiser]:
-    return {name: Denoiser(m, "cpu") for name, m in models.items()}
+# The product's checks run on every device the machine has: CUDA (float16 backbone, bases kept on
+# the GPU) only where torch sees one -- never in CI; `scripts/gpu_check.sh` runs them on a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def denoisers(models, request) -> dict[str, Denoiser]:
+    # a copy: Denoiser moves its model to the device, and `models` stays on the CPU
+    return {name: Denoiser(copy.deepcopy(m), request.param) for name, m in models.items()}
 
 
 def textured(h: int, w: int, seed: int = 0, lo: float = 30.0, hi: float = 225.0) -> np.ndarray:
@@ -73,9 +80,9 @@ def chroma(r: torch.Tensor) -> torch.Tensor:
 
 
 def frame_maps(den: Denoiser, rgb: np.ndarray):
-    """(bases, noisy (3, H, W), maps (L, 3, H, W)) in 8-bit units."""
+    """(bases, noisy (3, H, W), maps (L, 3, H, W)) in 8-bit units, on the CPU."""
     bases = den.infer(rgb)
-    return bases, den.noisy(bases), den.maps(bases)
+    return bases, den.noisy(bases).cpu(), den.maps(bases).cpu()
 
 
 def measured(noisy, maps, c_luma, c_chroma=None) -> float:
@@ -271,9 +278,9 @@ def _check_size(model, den, h, w):
     assert fwd_bases.shape == (1, l, 3, h, w) and fwd_bases.dtype == torch.float32
     assert torch.isfinite(fwd_bases).all() and torch.isfinite(coeffs).all()
     bases = den.infer(rgb)
-    maps = den.maps(bases)
+    maps = den.maps(bases).cpu()
     assert maps.shape == (l, 3, h, w) and torch.isfinite(maps).all()
-    assert torch.equal(den.noisy(bases), torch.from_numpy(rgb).permute(2, 0, 1).float())
+    assert torch.equal(den.noisy(bases).cpu(), torch.from_numpy(rgb).permute(2, 0, 1).float())
     for mix in (compose.Mix(), compose.Mix(strength=25.0, character=-0.5, luma=0.8, chroma=1.2)):
         out = den.blend(bases, mix)
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
