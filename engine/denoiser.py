@@ -18,6 +18,7 @@ blend reads by 2–3× — it is what makes every-frame blending and a deep rend
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 import time
@@ -93,7 +94,11 @@ class Denoiser:
         keep_freed_memory()
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, precision)
-        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        # Per-frame statistics (covariance → Router, ND, AutoTune) are a few float64 L×L matrices:
+        # they run on the CPU whatever the device, so the heads need a CPU copy beside a GPU backbone.
+        model = model.eval()
+        self._stats_model = model if self.device.type == "cpu" else copy.deepcopy(model).cpu()
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -143,7 +148,7 @@ class Denoiser:
         backbone_ms = (time.perf_counter() - t0) * 1000.0
         cov = self._covariance(x, h, w, hp, wp)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
         sigma = estimate_noise_sigma(frame[None, :h, :w, 1]).cpu()  # (1,) 8-bit units
-        t, auto = self.model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
+        t, auto = self._stats_model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
         return Bases(x=x, transform=t[0].cpu(), auto=auto[0].double().cpu(), levels=self.levels,
                      size=(h, w), padded=(hp, wp), sigma_est=float(sigma[0]), backbone_ms=backbone_ms)
 
