@@ -280,7 +280,7 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     total_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
     if torch.isfinite(total_norm):
         opt.step()
-    return blend_loss
+    return blend_loss.detach()
 
 
 def fit_steps_to_budget(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, device: torch.device,

@@ -175,6 +175,15 @@ def test_demo_source_plays_with_live_psnr(tmp_path, weights):
     assert p.psnr_original is not None and p.psnr_tuned is not None
 
 
+def test_demo_source_runs_at_the_requested_frame_rate(tmp_path, weights):
+    p, shown, stats = play(tmp_path, weights, None, duration=0.5, demo_size=(96, 64), demo_fps=60.0)
+    assert p.info.fps == pytest.approx(60.0)
+    pts = np.array([s.pts for s in shown])
+    assert len(pts) >= 5
+    assert np.allclose(pts * 60.0, np.round(pts * 60.0), atol=1e-6), "presentation times off the 1/60 s grid"
+    assert np.diff(pts).min() == pytest.approx(1 / 60.0)
+
+
 def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
     def slow(p):
         infer = p.denoiser.infer
