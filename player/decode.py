@@ -169,7 +169,7 @@ class DemoFeed:
             index += 1
 
     def close(self) -> None:
-        pass
+        self.demo.close()  # ends its band threads
 
 
 def _as_stereo(pcm: np.ndarray) -> np.ndarray:

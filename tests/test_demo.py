@@ -195,3 +195,24 @@ def test_audio_loops_with_video_and_flash_matches_beep(small):
 
 
 # ------------------------------------------------------------------ speed (lenient: CI machines vary)
+
+
+def test_banded_threads_give_the_single_thread_frame(monkeypatch):
+    """The noisy frame is made in row bands on a thread pool; the object and the slate (which cross
+    band edges) must come out exactly as on one thread, and close() must end the pool."""
+    from player import demo
+
+    a = DemoSource(960, 540, fps=60.0, duration=2.0, seed=5)
+    monkeypatch.setattr(demo, "BAND_THREADS", 2)
+    monkeypatch.setattr(demo, "THREADS_ABOVE", 0)
+    threaded = [a.frame(i) for i in (0, 31, 77)]
+    workers = list(a._pool._threads)
+    assert workers and all(t.is_alive() and t.name.startswith("demo-noise") for t in workers)
+    a.close()
+    assert not any(t.is_alive() for t in workers)
+    monkeypatch.setattr(demo, "BAND_THREADS", 1)
+    b = DemoSource(960, 540, fps=60.0, duration=2.0, seed=5)
+    for (n1, c1), i in zip(threaded, (0, 31, 77)):
+        n2, c2 = b.frame(i)
+        assert np.array_equal(c1, c2) and np.array_equal(n1, n2)
+    assert b._pool is None

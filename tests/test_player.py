@@ -208,10 +208,14 @@ def test_render_cache_makes_a_loop_replay_without_inference(tmp_path, weights, c
     assert len(shown) > 2 * section
 
 
-def test_shutdown_leaves_no_thread_running(tmp_path, weights, clip):
-    play(tmp_path, weights, clip, duration=0.5)
+@pytest.mark.parametrize("source", ["file", "demo"])
+def test_shutdown_leaves_no_thread_running(tmp_path, weights, clip, source):
+    before = set(threading.enumerate())
+    play(tmp_path, weights, clip if source == "file" else None, duration=0.5,
+         **({"demo_size": (960, 540)} if source == "demo" else {}))
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     alive = {t.name for t in threading.enumerate()} & PLAYER_THREADS
-    assert not alive, f"threads left behind: {alive}"
+    assert not alive and not left, f"threads left behind: {alive or [t.name for t in left]}"
 
 
 def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, make_clip):
