@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from engine.synthetic import dead_leaves
+
 __all__ = ["DemoSource", "SHOT", "READ", "CHANNEL_CORR", "GAIN_MAX", "COLORCHECKER_SRGB"]
 
 # ---------------------------------------------------------------- noise model (x in [0, 1])
@@ -129,50 +131,6 @@ def _draw_text(region: np.ndarray, lines, fill, size, x: int = 0, y: int = 0, sp
 
 
 # ---------------------------------------------------------------- chart elements (uint8 (h, w, 3))
-def _dead_leaves(h: int, w: int, rng: np.random.Generator, ss: int = 2) -> np.ndarray:
-    """Dead-leaves texture: overlapping discs, radii ∝ r^-3 (scale invariant), random grey/colour.
-
-    Vectorised: the top disc of every pixel is found on a 2x supersampled grid with one
-    ``np.maximum.at`` per radius (disc j lies above all discs < j), then box-filtered down, which
-    anti-aliases the edges.
-    """
-    if h < 4 or w < 4:
-        return np.full((h, w, 3), BACKGROUND, np.uint8)
-    rmin = 1.5
-    rmax = max(rmin + 0.5, min(h, w) / 5.0)
-    # density p(r) ∝ r^-3 on [rmin, rmax] by inverse CDF; the mean area sets the count (~4x coverage)
-    e_r2 = 2.0 * math.log(rmax / rmin) / (rmin ** -2 - rmax ** -2)
-    n = int(min(500_000, math.ceil(4.0 * h * w / (math.pi * e_r2))))
-    u = rng.random(n)
-    r = (rmin ** -2 - u * (rmin ** -2 - rmax ** -2)) ** -0.5
-    cy = rng.uniform(-r, h - 1 + r)
-    cx = rng.uniform(-r, w - 1 + r)
-    grey = rng.uniform(0.06, 0.94, n)
-    chroma = rng.uniform(-1.0, 1.0, (n, 3)) * rng.uniform(0.0, 0.35, (n, 1))
-    chroma *= rng.random((n, 1)) < 0.6  # 40 % pure greys
-    col = np.clip(grey[:, None] + chroma, 0.0, 1.0) * 255.0
-    hs, ws = h * ss, w * ss
-    qy = np.rint(ss * cy + (ss - 1) / 2).astype(np.int64)  # centres on the supersampled grid
-    qx = np.rint(ss * cx + (ss - 1) / 2).astype(np.int64)
-    rs = np.maximum(1, np.rint(ss * r)).astype(np.int64)
-    top = np.zeros(hs * ws, np.int32)  # 0: background, j + 1: disc j
-    order = np.argsort(rs, kind="stable")
-    for grp in np.split(order, np.flatnonzero(np.diff(rs[order])) + 1):
-        R = int(rs[grp[0]])
-        o = np.arange(-R, R + 1)
-        dy, dx = np.meshgrid(o, o, indexing="ij")
-        inside = dy * dy + dx * dx <= R * R + R // 2
-        dy, dx = dy[inside], dx[inside]
-        ys = qy[grp, None] + dy[None, :]
-        xs = qx[grp, None] + dx[None, :]
-        ok = (ys >= 0) & (ys < hs) & (xs >= 0) & (xs < ws)
-        val = np.broadcast_to((grp + 1).astype(np.int32)[:, None], ok.shape)
-        np.maximum.at(top, (ys * ws + xs)[ok], val[ok])
-    lut = np.vstack([np.full((1, 3), float(BACKGROUND)), col]).astype(np.float32)
-    img = lut[top].reshape(h, ss, w, ss, 3).mean(axis=(1, 3))
-    return np.rint(img).astype(np.uint8)
-
-
 def _color_checker(h: int, w: int) -> np.ndarray:
     out = np.full((h, w, 3), 24, np.uint8)  # the chart's black surround
     gap = max(1, int(round(min(h / 4, w / 6) * 0.12)))
@@ -421,7 +379,7 @@ class DemoSource:
                 canvas[y0:y1, x0:x1] = img_fn(y1 - y0, x1 - x0)
 
         lines = [s.format(w=self.width, h=self.height, fps=self.fps, seed=self.seed) for s in _TEXT_LINES]
-        place(rect(0.02, 0.03, 0.40, 0.60), lambda h, w: _dead_leaves(h, w, rng))
+        place(rect(0.02, 0.03, 0.40, 0.60), lambda h, w: dead_leaves(h, w, rng, background=BACKGROUND))
         place(rect(0.42, 0.03, 0.72, 0.40), _color_checker)
         place(rect(0.74, 0.03, 0.98, 0.40), lambda h, w: _text_panel(h, w, lines))
         place(rect(0.42, 0.43, 0.98, 0.52), _grey_steps)
