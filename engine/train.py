@@ -340,7 +340,8 @@ def main(argv=None):
                          "no ND, ~3× faster per step); then train the RCD model from it with --init")
     ap.add_argument("--head-samples", type=int, default=HEAD_SAMPLES, help="crops for --heads-only")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="train for about this many seconds: --steps is set from the speed of a short probe")
+                    help="train for about this many seconds: --steps is set from the speed of a short probe "
+                         "(fixed then: other work on the same CPU makes the run longer)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--synthetic", type=float, default=0.0, metavar="SHARE",
                     help="share of training images that are generated charts (engine/synthetic.py: dead "
