@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--script", metavar="FILE", help="lines 'TIME COMMAND' applied when playback reaches TIME seconds")
     ap.add_argument("--stats-json", metavar="FILE", help="write playback statistics to FILE at exit")
     ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots go (default: .)")
-    ap.add_argument("--demo-size", type=_size, default=(1280, 720), metavar="WxH", help="size of the demo source (default 1280x720)")
+    ap.add_argument("--demo-size", type=_size, default=None, metavar="WxH",
+                    help="size of the demo source (default: 1280x720, or 960x540 / 640x360 where the model "
+                         "is too slow for 1280x720 at the demo's frame rate)")
     ap.add_argument("--demo-fps", type=_positive, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
     ap.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default: torch's choice)")

@@ -35,7 +35,7 @@ from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
 from player.frames import Presented
 from player.queues import ClosableQueue
-from player.worker import BackboneWorker
+from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size
 
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
 AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
@@ -66,7 +66,7 @@ class PlayerConfig:
     script: str | None = None
     stats_json: str | None = None
     screenshot_dir: str = "."
-    demo_size: tuple[int, int] = (1280, 720)
+    demo_size: tuple[int, int] | None = None  # None: the largest of DEMO_SIZES that plays live here
     demo_fps: float = 30.0
     audio: bool = True
     threads: int = 0
@@ -173,17 +173,10 @@ class Player:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
 
-        # Source.
-        if cfg.input is None:
-            from player.demo import DemoSource
-
-            w, h = cfg.demo_size
-            self.demo = DemoSource(width=w, height=h, fps=cfg.demo_fps)
-            self.source = DemoFeed(self.demo)
-        else:
-            self.demo = None
+        # Source (a file is opened first: a bad path is reported before the model loads).
+        self.demo = None
+        if cfg.input is not None:
             self.source = FileSource(cfg.input)
-        self.info = self.source.info
 
         # Model.
         try:
@@ -193,6 +186,14 @@ class Player:
         except RuntimeError as e:  # e.g. --device cuda without CUDA
             raise PlayerError(str(e).splitlines()[0]) from None
         self.levels = self.denoiser.levels
+
+        if cfg.input is None:  # the demo's size may depend on how fast the model runs here
+            from player.demo import DemoSource
+
+            w, h = cfg.demo_size or self._pick_demo_size(cfg.demo_fps)
+            self.demo = DemoSource(width=w, height=h, fps=cfg.demo_fps)
+            self.source = DemoFeed(self.demo)
+        self.info = self.source.info
 
         # State owned by the main thread (the compositor reads `controls`, `paused`, `loop`).
         self.controls = ctl.Controls(level=1)
@@ -291,6 +292,14 @@ class Player:
             return NullWindow(self.info.width, self.info.height)
 
     # ---- hooks for the threads -----------------------------------------------------------------
+    def _pick_demo_size(self, fps: float) -> tuple[int, int]:
+        size, ms = pick_demo_size(self.denoiser, fps)
+        if size != DEMO_SIZES[0]:
+            w, h = DEMO_SIZES[0]
+            self.notice(f"demo at {size[0]}×{size[1]}: a {w}×{h} frame takes {ms:.0f} ms here, over the "
+                        f"{1000.0 / fps:.0f} ms between frames (--demo-size WxH to choose)")
+        return size
+
     def notice(self, text: str) -> None:
         """A one-line notice: printed once and shown on the OSD."""
         self.notices.append(text)

@@ -33,6 +33,7 @@ from player.record import RecordError
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+DEMO_RENDER_SIZE = (1280, 720)  # an offline render of the demo has no frame budget: the full size
 
 
 def _warn(text: str) -> None:
@@ -126,7 +127,7 @@ def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps
 def render(input_path: str | None, out: str, *, track_path: str | None = None, preset: str | None = None,
            strength: float | None = None, weights: str | None = None, device: str | None = None,
            precision: str | None = None, force: bool = False, threads: int = 0,
-           demo_size=(1280, 720), demo_fps: float = 30.0, progress: bool | None = None) -> dict:
+           demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None) -> dict:
     """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
     import torch
 
@@ -287,7 +288,7 @@ def main(args) -> int:
     try:
         summary = render(args.input, args.render, track_path=args.track, preset=args.preset, strength=args.strength,
                          weights=args.weights, device=args.device, precision=args.precision, force=args.force,
-                         threads=args.threads, demo_size=args.demo_size)
+                         threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE)
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections import OrderedDict
+
+import numpy as np
 
 from player.decode import EndOfStream
 from player.frames import Prepared, VideoFrame
@@ -23,10 +26,46 @@ from player.queues import Closed, ClosableQueue
 
 EARLY_DROP_S = 0.020  # drop before inference when the frame's display time passed this long ago
 LIVE_READY_FRAMES = 3  # prepared frames queued in live mode: enough to hide jitter, little latency
-AUTO_PROBE_FRAMES = 6  # frames timed before `auto` decides
+AUTO_PROBE_FRAMES = 12  # frames timed before `auto` first decides (a median: one slow frame does not decide)
+# After that `auto` keeps watching, over the median of a window that grows to this many frames: a
+# sustained slowdown still moves playback to the cache, a few slow frames in a row do not (with a
+# fixed 12-frame window, one of the ~300 windows of a 10 s run was enough to switch).
+AUTO_WATCH_FRAMES = 60
+# Inferences left out of `auto`'s timing: the first ones allocate and fault in every buffer
+# (measured, live model at 640×360 in the player: 97, 48, 46 ms, then 24–29 ms). Counting them
+# sent a run that plays at 29.7 fps live to the render cache, where it played at 20–25 fps.
+AUTO_WARMUP_FRAMES = 3
 PREDICT_FRAMES = 9  # recent backbone timings whose median predicts the next one
-AUTO_HEADROOM = 0.85  # live only if the backbone needs under this share of a frame interval
+# live only if the backbone needs under this share of a frame interval. Live mode shows this share
+# of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷ interval): 0.82 → 99 %,
+# 0.77 → 96 %, 1.0 → 77 %. At 0.85 the 640×360 demo, whose 12-frame medians spread over 0.72–0.87,
+# went either way from run to run.
+AUTO_HEADROOM = 0.9
+# The built-in demo's size when none is given: the largest of these whose frames this machine
+# denoises and blends within AUTO_HEADROOM of a frame interval, else the smallest. Measured on a
+# 2-core CPU with the live model (inference + blend): 83, 48 and 27 ms at these sizes, so it
+# plays 640×360 live at 29.7 fps where 1280×720 fell back to the render cache at 9 fps.
+DEMO_SIZES = ((1280, 720), (960, 540), (640, 360))
+DEMO_PROBE_RUNS = 3  # per size: the first allocates its buffers; the fastest of the others counts
 CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
+
+
+def pick_demo_size(denoiser, fps: float) -> tuple[tuple[int, int], float]:
+    """(size, ms of one inference + blend at the largest size tried) for the demo source."""
+    budget_ms = AUTO_HEADROOM * 1000.0 / fps
+    first_ms = None
+    for w, h in DEMO_SIZES:
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        runs = []
+        for _ in range(DEMO_PROBE_RUNS):
+            t0 = time.perf_counter()
+            denoiser.blend(denoiser.infer(frame))
+            runs.append((time.perf_counter() - t0) * 1000.0)
+        ms = min(runs[1:])
+        first_ms = ms if first_ms is None else first_ms
+        if ms <= budget_ms:
+            return (w, h), first_ms
+    return DEMO_SIZES[-1], first_ms
 
 
 class RenderCache:
@@ -122,12 +161,14 @@ class BackboneWorker(threading.Thread):
         return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
     def _decide_mode(self) -> None:
-        if self.requested_mode != "auto" or self.mode == "cache" or len(self.backbone_ms) < AUTO_PROBE_FRAMES:
+        timed = len(self.backbone_ms) - AUTO_WARMUP_FRAMES
+        if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
             return
         interval_ms = 1000.0 / self.player.info.fps
-        if statistics.median(self.backbone_ms[-AUTO_PROBE_FRAMES:]) > AUTO_HEADROOM * interval_ms:
+        typical = statistics.median(self.backbone_ms[-min(timed, AUTO_WATCH_FRAMES):])
+        if typical > AUTO_HEADROOM * interval_ms:
             self.mode = "cache"
-            self.player.notice(f"backbone slower than real time ({statistics.median(self.backbone_ms[-AUTO_PROBE_FRAMES:]):.0f} ms/frame): render-cache mode")
+            self.player.notice(f"backbone slower than real time ({typical:.0f} ms/frame): render-cache mode")
 
     def _size_ready_queue(self, bases) -> None:
         if self.mode == "cache" and not self._cache_frames_set:

@@ -175,6 +175,19 @@ def test_demo_source_plays_with_live_psnr(tmp_path, weights):
     assert p.psnr_original is not None and p.psnr_tuned is not None
 
 
+def test_demo_without_a_size_is_sized_for_this_machine_and_says_so(tmp_path, weights):
+    from player.worker import DEMO_SIZES
+
+    p, shown, _ = play(tmp_path, weights, None, duration=0.3)
+    size = (p.info.width, p.info.height)
+    assert size in DEMO_SIZES and shown[0].original.shape == (size[1], size[0], 3)
+    said = [n for n in p.notices if n.startswith("demo at")]
+    if size == DEMO_SIZES[0]:
+        assert not said
+    else:  # a smaller demo is announced, with the way to choose another size
+        assert len(said) == 1 and said[0].startswith(f"demo at {size[0]}×{size[1]}:") and "--demo-size" in said[0]
+
+
 def test_demo_source_runs_at_the_requested_frame_rate(tmp_path, weights):
     p, shown, stats = play(tmp_path, weights, None, duration=0.5, demo_size=(96, 64), demo_fps=60.0)
     assert p.info.fps == pytest.approx(60.0)
@@ -198,6 +211,46 @@ def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
     assert stats["audio_underflows"] == 0
     assert stats["frames_dropped_early"] > 0
     assert stats["frames_presented"] >= 5
+
+
+@pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
+def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
+    """`auto` goes by the backbone's steady speed: three slow first inferences (buffers being
+    allocated) do not send a fast backbone to the render cache, a slow one still goes there."""
+    def timed(p):
+        infer, calls = p.denoiser.infer, []
+
+        def scripted(rgb):
+            bases = infer(rgb)
+            calls.append(rgb)
+            bases.backbone_ms = 200.0 if len(calls) <= 3 else steady_ms  # the worker's measurement
+            return bases
+
+        p.denoiser.infer = scripted
+
+    _, shown, stats = play(tmp_path, weights, clip, duration=1.5, setup=timed)
+    assert stats["mode"] == want
+    assert len(shown) > 10
+
+
+@pytest.mark.parametrize("ms_at_720p, want", [(10.0, (1280, 720)), (40.0, (960, 540)), (60.0, (640, 360)),
+                                               (500.0, (640, 360))])
+def test_demo_size_is_the_largest_that_plays_live(ms_at_720p, want):
+    """With no --demo-size the demo is as large as this machine denoises in real time (30 fps:
+    inference + blend within AUTO_HEADROOM of 33 ms), and never smaller than the last size."""
+    from player.worker import pick_demo_size
+
+    class Timed:  # inference time in proportion to the pixels, as for the real backbone
+        def infer(self, rgb):
+            time.sleep(ms_at_720p / 1000.0 * rgb.shape[0] * rgb.shape[1] / (1280 * 720))
+            return rgb
+
+        def blend(self, bases):
+            return bases
+
+    size, first_ms = pick_demo_size(Timed(), 30.0)
+    assert size == want
+    assert ms_at_720p <= first_ms < ms_at_720p + 15.0  # reported: the time at the largest size
 
 
 def test_render_cache_makes_a_loop_replay_without_inference(tmp_path, weights, clip):
