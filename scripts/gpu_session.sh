@@ -50,12 +50,15 @@ if [ "$T" -gt 60 ] && [ -d .dev/data/train ]; then
   # and copied to $OUT as they appear, so a run cut off by the time limit still returns its last one.
   mkdir -p /tmp/tr; (while sleep 5; do cp -f /tmp/tr/*.pt "$OUT"/ 2>/dev/null; done) &
   echo "== train: plain pre-training continued ${PLAIN} s, then RCD ${RCD} s [$(left) s left]"
+  # --synthetic 0.15: generated chart images beside the photographs, as for the session-8 live file
+  # (weights/README.md); making them costs ~20 s of CPU per command, before the budget's probe.
   python3 -m engine.train --preset quality --plain --init .dev/data/stage1.pt --data $D --val $V \
-    --out /tmp/tr/gpu_plain.pt --budget-s $PLAIN --batch 64 --patch 128 --val-every 2000 > "$OUT/train_plain.log" 2>&1
+    --out /tmp/tr/gpu_plain.pt --budget-s $PLAIN --batch 64 --patch 128 --val-every 2000 --synthetic 0.15 \
+    > "$OUT/train_plain.log" 2>&1
   tr '\r' '\n' < "$OUT/train_plain.log" | grep -a -E "^(step|--budget|\{|error|Traceback)|Error" | tail -12
   python3 -m engine.train --preset quality --init /tmp/tr/gpu_plain.pt --data $D --val $V \
     --out /tmp/tr/gpu_rcd.pt --budget-s $RCD --batch 64 --patch 128 --lr 3e-4 --warmup 0.2 --val-every 1000 \
-    > "$OUT/train_rcd.log" 2>&1
+    --synthetic 0.15 > "$OUT/train_rcd.log" 2>&1
   tr '\r' '\n' < "$OUT/train_rcd.log" | grep -a -E "^(step|--budget|\{|error|Traceback)|Error" | tail -12
 fi
 cp -f /tmp/tr/*.pt "$OUT"/ 2>/dev/null
