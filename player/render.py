@@ -29,11 +29,12 @@ from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
 from player.record import RecordError
+from player.worker import DEMO_SIZES
 
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-DEMO_RENDER_SIZE = (1280, 720)  # an offline render of the demo has no frame budget: the full size
+DEMO_RENDER_SIZE = DEMO_SIZES[0]  # an offline render of the demo has no frame budget: the full size
 
 
 def _warn(text: str) -> None:

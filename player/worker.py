@@ -54,22 +54,26 @@ DEMO_PROBE_RUNS = 3  # per size: the first allocates its buffers; the fastest of
 CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
 
 
+def _frame_ms(denoiser, w: int, h: int) -> float:
+    """ms of one inference + blend of a w×h frame: the fastest of DEMO_PROBE_RUNS after the first."""
+    frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    runs = []
+    for _ in range(DEMO_PROBE_RUNS):
+        t0 = time.perf_counter()
+        denoiser.blend(denoiser.infer(frame))
+        runs.append((time.perf_counter() - t0) * 1000.0)
+    return min(runs[1:])
+
+
 def pick_demo_size(denoiser, fps: float) -> tuple[tuple[int, int], float]:
-    """(size, ms of one inference + blend at the largest size tried) for the demo source."""
+    """(size, ms of one inference + blend at the largest size) for the demo source."""
     budget_ms = AUTO_HEADROOM * 1000.0 / fps
-    first_ms = None
-    for w, h in DEMO_SIZES:
-        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        runs = []
-        for _ in range(DEMO_PROBE_RUNS):
-            t0 = time.perf_counter()
-            denoiser.blend(denoiser.infer(frame))
-            runs.append((time.perf_counter() - t0) * 1000.0)
-        ms = min(runs[1:])
-        first_ms = ms if first_ms is None else first_ms
-        if ms <= budget_ms:
-            return (w, h), first_ms
-    return DEMO_SIZES[-1], first_ms
+    timings = []
+    for size in DEMO_SIZES:
+        timings.append(_frame_ms(denoiser, *size))
+        if timings[-1] <= budget_ms:
+            return size, timings[0]
+    return DEMO_SIZES[-1], timings[0]
 
 
 class RenderCache:
