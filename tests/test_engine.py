@@ -20,7 +20,7 @@ from engine import bench, checkpoint, compose
 from engine import decorrelate as nd
 from engine import evaluate as ev
 from engine.denoiser import Denoiser
-from engine.model import PRESETS, RCDNet, param_count
+from engine.model import PRESETS, RCDNet, estimate_noise_sigma, param_count
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET_NAMES = ("live", "quality")
@@ -103,6 +103,30 @@ def test_nd_offdiag_correlation_below_0p01_with_random_weights(models, denoisers
     assert nd.offdiag_corr_max(maps[None]) <= 0.01
     stds = maps.reshape(maps.shape[0], -1).double().std(dim=1)
     assert torch.allclose(stds, torch.tensor(PRESETS[preset].levels, dtype=torch.float64), rtol=1e-3)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (50, 70), (18, 34)])
+def test_factored_statistics_equal_the_materialised_maps_statistics(models, size):
+    """The player's ND and AutoTune read statistics off [d | 1]ᵀ·X (padding columns subtracted);
+    with live Router and AutoTune layers they must give what the maps themselves give."""
+    model = copy.deepcopy(models["live"])
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # random heads: the transform and the coefficients depend on every statistic
+        for fc in (model.router.fc, model.autotune.fc):
+            fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
+    den = Denoiser(copy.deepcopy(model), "cpu")
+    rgb = textured(*size, seed=7, lo=0, hi=255)
+    bases = den.infer(rgb)
+    x = as_input(rgb).double()
+    with torch.no_grad():
+        raw, feats = model.raw_maps(x.float())  # (1, L, 3, H, W)
+        stacked = torch.cat([raw.double().flatten(2), x.reshape(1, 1, -1)], dim=1)  # (1, L+1, M)
+        sigma = estimate_noise_sigma(x[:, 1].float() * 255.0)
+        t_ref, auto_ref = model.transform_and_autotune(nd.covariance(stacked), feats, sigma=sigma)
+    assert bases.sigma_est == pytest.approx(float(sigma[0]), abs=1e-6)
+    assert torch.allclose(bases.transform, t_ref[0], rtol=1e-4, atol=1e-6 * float(t_ref.abs().max()))
+    assert torch.allclose(bases.auto, auto_ref[0].double(), atol=1e-5)
+    assert float(bases.auto.max() - bases.auto.min()) > 0.01  # the heads did react to the statistics
 
 
 @pytest.mark.parametrize("num_levels", [5, 8, 12])
@@ -522,6 +546,22 @@ def test_noise_estimate_reads_gaussian_noise_within_5_percent(sigma):
         flat = 128.0 + sigma * torch.randn(2, h, w, generator=gen)
         est = estimate_noise_sigma(flat)
         assert est.shape == (2,) and torch.allclose(est, torch.tensor(sigma), rtol=0.05), (h, w, est)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (7, 9), (96, 96), (721, 1281)])
+def test_noise_estimate_of_uint8_planes_equals_the_float_path(size):
+    """The player's frames take the histogram median; it must be the sort's median exactly."""
+    from engine.model import estimate_noise_sigma
+
+    rng = np.random.default_rng(size[0])
+    ramp = np.linspace(0, 200, size[1])[None, None, :]
+    planes = np.clip(np.round(ramp + rng.normal(0, 12, (3,) + size)), 0, 255).astype(np.uint8)  # (3, H, W)
+    planes[2] = 77  # a flat plane: median 0
+    u8 = estimate_noise_sigma(torch.from_numpy(planes))
+    f32 = estimate_noise_sigma(torch.from_numpy(planes).float())
+    assert u8.dtype == torch.float32 and u8.shape == (3,)
+    assert torch.equal(u8, f32), (u8, f32)
+    assert float(u8[2]) == 0.0 and (size == (2, 2) or float(u8[0]) > 5.0)
 
 
 def test_noise_estimate_is_robust_to_edges_and_texture_and_drives_the_denoiser():
