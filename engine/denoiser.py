@@ -76,15 +76,31 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """Backbone precision. CUDA: float16. CPU: bfloat16 only where the CPU has native bf16 matrix
-    units (AMX); with AVX-512/AVX2 alone oneDNN's bf16 convolutions measured 8–10× slower than
-    float32 on this project's machines."""
+# bfloat16 backbone on a CPU only when a timing probe finds it at least this much faster than
+# float32: oneDNN runs bf16 natively with AVX-512-BF16 or AMX (measured elsewhere: about 5× for a
+# 3×3 conv), but emulates it slowly on plain AVX-512 and not at all on AVX2 (20× slower here).
+BF16_MIN_SPEEDUP = 1.25
+# The probe times the model's own backbone on a frame this size: big enough for the convolutions
+# to run as they do on video, small enough to cost well under a second even where bf16 is slow.
+PROBE_SIZE = (256, 448)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has bf16 convolutions on this CPU at all (AVX-512 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pick_dtype(device: torch.device, precision: str = "auto", probe=None) -> torch.dtype:
+    """Backbone precision. CUDA: float16. CPU: float32, or bfloat16 where oneDNN supports it and
+    `probe(dtype) → seconds per backbone pass` finds it BF16_MIN_SPEEDUP faster (no probe: float32).
+    The statistics, ND and the blend stay in float32/float64 whatever the backbone runs in."""
     if precision != "auto":
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if "AMX" in torch.backends.cpu.get_cpu_capability() else torch.float32
+    if probe is None or not cpu_has_bf16():
+        return torch.float32
+    return torch.bfloat16 if probe(torch.float32) >= BF16_MIN_SPEEDUP * probe(torch.bfloat16) else torch.float32
 
 
 class Denoiser:
@@ -94,7 +110,6 @@ class Denoiser:
                  name: str = "model"):
         keep_freed_memory()
         self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device, precision)
         # Per-frame statistics (covariance → Router, ND, AutoTune) are a few float64 L×L matrices:
         # they run on the CPU whatever the device, so the heads need a CPU copy beside a GPU backbone.
         model = model.eval()
@@ -102,6 +117,7 @@ class Denoiser:
         self.model = copy.deepcopy(model).to(self.device).to(memory_format=torch.channels_last)
         with torch.no_grad():  # the backbone reads 0..255 frames: the 1/255 lives in its first layer,
             self.model.backbone.inp.weight.mul_(1.0 / 255.0)  # which saves a pass over every input
+        self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -119,6 +135,19 @@ class Denoiser:
         amap[:, :l, :, c1] = self._head_b.reshape(4, l, 3)
         amap[:, l, :, c1 + 1 :] = torch.eye(12, dtype=torch.float64).reshape(4, 3, 12) / 255.0
         self._stats_map = amap.reshape(12 * (l + 1), c1 + 13)  # (12(L+1), c1 + 13)
+
+    @torch.no_grad()
+    def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
+        """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up)."""
+        x = torch.rand(1, 3, *PROBE_SIZE, device=self.device).mul_(255.0).contiguous(memory_format=torch.channels_last)
+        best = math.inf
+        for k in range(runs + 1):
+            t0 = time.perf_counter()
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                self.model.backbone.features(x)
+            if k:
+                best = min(best, time.perf_counter() - t0)
+        return best
 
     @classmethod
     def load(cls, weights: str = "live", device: str = "auto", precision: str = "auto") -> "Denoiser":

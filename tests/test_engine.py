@@ -322,6 +322,48 @@ def test_full_hd_frame_gives_right_shape_dtype_and_no_nan(models, denoisers):
     _check_size(models["live"], denoisers["live"], 1080, 1920)
 
 
+# --------------------------------------------------------------------------- precision
+
+def test_cpu_backbone_precision_is_bf16_only_where_the_probe_finds_it_faster(monkeypatch):
+    from engine import denoiser as dn
+
+    cpu = torch.device("cpu")
+    calls = []
+
+    def probe(times):
+        return lambda dtype: calls.append(dtype) or times[dtype]
+
+    fast_bf16 = probe({torch.float32: 10.0, torch.bfloat16: 2.0})
+    slow_bf16 = probe({torch.float32: 10.0, torch.bfloat16: 9.0})
+    monkeypatch.setattr(dn, "cpu_has_bf16", lambda: True)
+    assert dn.pick_dtype(cpu, "auto", fast_bf16) == torch.bfloat16
+    assert dn.pick_dtype(cpu, "auto", slow_bf16) == torch.float32  # under BF16_MIN_SPEEDUP
+    assert dn.pick_dtype(cpu, "auto") == torch.float32  # nothing measured: the safe choice
+    monkeypatch.setattr(dn, "cpu_has_bf16", lambda: False)
+    calls.clear()
+    assert dn.pick_dtype(cpu, "auto", fast_bf16) == torch.float32 and calls == []  # no bf16: no probe
+    assert dn.pick_dtype(cpu, "bf16") == torch.bfloat16 and dn.pick_dtype(cpu, "fp32") == torch.float32
+
+
+def test_probe_times_the_backbone_in_each_precision(models):
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")
+    for dtype in (torch.float32, torch.bfloat16):
+        seconds = den._time_backbone(dtype, runs=1)
+        assert 0.0 < seconds < 30.0
+
+
+def test_bf16_backbone_gives_the_fp32_frame_within_a_few_levels(models):
+    rgb = textured(64, 96, seed=21, lo=0, hi=255)
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision=precision)
+        bases = den.infer(rgb)
+        assert nd.offdiag_corr_max(den.maps(bases)[None]) <= 0.01  # ND holds on whatever the backbone gave
+        outs[precision] = den.blend(bases, compose.Mix(strength=25.0)).astype(np.int64)
+    diff = np.abs(outs["fp32"] - outs["bf16"])
+    assert diff.max() <= 3 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 def _outputs(model, x):
