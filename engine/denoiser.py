@@ -262,9 +262,8 @@ class Denoiser:
         # X·W as a 1×1 convolution over X seen as a channels_last image: oneDNN runs this
         # tall-skinny product faster than the BLAS matmul does (measured 1.3× at 720p).
         x_img = bases.x.view(1, hp // 2, wp // 2, k).permute(0, 3, 1, 2)  # (1, K, h2, w2)
-        y = F.conv2d(x_img, wmat.T.contiguous()[:, :, None, None])  # (1, 12, h2, w2) channels_last
-        y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) 0..255 + 0.5, a view
-        y.clamp_(0.0, 255.49)
+        y = _conv1x1_clamped(x_img, wmat.T.contiguous()[:, :, None, None], 255.49)  # (1, 12, h2, w2) channels_last
+        y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) in 0..255.49 (+0.5 for rounding), a view
         h, w = bases.size
         if out is None:
             out = np.empty((h, w, 3), np.uint8)
@@ -303,6 +302,35 @@ class Denoiser:
         hp, wp = bases.padded
         h, w = bases.size
         return self._noisy_planes(bases.x, hp, wp)[:, :h, :w]
+
+def _fused_clamp_works() -> bool:
+    """Whether oneDNN's 1×1 convolution with a fused clamp (torch's own CPU fusion op, as used by
+    torch.compile) runs here and agrees with conv2d + clamp_ (to float rounding). It saves a read and a write of the
+    float output per blend: measured 16.0 → 13.2 ms at 1080p."""
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise
+        x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+        wt = torch.linspace(-2.0, 2.0, 5 * 3).view(5, 3, 1, 1)
+        got = op(x, wt, None, [0, 0], [1, 1], [1, 1], 1, "hardtanh", [0.0, 30.0], "")
+        return torch.allclose(got, F.conv2d(x, wt).clamp_(0.0, 30.0), rtol=1e-5, atol=1e-4)  # summation order differs
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+_FUSED_CLAMP: bool | None = None  # decided on the first CPU blend
+
+
+def _conv1x1_clamped(x: torch.Tensor, weight: torch.Tensor, hi: float) -> torch.Tensor:
+    """clamp(conv2d(x, weight), 0, hi): fused on CPUs where oneDNN's fusion op works, else two ops."""
+    global _FUSED_CLAMP
+    if x.device.type == "cpu":
+        if _FUSED_CLAMP is None:
+            _FUSED_CLAMP = _fused_clamp_works()
+        if _FUSED_CLAMP:
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, None, [0, 0], [1, 1], [1, 1], 1, "hardtanh",
+                                                           [0.0, hi], "")
+    return F.conv2d(x, weight).clamp_(0.0, hi)
+
 
 # Row blocks of X per Gram product: a batched product over blocks keeps both cores busy and each
 # block's float32 partial sum short (summed in float64); one (c1+1)×N by N×K product measured

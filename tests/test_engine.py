@@ -291,6 +291,22 @@ def test_uint8_blend_matches_float64_reference_within_1(denoisers, preset, size)
         assert np.abs(got.astype(np.int64) - ref).max() <= 1, mix
 
 
+def test_fused_clamp_blend_gives_the_plain_blend(models, monkeypatch):
+    """The CPU blend's oneDNN conv + clamp fusion against conv2d + clamp_ (the CUDA and fallback path)."""
+    from engine import denoiser as dn
+
+    assert dn._fused_clamp_works()  # the torch this project pins has it; the fallback is tested below
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    bases = den.infer(textured(40, 72, seed=4, lo=0, hi=255))
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(dn, "_FUSED_CLAMP", fused)
+        outs.append(den.blend(bases, compose.Mix(strength=45.0, character=1.0, luma=2.0)))
+    diff = np.abs(outs[0].astype(np.int64) - outs[1])
+    assert diff.max() <= 1 and diff.mean() < 0.01  # one level where float rounding straddles a .5
+    assert (outs[0] == 0).any() and (outs[0] == 255).any()  # the clamp did act, at both ends
+
+
 SMALL_SIZES = [(1, 1), (17, 33), (2, 2), (7, 1)]
 
 
