@@ -293,11 +293,11 @@ class Player:
 
     # ---- hooks for the threads -----------------------------------------------------------------
     def _pick_demo_size(self, fps: float) -> tuple[int, int]:
-        size, ms = pick_demo_size(self.denoiser, fps)
+        size, ms, budget = pick_demo_size(self.denoiser, fps)
         if size != DEMO_SIZES[0]:
             w, h = DEMO_SIZES[0]
-            self.notice(f"demo at {size[0]}×{size[1]}: a {w}×{h} frame takes {ms:.0f} ms here, over the "
-                        f"{1000.0 / fps:.0f} ms between frames (--demo-size WxH to choose)")
+            self.notice(f"demo at {size[0]}×{size[1]}: a {w}×{h} frame takes {ms:.0f} ms here, over the {budget:.0f} ms "
+                        f"that leave room for the player's other threads (--demo-size WxH to choose)")
         return size
 
     def notice(self, text: str) -> None:
@@ -635,7 +635,7 @@ class Player:
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
         req = "bypass" if c.bypass else f"{p.strength:5.1f}"
         lines = [
-            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type}, {self.worker.mode} mode",
+            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type} ({str(self.denoiser.dtype).replace('torch.', '')}), {self.worker.mode} mode",
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
             f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
             f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
@@ -703,6 +703,7 @@ class Player:
             "edits": len(self._edit_latency),
             "mode": self.worker.mode,
             "device": self.denoiser.device.type,
+            "precision": str(self.denoiser.dtype).replace("torch.", ""),  # the backbone's; float32 or bfloat16 on a CPU
             "audio_output": getattr(self.sound, "name", "null"),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "bad_packets": self.source.bad_packets,

@@ -13,6 +13,7 @@ Owns the only place the network runs during playback. Two modes:
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -46,10 +47,18 @@ PREDICT_FRAMES = 9  # recent backbone timings whose median predicts the next one
 # went either way from run to run.
 AUTO_HEADROOM = 0.9
 # The built-in demo's size when none is given: the largest of these whose frames this machine
-# denoises and blends within AUTO_HEADROOM of a frame interval, else the smallest. Measured on a
+# denoises and blends within AUTO_HEADROOM of a frame interval (with room for the player's other
+# threads, PLAYER_OTHER_CORES), else the smallest. Measured (session 8) on a
 # 2-core CPU with the live model (inference + blend): 83, 48 and 27 ms at these sizes, so it
 # plays 640×360 live at 29.7 fps where 1280×720 fell back to the render cache at 9 fps.
 DEMO_SIZES = ((1280, 720), (960, 540), (640, 360))
+# The sizes are timed alone, but in the player the demo source, the compositor's blend and the
+# display keep about this much of a core busy beside inference, so a size must fit AUTO_HEADROOM
+# of a frame interval after scaling by cores / (cores − this). Measured on a 2-core CPU (live
+# model, headless, --mode live, 8 s): timed alone at 14–16 ms, 640×360 plays at 30.0 fps; 720×400
+# at 23–26 ms plays at 28.9 fps; 960×540 at 34–37 ms at 18 fps. So about 19 ms alone fits a 33 ms
+# interval there (30 ms × 1.25 / 2); without the scaling a 960×540 timed at 30 ms would pass.
+PLAYER_OTHER_CORES = 0.75
 DEMO_PROBE_RUNS = 3  # per size: the first allocates its buffers; the fastest of the others counts
 CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
 
@@ -65,15 +74,17 @@ def _frame_ms(denoiser, w: int, h: int) -> float:
     return min(runs[1:])
 
 
-def pick_demo_size(denoiser, fps: float) -> tuple[tuple[int, int], float]:
-    """(size, ms of one inference + blend at the largest size) for the demo source."""
-    budget_ms = AUTO_HEADROOM * 1000.0 / fps
+def pick_demo_size(denoiser, fps: float, cores: int | None = None) -> tuple[tuple[int, int], float, float]:
+    """(size, ms of one inference + blend at the largest size, the budget in ms that a size's time
+    alone had to fit) for the demo source on a machine with `cores` CPUs (default: this one's)."""
+    cores = cores or os.cpu_count() or 1
+    budget_ms = AUTO_HEADROOM * 1000.0 / fps * max(cores - PLAYER_OTHER_CORES, 0.25) / cores
     timings = []
     for size in DEMO_SIZES:
         timings.append(_frame_ms(denoiser, *size))
         if timings[-1] <= budget_ms:
-            return size, timings[0]
-    return DEMO_SIZES[-1], timings[0]
+            return size, timings[0], budget_ms
+    return DEMO_SIZES[-1], timings[0], budget_ms
 
 
 class RenderCache:

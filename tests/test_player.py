@@ -78,6 +78,7 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
                 "reinference_ms_p50", "mode", "device", "peak_rss_mb"):
         assert key in stats
     assert stats["device"] == "cpu" and stats["backbone_ms_p50"] > 0
+    assert stats["precision"] in ("float32", "bfloat16")
 
 
 def test_bypass_shows_the_exact_source_frame(tmp_path, weights, clip):
@@ -233,11 +234,13 @@ def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms
     assert len(shown) > 10
 
 
-@pytest.mark.parametrize("ms_at_720p, want", [(10.0, (1280, 720)), (40.0, (960, 540)), (60.0, (640, 360)),
-                                               (500.0, (640, 360))])
-def test_demo_size_is_the_largest_that_plays_live(ms_at_720p, want):
+@pytest.mark.parametrize("ms_at_720p, cores, want", [(10.0, 2, (1280, 720)), (40.0, 16, (960, 540)),
+                                                      (40.0, 2, (640, 360)), (60.0, 16, (640, 360)),
+                                                      (500.0, 2, (640, 360))])
+def test_demo_size_is_the_largest_that_plays_live(ms_at_720p, cores, want):
     """With no --demo-size the demo is as large as this machine denoises in real time (30 fps:
-    inference + blend within AUTO_HEADROOM of 33 ms), and never smaller than the last size."""
+    inference + blend within AUTO_HEADROOM of 33 ms, less the share of the cores that the player's
+    other threads take), and never smaller than the last size."""
     from player.worker import pick_demo_size
 
     class Timed:  # inference time in proportion to the pixels, as for the real backbone
@@ -248,9 +251,10 @@ def test_demo_size_is_the_largest_that_plays_live(ms_at_720p, want):
         def blend(self, bases):
             return bases
 
-    size, first_ms = pick_demo_size(Timed(), 30.0)
+    size, first_ms, budget_ms = pick_demo_size(Timed(), 30.0, cores=cores)
     assert size == want
     assert ms_at_720p <= first_ms < ms_at_720p + 15.0  # reported: the time at the largest size
+    assert budget_ms == pytest.approx(30.0 * (cores - 0.75) / cores)
 
 
 def test_render_cache_makes_a_loop_replay_without_inference(tmp_path, weights, clip):
