@@ -181,7 +181,9 @@ class Denoiser:
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0
         cov = self._covariance(x, frame, h, w)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
-        sigma = estimate_noise_sigma(torch.from_numpy(rgb[None, :, :, 1]))  # (1,) 8-bit units, exact uint8 path
+        # (1,) 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
+        green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
+        sigma = estimate_noise_sigma(green).cpu()
         t, auto = self._stats_model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
         return Bases(x=x, transform=t[0].cpu(), auto=auto[0].double().cpu(), levels=self.levels,
                      size=(h, w), padded=(hp, wp), sigma_est=float(sigma[0]), backbone_ms=backbone_ms)
