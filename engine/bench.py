@@ -7,8 +7,8 @@ Owns the timing numbers of the product path (engine.denoiser.Denoiser), per mode
 - blend per frame at 1280×720 and 1920×1080 (Mix(strength=20, character=0.3) into a preallocated
   uint8 frame) beside its memory floor measured in the same run: the bytes one blend must move
   (engine.denoiser.frame_bytes_per_blend) over the large-copy bandwidth of this device (a 256 MB
-  float32 torch copy_ into a preallocated tensor: bandwidth = 2 · bytes / time, since a copy reads
-  and writes), and the ratio blend / floor (target ≤ 1.5 at 1080p on a CPU);
+  float32 torch copy_ into a preallocated tensor after each blend run: bandwidth = 2 · bytes / time,
+  since a copy reads and writes), and the ratio blend / floor (target ≤ 1.5 at 1080p on a CPU);
 - GFLOP per 1280×720 frame (model.count_flops) and parameters.
 Warm-up runs first, CUDA synchronised around every timed call, medians reported. It prints
 numbers and asserts nothing about them.
@@ -49,22 +49,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def copy_bandwidth(device: torch.device, mbytes: int = COPY_MB, runs: int = 5) -> float:
-    """Large-copy bandwidth in bytes/s: median over `runs` of copy_ of `mbytes` MB of float32 into a
-    preallocated tensor, counting the bytes read and the bytes written."""
-    n = mbytes * (1 << 20) // 4
-    src = torch.ones(n, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)  # touch every page once
-    times = []
-    for _ in range(runs):
-        _sync(device)
+class CopyProbe:
+    """Large-copy bandwidth: copy_ of `mbytes` MB of float32 into a preallocated tensor, counting the
+    bytes read and the bytes written. `once()` times one copy; the blend timings interleave it with
+    their own runs, because this machine's bandwidth drifts by 2× within a minute (9.9 and 18.6 GB/s
+    in two bench runs of one session) and a floor measured apart from the blend made its ratio drift."""
+
+    def __init__(self, device: torch.device, mbytes: int = COPY_MB):
+        n = mbytes * (1 << 20) // 4
+        self.device, self.nbytes = device, 2.0 * n * 4
+        self.src = torch.ones(n, dtype=torch.float32, device=device)
+        self.dst = torch.empty_like(self.src)
+        self.dst.copy_(self.src)  # touch every page once
+
+    def once(self) -> float:
+        """Bytes/s of one copy."""
+        _sync(self.device)
         t0 = time.perf_counter()
-        dst.copy_(src)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    del src, dst
-    return 2.0 * n * 4 / float(np.median(times))
+        self.dst.copy_(self.src)
+        _sync(self.device)
+        return self.nbytes / (time.perf_counter() - t0)
+
+    def median(self, runs: int = 5) -> float:
+        return float(np.median([self.once() for _ in range(runs)]))
 
 
 def bench_infer(den, size: tuple[int, int], warmup: int, runs: int, seed: int = 0) -> dict:
@@ -85,14 +92,16 @@ def bench_infer(den, size: tuple[int, int], warmup: int, runs: int, seed: int = 
             "nd_autotune_pct": 100.0 * rest / backbone if backbone > 0 else float("nan")}
 
 
-def bench_blend(den, size: tuple[int, int], bandwidth: float, warmup: int, runs: int, seed: int = 1) -> dict:
+def bench_blend(den, size: tuple[int, int], copy: CopyProbe, warmup: int, runs: int, seed: int = 1) -> dict:
+    """Blend timings, each run followed by one large copy: the floor uses the median bandwidth of
+    those copies, measured in the same seconds as the blends."""
     from engine.denoiser import frame_bytes_per_blend
 
     h, w = size
     frame = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     bases = den.infer(frame)
     out = np.empty((h, w, 3), np.uint8)
-    times = []
+    times, bandwidths = [], []
     for k in range(warmup + runs):
         _sync(den.device)
         t0 = time.perf_counter()
@@ -100,11 +109,13 @@ def bench_blend(den, size: tuple[int, int], bandwidth: float, warmup: int, runs:
         _sync(den.device)
         if k >= warmup:
             times.append((time.perf_counter() - t0) * 1000.0)
+            bandwidths.append(copy.once())
     nbytes = frame_bytes_per_blend(bases)
     blend_ms = float(np.median(times))
+    bandwidth = float(np.median(bandwidths))
     floor_ms = nbytes / bandwidth * 1000.0
     return {"size": f"{w}x{h}", "blend_ms": blend_ms, "floor_ms": floor_ms, "ratio": blend_ms / floor_ms,
-            "bytes": int(nbytes)}
+            "bytes": int(nbytes), "copy_bandwidth_gbs": bandwidth / 1e9}
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -162,9 +173,10 @@ def print_model(rec: dict) -> None:
         print(f"{r['size']:>10} {r['backbone_ms']:>12.1f} {r['infer_ms']:>9.1f} {r['nd_autotune_ms']:>15.2f} "
               f"{r['nd_autotune_pct']:>13.1f}%{flag}")
     print(f"blend, Mix(strength={BLEND_MIX.strength:g}, character={BLEND_MIX.character:g}) into a preallocated uint8 frame:")
-    print(f"{'frame':>10} {'blend ms':>9} {'floor ms':>9} {'blend/floor':>12} {'MB moved':>9}")
+    print(f"{'frame':>10} {'blend ms':>9} {'floor ms':>9} {'blend/floor':>12} {'MB moved':>9} {'copy GB/s':>10}")
     for r in rec["blend"]:
-        print(f"{r['size']:>10} {r['blend_ms']:>9.2f} {r['floor_ms']:>9.2f} {r['ratio']:>12.2f} {r['bytes'] / 1e6:>9.2f}")
+        print(f"{r['size']:>10} {r['blend_ms']:>9.2f} {r['floor_ms']:>9.2f} {r['ratio']:>12.2f} {r['bytes'] / 1e6:>9.2f} "
+              f"{r['copy_bandwidth_gbs']:>10.2f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,10 +220,12 @@ def run(args) -> dict:
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}")
-    bandwidth = copy_bandwidth(device, args.copy_mb)
+    copy = CopyProbe(device, args.copy_mb)
+    bandwidth = copy.median()
     print(f"device {device} ({dev_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cpus")
-    print(f"large-copy bandwidth: {bandwidth / 1e9:.2f} GB/s ({args.copy_mb} MB float32 copy_, read + write)")
+    print(f"large-copy bandwidth: {bandwidth / 1e9:.2f} GB/s at start ({args.copy_mb} MB float32 copy_, read + write; "
+          "each blend's floor uses copies interleaved with its own runs)")
 
     report = {"device": str(device), "device_name": dev_name, "threads": torch.get_num_threads(),
               "copy_bandwidth_gbs": bandwidth / 1e9, "models": []}
@@ -226,7 +240,7 @@ def run(args) -> dict:
             "dtype": str(den.dtype).replace("torch.", ""),
             "levels": list(model.cfg.levels),
             "infer": [bench_infer(den, s, INFER_WARMUP, infer_runs) for s in infer_sizes],
-            "blend": [bench_blend(den, s, bandwidth, BLEND_WARMUP, blend_runs) for s in blend_sizes],
+            "blend": [bench_blend(den, s, copy, BLEND_WARMUP, blend_runs) for s in blend_sizes],
         }
         report["models"].append(rec)
         print_model(rec)

@@ -577,6 +577,9 @@ def test_bench_command_smoke_with_weights_path(models, tmp_path):
     assert inf["size"] == "64x96" and inf["backbone_ms"] > 0 and inf["infer_ms"] >= inf["backbone_ms"]
     (bl,) = m["blend"]
     assert bl["blend_ms"] > 0 and bl["floor_ms"] > 0 and bl["bytes"] > 96 * 64 * 3
+    # the floor comes from copies timed between this blend's runs
+    assert bl["floor_ms"] == pytest.approx(bl["bytes"] / (bl["copy_bandwidth_gbs"] * 1e9) * 1000.0, rel=1e-9)
+    assert bl["ratio"] == pytest.approx(bl["blend_ms"] / bl["floor_ms"], rel=1e-9)
 
 
 def test_bench_falls_back_to_random_init_presets_without_shipped_weights(tmp_path, monkeypatch, capsys):
