@@ -370,13 +370,13 @@ def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, re
     try:
         wid = _wait_for_window("rcdplayertest", env)
         time.sleep(1.5)
-        shot1 = _screenshot(wid, env)
+        shot1 = _screenshot(wid, env, proc)
         _key(wid, "i", env)  # hide the HUD
         time.sleep(0.6)
-        shot2 = _screenshot(wid, env)
+        shot2 = _screenshot(wid, env, proc)
         _key(wid, "question", env)  # help page
         time.sleep(0.6)
-        shot3 = _screenshot(wid, env)
+        shot3 = _screenshot(wid, env, proc)
         _key(wid, "q", env)
         proc.wait(timeout=20)
     finally:
@@ -406,13 +406,20 @@ def _key(wid: str, key: str, env) -> None:
     subprocess.run(["xdotool", "key", "--window", wid, key], env=env, check=True)
 
 
-def _screenshot(wid: str, env) -> np.ndarray:
-    """The player window's pixels, cut from a screenshot of the root window."""
+def _screenshot(wid: str, env, proc=None) -> np.ndarray:
+    """The player window's pixels, cut from a screenshot of the root window. If the window is gone,
+    fail with the player's own error output (a dead player otherwise shows only as an xdotool error)."""
     from PIL import Image
     import io
 
-    geo = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    r = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the player exited ({proc.returncode}) under the test: {proc.stderr.read()[-2000:]}")
+        alive = subprocess.run(["xdotool", "search", "--classname", env["SDL_VIDEO_X11_WMCLASS"]],
+                               capture_output=True, text=True, env=env).stdout.split()
+        pytest.fail(f"window {wid} has no geometry ({r.stderr.strip()}); windows of the class now: {alive}")
+    geo = r.stdout
     g = dict(line.split("=", 1) for line in geo.split())
     x, y, w, h = (int(g[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
     r = subprocess.run(["import", "-window", "root", "png:-"], env=env, capture_output=True, check=True)
