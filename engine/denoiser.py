@@ -87,7 +87,10 @@ PROBE_SIZE = (256, 448)
 
 def cpu_has_bf16() -> bool:
     """Whether oneDNN has bf16 convolutions on this CPU at all (AVX-512 or AMX)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query: stay in float32
+        return False
 
 
 def pick_dtype(device: torch.device, precision: str = "auto", probe=None) -> torch.dtype:
