@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import checkpoint, decorrelate as nd, noise, synthetic
+from engine.denoiser import pick_dtype
 from engine.images import load_folder
 from engine.model import PRESETS, RCDNet, estimate_noise_sigma
 
@@ -105,22 +106,32 @@ def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return noisy
 
 
-def plain_residual(model: RCDNet, noisy: torch.Tensor) -> torch.Tensor:
+def backbone_autocast(x: torch.Tensor, amp: torch.dtype | None):
+    """Autocast for the backbone alone (None: off). Its maps come out in float32 (`raw_maps`), so ND,
+    the heads and the loss stay in float32/float64 whatever the convolutions ran in."""
+    return torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
+
+def plain_residual(model: RCDNet, noisy: torch.Tensor, amp: torch.dtype | None = None) -> torch.Tensor:
     """--plain: the top level's raw map (B, 3, H, W), un-normalised, used as a blind residual."""
-    raw, _ = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))
+    with backbone_autocast(noisy, amp):
+        raw, _ = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))
     return raw[:, -1]
 
 
-def plain_loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor):
+def plain_loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, amp: torch.dtype | None = None):
     """Pre-training loss: the backbone as a blind denoiser, noisy + residual ≈ clean. No levels,
     no ND, no heads — about 3× faster per step than `loss_fn`."""
-    loss = charbonnier(noisy + plain_residual(model, noisy), clean)
+    loss = charbonnier(noisy + plain_residual(model, noisy, amp), clean)
     return loss, loss
 
 
-def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False):
+def loss_fn(model: RCDNet, clean: torch.Tensor, noisy: torch.Tensor, warmup: bool = False,
+            amp: torch.dtype | None = None):
     l = model.cfg.num_levels
-    raw, feats = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))  # (B, L, 3, H, W)
+    with backbone_autocast(noisy, amp):
+        raw, feats = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))  # (B, L, 3, H, W)
+    feats = feats.float()
     bases, coeffs = model.decorrelate(raw, noisy, feats, model.cfg.ns_iters)
     if warmup:
         # Early on every map is still noise, so AutoTune's best move is all weight on the zero
@@ -274,9 +285,9 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     clean = u8.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
     noisy = make_noisy(clean, gen)
     if args.plain:
-        loss, blend_loss = plain_loss_fn(model, clean, noisy)
+        loss, blend_loss = plain_loss_fn(model, clean, noisy, amp=args.amp)
     else:
-        loss, blend_loss = loss_fn(model, clean, noisy, warmup=warmup)
+        loss, blend_loss = loss_fn(model, clean, noisy, warmup=warmup, amp=args.amp)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     # The total norm is NaN or inf when any gradient is: one check (one device sync), not one per tensor.
@@ -306,6 +317,38 @@ def fit_steps_to_budget(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Ge
     steps = max(1, int(args.budget_s * (1.0 - val_share) / per_step))
     print(f"--budget-s {args.budget_s:g}: {per_step * 1000:.1f} ms per step → {steps} steps")
     return steps
+
+
+def pick_amp(device: torch.device, precision: str, model: RCDNet, patch: int) -> torch.dtype | None:
+    """The backbone's training precision: None (float32) or torch.bfloat16. auto: bfloat16 on a GPU
+    that has it (no loss scaling needed, float32's range); on a CPU where oneDNN has bf16 and one
+    timed forward + backward of the backbone on a 4 × patch² batch is BF16_MIN_SPEEDUP faster
+    (denoiser.pick_dtype; where it is not, bf16 runs several times slower than float32)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            if precision == "bf16":
+                raise SystemExit("error: --precision bf16: this GPU has no bfloat16")
+            return None
+        return torch.bfloat16
+    if precision == "bf16":
+        return torch.bfloat16
+    x = torch.rand(4, 3, patch, patch, device=device).contiguous(memory_format=torch.channels_last)
+
+    def probe(dtype: torch.dtype, runs: int = 2) -> float:
+        best = math.inf
+        for k in range(runs + 1):
+            t0 = time.perf_counter()
+            with backbone_autocast(x, None if dtype == torch.float32 else dtype):
+                raw, _ = model.raw_maps(x)
+            raw.square().mean().backward()
+            model.zero_grad(set_to_none=True)
+            if k:
+                best = min(best, time.perf_counter() - t0)
+        return best
+
+    return None if pick_dtype(device, "auto", probe) == torch.float32 else torch.bfloat16
 
 
 def _psnr(est, clean):
@@ -343,6 +386,9 @@ def main(argv=None):
                     help="train for about this many seconds: --steps is set from the speed of a short probe "
                          "(fixed then: other work on the same CPU makes the run longer)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="the backbone's precision in training: auto = bfloat16 autocast on GPUs that have it and "
+                         "on CPUs where a timing probe finds it faster, else float32")
     ap.add_argument("--synthetic", type=float, default=0.0, metavar="SHARE",
                     help="share of training images that are generated charts (engine/synthetic.py: dead "
                          "leaves, gratings, zone plates, text), in [0, 1); default 0")
@@ -392,6 +438,8 @@ def main(argv=None):
     model = model.to(device).to(memory_format=torch.channels_last)
     if args.heads_only:
         return heads_only(model, args, init_meta, train_images, val_images, rng, gen, device)
+    args.amp = pick_amp(device, args.precision, model, args.patch)
+    print(f"backbone precision: {'bfloat16 (autocast)' if args.amp else 'float32'}")
     lr = args.lr if args.lr is not None else LEARNING_RATE[args.preset]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if args.budget_s:
@@ -440,6 +488,7 @@ def main(argv=None):
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
                 "data": args.data, "val": args.val, "command": args.command,
                 "synthetic_images": args.synthetic_images, "val_history": history,
+                "precision": "bf16" if args.amp else "fp32",
             }
             checkpoint.save(model, out, meta)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from engine import checkpoint, compose, noise
+from engine import decorrelate as nd
 from engine.denoiser import Denoiser, psnr
 from engine.images import write_png
 from engine.model import PRESETS, RCDNet
@@ -199,6 +201,56 @@ def test_adding_the_noise_estimate_input_keeps_the_function_until_refitted():
         assert not torch.allclose(c0, torch.full_like(c0, 1 / c0.shape[1]), atol=1e-3)  # and not trivial
         new.autotune.fc.weight[:, -1] = torch.linspace(-1, 1, new.cfg.num_levels)  # the new input is live
         assert not torch.allclose(new(noisy)[1], c0, atol=1e-3)
+
+
+def test_train_precision_choice(monkeypatch):
+    from engine import denoiser as dn
+    from engine.train import pick_amp
+
+    model = RCDNet(PRESETS["live"]).to(memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+    assert pick_amp(cpu, "fp32", model, 32) is None
+    assert pick_amp(cpu, "bf16", model, 32) == torch.bfloat16
+    monkeypatch.setattr(dn, "cpu_has_bf16", lambda: False)
+    assert pick_amp(cpu, "auto", model, 32) is None  # no bf16 convolutions here: float32, nothing timed
+    monkeypatch.setattr(dn, "cpu_has_bf16", lambda: True)
+    assert pick_amp(cpu, "auto", model, 32) in (None, torch.bfloat16)  # decided by the timing probe
+    assert all(p.grad is None for p in model.parameters())  # the probe leaves no gradients behind
+
+
+def test_bf16_backbone_training_loss_matches_float32_and_keeps_nd_exact():
+    """Autocast covers the backbone only: ND, the heads and the loss run in float32/float64."""
+    torch.manual_seed(0)
+    model = RCDNet(PRESETS["live"]).to(memory_format=torch.channels_last)
+    clean = torch.from_numpy(np.stack([chart(64, 64, s) for s in range(2)])).permute(0, 3, 1, 2).float() / 255
+    noisy = make_noisy(clean, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        l32, _ = loss_fn(model, clean, noisy)
+    l16, _ = loss_fn(model, clean, noisy, amp=torch.bfloat16)
+    assert torch.isfinite(l16) and abs(l16.item() - l32.item()) <= 0.02 * abs(l32.item())
+    l16.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            raw, feats = model.raw_maps(noisy.contiguous(memory_format=torch.channels_last))
+        assert raw.dtype == torch.float32
+        bases, _ = model.decorrelate(raw, noisy, feats.float(), model.cfg.ns_iters)
+    assert nd.offdiag_corr_max(bases) <= 0.01
+
+
+def test_train_runs_in_bf16_on_a_cpu_and_records_it(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_png(data / f"{i}.png", chart(96, 128, i))
+    out = tmp_path / "b.pt"
+    r = subprocess.run([sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+                        "--out", str(out), "--steps", "2", "--val-every", "2", "--batch", "2", "--patch", "32",
+                        "--threads", "1", "--precision", "bf16"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "backbone precision: bfloat16" in r.stdout + r.stderr
+    _, meta = checkpoint.load(out)
+    assert meta["precision"] == "bf16" and math.isfinite(meta["val_history"][-1]["psnr_autotune"])
 
 
 def test_train_plain_pretrains_only_the_backbone_and_feeds_init(tmp_path):
