@@ -55,11 +55,11 @@ if [ "$T" -gt 60 ] && [ -d .dev/data/train ]; then
   python3 -m engine.train --preset quality --plain --init .dev/data/stage1.pt --data $D --val $V \
     --out /tmp/tr/gpu_plain.pt --budget-s $PLAIN --batch 64 --patch 128 --val-every 2000 --synthetic 0.15 \
     > "$OUT/train_plain.log" 2>&1
-  tr '\r' '\n' < "$OUT/train_plain.log" | grep -a -E "^(step|--budget|\{|error|Traceback)|Error" | tail -12
+  tr '\r' '\n' < "$OUT/train_plain.log" | grep -a -E "^(step|--budget|backbone precision|\{|error|Traceback)|Error" | tail -12
   python3 -m engine.train --preset quality --init /tmp/tr/gpu_plain.pt --data $D --val $V \
     --out /tmp/tr/gpu_rcd.pt --budget-s $RCD --batch 64 --patch 128 --lr 3e-4 --warmup 0.2 --val-every 1000 \
     --synthetic 0.15 > "$OUT/train_rcd.log" 2>&1
-  tr '\r' '\n' < "$OUT/train_rcd.log" | grep -a -E "^(step|--budget|\{|error|Traceback)|Error" | tail -12
+  tr '\r' '\n' < "$OUT/train_rcd.log" | grep -a -E "^(step|--budget|backbone precision|\{|error|Traceback)|Error" | tail -12
 fi
 cp -f /tmp/tr/*.pt "$OUT"/ 2>/dev/null
 echo "== done [$(left) s left]"
