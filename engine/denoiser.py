@@ -85,6 +85,17 @@ BF16_MIN_SPEEDUP = 1.25
 PROBE_SIZE = (256, 448)
 
 
+def best_seconds(fn, runs: int = 2) -> float:
+    """Fastest of `runs` calls of fn(), after one untimed call (it allocates and faults in buffers)."""
+    fn()
+    best = math.inf
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def cpu_has_bf16() -> bool:
     """Whether oneDNN has bf16 convolutions on this CPU at all (AVX-512 or AMX)."""
     try:
@@ -130,27 +141,22 @@ class Denoiser:
         self._head_w = head.weight.detach().double().cpu().reshape(12 * self.cfg.num_levels, self.c1)  # (12L, c1)
         self._head_b = head.bias.detach().double().cpu()  # (12L,)
         self._in_buf: dict[tuple[int, int], torch.Tensor] = {}
-        # Affine map from X's columns to v = every (sub-pixel s, map i, colour c) value of a half-pixel:
-        # maps 0..L-1 the raw maps (A·d + b), map L the noisy frame, all in 0..1 units.
+        # The head as an affine map from X's first columns [d | 1] to every raw map value of a
+        # half-pixel, indexed (sub-pixel·colour k = 3s + c, level i, column), in 0..1 units.
         l, c1 = self.cfg.num_levels, self.c1
-        amap = torch.zeros(4, l + 1, 3, c1 + 13, dtype=torch.float64)
-        amap[:, :l, :, :c1] = self._head_w.reshape(4, l, 3, c1)
-        amap[:, :l, :, c1] = self._head_b.reshape(4, l, 3)
-        amap[:, l, :, c1 + 1 :] = torch.eye(12, dtype=torch.float64).reshape(4, 3, 12) / 255.0
-        self._stats_map = amap.reshape(12 * (l + 1), c1 + 13)  # (12(L+1), c1 + 13)
+        head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
+        self._raw_from_x = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1)  # (12, L, c1+1)
 
     @torch.no_grad()
     def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
         """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up)."""
         x = torch.rand(1, 3, *PROBE_SIZE, device=self.device).mul_(255.0).contiguous(memory_format=torch.channels_last)
-        best = math.inf
-        for k in range(runs + 1):
-            t0 = time.perf_counter()
+
+        def once():
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 self.model.backbone.features(x)
-            if k:
-                best = min(best, time.perf_counter() - t0)
-        return best
+
+        return best_seconds(once, runs)
 
     @classmethod
     def load(cls, weights: str = "live", device: str = "auto", precision: str = "auto") -> "Denoiser":
@@ -221,8 +227,7 @@ class Denoiser:
         g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
         if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)
             g -= _cross_gram(x[: h2 * wp2].view(h2, wp2, -1)[:, w2:].reshape(-1, c1 + 13), c1 + 1)
-        amap = self._stats_map.view(4, l + 1, 3, c1 + 13).permute(0, 2, 1, 3).reshape(12, l + 1, c1 + 13)
-        a = amap[:, :l, : c1 + 1]  # (sub-pixel·colour, L, c1+1): the raw maps from [d | 1]
+        a = self._raw_from_x  # (sub-pixel·colour, L, c1+1): the raw maps from [d | 1]
         sq_raw = torch.einsum("kia,ab,kjb->ij", a, g[:, : c1 + 1], a)  # (L, L): Σ raw_i raw_j
         cross = torch.einsum("kia,ak->i", a, g[:, c1 + 1 :]) / 255.0  # (L,): Σ raw_i · noisy
         tot_raw = a @ g[:, c1]  # (12, L): Σ raw_i per sub-pixel and colour ([Σd; n] is the ones column)

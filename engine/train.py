@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import checkpoint, decorrelate as nd, noise, synthetic
-from engine.denoiser import pick_dtype
+from engine.denoiser import best_seconds, pick_dtype
 from engine.images import load_folder
 from engine.model import PRESETS, RCDNet, estimate_noise_sigma
 
@@ -336,17 +336,14 @@ def pick_amp(device: torch.device, precision: str, model: RCDNet, patch: int) ->
         return torch.bfloat16
     x = torch.rand(4, 3, patch, patch, device=device).contiguous(memory_format=torch.channels_last)
 
-    def probe(dtype: torch.dtype, runs: int = 2) -> float:
-        best = math.inf
-        for k in range(runs + 1):
-            t0 = time.perf_counter()
+    def probe(dtype: torch.dtype) -> float:
+        def step():
             with backbone_autocast(x, None if dtype == torch.float32 else dtype):
                 raw, _ = model.raw_maps(x)
             raw.square().mean().backward()
             model.zero_grad(set_to_none=True)
-            if k:
-                best = min(best, time.perf_counter() - t0)
-        return best
+
+        return best_seconds(step)
 
     return None if pick_dtype(device, "auto", probe) == torch.float32 else torch.bfloat16
 

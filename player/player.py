@@ -35,6 +35,7 @@ from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
 from player.frames import Presented
 from player.queues import ClosableQueue
+from player.record import dtype_name
 from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size
 
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
@@ -635,7 +636,7 @@ class Player:
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
         req = "bypass" if c.bypass else f"{p.strength:5.1f}"
         lines = [
-            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type} ({str(self.denoiser.dtype).replace('torch.', '')}), {self.worker.mode} mode",
+            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type} ({dtype_name(self.denoiser.dtype)}), {self.worker.mode} mode",
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
             f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
             f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
@@ -703,7 +704,7 @@ class Player:
             "edits": len(self._edit_latency),
             "mode": self.worker.mode,
             "device": self.denoiser.device.type,
-            "precision": str(self.denoiser.dtype).replace("torch.", ""),  # the backbone's; float32 or bfloat16 on a CPU
+            "precision": dtype_name(self.denoiser.dtype),  # the backbone's; float32 or bfloat16 on a CPU
             "audio_output": getattr(self.sound, "name", "null"),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "bad_packets": self.source.bad_packets,

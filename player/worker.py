@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
 from collections import OrderedDict
 
 import numpy as np
 
+from engine.denoiser import best_seconds
 from player.decode import EndOfStream
 from player.frames import Prepared, VideoFrame
 from player.queues import Closed, ClosableQueue
@@ -66,12 +66,7 @@ CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be e
 def _frame_ms(denoiser, w: int, h: int) -> float:
     """ms of one inference + blend of a w×h frame: the fastest of DEMO_PROBE_RUNS after the first."""
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    runs = []
-    for _ in range(DEMO_PROBE_RUNS):
-        t0 = time.perf_counter()
-        denoiser.blend(denoiser.infer(frame))
-        runs.append((time.perf_counter() - t0) * 1000.0)
-    return min(runs[1:])
+    return 1000.0 * best_seconds(lambda: denoiser.blend(denoiser.infer(frame)), DEMO_PROBE_RUNS - 1)
 
 
 def pick_demo_size(denoiser, fps: float, cores: int | None = None) -> tuple[tuple[int, int], float, float]:
