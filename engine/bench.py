@@ -5,7 +5,7 @@ Owns the timing numbers of the product path (engine.denoiser.Denoiser), per mode
   (Bases.backbone_ms) and the rest (decorrelation statistics + AutoTune, = infer total − backbone),
   with that rest as a % of the backbone (target ≤ 10 %);
 - blend per frame at 1280×720 and 1920×1080 (Mix(strength=20, character=0.3) into a preallocated
-  uint8 frame) beside its memory floor measured in the same run: the bytes one blend must move
+  uint8 frame; which kernel ran, the native one-pass C kernel or torch, is printed) beside its memory floor measured in the same run: the bytes one blend must move
   (engine.denoiser.frame_bytes_per_blend) over the large-copy bandwidth of this device (a 256 MB
   float32 torch copy_ into a preallocated tensor after each blend run: bandwidth = 2 · bytes / time,
   since a copy reads and writes), and the ratio blend / floor (target ≤ 1.5 at 1080p on a CPU);
@@ -172,7 +172,8 @@ def print_model(rec: dict) -> None:
         flag = "" if r["nd_autotune_pct"] <= ND_TARGET_PCT else f"  (over the {ND_TARGET_PCT:g} % target)"
         print(f"{r['size']:>10} {r['backbone_ms']:>12.1f} {r['infer_ms']:>9.1f} {r['nd_autotune_ms']:>15.2f} "
               f"{r['nd_autotune_pct']:>13.1f}%{flag}")
-    print(f"blend, Mix(strength={BLEND_MIX.strength:g}, character={BLEND_MIX.character:g}) into a preallocated uint8 frame:")
+    print(f"blend, Mix(strength={BLEND_MIX.strength:g}, character={BLEND_MIX.character:g}) into a preallocated uint8 frame "
+          f"({rec['blend_kernel']}):")
     print(f"{'frame':>10} {'blend ms':>9} {'floor ms':>9} {'blend/floor':>12} {'MB moved':>9} {'copy GB/s':>10}")
     for r in rec["blend"]:
         print(f"{r['size']:>10} {r['blend_ms']:>9.2f} {r['floor_ms']:>9.2f} {r['ratio']:>12.2f} {r['bytes'] / 1e6:>9.2f} "
@@ -241,6 +242,7 @@ def run(args) -> dict:
             "levels": list(model.cfg.levels),
             "infer": [bench_infer(den, s, INFER_WARMUP, infer_runs) for s in infer_sizes],
             "blend": [bench_blend(den, s, copy, BLEND_WARMUP, blend_runs) for s in blend_sizes],
+            "blend_kernel": den.blend_kernel,
         }
         report["models"].append(rec)
         print_model(rec)

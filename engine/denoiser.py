@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import checkpoint, compose
+from engine import checkpoint, compose, native
 from engine import decorrelate as nd
 from engine.model import PAD_MULTIPLE, RCDNet, estimate_noise_sigma, to_full_res
 
@@ -146,6 +146,16 @@ class Denoiser:
         l, c1 = self.cfg.num_levels, self.c1
         head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
         self._raw_from_x = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1)  # (12, L, c1+1)
+        # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
+        self.native_blend = self.device.type == "cpu" and native.library() is not None
+        self.native_stats = self.native_blend  # ND and AutoTune's statistics from the same library
+
+    @property
+    def blend_kernel(self) -> str:
+        """Which code blends, in words (bench, HUD): the native kernel, or torch and why."""
+        if self.native_blend:
+            return "native one-pass C kernel"
+        return "torch" if self.device.type != "cpu" else f"torch; native kernel not used: {native.why_not or 'off'}"
 
     @torch.no_grad()
     def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
@@ -224,16 +234,20 @@ class Denoiser:
             stacked = torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None]
             return nd.covariance(stacked).cpu()
         h2, w2, wp2 = h // 2, w // 2, wp // 2
-        g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
-        if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)
-            g -= _cross_gram(x[: h2 * wp2].view(h2, wp2, -1)[:, w2:].reshape(-1, c1 + 13), c1 + 1)
+        if self.native_stats:  # one pass over the frame's half-pixels: [d | 1]ᵀ·X and Σ X² per column
+            g, sq_cols = native.cross_gram(x, h2, wp2, w2, c1, torch.get_num_threads())
+            sq_noisy = float(sq_cols[c1 + 1 :].sum()) / 255.0**2
+        else:
+            g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
+            if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)
+                g -= _cross_gram(x[: h2 * wp2].view(h2, wp2, -1)[:, w2:].reshape(-1, c1 + 13), c1 + 1)
+            rows = frame[:h, :w].reshape(h, w * 3)  # a view: each row of the buffer is contiguous
+            # float32 per row (torch sums pairwise), float64 across rows; one float64 norm took 5× as long
+            sq_noisy = float(torch.linalg.vecdot(rows, rows).double().sum()) / 255.0**2
         a = self._raw_from_x  # (sub-pixel·colour, L, c1+1): the raw maps from [d | 1]
         sq_raw = torch.einsum("kia,ab,kjb->ij", a, g[:, : c1 + 1], a)  # (L, L): Σ raw_i raw_j
         cross = torch.einsum("kia,ak->i", a, g[:, c1 + 1 :]) / 255.0  # (L,): Σ raw_i · noisy
         tot_raw = a @ g[:, c1]  # (12, L): Σ raw_i per sub-pixel and colour ([Σd; n] is the ones column)
-        rows = frame[:h, :w].reshape(h, w * 3)  # a view: each row of the buffer is contiguous
-        sq_noisy = float(torch.linalg.vecdot(rows, rows).double().sum()) / 255.0**2  # float32 per row
-        # (torch sums pairwise), float64 across rows; one float64 norm of the frame took 5× as long
         sq = torch.zeros(l + 1, l + 1, dtype=torch.float64)
         sq[:l, :l] = sq_raw
         sq[:l, l] = sq[l, :l] = cross
@@ -268,15 +282,20 @@ class Denoiser:
             coeffs = compose.coefficients(mix or compose.Mix(), bases.levels, bases.auto)
         wmat = self.blend_matrix(bases, *coeffs)
         hp, wp = bases.padded
+        h, w = bases.size
+        if out is None:
+            out = np.empty((h, w, 3), np.uint8)
+        if self.native_blend and out.flags.c_contiguous:
+            wm = torch.zeros(self.c1 + 1, 16, dtype=torch.float32)  # [W; b] for the kernel's two SIMD rows
+            wm[:, :12] = wmat[: self.c1 + 1]
+            native.blend(bases.x, wp // 2, self.c1, wm, out, torch.get_num_threads())
+            return out
         k = bases.x.shape[1]
         # X·W as a 1×1 convolution over X seen as a channels_last image: oneDNN runs this
         # tall-skinny product faster than the BLAS matmul does (measured 1.3× at 720p).
         x_img = bases.x.view(1, hp // 2, wp // 2, k).permute(0, 3, 1, 2)  # (1, K, h2, w2)
         y = _conv1x1_clamped(x_img, wmat.T.contiguous()[:, :, None, None], 255.49)  # (1, 12, h2, w2) channels_last
         y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) in 0..255.49 (+0.5 for rounding), a view
-        h, w = bases.size
-        if out is None:
-            out = np.empty((h, w, 3), np.uint8)
         src = y.view(hp // 2, wp // 2, 2, 2, 3).permute(0, 2, 1, 3, 4)  # (hp/2, dy, wp/2, dx, 3)
         if self.device.type == "cuda":
             out[...] = src.reshape(hp, wp, 3)[:h, :w].to(torch.uint8).cpu().numpy()

@@ -105,16 +105,24 @@ def test_nd_offdiag_correlation_below_0p01_with_random_weights(models, denoisers
     assert torch.allclose(stds, torch.tensor(PRESETS[preset].levels, dtype=torch.float64), rtol=1e-3)
 
 
-@pytest.mark.parametrize("size", [(64, 96), (50, 70), (18, 34)])
-def test_factored_statistics_equal_the_materialised_maps_statistics(models, size):
-    """The player's ND and AutoTune read statistics off [d | 1]ᵀ·X (padding columns subtracted);
-    with live Router and AutoTune layers they must give what the maps themselves give."""
-    model = copy.deepcopy(models["live"])
+@pytest.mark.parametrize("stats", ["native", "torch"])
+@pytest.mark.parametrize("preset,size", [("live", (64, 96)), ("live", (50, 70)), ("live", (18, 34)),
+                                         ("quality", (50, 70))])
+def test_factored_statistics_equal_the_materialised_maps_statistics(models, preset, size, stats):
+    """The player's ND and AutoTune read statistics off [d | 1]ᵀ·X (the C kernel's one pass, or
+    torch's product with the padding columns subtracted); with live Router and AutoTune layers they
+    must give what the maps themselves give."""
+    from engine import native
+
+    if stats == "native" and native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    model = copy.deepcopy(models[preset])
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # random heads: the transform and the coefficients depend on every statistic
         for fc in (model.router.fc, model.autotune.fc):
             fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
     den = Denoiser(copy.deepcopy(model), "cpu")
+    den.native_stats = stats == "native"
     rgb = textured(*size, seed=7, lo=0, hi=255)
     bases = den.infer(rgb)
     x = as_input(rgb).double()
@@ -305,6 +313,82 @@ def test_fused_clamp_blend_gives_the_plain_blend(models, monkeypatch):
     diff = np.abs(outs[0].astype(np.int64) - outs[1])
     assert diff.max() <= 1 and diff.mean() < 0.01  # one level where float rounding straddles a .5
     assert (outs[0] == 0).any() and (outs[0] == 255).any()  # the clamp did act, at both ends
+
+
+NATIVE_SIZES = [(1, 1), (2, 2), (7, 1), (1, 9), (17, 33), (40, 72), (64, 96)]
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_native_blend_gives_the_torch_blend_and_writes_every_pixel(models, preset):
+    """The one-pass C kernel (engine/csrc/blend.c) against the torch path, at odd, tiny and even
+    sizes, on 1 and 3 threads (uneven bands); each output starts as all-0 and as all-255, so a
+    pixel the kernel skipped differs from the torch frame in one of the two."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu")
+    assert den.native_blend
+    mixes = (compose.Mix(), compose.Mix(strength=45.0, character=1.0, luma=2.0),
+             compose.Mix(strength=12.0, character=-0.7, chroma=0.2))
+    for h, w in NATIVE_SIZES:
+        bases = den.infer(textured(h, w, seed=h + 7 * w, lo=0, hi=255))
+        for mix in mixes:
+            den.native_blend = False
+            ref = den.blend(bases, mix)
+            den.native_blend = True
+            for threads in (1, 3):
+                for fill in (0, 255):
+                    got = np.full((h, w, 3), fill, np.uint8)
+                    torch.set_num_threads(threads)
+                    try:
+                        den.blend(bases, mix, out=got)
+                    finally:
+                        torch.set_num_threads(1)
+                    diff = np.abs(got.astype(np.int64) - ref)
+                    assert diff.max() <= 1 and diff.mean() < 0.02, (h, w, mix, threads, fill)  # float rounding at .5
+    big = den.blend(den.infer(textured(40, 72, seed=2, lo=0, hi=255)), mixes[1])
+    assert (big == 0).any() and (big == 255).any()  # the clamp acted at both ends
+
+
+@pytest.mark.parametrize("c1", [16, 32, 5])
+def test_native_cross_gram_equals_float64_products_on_any_thread_count(c1):
+    """native.cross_gram against float64 products of the in-frame half-pixels: padding columns
+    skipped, every band of rows counted once, whatever the number of threads."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    h2, w2, wp2, k = 13, 21, 24, c1 + 13
+    x = torch.randn(h2 * wp2, k, generator=torch.Generator().manual_seed(c1)) * 3.0 + 1.0
+    inside = x.view(h2, wp2, k)[:, :w2].reshape(-1, k).double()
+    for threads in (1, 2, 5):
+        g, sq = native.cross_gram(x, h2, wp2, w2, c1, threads)
+        assert torch.allclose(g, inside[:, : c1 + 1].T @ inside, rtol=1e-5, atol=1e-3)
+        assert torch.allclose(sq, (inside**2).sum(0), rtol=1e-5)
+
+
+def test_native_kernels_off_or_unbuildable_give_a_reason_and_the_torch_path(models, monkeypatch, tmp_path):
+    from engine import native
+
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv("RCD_NATIVE", "0")
+    assert native.library() is None and "RCD_NATIVE=0" in native.why_not
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    assert not den.native_blend
+    assert den.blend(den.infer(textured(9, 14))).shape == (9, 14, 3)
+
+    if native._cpu_supported():
+        return  # the build is never tried on this CPU
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.delenv("RCD_NATIVE")
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert native.library() is None
+    assert native.why_not.startswith("false failed on kernels.c") and "\n" not in native.why_not
+    assert not list((tmp_path / "cache").rglob("*.so"))  # no half-written library left behind
 
 
 SMALL_SIZES = [(1, 1), (17, 33), (2, 2), (7, 1)]

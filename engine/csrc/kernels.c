@@ -1,0 +1,208 @@
+/* The RCD blend on a CPU in one pass: X (the stored bases) in, the uint8 RGB frame out.
+ *
+ * X holds one row per half-size pixel (h2·wp2 rows, k = c1 + 13 float32 columns):
+ * [d (c1 features) | 1 | noisy (12 values: sub-pixel rows dy = 0, 1 of (dx, RGB), 0..255)].
+ * The frame's 12 values of a half-pixel are noisy + d·W + b (see engine/denoiser.py, blend_matrix):
+ * W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15 unused, b already
+ * holding the +0.5 that makes the truncating conversion round to nearest.
+ *
+ * torch does the same in three passes (a 1×1 convolution, a clamp, a strided depth-to-space
+ * uint8 copy), each reading or writing a frame-sized float buffer; here each half-pixel is read
+ * once and its 2×2 pixels are written once: the blend becomes a memory-bound read of X.
+ *
+ * x86-64 with AVX2 and FMA only (the loader checks the CPU); built by engine/native.py with the
+ * system C compiler and loaded with ctypes. Every other machine uses the torch path.
+ */
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "this kernel needs AVX2 and FMA (-mavx2 -mfma)"
+#endif
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const float *x;   /* (h2 * wp2, k) */
+    int64_t wp2, k, c1;
+    const float *wm;  /* (c1 + 1, 16) */
+    uint8_t *out;     /* (h, w, 3), C-contiguous */
+    int64_t h, w;
+    int64_t y0, y1;   /* half-size rows of this job */
+} job_t;
+
+/* c1 is a compile-time constant for the shipped models (16, 32): the feature loop unrolls. */
+static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1) {
+    const int64_t k = j->k, w = j->w, h = j->h;
+    const int64_t w2 = (w + 1) / 2;  /* half-pixels per row that reach the frame */
+    const float *wm = j->wm;
+    const __m256 b0 = _mm256_loadu_ps(wm + c1 * 16);  /* outputs 0..7 */
+    const __m128 b1 = _mm_loadu_ps(wm + c1 * 16 + 8); /* outputs 8..11 */
+    const __m256 hi0 = _mm256_set1_ps(255.0f), lo0 = _mm256_setzero_ps();
+    const __m128 hi1 = _mm_set1_ps(255.0f), lo1 = _mm_setzero_ps();
+    for (int64_t y2 = j->y0; y2 < j->y1; y2++) {
+        uint8_t *row0 = j->out + (2 * y2) * w * 3;
+        uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
+        const float *r = j->x + y2 * j->wp2 * k;
+        for (int64_t x2 = 0; x2 < w2; x2++, r += k) {
+            __m256 a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
+            __m128 a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
+            __m256 e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
+            __m128 e1 = _mm_setzero_ps();
+            int64_t q = 0;
+            for (; q + 1 < c1; q += 2) {
+                const __m256 d = _mm256_broadcast_ss(r + q), e = _mm256_broadcast_ss(r + q + 1);
+                a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+                e0 = _mm256_fmadd_ps(e, _mm256_loadu_ps(wm + q * 16 + 16), e0);
+                e1 = _mm_fmadd_ps(_mm256_castps256_ps128(e), _mm_loadu_ps(wm + q * 16 + 24), e1);
+            }
+            if (q < c1) {
+                const __m256 d = _mm256_broadcast_ss(r + q);
+                a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+            }
+            a0 = _mm256_add_ps(a0, e0);
+            a1 = _mm_add_ps(a1, e1);
+            /* clamp to 0..255 (NaN -> 0), truncate, pack: bytes 0..5 row dy = 0, 6..11 row dy = 1 */
+            a0 = _mm256_max_ps(_mm256_min_ps(a0, hi0), lo0);
+            a1 = _mm_max_ps(_mm_min_ps(a1, hi1), lo1);
+            const __m256i i0 = _mm256_cvttps_epi32(a0);
+            const __m128i i1 = _mm_cvttps_epi32(a1);
+            const __m128i p16 = _mm_packus_epi32(_mm256_castsi256_si128(i0), _mm256_extracti128_si256(i0, 1));
+            const __m128i p8 = _mm_packus_epi16(p16, _mm_packus_epi32(i1, i1));
+            if (x2 + 1 < w2) {  /* 8-byte stores: their 2 extra bytes are the next half-pixel's, written next */
+                _mm_storel_epi64((__m128i *)(row0 + 6 * x2), p8);
+                if (row1) _mm_storel_epi64((__m128i *)(row1 + 6 * x2), _mm_srli_si128(p8, 6));
+            } else {  /* the row's last half-pixel: exact bytes, 1 or 2 columns */
+                uint8_t b[16];
+                _mm_storeu_si128((__m128i *)b, p8);
+                const size_t n = (2 * x2 + 1 < w) ? 6 : 3;
+                memcpy(row0 + 6 * x2, b, n);
+                if (row1) memcpy(row1 + 6 * x2, b + 6, n);
+            }
+        }
+    }
+}
+
+static void blend_rows(const job_t *j) {
+    if (j->c1 == 16) blend_rows_c1(j, 16);
+    else if (j->c1 == 32) blend_rows_c1(j, 32);
+    else blend_rows_c1(j, j->c1);
+}
+
+/* Blend a frame of h×w pixels; X rows are wp2 half-pixels wide (wp2 ≥ (w + 1) / 2, padding
+ * columns skipped). Bands of rows run on `threads` OpenMP threads: built with -fopenmp this
+ * library shares the libgomp torch has already loaded (the same soname), so the blend runs on
+ * torch's own worker threads instead of competing with them for the cores. 0 = done. */
+int rcd_blend(const float *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
+              int64_t w, int threads) {
+    if (k != c1 + 13 || wp2 < (w + 1) / 2 || h < 1 || w < 1) return 1;
+    const int64_t h2 = (h + 1) / 2;
+    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+#pragma omp parallel for num_threads(n) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const job_t job = {x, wp2, k, c1, wm, out, h, w, h2 * i / n, h2 * (i + 1) / n};
+        blend_rows(&job);
+    }
+    return 0;
+}
+
+/* ---- statistics: the cross Gram [d | 1]ᵀ·X over a frame's half-pixels --------------------------
+ *
+ * g (c1 + 1, k) float64 = Σ_p x_p[0..c1]ᵀ · x_p over the h2 × w2 half-pixels that lie in the frame
+ * (padding columns skipped), and sq (k) float64 = Σ_p x_p² per column. This is what ND and AutoTune
+ * need of a frame (engine/denoiser.py, _covariance): one pass over X instead of a batched BLAS
+ * product that also reads the padding and a second pass for the frame's sum of squares.
+ *
+ * Blocking: rows of X are taken in runs of GRAM_RUN half-pixels (they stay in L1); for each block
+ * of RB rows of g, RB × NV float32 accumulators stay in registers over the run, then go into
+ * float64 sums. float32 over a 128-row run loses nothing that matters; float64 across runs keeps
+ * the small eigenvalues of near-collinear maps (decorrelate.py, covariance).
+ */
+#define GRAM_RUN 128
+#define GRAM_MAX_NV 8 /* k ≤ 64 columns */
+
+static inline __attribute__((always_inline)) void gram_line(const float *x, int64_t n, int64_t k, int64_t rows,
+                                                            const int NV, const int RB, double *g, double *sq) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k - 8 * (NV - 1))), lane);
+    for (int64_t p0 = 0; p0 < n; p0 += GRAM_RUN) {
+        const int64_t p1 = p0 + GRAM_RUN < n ? p0 + GRAM_RUN : n;
+        for (int64_t a0 = 0; a0 < rows; a0 += RB) {
+            __m256 acc[8][GRAM_MAX_NV]; /* RB × NV of them used: fixed sizes, so they live in registers */
+#pragma GCC unroll 8
+            for (int i = 0; i < RB; i++)
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
+            for (int64_t p = p0; p < p1; p++) {
+                const float *r = x + p * k;
+                __m256 rv[GRAM_MAX_NV];
+#pragma GCC unroll 8
+                for (int v = 0; v < NV - 1; v++) rv[v] = _mm256_loadu_ps(r + 8 * v);
+                rv[NV - 1] = _mm256_maskload_ps(r + 8 * (NV - 1), tail);
+#pragma GCC unroll 8
+                for (int i = 0; i < RB; i++) {  /* past the last row of g: r[rows..] exist (k = c1 + 13), sums unused */
+                    const __m256 d = _mm256_broadcast_ss(r + a0 + i);
+#pragma GCC unroll 8
+                    for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(d, rv[v], acc[i][v]);
+                }
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < RB; i++) {  /* constant indices into acc: it stays in registers */
+                float f[8 * GRAM_MAX_NV] = {0};
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) _mm256_storeu_ps(f + 8 * v, acc[i][v]);
+                if (a0 + i < rows)
+                    for (int64_t c = 0; c < k; c++) g[(a0 + i) * k + c] += f[c];
+            }
+        }
+        __m256 s[GRAM_MAX_NV];  /* per-column sums of squares over the run */
+        for (int v = 0; v < NV; v++) s[v] = _mm256_setzero_ps();
+        for (int64_t p = p0; p < p1; p++) {
+            const float *r = x + p * k;
+            for (int v = 0; v < NV - 1; v++) {
+                const __m256 t = _mm256_loadu_ps(r + 8 * v);
+                s[v] = _mm256_fmadd_ps(t, t, s[v]);
+            }
+            const __m256 t = _mm256_maskload_ps(r + 8 * (NV - 1), tail);
+            s[NV - 1] = _mm256_fmadd_ps(t, t, s[NV - 1]);
+        }
+        float f[8 * GRAM_MAX_NV] = {0};
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(f + 8 * v, s[v]);
+        for (int64_t c = 0; c < k; c++) sq[c] += f[c];
+    }
+}
+
+/* NV (vectors per row of X) and RB (rows of g per block: RB × NV ≤ 12 accumulators in registers)
+ * as compile-time constants, one specialisation per NV. */
+#define GRAM_CASE(NV, RB) \
+    case NV: gram_line(x, n, k, rows, NV, RB, g, sq); break;
+
+static void gram_line_any(const float *x, int64_t n, int64_t k, int64_t rows, double *g, double *sq) {
+    switch ((int)((k + 7) / 8)) {
+        GRAM_CASE(1, 8) GRAM_CASE(2, 6) GRAM_CASE(3, 4) GRAM_CASE(4, 3)
+        GRAM_CASE(5, 2) GRAM_CASE(6, 2) GRAM_CASE(7, 1) GRAM_CASE(8, 1)
+    }
+}
+
+int rcd_cross_gram(const float *x, int64_t h2, int64_t wp2, int64_t w2, int64_t k, int64_t c1, double *g,
+                   double *sq, int threads) {
+    if (k != c1 + 13 || k > 8 * GRAM_MAX_NV || w2 > wp2 || h2 < 1 || w2 < 1) return 1;
+    const int64_t rows = c1 + 1;
+    memset(g, 0, sizeof(double) * rows * k);
+    memset(sq, 0, sizeof(double) * k);
+    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+    const int64_t stride = rows * k + k;
+    double *part = calloc((size_t)(n * stride), sizeof(double)); /* each band's g and sq */
+    if (!part) return 2;
+#pragma omp parallel for num_threads(n) schedule(static)
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t y2 = h2 * t / n; y2 < h2 * (t + 1) / n; y2++)
+            gram_line_any(x + y2 * wp2 * k, w2, k, rows, part + t * stride, part + t * stride + rows * k);
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t i = 0; i < rows * k; i++) g[i] += part[t * stride + i];
+        for (int64_t c = 0; c < k; c++) sq[c] += part[t * stride + rows * k + c];
+    }
+    free(part);
+    return 0;
+}

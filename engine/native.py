@@ -1,0 +1,155 @@
+"""Native CPU kernels (engine/csrc/*.c), built on first use with the system C compiler.
+
+Owns finding a compiler, building the shared library into a per-user cache, loading it with
+ctypes and saying, in one line, why it is not used where it is not. Nothing here is required: on
+a machine without a C compiler, without AVX2/FMA or with RCD_NATIVE=0 in the environment, every
+caller takes its torch path, which computes the same numbers more slowly.
+
+Why a C kernel at all: torch has no fused op for the blend (a 1×1 product, clamp, uint8
+conversion and depth-to-space), and its three-pass version moves 4× the bytes the blend must
+(engine/csrc/blend.c says more). Why at run time: the product installs as pure Python; a build
+step in `pip install` would make a compiler a hard requirement.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
+# -mavx2 -mfma rather than -march=native: the cached library then runs on every AVX2 CPU, and the
+# kernel is written in those intrinsics anyway.
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
+COMPILE_TIMEOUT_S = 60
+ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
+
+_lib: ctypes.CDLL | None = None
+_tried = False
+why_not = ""  # one line: why the kernels are not in use (empty when they are, or not yet tried)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rcd-player"
+
+
+def _cpu_supported() -> str:
+    """'' if this CPU runs the kernel, else the reason."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"not an x86-64 CPU ({platform.machine()})"
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # an old torch: trust the compiler's check of the flags below
+        return ""
+    return "" if cap.upper().startswith(("AVX2", "AVX512")) else f"the CPU has no AVX2 (torch reports {cap})"
+
+
+def _build(src: Path, dest: Path) -> str:
+    """Compile src into dest atomically (parallel processes may race); '' or the reason it failed."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return "no C compiler (cc, gcc or clang) on PATH"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
+    os.close(fd)
+    try:
+        run = subprocess.run([cc, *CFLAGS, str(src), "-o", tmp], capture_output=True, text=True,
+                             timeout=COMPILE_TIMEOUT_S)
+        if run.returncode != 0:
+            first = (run.stderr.strip().splitlines() or ["no message"])[0]
+            return f"{Path(cc).name} failed on {src.name}: {first}"
+        os.replace(tmp, dest)
+        for old in dest.parent.glob(f"{src.stem}-*.so"):  # builds of earlier versions of the source
+            if old != dest:
+                old.unlink(missing_ok=True)
+        return ""
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"building {src.name} failed: {e}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, building them on the first call; None (and `why_not` set) where unavailable."""
+    global _lib, _tried, why_not
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        why_not = f"turned off ({ENV_SWITCH}=0)"
+        return None
+    why_not = _cpu_supported()
+    if why_not:
+        return None
+    try:
+        code = SOURCE.read_bytes()
+    except OSError as e:
+        why_not = f"cannot read {SOURCE}: {e.strerror}"
+        return None
+    key = hashlib.sha256(code + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    name = f"{SOURCE.stem}-{key}.so"
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"rcd-player-{os.getuid()}"):
+        path = folder / name
+        if not path.exists():
+            try:
+                why_not = _build(SOURCE, path)
+            except OSError as e:  # the cache folder cannot be made or written: try the next one
+                why_not = f"cannot write {folder}: {e.strerror}"
+            if why_not:
+                continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as e:
+            why_not = f"cannot load {path}: {e}"
+            continue
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.rcd_blend.argtypes = [p, i64, i64, i64, p, p, i64, i64, ctypes.c_int]
+        lib.rcd_blend.restype = ctypes.c_int
+        lib.rcd_cross_gram.argtypes = [p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
+        lib.rcd_cross_gram.restype = ctypes.c_int
+        _lib, why_not = lib, ""
+        return lib
+    return None
+
+
+def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:
+    """out (h, w, 3) uint8 ← clamp(X[noisy] + X[d]·W + b) with depth-to-space, in one pass.
+
+    x: (h2·wp2, c1 + 13) float32 contiguous CPU (the bases' X); wm: (c1 + 1, 16) float32 contiguous
+    ([W; b], b with the +0.5 for rounding); out: C-contiguous, written in full."""
+    lib = library()
+    assert lib is not None, why_not
+    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    assert wm.dtype == torch.float32 and wm.is_contiguous() and tuple(wm.shape) == (c1 + 1, 16)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous and out.ndim == 3 and out.shape[2] == 3
+    h, w = out.shape[:2]
+    assert x.shape[0] >= ((h + 1) // 2) * wp2, "X has fewer rows than the frame needs"
+    rc = lib.rcd_blend(x.data_ptr(), wp2, x.shape[1], c1, wm.data_ptr(), out.ctypes.data, h, w, threads)
+    if rc != 0:
+        raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
+
+
+def cross_gram(x: torch.Tensor, h2: int, wp2: int, w2: int, c1: int, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X[:, :c1+1]ᵀ·X (c1 + 1, k), Σ X² per column (k,)) float64 over the h2 × w2 half-pixels in the
+    frame, X seen as h2 rows of wp2 half-pixels (the padding columns w2.. skipped), in one pass."""
+    lib = library()
+    assert lib is not None, why_not
+    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    k = x.shape[1]
+    assert x.shape[0] >= h2 * wp2, "X has fewer rows than h2 × wp2"
+    g = torch.empty(c1 + 1, k, dtype=torch.float64)
+    sq = torch.empty(k, dtype=torch.float64)
+    rc = lib.rcd_cross_gram(x.data_ptr(), h2, wp2, w2, k, c1, g.data_ptr(), sq.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native cross Gram refused its arguments: X {tuple(x.shape)}, c1 {c1}, {h2}×{w2} of {wp2}")
+    return g, sq
