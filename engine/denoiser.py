@@ -146,6 +146,7 @@ class Denoiser:
         l, c1 = self.cfg.num_levels, self.c1
         head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
         self._raw_from_x = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1)  # (12, L, c1+1)
+        self._head_np = head.reshape(4, 3 * l, c1 + 1).numpy()  # (sub-pixel, level·colour, d | 1) for blends
         # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
         self.native_blend = self.device.type == "cpu" and native.library() is not None
         self.native_stats = self.native_blend  # ND and AutoTune's statistics from the same library
@@ -259,20 +260,26 @@ class Denoiser:
         return cov[None]
 
     # ---- blending --------------------------------------------------------------------------
+    def _feature_weights(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> np.ndarray:
+        """[W; b] (c1 + 1, 12) float64: a blend's output sub-pixels (0..255, +0.5 for rounding) are
+        noisy + [d | 1]·[W; b]. Host-side NumPy: four small products (torch's per-op dispatch made
+        this 0.4 ms, a tenth of a 720p blend)."""
+        l, c1 = self.cfg.num_levels, self.c1
+        wc = compose.colour_matrices_np(c_luma, c_chroma)  # (L, 3, 3) [i, c, d] on decorrelated maps
+        t = bases.transform.numpy()  # (L, L): Ñ_i = Σ_j T[i, j] raw_j
+        wr = 255.0 * (t.T @ wc.reshape(l, 9)).reshape(l, 3, 3)  # [j, c, d] on raw maps, 0..255
+        k = wr.transpose(1, 0, 2).reshape(3, 3 * l) @ self._head_np  # (4, 3, c1+1) [s, c, feature | 1]
+        wb = k.reshape(12, c1 + 1).T.copy()  # (c1+1, 12): output index 3s + c
+        wb[c1] += 0.5  # the uint8 conversion truncates, so this rounds to nearest
+        return wb
+
     def blend_matrix(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> torch.Tensor:
         """W (c1 + 13, 12) float32 on the device: output sub-pixels (0..255, +0.5 for rounding) = X·W."""
-        l, c1 = self.cfg.num_levels, self.c1
-        wc = compose.colour_matrices(c_luma, c_chroma)  # (L, 3, 3) on decorrelated maps
-        wr = 255.0 * torch.einsum("ij,icd->jcd", bases.transform.double(), wc)  # (L, 3, 3) on raw maps, 0..255
-        a4 = self._head_w.reshape(4, l, 3, c1)  # (sub-pixel, level, colour, feature)
-        b4 = self._head_b.reshape(4, l, 3)
-        k = torch.einsum("jcd,sjdk->sck", wr, a4).reshape(12, c1)  # features → output sub-pixels
-        kb = torch.einsum("jcd,sjd->sc", wr, b4).reshape(12)
-        wmat = torch.zeros(c1 + 13, 12, dtype=torch.float64)
-        wmat[:c1] = k.T
-        wmat[c1] = kb + 0.5  # +0.5: the uint8 conversion truncates, so this rounds to nearest
-        wmat[c1 + 1 :] = torch.eye(12, dtype=torch.float64)
-        return wmat.float().to(self.device)
+        c1 = self.c1
+        wmat = np.zeros((c1 + 13, 12))
+        wmat[: c1 + 1] = self._feature_weights(bases, c_luma, c_chroma)
+        wmat[c1 + 1 :] = np.eye(12)  # the noisy sub-pixels pass through
+        return torch.from_numpy(wmat).float().to(self.device)
 
     @torch.no_grad()
     def blend(self, bases: Bases, mix: compose.Mix | None = None, out: np.ndarray | None = None,
@@ -280,16 +287,16 @@ class Denoiser:
         """Bases + mix (or explicit (luma, chroma) coefficients) → uint8 (H, W, 3), clipped to 0..255."""
         if coeffs is None:
             coeffs = compose.coefficients(mix or compose.Mix(), bases.levels, bases.auto)
-        wmat = self.blend_matrix(bases, *coeffs)
         hp, wp = bases.padded
         h, w = bases.size
         if out is None:
             out = np.empty((h, w, 3), np.uint8)
         if self.native_blend and out.flags.c_contiguous:
-            wm = torch.zeros(self.c1 + 1, 16, dtype=torch.float32)  # [W; b] for the kernel's two SIMD rows
-            wm[:, :12] = wmat[: self.c1 + 1]
-            native.blend(bases.x, wp // 2, self.c1, wm, out, torch.get_num_threads())
+            wm = np.zeros((self.c1 + 1, 16), np.float32)  # [W; b], 16 columns: the kernel's two SIMD rows
+            wm[:, :12] = self._feature_weights(bases, *coeffs)
+            native.blend(bases.x, wp // 2, self.c1, torch.from_numpy(wm), out, torch.get_num_threads())
             return out
+        wmat = self.blend_matrix(bases, *coeffs)
         k = bases.x.shape[1]
         # X·W as a 1×1 convolution over X seen as a channels_last image: oneDNN runs this
         # tall-skinny product faster than the BLAS matmul does (measured 1.3× at 720p).
