@@ -79,6 +79,9 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
         assert key in stats
     assert stats["device"] == "cpu" and stats["backbone_ms_p50"] > 0
     assert stats["precision"] in ("float32", "bfloat16")
+    from engine import native
+
+    assert (stats["blend_kernel"] == "native one-pass C kernel") == (native.library() is not None)
 
 
 def test_bypass_shows_the_exact_source_frame(tmp_path, weights, clip):
