@@ -2,8 +2,9 @@
 
 Owns the timing numbers of the product path (engine.denoiser.Denoiser), per model:
 - inference per frame at 960×540, 1280×720 and 1920×1080, split into the backbone
-  (Bases.backbone_ms) and the rest (decorrelation statistics + AutoTune, = infer total − backbone),
-  with that rest as a % of the backbone (target ≤ 10 %);
+  (Bases.backbone_ms: the network's pass) and the rest (= infer total − backbone: X's other
+  columns and the noise estimate, the statistics, ND and AutoTune), with that rest as a % of the
+  backbone (target ≤ 10 % for ND + AutoTune; the rest holds more than that, so it is an upper bound);
 - blend per frame at 1280×720 and 1920×1080 (Mix(strength=20, character=0.3) into a preallocated
   uint8 frame; which kernel ran, the native one-pass C kernel or torch, is printed) beside its memory floor measured in the same run: the bytes one blend must move
   (engine.denoiser.frame_bytes_per_blend) over the large-copy bandwidth of this device (a 256 MB

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose, native
 from engine import decorrelate as nd
-from engine.model import PAD_MULTIPLE, RCDNet, estimate_noise_sigma, to_full_res
+from engine.model import (PAD_MULTIPLE, RCDNet, estimate_noise_sigma, noise_grid_step,
+                          sigma_from_detail_histogram, to_full_res)
 
 
 def keep_freed_memory() -> None:
@@ -61,7 +62,8 @@ class Bases:
     size: tuple[int, int]  # (h, w) of the frame
     padded: tuple[int, int]  # (hp, wp), multiples of 8
     sigma_est: float  # estimated noise std of the input, 8-bit units
-    backbone_ms: float
+    backbone_ms: float  # the network's pass (with the input's padding)
+    infer_ms: float = 0.0  # the whole infer(): network, X's other columns, statistics, ND, AutoTune
 
     @property
     def nbytes(self) -> int:
@@ -193,22 +195,28 @@ class Denoiser:
             with torch.autocast(self.device.type, dtype=self.dtype):
                 d1, feats = self.model.backbone.features(x_in)  # (1, c1, hp/2, wp/2), (1, F)
             d_view.copy_(d1)
-        x[:, self.c1] = 1.0
-        noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
-        for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
-            noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        backbone_ms = (time.perf_counter() - t0) * 1000.0
+        backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
+        if self.native_stats:  # [1 | noisy] from the uint8 frame, and the noise estimate, in one pass
+            detail = native.fill(x, self.c1, np.ascontiguousarray(rgb), hp, wp, noise_grid_step(h, w),
+                                 torch.get_num_threads())
+            sigma = torch.tensor([sigma_from_detail_histogram(detail)], dtype=torch.float32)  # (1,) 8-bit units
+        else:
+            x[:, self.c1] = 1.0
+            noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
+            for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
+                noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
+            # (1,) 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
+            green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
+            sigma = estimate_noise_sigma(green).cpu()
         cov = self._covariance(x, frame, h, w)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
-        # (1,) 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
-        green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
-        sigma = estimate_noise_sigma(green).cpu()
         with torch.inference_mode():  # ~100 ops on L×L matrices: 1.25 → 0.9 ms per frame against no_grad
             t, auto = self._stats_model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
         t, auto = t[0].cpu().clone(), auto[0].double().cpu().clone()  # plain tensors again, for any later use
-        return Bases(x=x, transform=t, auto=auto, levels=self.levels,
-                     size=(h, w), padded=(hp, wp), sigma_est=float(sigma[0]), backbone_ms=backbone_ms)
+        return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
+                     sigma_est=float(sigma[0]), backbone_ms=backbone_ms,
+                     infer_ms=(time.perf_counter() - t0) * 1000.0)
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

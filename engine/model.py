@@ -183,7 +183,7 @@ def estimate_noise_sigma(green: torch.Tensor) -> torch.Tensor:
     h, w = h // 2 * 2, w // 2 * 2
     if h == 0 or w == 0:
         return green.new_zeros(b, dtype=torch.float32)
-    step = 4 if h * w > SIGMA_SUBSAMPLE_ABOVE else 2
+    step = noise_grid_step(h, w)
     g = green[:, :h, :w]
     if g.dtype == torch.uint8:
         g = g.to(torch.int16)  # differences of four 8-bit values fit in int16
@@ -192,11 +192,24 @@ def estimate_noise_sigma(green: torch.Tensor) -> torch.Tensor:
               for dy in (0, 1) for dx in (0, 1)]  # 4 × (B, n0, n1)
     detail2 = (corner[0] - corner[1] - corner[2] + corner[3]).abs().flatten(1)  # (B, n0·n1): 2·|detail|
     if detail2.dtype == torch.int16:
-        rank = (detail2.shape[1] - 1) // 2  # torch.median's lower median
-        med2 = [int(torch.searchsorted(torch.bincount(row, minlength=511).cumsum(0), rank, right=True))
-                for row in detail2.long()]
-        return torch.tensor(med2, dtype=torch.float32, device=green.device) * 0.5 / MAD_TO_STD
+        sig = [sigma_from_detail_histogram(torch.bincount(row, minlength=511)) for row in detail2.long()]
+        return torch.tensor(sig, dtype=torch.float32, device=green.device)
     return (detail2 * 0.5).float().median(dim=1).values / MAD_TO_STD
+
+
+def noise_grid_step(h: int, w: int) -> int:
+    """Spacing of the 2×2 blocks the noise estimate reads, for an (even-cropped) h×w plane."""
+    return 4 if h // 2 * 2 * (w // 2 * 2) > SIGMA_SUBSAMPLE_ABOVE else 2
+
+
+def sigma_from_detail_histogram(counts) -> float:
+    """Noise std from the histogram (511,) of 2·|diagonal detail| values 0..510: the lower median
+    (torch.median's) / 2 / MAD_TO_STD; 0 for an empty histogram."""
+    counts = torch.as_tensor(counts)
+    rank = (int(counts.sum()) - 1) // 2
+    if rank < 0:
+        return 0.0
+    return int(torch.searchsorted(counts.cumsum(0), rank, right=True)) * 0.5 / MAD_TO_STD
 
 
 def sigma_feature(sigma: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,8 @@ def library() -> ctypes.CDLL | None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_cross_gram.argtypes = [p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_cross_gram.restype = ctypes.c_int
+        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, ctypes.c_int]
+        lib.rcd_fill.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return lib
     return None
@@ -153,3 +155,20 @@ def cross_gram(x: torch.Tensor, h2: int, wp2: int, w2: int, c1: int, threads: in
     if rc != 0:
         raise ValueError(f"native cross Gram refused its arguments: X {tuple(x.shape)}, c1 {c1}, {h2}×{w2} of {wp2}")
     return g, sq
+
+
+def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int) -> np.ndarray:
+    """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
+    padded to hp × wp); returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
+    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's)."""
+    lib = library()
+    assert lib is not None, why_not
+    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
+    h, w = rgb.shape[:2]
+    assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    hist = np.zeros(511, np.int64)
+    rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data, threads)
+    if rc != 0:
+        raise ValueError(f"native fill refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w} in {hp}×{wp}")
+    return hist

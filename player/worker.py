@@ -40,7 +40,7 @@ AUTO_WATCH_FRAMES = 60
 # (measured, live model at 640×360 in the player: 97, 48, 46 ms, then 24–29 ms). Counting them
 # sent a run that plays at 29.7 fps live to the render cache, where it played at 20–25 fps.
 AUTO_WARMUP_FRAMES = 3
-PREDICT_FRAMES = 9  # recent backbone timings whose median predicts the next one
+PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # live only if the backbone needs under this share of a frame interval. Live mode shows this share
 # of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷ interval): 0.82 → 99 %,
 # 0.77 → 96 %, 1.0 → 77 %. At 0.85 the 640×360 demo, whose 12-frame medians spread over 0.72–0.87,
@@ -154,7 +154,8 @@ class BackboneWorker(threading.Thread):
         self.requested_mode = mode
         self.mode = "cache" if mode == "cache" else "live"
         self.cache = RenderCache(cache_bytes)
-        self.backbone_ms: list[float] = []
+        self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
+        self.infer_ms: list[float] = []  # the whole Denoiser.infer: what a frame costs this thread
         self.dropped_early = 0
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -166,8 +167,8 @@ class BackboneWorker(threading.Thread):
 
     def _expected_s(self) -> float:
         """How far ahead (seconds) a frame must be to be shown on time: a pessimistic recent
-        backbone time (3rd of 4 quartiles) plus the blend that follows it."""
-        recent = self.backbone_ms[-PREDICT_FRAMES:]
+        inference time (3rd of 4 quartiles) plus the blend that follows it."""
+        recent = self.infer_ms[-PREDICT_FRAMES:]
         if not recent:
             return 0.0
         backbone = statistics.quantiles(recent, n=4)[2] if len(recent) >= 4 else max(recent)
@@ -175,14 +176,14 @@ class BackboneWorker(threading.Thread):
         return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
     def _decide_mode(self) -> None:
-        timed = len(self.backbone_ms) - AUTO_WARMUP_FRAMES
+        timed = len(self.infer_ms) - AUTO_WARMUP_FRAMES
         if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
             return
         interval_ms = 1000.0 / self.player.info.fps
-        typical = statistics.median(self.backbone_ms[-min(timed, AUTO_WATCH_FRAMES):])
+        typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):])
         if typical > AUTO_HEADROOM * interval_ms:
             self.mode = "cache"
-            self.player.notice(f"backbone slower than real time ({typical:.0f} ms/frame): render-cache mode")
+            self.player.notice(f"inference slower than real time ({typical:.0f} ms/frame): render-cache mode")
 
     def _size_ready_queue(self, bases) -> None:
         if self.mode == "cache" and not self._cache_frames_set:
@@ -226,6 +227,7 @@ class BackboneWorker(threading.Thread):
             bases = self.cache.get(key)
             if bases is None:
                 bases = self.denoiser.infer(frame.rgb)
+                self.infer_ms.append(bases.infer_ms)
                 self.backbone_ms.append(bases.backbone_ms)
                 self._decide_mode()
                 if self.mode == "cache":

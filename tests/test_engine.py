@@ -368,6 +368,38 @@ def test_native_cross_gram_equals_float64_products_on_any_thread_count(c1):
         assert torch.allclose(sq, (inside**2).sum(0), rtol=1e-5)
 
 
+FILL_SIZES = [(1, 1), (2, 2), (3, 5), (7, 1), (17, 33), (64, 96), (260, 270), (301, 257)]
+
+
+@pytest.mark.parametrize("size", FILL_SIZES, ids=[f"{h}x{w}" for h, w in FILL_SIZES])
+def test_native_fill_gives_the_torch_columns_and_the_noise_estimate(models, size):
+    """The C fill of X's [1 | noisy] columns (replicate padding included) equals torch's, and the
+    noise estimate it reads in the same pass equals model.estimate_noise_sigma (the sizes above
+    256×256 use its sparser grid)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    rgb = np.random.default_rng(size[0] * 7 + size[1]).integers(0, 256, (*size, 3), dtype=np.uint8)
+    rgb[: size[0] // 2] = np.clip(rgb[: size[0] // 2] // 8 + 100, 0, 255)  # two noise levels in one frame
+    got = {}
+    for path in ("native", "torch"):
+        den.native_stats = path == "native"
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            try:
+                b = den.infer(rgb)
+            finally:
+                torch.set_num_threads(1)
+            got[path, threads] = (b.x[:, den.c1 :].clone(), b.sigma_est)
+    ref_cols, ref_sigma = got["torch", 1]
+    for key, (cols, sigma) in got.items():
+        assert torch.equal(cols, ref_cols), key
+        assert sigma == ref_sigma, key
+    assert ref_sigma == pytest.approx(float(estimate_noise_sigma(torch.from_numpy(rgb[None, :, :, 1]))[0]))
+
+
 def test_native_kernels_off_or_unbuildable_give_a_reason_and_the_torch_path(models, monkeypatch, tmp_path):
     from engine import native
 

@@ -219,15 +219,15 @@ def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
 
 @pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
 def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
-    """`auto` goes by the backbone's steady speed: three slow first inferences (buffers being
-    allocated) do not send a fast backbone to the render cache, a slow one still goes there."""
+    """`auto` goes by the steady speed of inference: three slow first inferences (buffers being
+    allocated) do not send a fast model to the render cache, a slow one still goes there."""
     def timed(p):
         infer, calls = p.denoiser.infer, []
 
         def scripted(rgb):
             bases = infer(rgb)
             calls.append(rgb)
-            bases.backbone_ms = 200.0 if len(calls) <= 3 else steady_ms  # the worker's measurement
+            bases.infer_ms = 200.0 if len(calls) <= 3 else steady_ms  # the worker's measurement
             return bases
 
         p.denoiser.infer = scripted
