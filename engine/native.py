@@ -5,10 +5,11 @@ ctypes and saying, in one line, why it is not used where it is not. Nothing here
 a machine without a C compiler, without AVX2/FMA or with RCD_NATIVE=0 in the environment, every
 caller takes its torch path, which computes the same numbers more slowly.
 
-Why a C kernel at all: torch has no fused op for the blend (a 1×1 product, clamp, uint8
-conversion and depth-to-space), and its three-pass version moves 4× the bytes the blend must
-(engine/csrc/blend.c says more). Why at run time: the product installs as pure Python; a build
-step in `pip install` would make a compiler a hard requirement.
+The kernels (engine/csrc/kernels.c says more), each one pass over a frame where torch needs
+several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: torch's three passes
+moved 4× the bytes the blend must), `cross_gram` (the statistics ND and AutoTune read) and `fill`
+(X's [1 | noisy] columns and the noise estimate's histogram). Why at run time: the product
+installs as pure Python; a build step in `pip install` would make a compiler a hard requirement.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
 
 _lib: ctypes.CDLL | None = None
 _tried = False
+_lock = threading.Lock()  # one build per process, whichever thread asks first
 why_not = ""  # one line: why the kernels are not in use (empty when they are, or not yet tried)
 
 
@@ -81,21 +84,27 @@ def _build(src: Path, dest: Path) -> str:
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, building them on the first call; None (and `why_not` set) where unavailable."""
-    global _lib, _tried, why_not
-    if _tried:
+    global _tried
+    with _lock:
+        if not _tried:
+            _tried = True
+            _load()
         return _lib
-    _tried = True
+
+
+def _load() -> None:
+    global _lib, why_not
     if os.environ.get(ENV_SWITCH, "1") == "0":
         why_not = f"turned off ({ENV_SWITCH}=0)"
-        return None
+        return
     why_not = _cpu_supported()
     if why_not:
-        return None
+        return
     try:
         code = SOURCE.read_bytes()
     except OSError as e:
         why_not = f"cannot read {SOURCE}: {e.strerror}"
-        return None
+        return
     key = hashlib.sha256(code + " ".join(CFLAGS).encode()).hexdigest()[:16]
     name = f"{SOURCE.stem}-{key}.so"
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"rcd-player-{os.getuid()}"):
@@ -120,8 +129,7 @@ def library() -> ctypes.CDLL | None:
         lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
         _lib, why_not = lib, ""
-        return lib
-    return None
+        return
 
 
 def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:

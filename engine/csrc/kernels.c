@@ -1,11 +1,14 @@
-/* The RCD blend on a CPU in one pass: X (the stored bases) in, the uint8 RGB frame out.
+/* The per-frame passes over the RCD bases on a CPU, each one read of the frame's data.
  *
  * X holds one row per half-size pixel (h2·wp2 rows, k = c1 + 13 float32 columns):
  * [d (c1 features) | 1 | noisy (12 values: sub-pixel rows dy = 0, 1 of (dx, RGB), 0..255)].
- * The frame's 12 values of a half-pixel are noisy + d·W + b (see engine/denoiser.py, blend_matrix):
- * W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15 unused, b already
- * holding the +0.5 that makes the truncating conversion round to nearest.
+ * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram;
+ * - rcd_cross_gram: [d | 1]ᵀ·X and per-column sums of squares (what ND and AutoTune need);
+ * - rcd_blend: the uint8 frame from X and a blend's weights.
  *
+ * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
+ * _feature_weights): W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15
+ * unused, b already holding the +0.5 that makes the truncating conversion round to nearest.
  * torch does the same in three passes (a 1×1 convolution, a clamp, a strided depth-to-space
  * uint8 copy), each reading or writing a frame-sized float buffer; here each half-pixel is read
  * once and its 2×2 pixels are written once: the blend becomes a memory-bound read of X.
@@ -14,7 +17,7 @@
  * system C compiler and loaded with ctypes. Every other machine uses the torch path.
  */
 #if !defined(__AVX2__) || !defined(__FMA__)
-#error "this kernel needs AVX2 and FMA (-mavx2 -mfma)"
+#error "these kernels need AVX2 and FMA (-mavx2 -mfma)"
 #endif
 #include <immintrin.h>
 #include <stdint.h>
