@@ -40,13 +40,21 @@ _lock = threading.Lock()  # one build per process, whichever thread asks first
 why_not = ""  # one line: why the kernels are not in use (empty when they are, or not yet tried)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rcd-player"
+def _cache_dirs() -> list[Path]:
+    """Where the built library may live: the user's cache, else a per-user temporary folder."""
+    dirs = []
+    try:
+        dirs.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rcd-player")
+    except RuntimeError:  # no home directory to be found
+        pass
+    dirs.append(Path(tempfile.gettempdir()) / f"rcd-player-{os.getuid()}")
+    return dirs
 
 
 def _cpu_supported() -> str:
-    """'' if this CPU runs the kernel, else the reason."""
+    """'' if this machine runs the kernels, else the reason."""
+    if os.name != "posix":
+        return f"built on POSIX systems only (this is {os.name})"
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"not an x86-64 CPU ({platform.machine()})"
     try:
@@ -107,7 +115,7 @@ def _load() -> None:
         return
     key = hashlib.sha256(code + " ".join(CFLAGS).encode()).hexdigest()[:16]
     name = f"{SOURCE.stem}-{key}.so"
-    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"rcd-player-{os.getuid()}"):
+    for folder in _cache_dirs():
         path = folder / name
         if not path.exists():
             try:

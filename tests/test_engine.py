@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -398,6 +399,21 @@ def test_native_fill_gives_the_torch_columns_and_the_noise_estimate(models, size
         assert torch.equal(cols, ref_cols), key
         assert sigma == ref_sigma, key
     assert ref_sigma == pytest.approx(float(estimate_noise_sigma(torch.from_numpy(rgb[None, :, :, 1]))[0]))
+
+
+def test_native_build_goes_to_the_temp_folder_when_the_cache_is_unwritable(monkeypatch, tmp_path):
+    from engine import native
+
+    if native._cpu_supported() or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no native build on this machine")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert native.library() is not None, native.why_not
+    assert len(list((tmp_path / "tmp").rglob("kernels-*.so"))) == 1
 
 
 def test_native_kernels_off_or_unbuildable_give_a_reason_and_the_torch_path(models, monkeypatch, tmp_path):
