@@ -40,12 +40,11 @@ def keep_freed_memory() -> None:
 
     Every frame allocates tens of MB of activations; by default glibc maps and unmaps them, and
     the page faults on re-touching fresh pages cost more than the convolutions (measured 2.5× on
-    the live model at 720p). The thresholds below govern glibc's main arena only in effect: a
-    thread's own arena grows in heaps of at most 64 MB and serves larger blocks straight from
-    mmap, so the player's backbone thread faulted its pages in again on every frame (measured: the
-    live backbone at 960×540, 25 ms on the main thread and 38 ms on another; 27 ms with one arena;
-    at 1280×720, 41–44, 63–68 and 44–47 ms).
-    Hence one arena for every thread started from now on. No-op where glibc is absent.
+    the live model at 720p). Other threads get arenas of their own, grown in heaps of at most
+    64 MB, where these settings did not keep the backbone fast (the mechanism is inferred, the
+    effect measured: the live backbone at 960×540, 25 ms on the main thread and 38 ms on another
+    thread, 27 ms there with a single arena; at 1280×720, 41–44, 63–68 and 44–47 ms). Hence one
+    arena for every thread started from now on. No-op where glibc is absent.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
