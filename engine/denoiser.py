@@ -15,6 +15,9 @@ the noisy frame's 2×2 sub-pixels in 8-bit units — plus T and the AutoTune coe
 - the maps themselves are the same numbers: `maps()` materialises them for inspection.
 Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and the bytes each
 blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
+On a CPU the three per-frame passes over X (filling its [1 | noisy] columns, the statistics, the
+blend) run as one-pass C kernels where they build (engine/native.py); torch computes the same
+numbers elsewhere.
 """
 
 from __future__ import annotations
@@ -156,7 +159,7 @@ class Denoiser:
         self._head_np = head.reshape(4, 3 * l, c1 + 1).numpy()  # (sub-pixel, level·colour, d | 1) for blends
         # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
         self.native_blend = self.device.type == "cpu" and native.library() is not None
-        self.native_stats = self.native_blend  # ND and AutoTune's statistics from the same library
+        self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
 
     @property
     def blend_kernel(self) -> str:
