@@ -41,10 +41,10 @@ AUTO_WATCH_FRAMES = 60
 # sent a run that plays at 29.7 fps live to the render cache, where it played at 20–25 fps.
 AUTO_WARMUP_FRAMES = 3
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
-# live only if the backbone needs under this share of a frame interval. Live mode shows this share
-# of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷ interval): 0.82 → 99 %,
-# 0.77 → 96 %, 1.0 → 77 %. At 0.85 the 640×360 demo, whose 12-frame medians spread over 0.72–0.87,
-# went either way from run to run.
+# live only if inference needs under this share of a frame interval. Live mode shows this share
+# of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷ interval, measured when the
+# worker went by the backbone's time alone): 0.82 → 99 %, 0.77 → 96 %, 1.0 → 77 %. At 0.85 the
+# 640×360 demo, whose 12-frame medians spread over 0.72–0.87, went either way from run to run.
 AUTO_HEADROOM = 0.9
 # The built-in demo's size when none is given: the largest of these whose frames this machine
 # denoises and blends within AUTO_HEADROOM of a frame interval (with room for the player's other
