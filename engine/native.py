@@ -103,7 +103,7 @@ def library() -> ctypes.CDLL | None:
 def _load() -> None:
     global _lib, why_not
     if os.environ.get(ENV_SWITCH, "1") == "0":
-        why_not = f"turned off ({ENV_SWITCH}=0)"
+        why_not = f"turned off by {ENV_SWITCH}=0"
         return
     why_not = _cpu_supported()
     if why_not:

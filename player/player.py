@@ -187,6 +187,11 @@ class Player:
         except RuntimeError as e:  # e.g. --device cuda without CUDA
             raise PlayerError(str(e).splitlines()[0]) from None
         self.levels = self.denoiser.levels
+        if self.denoiser.device.type == "cpu" and not self.denoiser.native_blend:
+            from engine import native
+
+            self.notice(f"native CPU kernels not used ({native.why_not}): the blend and the statistics run in torch, "
+                        "3-4x slower")
 
         if cfg.input is None:  # the demo's size may depend on how fast the model runs here
             from player.demo import DemoSource

@@ -84,6 +84,18 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
     assert (stats["blend_kernel"] == "native one-pass C kernel") == (native.library() is not None)
 
 
+def test_without_native_kernels_the_player_says_so_and_plays_through_torch(tmp_path, weights, clip, monkeypatch):
+    from engine import native
+
+    monkeypatch.setattr(native, "_tried", True)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "why_not", "no C compiler (cc, gcc or clang) on PATH")
+    _, shown, stats = play(tmp_path, weights, clip, duration=1.0)
+    assert stats["blend_kernel"].startswith("torch") and "no C compiler" in stats["blend_kernel"]
+    assert any(n.startswith("native CPU kernels not used (no C compiler") for n in stats["notices"])
+    assert len(shown) >= 5 and any(not np.array_equal(s.tuned, s.original) for s in shown)
+
+
 def test_bypass_shows_the_exact_source_frame(tmp_path, weights, clip):
     _, shown, _ = play(tmp_path, weights, clip, script=[(0.6, "cycle bypass")], duration=1.4)
     before = [s for s in shown if s.serial == 0]
