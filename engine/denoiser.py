@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ def pick_device(device: str = "auto") -> torch.device:
         raise RuntimeError("CUDA was requested but torch sees no CUDA device (torch.cuda.is_available() is False)")
     return torch.device(device)
 
+
+F16_MAX = 65504.0  # the largest finite float16
 
 # bfloat16 backbone on a CPU only when a timing probe finds it at least this much faster than
 # float32: oneDNN runs bf16 natively with AVX-512-BF16 or AMX (measured elsewhere: about 5× for a
@@ -276,6 +279,19 @@ class Denoiser:
         cov = torch.from_numpy((sq - m * mean[:, None] * mean[None, :]) / max(m - 1.0, 1.0))
         return cov[None]
 
+    def compact(self, bases: Bases) -> Bases:
+        """The same bases with X in float16, half the bytes: what the render cache keeps. The noisy
+        frame and the ones column are exact in float16 and the features round to 11 bits, so a blend
+        of compact bases is within a level of the float32 blend (tested). Unchanged where the native
+        blend is not used (torch would convert X back on every blend) or where a feature exceeds
+        float16's range."""
+        if not self.native_blend or bases.x.dtype != torch.float32:
+            return bases
+        lo, hi = torch.aminmax(bases.x)  # NaN fails both tests below; on float16, isfinite took 10× as long
+        if not (float(lo) > -F16_MAX and float(hi) < F16_MAX):
+            return bases
+        return dataclasses.replace(bases, x=bases.x.half())
+
     # ---- blending --------------------------------------------------------------------------
     def _feature_weights(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> np.ndarray:
         """[W; b] (c1 + 1, 12) float64: a blend's output sub-pixels (0..255, +0.5 for rounding) are
@@ -314,10 +330,11 @@ class Denoiser:
             native.blend(bases.x, wp // 2, self.c1, torch.from_numpy(wm), out, torch.get_num_threads())
             return out
         wmat = self.blend_matrix(bases, *coeffs)
-        k = bases.x.shape[1]
+        x = bases.x.float()  # compact (float16) bases only reach here if the native blend was turned off
+        k = x.shape[1]
         # X·W as a 1×1 convolution over X seen as a channels_last image: oneDNN runs this
         # tall-skinny product faster than the BLAS matmul does (measured 1.3× at 720p).
-        x_img = bases.x.view(1, hp // 2, wp // 2, k).permute(0, 3, 1, 2)  # (1, K, h2, w2)
+        x_img = x.view(1, hp // 2, wp // 2, k).permute(0, 3, 1, 2)  # (1, K, h2, w2)
         y = _conv1x1_clamped(x_img, wmat.T.contiguous()[:, :, None, None], 255.49)  # (1, 12, h2, w2) channels_last
         y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) in 0..255.49 (+0.5 for rounding), a view
         src = y.view(hp // 2, wp // 2, 2, 2, 3).permute(0, 2, 1, 3, 4)  # (hp/2, dy, wp/2, dx, 3)
@@ -333,12 +350,12 @@ class Denoiser:
     def _raw_maps(self, x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
         """Raw maps (L, 3, hp, wp) in 0..1 from X (padded size)."""
         l, c1 = self.cfg.num_levels, self.c1
-        raw = x[:, :c1] @ self._head_w.T.float().to(x.device) + self._head_b.float().to(x.device)  # (N2, 12L)
+        raw = x[:, :c1].float() @ self._head_w.T.float().to(x.device) + self._head_b.float().to(x.device)  # (N2, 12L)
         raw = raw.view(1, hp // 2, wp // 2, 12 * l).permute(0, 3, 1, 2)  # (1, 12L, hp/2, wp/2)
         return to_full_res(raw, l)[0]
 
     def _noisy_planes(self, x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
-        n = x[:, self.c1 + 1 :].view(hp // 2, wp // 2, 2, 2, 3)
+        n = x[:, self.c1 + 1 :].float().view(hp // 2, wp // 2, 2, 2, 3)
         return n.permute(4, 0, 2, 1, 3).reshape(3, hp, wp)  # (3, hp, wp) 0..255
 
     def maps(self, bases: Bases) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Owns finding a compiler, building the shared library into a per-user cache, loading it with
 ctypes and saying, in one line, why it is not used where it is not. Nothing here is required: on
-a machine without a C compiler, without AVX2/FMA or with RCD_NATIVE=0 in the environment, every
+a machine without a C compiler, without AVX2 or with RCD_NATIVE=0 in the environment, every
 caller takes its torch path, which computes the same numbers more slowly.
 
 The kernels (engine/csrc/kernels.c says more), each one pass over a frame where torch needs
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
-# -mavx2 -mfma rather than -march=native: the cached library then runs on every AVX2 CPU, and the
-# kernel is written in those intrinsics anyway.
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared"]
+# -mavx2 -mfma -mf16c rather than -march=native: the cached library then runs on every AVX2 CPU
+# (all of which have FMA and F16C), and the kernels are written in those intrinsics anyway.
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared"]
 COMPILE_TIMEOUT_S = 60
 ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
 
@@ -132,6 +132,8 @@ def _load() -> None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.rcd_blend.argtypes = [p, i64, i64, i64, p, p, i64, i64, ctypes.c_int]
         lib.rcd_blend.restype = ctypes.c_int
+        lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
+        lib.rcd_blend_f16.restype = ctypes.c_int
         lib.rcd_cross_gram.argtypes = [p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_cross_gram.restype = ctypes.c_int
         lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, ctypes.c_int]
@@ -143,16 +145,17 @@ def _load() -> None:
 def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:
     """out (h, w, 3) uint8 ← clamp(X[noisy] + X[d]·W + b) with depth-to-space, in one pass.
 
-    x: (h2·wp2, c1 + 13) float32 contiguous CPU (the bases' X); wm: (c1 + 1, 16) float32 contiguous
-    ([W; b], b with the +0.5 for rounding); out: C-contiguous, written in full."""
+    x: (h2·wp2, c1 + 13) float32 or float16 (compact bases), contiguous, CPU; wm: (c1 + 1, 16)
+    float32 contiguous ([W; b], b with the +0.5 for rounding); out: C-contiguous, written in full."""
     lib = library()
     assert lib is not None, why_not
-    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    assert x.dtype in (torch.float32, torch.float16) and x.is_contiguous() and x.device.type == "cpu"
     assert wm.dtype == torch.float32 and wm.is_contiguous() and tuple(wm.shape) == (c1 + 1, 16)
     assert out.dtype == np.uint8 and out.flags.c_contiguous and out.ndim == 3 and out.shape[2] == 3
     h, w = out.shape[:2]
     assert x.shape[0] >= ((h + 1) // 2) * wp2, "X has fewer rows than the frame needs"
-    rc = lib.rcd_blend(x.data_ptr(), wp2, x.shape[1], c1, wm.data_ptr(), out.ctypes.data, h, w, threads)
+    kernel = lib.rcd_blend if x.dtype == torch.float32 else lib.rcd_blend_f16
+    rc = kernel(x.data_ptr(), wp2, x.shape[1], c1, wm.data_ptr(), out.ctypes.data, h, w, threads)
     if rc != 0:
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
 

@@ -231,6 +231,7 @@ class BackboneWorker(threading.Thread):
                 self.backbone_ms.append(bases.backbone_ms)
                 self._decide_mode()
                 if self.mode == "cache":
+                    bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget
                     self._size_ready_queue(bases)
                     self.cache.put(key, bases, clock.now(), self.player.loop)
             self._put(Prepared(frame, bases))

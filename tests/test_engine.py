@@ -352,6 +352,36 @@ def test_native_blend_gives_the_torch_blend_and_writes_every_pixel(models, prese
     assert (big == 0).any() and (big == 255).any()  # the clamp acted at both ends
 
 
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_compact_bases_blend_within_a_level_of_the_full_ones_in_half_the_bytes(models, preset):
+    """The render cache's float16 bases: half the bytes, the noisy frame exact, every blend within
+    one level of the float32 bases' blend (native float16 kernel and torch's path alike)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu")
+    for h, w in ((40, 72), (17, 33), (1, 1)):
+        rgb = textured(h, w, seed=h + w, lo=0, hi=255)
+        full = den.infer(rgb)
+        small = den.compact(full)
+        assert small.x.dtype == torch.float16 and small.nbytes * 2 == full.nbytes
+        assert torch.equal(den.noisy(small), den.noisy(full))
+        for mix in (compose.Mix(), compose.Mix(strength=40.0, character=0.8, luma=1.5, chroma=0.4)):
+            ref = den.blend(full, mix).astype(np.int64)
+            got = den.blend(small, mix).astype(np.int64)
+            den.native_blend = False
+            via_torch = den.blend(small, mix).astype(np.int64)
+            den.native_blend = True
+            for out in (got, via_torch):
+                assert np.abs(out - ref).max() <= 1 and np.abs(out - ref).mean() < 0.05, (h, w, mix)
+    big = den.infer(textured(8, 8))
+    big.x[0, 0] = 1e5  # beyond float16: such bases stay as they are
+    assert den.compact(big) is big
+    big.x[0, 0] = float("nan")
+    assert den.compact(big) is big
+
+
 @pytest.mark.parametrize("c1", [16, 32, 5])
 def test_native_cross_gram_equals_float64_products_on_any_thread_count(c1):
     """native.cross_gram against float64 products of the in-frame half-pixels: padding columns

@@ -278,6 +278,10 @@ def test_render_cache_makes_a_loop_replay_without_inference(tmp_path, weights, c
     section = 16  # frames in 0.5..1.0 s at 30 fps, inclusive
     assert len(p.worker.backbone_ms) <= section + 4, "cached frames were inferred again"
     assert len(shown) > 2 * section
+    from engine import native
+
+    if native.library() is not None:  # the cache keeps compact (float16) bases: twice the frames
+        assert {b.x.dtype for b in p.worker.cache._items.values()} == {torch.float16}
 
 
 @pytest.mark.parametrize("source", ["file", "demo"])

@@ -13,11 +13,11 @@
  * uint8 copy), each reading or writing a frame-sized float buffer; here each half-pixel is read
  * once and its 2×2 pixels are written once: the blend becomes a memory-bound read of X.
  *
- * x86-64 with AVX2 and FMA only (the loader checks the CPU); built by engine/native.py with the
+ * x86-64 with AVX2, FMA and F16C only (the loader checks the CPU); built by engine/native.py with the
  * system C compiler and loaded with ctypes. Every other machine uses the torch path.
  */
-#if !defined(__AVX2__) || !defined(__FMA__)
-#error "these kernels need AVX2 and FMA (-mavx2 -mfma)"
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "these kernels need AVX2, FMA and F16C (-mavx2 -mfma -mf16c)"
 #endif
 #include <immintrin.h>
 #include <stdint.h>
@@ -25,7 +25,7 @@
 #include <string.h>
 
 typedef struct {
-    const float *x;   /* (h2 * wp2, k) */
+    const void *x;    /* (h2 * wp2, k) float32, or float16 (the render cache's compact bases) */
     int64_t wp2, k, c1;
     const float *wm;  /* (c1 + 1, 16) */
     uint8_t *out;     /* (h, w, 3), C-contiguous */
@@ -34,8 +34,19 @@ typedef struct {
 } job_t;
 
 /* c1 is a compile-time constant for the shipped models (16, 32): the feature loop unrolls. */
-static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1) {
-    const int64_t k = j->k, w = j->w, h = j->h;
+/* One row of X as float32: itself, or its float16 values converted into `buf` (k ≤ 64). */
+static inline const float *row_f32(const job_t *j, int64_t i, const int half, float *buf) {
+    const int64_t k = j->k;
+    if (!half) return (const float *)j->x + i * k;
+    const uint16_t *h = (const uint16_t *)j->x + i * k;
+    int64_t c = 0;
+    for (; c + 8 <= k; c += 8) _mm256_storeu_ps(buf + c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + c))));
+    for (; c < k; c++) buf[c] = _cvtsh_ss(h[c]);  /* the row's tail: no read past its end */
+    return buf;
+}
+
+static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1, const int half) {
+    const int64_t w = j->w, h = j->h;
     const int64_t w2 = (w + 1) / 2;  /* half-pixels per row that reach the frame */
     const float *wm = j->wm;
     const __m256 b0 = _mm256_loadu_ps(wm + c1 * 16);  /* outputs 0..7 */
@@ -45,8 +56,9 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
     for (int64_t y2 = j->y0; y2 < j->y1; y2++) {
         uint8_t *row0 = j->out + (2 * y2) * w * 3;
         uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
-        const float *r = j->x + y2 * j->wp2 * k;
-        for (int64_t x2 = 0; x2 < w2; x2++, r += k) {
+        for (int64_t x2 = 0; x2 < w2; x2++) {
+            float buf[64];
+            const float *r = row_f32(j, y2 * j->wp2 + x2, half, buf);
             __m256 a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
             __m128 a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
             __m256 e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
@@ -87,27 +99,44 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
     }
 }
 
-static void blend_rows(const job_t *j) {
-    if (j->c1 == 16) blend_rows_c1(j, 16);
-    else if (j->c1 == 32) blend_rows_c1(j, 32);
-    else blend_rows_c1(j, j->c1);
+static void blend_rows(const job_t *j, const int half) {
+    if (half) {
+        if (j->c1 == 16) blend_rows_c1(j, 16, 1);
+        else if (j->c1 == 32) blend_rows_c1(j, 32, 1);
+        else blend_rows_c1(j, j->c1, 1);
+    } else {
+        if (j->c1 == 16) blend_rows_c1(j, 16, 0);
+        else if (j->c1 == 32) blend_rows_c1(j, 32, 0);
+        else blend_rows_c1(j, j->c1, 0);
+    }
 }
 
 /* Blend a frame of h×w pixels; X rows are wp2 half-pixels wide (wp2 ≥ (w + 1) / 2, padding
  * columns skipped). Bands of rows run on `threads` OpenMP threads: built with -fopenmp this
  * library shares the libgomp torch has already loaded (the same soname), so the blend runs on
  * torch's own worker threads instead of competing with them for the cores. 0 = done. */
-int rcd_blend(const float *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
-              int64_t w, int threads) {
-    if (k != c1 + 13 || wp2 < (w + 1) / 2 || h < 1 || w < 1) return 1;
+static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
+                     int64_t w, int threads, const int half) {
+    if (k != c1 + 13 || k > 64 || wp2 < (w + 1) / 2 || h < 1 || w < 1) return 1;
     const int64_t h2 = (h + 1) / 2;
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
 #pragma omp parallel for num_threads(n) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const job_t job = {x, wp2, k, c1, wm, out, h, w, h2 * i / n, h2 * (i + 1) / n};
-        blend_rows(&job);
+        blend_rows(&job, half);
     }
     return 0;
+}
+
+int rcd_blend(const float *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
+              int64_t w, int threads) {
+    return blend_any(x, wp2, k, c1, wm, out, h, w, threads, 0);
+}
+
+/* The same from X stored in float16 (IEEE half, as torch.float16). */
+int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
+                  int64_t w, int threads) {
+    return blend_any(x, wp2, k, c1, wm, out, h, w, threads, 1);
 }
 
 /* ---- statistics: the cross Gram [d | 1]ᵀ·X over a frame's half-pixels --------------------------
