@@ -34,10 +34,9 @@ typedef struct {
 } job_t;
 
 /* c1 is a compile-time constant for the shipped models (16, 32): the feature loop unrolls. */
-/* One row of X as float32: itself, or its float16 values converted into `buf` (k ≤ 64). */
-static inline const float *row_f32(const job_t *j, int64_t i, const int half, float *buf) {
+/* Row i of a float16 X converted to float32 into `buf` (k ≤ 64). */
+static inline const float *row_f32(const job_t *j, int64_t i, float *buf) {
     const int64_t k = j->k;
-    if (!half) return (const float *)j->x + i * k;
     const uint16_t *h = (const uint16_t *)j->x + i * k;
     int64_t c = 0;
     for (; c + 8 <= k; c += 8) _mm256_storeu_ps(buf + c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + c))));
@@ -56,9 +55,10 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
     for (int64_t y2 = j->y0; y2 < j->y1; y2++) {
         uint8_t *row0 = j->out + (2 * y2) * w * 3;
         uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
+        const float *line = half ? NULL : (const float *)j->x + y2 * j->wp2 * j->k;
         for (int64_t x2 = 0; x2 < w2; x2++) {
             float buf[64];
-            const float *r = row_f32(j, y2 * j->wp2 + x2, half, buf);
+            const float *r = half ? row_f32(j, y2 * j->wp2 + x2, buf) : line + x2 * j->k;
             __m256 a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
             __m128 a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
             __m256 e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
