@@ -16,8 +16,8 @@ the noisy frame's 2×2 sub-pixels in 8-bit units — plus T and the AutoTune coe
 Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and the bytes each
 blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
 On a CPU the three per-frame passes over X (filling its [1 | noisy] columns, the statistics, the
-blend) run as one-pass C kernels where they build (engine/native.py); torch computes the same
-numbers elsewhere.
+blend) run as one-pass C kernels where they build (engine/native.py), and the float32 backbone
+runs with its elementwise passes fused (engine/fused.py); torch computes the same numbers elsewhere.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import checkpoint, compose, native
+from engine import checkpoint, compose, fused, native
 from engine import decorrelate as nd
 from engine.model import (PAD_MULTIPLE, RCDNet, estimate_noise_sigma, noise_grid_step,
                           sigma_from_detail_histogram, to_full_res)
@@ -163,6 +163,18 @@ class Denoiser:
         # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
         self.native_blend = self.device.type == "cpu" and native.library() is not None
         self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
+        # The backbone's fused float32 forward (engine/fused.py) where its kernels are here; its
+        # features go into X with the native fill, so it runs only beside native_stats.
+        self.fused_backbone = self.native_stats and self.dtype == torch.float32 and fused.available() == ""
+
+    @property
+    def backbone_kernel(self) -> str:
+        """How the backbone runs, in words (bench, stats): fused, or torch's plain forward and why."""
+        if self.fused_backbone and self.native_stats:
+            return "fused (oneDNN conv + add, native skip joins)"
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            return f"torch ({self.device.type}, {str(self.dtype).replace('torch.', '')})"
+        return f"torch; fused path not used: {fused.available() or 'off'}"
 
     @property
     def blend_kernel(self) -> str:
@@ -200,18 +212,21 @@ class Denoiser:
         h2, w2 = hp // 2, wp // 2
         x = torch.empty(h2 * w2, self.c1 + 13, dtype=torch.float32, device=self.device)  # X = [d | 1 | noisy]
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
-        if self.dtype == torch.float32:
+        d1 = None  # features that native.fill copies into X, from the fused backbone
+        if self.fused_backbone and self.native_stats:
+            d1, feats = fused.features(self.model.backbone, x_in)  # (1, c1, h2, w2) contiguous, (1, F)
+        elif self.dtype == torch.float32:
             _, feats = self.model.backbone.features(x_in, out=d_view)  # features land in X, uncopied
         else:
             with torch.autocast(self.device.type, dtype=self.dtype):
-                d1, feats = self.model.backbone.features(x_in)  # (1, c1, hp/2, wp/2), (1, F)
-            d_view.copy_(d1)
+                d_low, feats = self.model.backbone.features(x_in)  # (1, c1, hp/2, wp/2), (1, F)
+            d_view.copy_(d_low)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
         if self.native_stats:  # [1 | noisy] from the uint8 frame, and the noise estimate, in one pass
             detail = native.fill(x, self.c1, np.ascontiguousarray(rgb), hp, wp, noise_grid_step(h, w),
-                                 torch.get_num_threads())
+                                 torch.get_num_threads(), d=d1)
             sigma = torch.tensor([sigma_from_detail_histogram(detail)], dtype=torch.float32)  # (1,) 8-bit units
         else:
             x[:, self.c1] = 1.0

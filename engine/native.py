@@ -136,8 +136,10 @@ def _load() -> None:
         lib.rcd_blend_f16.restype = ctypes.c_int
         lib.rcd_cross_gram.argtypes = [p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_cross_gram.restype = ctypes.c_int
-        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, ctypes.c_int]
+        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
+        lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
+        lib.rcd_up_add_relu.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return
 
@@ -176,18 +178,45 @@ def cross_gram(x: torch.Tensor, h2: int, wp2: int, w2: int, c1: int, threads: in
     return g, sq
 
 
-def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int) -> np.ndarray:
+def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int,
+         d: torch.Tensor | None = None) -> np.ndarray:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
     padded to hp × wp); returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
-    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's)."""
+    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's). With d, the features
+    (1, c1, hp/2, wp/2) channels_last, X's first c1 columns are copied from it in the same pass."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
     assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
     h, w = rgb.shape[:2]
     assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    if d is not None:
+        assert tuple(d.shape) == (1, c1, hp // 2, wp // 2) and d.dtype == torch.float32 and d.device.type == "cpu"
+        assert d.is_contiguous(memory_format=torch.channels_last), "features must be channels_last"
     hist = np.zeros(511, np.int64)
-    rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data, threads)
+    rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data,
+                      None if d is None else d.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native fill refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w} in {hp}×{wp}")
     return hist
+
+
+def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
+                abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A U-Net skip join in one pass: d = nearest-×2 upsampling of u, plus e; r = relu(d); with
+    abs_sum, Σ|d| per channel (c,) float64. u (1, c, h/2, w/2) and e (1, c, h, w): float32,
+    channels_last, CPU; d and r come back the same."""
+    lib = library()
+    assert lib is not None, why_not
+    _, c, h, w = e.shape
+    for t in (u, e):
+        assert t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
+    assert tuple(u.shape) == (1, c, h // 2, w // 2) and e.shape[0] == 1, f"cannot join {tuple(u.shape)} to {tuple(e.shape)}"
+    d = torch.empty_like(e, memory_format=torch.channels_last)
+    r = torch.empty_like(e, memory_format=torch.channels_last)
+    sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
+    rc = lib.rcd_up_add_relu(u.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(), h, w, c,
+                             None if sums is None else sums.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native skip join refused its arguments: u {tuple(u.shape)}, e {tuple(e.shape)}")
+    return d, r, sums

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from engine import bench, checkpoint, compose
@@ -429,6 +430,78 @@ def test_native_fill_gives_the_torch_columns_and_the_noise_estimate(models, size
         assert torch.equal(cols, ref_cols), key
         assert sigma == ref_sigma, key
     assert ref_sigma == pytest.approx(float(estimate_noise_sigma(torch.from_numpy(rgb[None, :, :, 1]))[0]))
+
+
+JOIN_CASES = [(16, 2, 2), (16, 6, 10), (32, 40, 64), (5, 4, 6), (40, 8, 14)]
+
+
+@pytest.mark.parametrize("c,h,w", JOIN_CASES, ids=[f"c{c}-{h}x{w}" for c, h, w in JOIN_CASES])
+def test_native_skip_join_equals_upsample_add_relu(c, h, w):
+    """rcd_up_add_relu: nearest-×2(u) + e, its relu and Σ|d| per channel, as torch computes them
+    (c = 5 takes the scalar tail only, c = 40 five full vectors), on 1 and 3 threads."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(c * 100 + h)
+    u = torch.randn(1, c, h // 2, w // 2, generator=g).contiguous(memory_format=torch.channels_last)
+    e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(u, scale_factor=2.0) + e
+    for threads in (1, 3):
+        d, r, sums = native.up_add_relu(u, e, threads, abs_sum=True)
+        assert torch.equal(d, want) and torch.equal(r, F.relu(want)), threads
+        assert d.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(sums, want.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
+    _, _, none = native.up_add_relu(u, e, 1)
+    assert none is None
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_fused_backbone_gives_the_reference_features(models, preset):
+    """engine/fused.py (in-place conv + add, native skip joins) against model.Backbone.features, on
+    random weights at odd multiples of 8, and inside the Denoiser: the same X, transform and
+    AutoTune whether the fused path runs or not."""
+    from engine import fused
+
+    if fused.available():
+        pytest.skip(fused.available())
+    bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
+    with torch.no_grad():  # random biases too: a missed bias or a swapped operand shows
+        for m in bb.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.normal_(0.0, 0.1)
+    for h, w in ((8, 8), (24, 40), (64, 96)):
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h)).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            d_ref, f_ref = bb.features(x)
+            d, f = fused.features(bb, x)
+        assert d.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-5 * float(d_ref.abs().max()))
+        torch.testing.assert_close(f, f_ref, rtol=1e-5, atol=1e-6)
+
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu")
+    assert den.fused_backbone and den.backbone_kernel.startswith("fused")
+    rgb = textured(50, 70, seed=11, lo=0, hi=255)
+    got = {}
+    for on in (True, False):
+        den.fused_backbone = on
+        got[on] = den.infer(rgb)
+    assert den.backbone_kernel.startswith("torch")
+    a, b = got[True], got[False]
+    torch.testing.assert_close(a.x, b.x, rtol=1e-5, atol=1e-5 * float(b.x[:, : den.c1].abs().max()))
+    torch.testing.assert_close(a.transform, b.transform, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(a.auto, b.auto, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_backbone_is_off_without_the_in_place_conv_add(models, monkeypatch):
+    """Where torch lacks oneDNN's in-place conv + add (or it gives other numbers), the plain forward runs."""
+    from engine import fused
+
+    monkeypatch.setattr(fused, "_conv_add_ok", None)
+    monkeypatch.setattr(fused, "_conv_add_", lambda y, x, conv: y)  # a "fusion" that forgets the conv
+    assert fused.available().startswith("this torch has no in-place")
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    assert not den.fused_backbone and "fused path not used" in den.backbone_kernel
 
 
 def test_native_build_goes_to_the_temp_folder_when_the_cache_is_unwritable(monkeypatch, tmp_path):

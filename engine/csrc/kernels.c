@@ -5,6 +5,8 @@
  * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram;
  * - rcd_cross_gram: [d | 1]ᵀ·X and per-column sums of squares (what ND and AutoTune need);
  * - rcd_blend: the uint8 frame from X and a blend's weights.
+ * And one pass of the backbone itself (engine/fused.py):
+ * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel.
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
  * _feature_weights): W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15
@@ -243,6 +245,8 @@ int rcd_cross_gram(const float *x, int64_t h2, int64_t wp2, int64_t w2, int64_t 
 
 /* ---- filling X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram ----
  *
+ * With d (not NULL), X's feature columns are copied from it in the same pass (the fused backbone
+ * leaves its features contiguous: writing them into X's strided rows cost as much as the copy).
  * For every half-pixel of the padded frame (hp/2 × wp/2): x[c1] = 1 and x[c1 + 1 ..] = its 2×2
  * pixels as floats (dy = 0, 1 of (dx, RGB)), the frame replicate-padded past its last row and
  * column, as engine/denoiser.py pads the backbone's input. In the same pass, the histogram of
@@ -262,7 +266,7 @@ static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64
 }
 
 int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
-             int64_t step, int64_t *hist, int threads) {
+             int64_t step, int64_t *hist, const float *d, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
     const int64_t he = h / 2 * 2, we = w / 2 * 2;  /* the noise estimate's even-cropped frame */
@@ -277,6 +281,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
         int64_t *hl = part + t * 511;
         for (int64_t y2 = h2 * t / n; y2 < h2 * (t + 1) / n; y2++) {
             float *xr = x + y2 * wp2 * k;
+            if (d)  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
+                for (int64_t x2 = 0; x2 < wp2; x2++) memcpy(xr + x2 * k, d + (y2 * wp2 + x2) * c1, sizeof(float) * c1);
             const int inside = 2 * y2 + 1 < h;
             const uint8_t *r0 = rgb + (2 * y2) * w * 3, *r1 = r0 + w * 3;
             int64_t x2 = 0;
@@ -306,6 +312,62 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
         hist[i] = 0;
         for (int64_t t = 0; t < n; t++) hist[i] += part[t * 511 + i];
     }
+    free(part);
+    return 0;
+}
+
+/* ---- the backbone's skip joins: d = nearest-×2(u) + e, r = relu(d), and Σ|d| per channel ----
+ *
+ * u (h/2, w/2, c), e, d and r (h, w, c): channels-last float32, contiguous (NHWC, batch 1).
+ * torch runs this as three passes (upsample, add, relu) and the pooled statistic as two more (abs,
+ * mean), each over a frame-sized tensor; here e is read once and d and r written once. d and r
+ * may not alias e. abs_sum (c) float64, or NULL: Σ over the h × w pixels of |d|, per channel.
+ * Every output value is the one torch computes (one float32 add, a max): bit-identical results.
+ */
+#define UP_MAX_C 256
+
+int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t h, int64_t w, int64_t c,
+                    double *abs_sum, int threads) {
+    if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || c > UP_MAX_C) return 1;
+    const int64_t n = threads < 1 ? 1 : (threads > h ? h : threads);
+    double *part = calloc((size_t)(n * c), sizeof(double)); /* each band's Σ|d| */
+    if (!part) return 2;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+#pragma omp parallel for num_threads(n) schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t y = h * t / n; y < h * (t + 1) / n; y++) {
+            float row_sum[UP_MAX_C];  /* float32 over one row (at most a few thousand values), float64 across rows */
+            if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
+            const float *ur = u + (y / 2) * (w / 2) * c;
+            const int64_t o = y * w * c;
+            for (int64_t x = 0; x < w; x++) {
+                const float *us = ur + (x / 2) * c, *es = e + o + x * c;
+                float *ds = d + o + x * c, *rs = r + o + x * c;
+                int64_t i = 0;
+                for (; i + 8 <= c; i += 8) {
+                    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(us + i), _mm256_loadu_ps(es + i));
+                    _mm256_storeu_ps(ds + i, v);
+                    _mm256_storeu_ps(rs + i, _mm256_max_ps(v, zero));
+                    if (abs_sum) _mm256_storeu_ps(row_sum + i, _mm256_add_ps(_mm256_loadu_ps(row_sum + i),
+                                                                              _mm256_andnot_ps(sign, v)));
+                }
+                for (; i < c; i++) {
+                    const float v = us[i] + es[i];
+                    ds[i] = v;
+                    rs[i] = v > 0.0f ? v : 0.0f;
+                    if (abs_sum) row_sum[i] += v < 0.0f ? -v : v;
+                }
+            }
+            if (abs_sum)
+                for (int64_t i = 0; i < c; i++) part[t * c + i] += row_sum[i];
+        }
+    }
+    if (abs_sum)
+        for (int64_t i = 0; i < c; i++) {
+            abs_sum[i] = 0.0;
+            for (int64_t t = 0; t < n; t++) abs_sum[i] += part[t * c + i];
+        }
     free(part);
     return 0;
 }
