@@ -281,8 +281,15 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
         int64_t *hl = part + t * 511;
         for (int64_t y2 = h2 * t / n; y2 < h2 * (t + 1) / n; y2++) {
             float *xr = x + y2 * wp2 * k;
-            if (d)  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
-                for (int64_t x2 = 0; x2 < wp2; x2++) memcpy(xr + x2 * k, d + (y2 * wp2 + x2) * c1, sizeof(float) * c1);
+            if (d) {  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
+                const float *dr = d + y2 * wp2 * c1;
+                if (c1 % 8 == 0) {
+                    for (int64_t x2 = 0; x2 < wp2; x2++)
+                        for (int64_t c = 0; c < c1; c += 8) _mm256_storeu_ps(xr + x2 * k + c, _mm256_loadu_ps(dr + x2 * c1 + c));
+                } else {
+                    for (int64_t x2 = 0; x2 < wp2; x2++) memcpy(xr + x2 * k, dr + x2 * c1, sizeof(float) * c1);
+                }
+            }
             const int inside = 2 * y2 + 1 < h;
             const uint8_t *r0 = rgb + (2 * y2) * w * 3, *r1 = r0 + w * 3;
             int64_t x2 = 0;
