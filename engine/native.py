@@ -8,7 +8,9 @@ caller takes its torch path, which computes the same numbers more slowly.
 The kernels (engine/csrc/kernels.c says more), each one pass over a frame where torch needs
 several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: torch's three passes
 moved 4× the bytes the blend must), `cross_gram` (the statistics ND and AutoTune read) and `fill`
-(X's [1 | noisy] columns and the noise estimate's histogram). Why at run time: the product
+(X's [1 | noisy] columns and the noise estimate's histogram), and `up_add_relu`, the backbone's
+skip joins for engine/fused.py (upsample, add, relu and a pooled statistic: five torch passes).
+Why at run time: the product
 installs as pure Python; a build step in `pip install` would make a compiler a hard requirement.
 """
 
