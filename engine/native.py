@@ -10,8 +10,8 @@ several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: to
 moved 4× the bytes the blend must), `cross_gram` (the statistics ND and AutoTune read) and `fill`
 (X's [1 | noisy] columns and the noise estimate's histogram), and `up_add_relu`, the backbone's
 skip joins for engine/fused.py (upsample, add, relu and a pooled statistic: five torch passes).
-Why at run time: the product
-installs as pure Python; a build step in `pip install` would make a compiler a hard requirement.
+Why at run time: the product installs as pure Python; a build step in `pip install` would make a
+compiler a hard requirement.
 """
 
 from __future__ import annotations
