@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import checkpoint, compose, fused, native
+from engine import checkpoint, compose, fused, heads_np, native
 from engine import decorrelate as nd
 from engine.model import (PAD_MULTIPLE, RCDNet, estimate_noise_sigma, noise_grid_step,
                           sigma_from_detail_histogram, to_full_res)
@@ -138,9 +138,9 @@ class Denoiser:
         keep_freed_memory()
         self.device = pick_device(device)
         # Per-frame statistics (covariance → Router, ND, AutoTune) are a few float64 L×L matrices:
-        # they run on the CPU whatever the device, so the heads need a CPU copy beside a GPU backbone.
+        # they run on the CPU whatever the device, in NumPy, from a copy of the heads' weights.
         model = model.eval()
-        self._stats_model = model if self.device.type == "cpu" else copy.deepcopy(model).cpu()
+        self._heads = heads_np.StatsHeads(model)
         self.model = copy.deepcopy(model).to(self.device).to(memory_format=torch.channels_last)
         with torch.no_grad():  # the backbone reads 0..255 frames: the 1/255 lives in its first layer,
             self.model.backbone.inp.weight.mul_(1.0 / 255.0)  # which saves a pass over every input
@@ -237,9 +237,9 @@ class Denoiser:
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
             sigma = estimate_noise_sigma(green).cpu()
         cov = self._covariance(x, frame, h, w)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
-        with torch.inference_mode():  # ~100 ops on L×L matrices: 1.25 → 0.9 ms per frame against no_grad
-            t, auto = self._stats_model.transform_and_autotune(cov, feats.float().cpu(), sigma=sigma)
-        t, auto = t[0].cpu().clone(), auto[0].double().cpu().clone()  # plain tensors again, for any later use
+        # Router, ND and AutoTune: ~150 operations on L×L matrices, in NumPy (engine/heads_np.py)
+        t, auto = self._heads(cov[0].numpy(), feats[0].float().cpu().numpy(), float(sigma[0]))
+        t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
                      sigma_est=float(sigma[0]), backbone_ms=backbone_ms,
                      infer_ms=(time.perf_counter() - t0) * 1000.0)

@@ -4,6 +4,7 @@ evaluate and bench commands. Whole file: well under a minute on two busy cores."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -105,6 +106,65 @@ def test_nd_offdiag_correlation_below_0p01_with_random_weights(models, denoisers
     assert nd.offdiag_corr_max(maps[None]) <= 0.01
     stds = maps.reshape(maps.shape[0], -1).double().std(dim=1)
     assert torch.allclose(stds, torch.tensor(PRESETS[preset].levels, dtype=torch.float64), rtol=1e-3)
+
+
+def _covariances(l: int, seed: int) -> dict[str, torch.Tensor]:
+    """(1, L+1, L+1) float64 covariances of [L maps; noisy]: a frame's, near-collinear maps (which
+    take Newton–Schulz many iterations), a rank-deficient one (fewer samples than maps) and one
+    with a constant map."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(l + 1, l + 1, generator=g, dtype=torch.float64)
+    samples = mix @ torch.randn(l + 1, 4000, generator=g, dtype=torch.float64)
+    near = samples.clone()
+    near[2] = samples[1] + 1e-4 * samples[3]  # maps 1 and 2 correlated at ~0.99999999
+    few = torch.randn(l + 1, 3, generator=g, dtype=torch.float64)  # 3 samples: a 1×1 frame's
+    flat = samples.clone()
+    flat[3] = 0.0  # a map with no variance: whitening cannot scale it to its level (T falls back to D)
+    cases = (("frame", samples), ("near", near), ("few", few), ("flat", flat))
+    return {name: torch.cov(m)[None] * 1e-3 for name, m in cases}
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_numpy_heads_give_the_models_transform_and_autotune(models, preset):
+    """engine/heads_np.py (Router, ND to convergence, AutoTune in NumPy: what inference runs) against
+    RCDNet.transform_and_autotune (what training runs), with random heads, on ordinary,
+    near-collinear and rank-deficient statistics; and the decorrelation it promises."""
+    from engine import heads_np
+
+    model = copy.deepcopy(models[preset])
+    model.cfg = dataclasses.replace(model.cfg, sigma_feature=True)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for fc in (model.router.fc, model.autotune.fc):
+            fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
+            fc.bias.copy_(0.05 * torch.randn(fc.bias.shape, generator=g))
+    heads = heads_np.StatsHeads(model)
+    l = model.cfg.num_levels
+    feats = torch.randn(1, model.backbone.feat_dim, generator=g)
+    for name, cov in _covariances(l, seed=l).items():
+        for sigma in (0.0, 12.5):
+            with torch.inference_mode():
+                t_ref, auto_ref = model.transform_and_autotune(cov, feats, sigma=torch.tensor([sigma]))
+            t, auto = heads(cov[0].numpy(), feats[0].numpy(), sigma)
+            # each row to its own scale: T's rows span 1e-2 to 1e13 ("flat"), and the float32
+            # router rounds apart between the two (measured: 1e-6 of a row, 2e-5 for "near" and "few")
+            ref = t_ref[0].numpy()
+            row_scale = np.abs(ref).max(axis=1, keepdims=True)
+            assert (np.abs(t - ref) <= 1e-4 * row_scale + 1e-12).all(), name
+            # ND alone (the router above mixes the constant map away): the same fallbacks
+            nd_ref = nd.transform(cov[:, :l, :l], model.levels.double())[0].numpy()
+            nd_got = heads_np.transform(cov[0, :l, :l].numpy(), heads.levels)
+            assert (np.abs(nd_got - nd_ref) <= 1e-4 * np.abs(nd_ref).max(axis=1, keepdims=True) + 1e-12).all(), name
+            np.testing.assert_allclose(auto, auto_ref[0].double().numpy(), atol=1e-5, err_msg=f"{name} AutoTune")
+            assert auto.sum() == pytest.approx(1.0) and auto.max() - auto.min() > 0.01
+            if name == "frame":  # T·Σ·Tᵀ (the router folded into T): uncorrelated maps, std = level
+                c = t @ cov[0, :l, :l].numpy() @ t.T
+                active = heads.levels > 0
+                np.testing.assert_allclose(np.sqrt(np.diag(c)[active]), heads.levels[active], rtol=1e-6)
+                corr = c[np.ix_(active, active)] / np.outer(heads.levels[active], heads.levels[active])
+                assert np.abs(corr - np.eye(int(active.sum()))).max() < 1e-6
+    with pytest.raises(ValueError, match="noise estimate"):
+        heads(cov[0].numpy(), feats[0].numpy(), None)
 
 
 @pytest.mark.parametrize("stats", ["native", "torch"])
