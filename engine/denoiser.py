@@ -73,6 +73,7 @@ class Bases:
     sigma_est: float  # estimated noise std of the input, 8-bit units
     backbone_ms: float  # the network's pass (with the input's padding)
     infer_ms: float = 0.0  # the whole infer(): network, X's other columns, statistics, ND, AutoTune
+    stats_ms: float = 0.0  # of which the statistics (covariance), Router, ND and AutoTune
 
     @property
     def nbytes(self) -> int:
@@ -236,13 +237,14 @@ class Denoiser:
             # (1,) 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
             sigma = estimate_noise_sigma(green).cpu()
+        t_stats = time.perf_counter()
         cov = self._covariance(x, frame, h, w)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
         # Router, ND and AutoTune: ~150 operations on L×L matrices, in NumPy (engine/heads_np.py)
         t, auto = self._heads(cov[0].numpy(), feats[0].float().cpu().numpy(), float(sigma[0]))
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
                      sigma_est=float(sigma[0]), backbone_ms=backbone_ms,
-                     infer_ms=(time.perf_counter() - t0) * 1000.0)
+                     infer_ms=(time.perf_counter() - t0) * 1000.0, stats_ms=(time.perf_counter() - t_stats) * 1000.0)
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

@@ -870,6 +870,8 @@ def test_bench_command_smoke_with_weights_path(models, tmp_path):
     assert m["name"] == str(ckpt) and m["params"] == param_count(models["live"])
     (inf,) = m["infer"]
     assert inf["size"] == "64x96" and inf["backbone_ms"] > 0 and inf["infer_ms"] >= inf["backbone_ms"]
+    assert 0 < inf["nd_autotune_ms"] <= inf["after_network_ms"] * 1.5  # medians of parts: not exactly ≤
+    assert inf["nd_autotune_pct"] == pytest.approx(100 * inf["nd_autotune_ms"] / inf["backbone_ms"])
     (bl,) = m["blend"]
     assert bl["blend_ms"] > 0 and bl["floor_ms"] > 0 and bl["bytes"] > 96 * 64 * 3
     # the floor comes from copies timed between this blend's runs
