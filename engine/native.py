@@ -166,7 +166,8 @@ def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray,
 
 def cross_gram(x: torch.Tensor, h2: int, wp2: int, w2: int, c1: int, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(X[:, :c1+1]ᵀ·X (c1 + 1, k), Σ X² per column (k,)) float64 over the h2 × w2 half-pixels in the
-    frame, X seen as h2 rows of wp2 half-pixels (the padding columns w2.. skipped), in one pass."""
+    frame, X seen as h2 rows of wp2 half-pixels (the padding columns w2.. skipped), in one pass.
+    X[:, c1] must be the ones column (its row of the product is taken as column sums)."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"

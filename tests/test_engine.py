@@ -446,13 +446,15 @@ def test_compact_bases_blend_within_a_level_of_the_full_ones_in_half_the_bytes(m
 @pytest.mark.parametrize("c1", [16, 32, 5])
 def test_native_cross_gram_equals_float64_products_on_any_thread_count(c1):
     """native.cross_gram against float64 products of the in-frame half-pixels: padding columns
-    skipped, every band of rows counted once, whatever the number of threads."""
+    skipped, every band of rows counted once, whatever the number of threads. Column c1 is X's
+    ones column (the kernel sums rather than multiplies there)."""
     from engine import native
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
     h2, w2, wp2, k = 13, 21, 24, c1 + 13
     x = torch.randn(h2 * wp2, k, generator=torch.Generator().manual_seed(c1)) * 3.0 + 1.0
+    x[:, c1] = 1.0
     inside = x.view(h2, wp2, k)[:, :w2].reshape(-1, k).double()
     for threads in (1, 2, 5):
         g, sq = native.cross_gram(x, h2, wp2, w2, c1, threads)
