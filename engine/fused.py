@@ -10,6 +10,8 @@ statistics between them 15 ms more: each is a pass over a frame-sized tensor. He
 - every skip join d = nearest-×2(u) + e is one native pass that also writes relu(d), which the
   next convolution reads, and at 1/4 scale the Σ|d| that AutoTune's pooled features need
   (engine/csrc/kernels.c, rcd_up_add_relu);
+- every downsampling conv2x2/2(relu(e)) is one native pass that applies the relu as it reads e
+  (rcd_relu_down: oneDNN has no pre-ops, so torch wrote relu(e) out first);
 - the features come back contiguous; the caller copies them into X while it fills X's other
   columns (native.fill), a pass it makes anyway.
 
@@ -77,6 +79,15 @@ def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None)
     return x, r
 
 
+def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int) -> torch.Tensor:
+    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling: one native pass (the relu applied
+    as each value is read), torch's two where the shape does not suit the kernel."""
+    assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0)
+    if conv.out_channels % 8:
+        return conv(F.relu(x))
+    return native.relu_down(x, conv.weight, conv.bias, threads)
+
+
 def features(bb: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`bb.features(x)` fused: (1, c1, H/2, W/2) channels_last contiguous features, (1, c3 + c2) statistics.
 
@@ -84,8 +95,8 @@ def features(bb: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     inference_mode (tensors are updated in place). Needs `available() == ''`."""
     threads = torch.get_num_threads()
     e1, _ = _chain(bb.enc1, bb.inp(x))  # (1, c1, H/2, W/2), signed
-    e2, _ = _chain(bb.enc2, bb.down1(F.relu(e1)))  # (1, c2, H/4, W/4)
-    e3, _ = _chain(bb.enc3, bb.down2(F.relu(e2)))  # (1, c3, H/8, W/8)
+    e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, H/4, W/4)
+    e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, H/8, W/8)
     e3 = F.relu(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics
     d2, r2, s2 = native.up_add_relu(bb.up2(e3), e2, threads, abs_sum=len(bb.dec2) == 0)

@@ -8,8 +8,9 @@ caller takes its torch path, which computes the same numbers more slowly.
 The kernels (engine/csrc/kernels.c says more), each one pass over a frame where torch needs
 several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: torch's three passes
 moved 4× the bytes the blend must), `cross_gram` (the statistics ND and AutoTune read) and `fill`
-(X's [1 | noisy] columns and the noise estimate's histogram), and `up_add_relu`, the backbone's
-skip joins for engine/fused.py (upsample, add, relu and a pooled statistic: five torch passes).
+(X's [1 | noisy] columns and the noise estimate's histogram); and for the backbone's fused forward
+(engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
+torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
 """
@@ -142,6 +143,8 @@ def _load() -> None:
         lib.rcd_fill.restype = ctypes.c_int
         lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
         lib.rcd_up_add_relu.restype = ctypes.c_int
+        lib.rcd_relu_down.argtypes = [p, i64, i64, i64, p, p, i64, p, ctypes.c_int]
+        lib.rcd_relu_down.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return
 
@@ -223,3 +226,21 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
     if rc != 0:
         raise ValueError(f"native skip join refused its arguments: u {tuple(u.shape)}, e {tuple(e.shape)}")
     return d, r, sums
+
+
+def relu_down(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+    """conv2d(relu(e), weight, bias, stride=2) for a 2×2 kernel, in one pass: e (1, c, h, w) float32
+    channels_last on the CPU (h, w even), weight (co, c, 2, 2) with co a multiple of 8 → (1, co, h/2, w/2)."""
+    lib = library()
+    assert lib is not None, why_not
+    _, c, h, w = e.shape
+    co = weight.shape[0]
+    assert e.dtype == torch.float32 and e.device.type == "cpu" and e.is_contiguous(memory_format=torch.channels_last)
+    assert tuple(weight.shape) == (co, c, 2, 2) and tuple(bias.shape) == (co,), "a 2×2 convolution of e's channels"
+    wt = weight.detach().float().permute(2, 3, 1, 0).contiguous()  # (ky, kx, c, co)
+    b = bias.detach().float().contiguous()
+    out = torch.empty(1, co, h // 2, w // 2, memory_format=torch.channels_last)
+    rc = lib.rcd_relu_down(e.data_ptr(), h, w, c, wt.data_ptr(), b.data_ptr(), co, out.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native relu + 2×2 convolution refused its arguments: e {tuple(e.shape)}, {co} outputs")
+    return out

@@ -518,6 +518,27 @@ def test_native_skip_join_equals_upsample_add_relu(c, h, w):
     assert none is None
 
 
+DOWN_CASES = [(16, 32, 6, 14), (32, 40, 4, 26), (64, 96, 2, 2), (5, 8, 6, 10), (16, 24, 8, 30)]
+
+
+@pytest.mark.parametrize("c,co,h,w", DOWN_CASES, ids=[f"{c}to{co}-{h}x{w}" for c, co, h, w in DOWN_CASES])
+def test_native_relu_down_equals_conv_of_relu(c, co, h, w):
+    """rcd_relu_down: conv2d(relu(e)) with a 2×2 stride-2 kernel, against torch, for output widths
+    that leave a tail after its blocks of pixels (w/2 = 7, 13, 15) and 1–3 chunks of output vectors."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(c + co)
+    e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(co, c, 2, 2, generator=g), torch.randn(co, generator=g)
+    want = F.conv2d(F.relu(e), weight, bias, stride=2)
+    for threads in (1, 3):
+        got = native.relu_down(e, weight, bias, threads)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_fused_backbone_gives_the_reference_features(models, preset):
     """engine/fused.py (in-place conv + add, native skip joins) against model.Backbone.features, on

@@ -5,8 +5,9 @@
  * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram;
  * - rcd_cross_gram: [d | 1]ᵀ·X and per-column sums of squares (what ND and AutoTune need);
  * - rcd_blend: the uint8 frame from X and a blend's weights.
- * And one pass of the backbone itself (engine/fused.py):
- * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel.
+ * And passes of the backbone itself (engine/fused.py):
+ * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel;
+ * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e).
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
  * _feature_weights): W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15
@@ -403,5 +404,73 @@ int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t 
             for (int64_t t = 0; t < n; t++) abs_sum[i] += part[t * c + i];
         }
     free(part);
+    return 0;
+}
+
+/* ---- the backbone's downsampling: out = conv2x2/2(relu(e)) ---------------------------------------
+ *
+ * e (h, w, c) and out (h/2, w/2, co): channels-last float32, contiguous; wt (2, 2, c, co): the
+ * convolution's weight (co, c, 2, 2) rearranged so each input value's co weights are contiguous;
+ * bias (co). oneDNN has post-ops but no pre-ops, so torch needs a relu pass over e (a frame-sized
+ * tensor) before its strided convolution; here the relu is applied to each value as it is
+ * broadcast. Each output pixel is a (4c → co) product: P pixels × NVC vectors of outputs stay in
+ * registers (P · NVC = 12) while the 4c inputs stream by. co a multiple of 8.
+ */
+static inline __attribute__((always_inline)) void down_pixels(const float *e, int64_t w, int64_t c, const float *wt,
+                                                              int64_t co, const float *bias, float *out, int64_t y,
+                                                              int64_t x0, int64_t v0, const int P, const int NVC) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 acc[12][4];
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_loadu_ps(bias + 8 * (v0 + v));
+    for (int ky = 0; ky < 2; ky++)
+        for (int kx = 0; kx < 2; kx++) {
+            const float *in = e + ((2 * y + ky) * w + 2 * x0 + kx) * c;  /* pixel p adds 2·p·c */
+            const float *wk = wt + (ky * 2 + kx) * c * co + 8 * v0;
+            for (int64_t i = 0; i < c; i++) {
+                __m256 wv[4];
+#pragma GCC unroll 4
+                for (int v = 0; v < NVC; v++) wv[v] = _mm256_loadu_ps(wk + i * co + 8 * v);
+#pragma GCC unroll 12
+                for (int p = 0; p < P; p++) {
+                    const __m256 xv = _mm256_max_ps(_mm256_broadcast_ss(in + 2 * p * c + i), zero);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+                }
+            }
+        }
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + (y * (w / 2) + x0 + p) * co + 8 * (v0 + v), acc[p][v]);
+}
+
+/* One output row: output vectors in chunks of up to 4 (12 / chunk pixels at a time, then single
+ * pixels for the row's tail), each chunk a specialisation with constant P and NVC. */
+#define DOWN_ROW(NVC, P)                                                                                   \
+    do {                                                                                                   \
+        int64_t x = 0;                                                                                     \
+        for (; x + P <= w2; x += P) down_pixels(e, w, c, wt, co, bias, out, y, x, v0, P, NVC);             \
+        for (; x < w2; x++) down_pixels(e, w, c, wt, co, bias, out, y, x, v0, 1, NVC);                     \
+    } while (0)
+
+int rcd_relu_down(const float *e, int64_t h, int64_t w, int64_t c, const float *wt, const float *bias, int64_t co,
+                  float *out, int threads) {
+    if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || co < 8 || co % 8) return 1;
+    const int64_t h2 = h / 2, w2 = w / 2;
+    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+#pragma omp parallel for num_threads(n) schedule(static)
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++)
+            for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {
+                switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {
+                    case 4: DOWN_ROW(4, 3); break;
+                    case 3: DOWN_ROW(3, 4); break;
+                    case 2: DOWN_ROW(2, 6); break;
+                    default: DOWN_ROW(1, 12); break;
+                }
+            }
     return 0;
 }
