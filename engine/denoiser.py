@@ -166,7 +166,8 @@ class Denoiser:
         self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
         # The backbone's fused float32 forward (engine/fused.py) where its kernels are here; its
         # features go into X with the native fill, so it runs only beside native_stats.
-        self.fused_backbone = self.native_stats and self.dtype == torch.float32 and fused.available() == ""
+        self.fused_backbone = (self.native_stats and self.dtype == torch.float32
+                               and fused.available(self.model.backbone) == "")
 
     @property
     def backbone_kernel(self) -> str:
@@ -175,7 +176,7 @@ class Denoiser:
             return "fused (oneDNN conv + add, native skip joins)"
         if self.device.type != "cpu" or self.dtype != torch.float32:
             return f"torch ({self.device.type}, {str(self.dtype).replace('torch.', '')})"
-        return f"torch; fused path not used: {fused.available() or 'off'}"
+        return f"torch; fused path not used: {fused.available(self.model.backbone) or 'off'}"
 
     @property
     def blend_kernel(self) -> str:
@@ -208,14 +209,16 @@ class Denoiser:
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         hp, wp = h + (-h % PAD_MULTIPLE), w + (-w % PAD_MULTIPLE)
-        frame = self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255, CPU or device
-        x_in = frame.permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view, 0..255 (see __init__)
+        fused_pass = self.fused_backbone and self.native_stats  # reads the uint8 frame itself
+        frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
+        x_in = None if fused_pass else frame.permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view
         h2, w2 = hp // 2, wp // 2
         x = torch.empty(h2 * w2, self.c1 + 13, dtype=torch.float32, device=self.device)  # X = [d | 1 | noisy]
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
         d1 = None  # features that native.fill copies into X, from the fused backbone
-        if self.fused_backbone and self.native_stats:
-            d1, feats = fused.features(self.model.backbone, x_in)  # (1, c1, h2, w2) contiguous, (1, F)
+        if fused_pass:
+            rgb = np.ascontiguousarray(rgb)
+            d1, feats = fused.features(self.model.backbone, rgb, hp, wp)  # (1, c1, h2, w2) contiguous, (1, F)
         elif self.dtype == torch.float32:
             _, feats = self.model.backbone.features(x_in, out=d_view)  # features land in X, uncopied
         else:
@@ -238,7 +241,7 @@ class Denoiser:
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
             sigma = estimate_noise_sigma(green).cpu()
         t_stats = time.perf_counter()
-        cov = self._covariance(x, frame, h, w)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
+        cov = self._covariance(x, frame, h, w, hp, wp)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
         # Router, ND and AutoTune: ~150 operations on L×L matrices, in NumPy (engine/heads_np.py)
         t, auto = self._heads(cov[0].numpy(), feats[0].float().cpu().numpy(), float(sigma[0]))
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
@@ -260,13 +263,12 @@ class Denoiser:
             buf[:, w:].copy_(buf[:, w - 1 : w].expand(hp, wp - w, 3))
         return buf
 
-    def _covariance(self, x: torch.Tensor, frame: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _covariance(self, x: torch.Tensor, frame: torch.Tensor | None, h: int, w: int, hp: int, wp: int) -> torch.Tensor:
         """Covariance (1, L+1, L+1) float64 of the L raw maps and the noisy frame over the real
         (unpadded) pixels, in [0, 1] units: from [d | 1]ᵀ·X (even sizes) or from the materialised
         maps (odd sizes, where padding splits a half-size pixel). frame: the padded input buffer
-        (hp, wp, 3), 0..255."""
+        (hp, wp, 3), 0..255, which only the torch path reads (None beside the fused backbone)."""
         l, c1 = self.cfg.num_levels, self.c1
-        hp, wp = frame.shape[:2]
         if h % 2 or w % 2:
             raw = self._raw_maps(x, hp, wp)[..., :h, :w]  # (L, 3, h, w), 0..1
             noisy = self._noisy_planes(x, hp, wp)[:, :h, :w] / 255.0  # (3, h, w)

@@ -12,6 +12,8 @@ statistics between them 15 ms more: each is a pass over a frame-sized tensor. He
   (engine/csrc/kernels.c, rcd_up_add_relu);
 - every downsampling conv2x2/2(relu(e)) is one native pass that applies the relu as it reads e
   (rcd_relu_down: oneDNN has no pre-ops, so torch wrote relu(e) out first);
+- the first layer reads the uint8 frame, padding included (rcd_inp), where torch needed a padded
+  float copy of the frame;
 - the features come back contiguous; the caller copies them into X while it fills X's other
   columns (native.fill), a pass it makes anyway.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,10 +37,12 @@ _conv_add_ok: bool | None = None
 _lock = threading.Lock()
 
 
-def available() -> str:
-    """'' when this path can run here, else why not (one line)."""
+def available(bb: Backbone | None = None) -> str:
+    """'' when this path can run here (for this backbone, where given), else why not (one line)."""
     if native.library() is None:
         return f"native kernels not used: {native.why_not}"
+    if bb is not None and any(c % 8 for c in (bb.inp.out_channels, bb.down1.out_channels, bb.down2.out_channels)):
+        return "the backbone's widths are not multiples of 8 (the native kernels' vectors)"
     if not _in_place_conv_add_works():
         return "this torch has no in-place convolution + add (mkldnn._convolution_pointwise_)"
     return ""
@@ -80,21 +85,21 @@ def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None)
 
 
 def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int) -> torch.Tensor:
-    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling: one native pass (the relu applied
-    as each value is read), torch's two where the shape does not suit the kernel."""
+    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling, in one native pass."""
     assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0)
-    if conv.out_channels % 8:
-        return conv(F.relu(x))
     return native.relu_down(x, conv.weight, conv.bias, threads)
 
 
-def features(bb: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`bb.features(x)` fused: (1, c1, H/2, W/2) channels_last contiguous features, (1, c3 + c2) statistics.
+def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`bb.features(x)` fused, x being rgb replicate-padded to hp × wp: (1, c1, hp/2, wp/2)
+    channels_last contiguous features, (1, c3 + c2) statistics.
 
-    x: (1, 3, H, W) channels_last float32 on the CPU, H and W multiples of 8. Call under no_grad or
-    inference_mode (tensors are updated in place). Needs `available() == ''`."""
+    rgb: (h, w, 3) uint8, C-contiguous, read as 0..255 (the Denoiser folds 1/255 into the first
+    layer); hp ≥ h and wp ≥ w multiples of 8. Call under no_grad or inference_mode (tensors are
+    updated in place). Needs `available(bb) == ''`."""
     threads = torch.get_num_threads()
-    e1, _ = _chain(bb.enc1, bb.inp(x))  # (1, c1, H/2, W/2), signed
+    e1 = native.first_conv(rgb, hp, wp, bb.inp.weight, bb.inp.bias, threads)  # (1, c1, hp/2, wp/2), signed
+    e1, _ = _chain(bb.enc1, e1)
     e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, H/4, W/4)
     e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, H/8, W/8)
     e3 = F.relu(e3)

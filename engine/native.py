@@ -145,6 +145,8 @@ def _load() -> None:
         lib.rcd_up_add_relu.restype = ctypes.c_int
         lib.rcd_relu_down.argtypes = [p, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_relu_down.restype = ctypes.c_int
+        lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
+        lib.rcd_inp.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return
 
@@ -243,4 +245,23 @@ def relu_down(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threads
     rc = lib.rcd_relu_down(e.data_ptr(), h, w, c, wt.data_ptr(), b.data_ptr(), co, out.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native relu + 2×2 convolution refused its arguments: e {tuple(e.shape)}, {co} outputs")
+    return out
+
+
+def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+    """The backbone's first layer straight from the uint8 frame: conv2d(frame, weight, bias, stride=2,
+    padding=1) for a 4×4 kernel, frame = rgb (h, w, 3) replicate-padded to hp × wp (even) and read
+    as 0..255 floats; weight (co, 3, 4, 4), co a multiple of 8 → (1, co, hp/2, wp/2) channels_last."""
+    lib = library()
+    assert lib is not None, why_not
+    assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
+    h, w = rgb.shape[:2]
+    co = weight.shape[0]
+    assert tuple(weight.shape) == (co, 3, 4, 4) and tuple(bias.shape) == (co,), "a 4×4 convolution of RGB"
+    wt = weight.detach().float().permute(2, 3, 1, 0).reshape(4, 12, co).contiguous()  # (ky, kx·3 + c, co)
+    b = bias.detach().float().contiguous()
+    out = torch.empty(1, co, hp // 2, wp // 2, memory_format=torch.channels_last)
+    rc = lib.rcd_inp(rgb.ctypes.data, h, w, hp, wp, wt.data_ptr(), b.data_ptr(), co, out.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native first layer refused its arguments: frame {h}×{w} in {hp}×{wp}, {co} outputs")
     return out

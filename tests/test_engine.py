@@ -539,25 +539,52 @@ def test_native_relu_down_equals_conv_of_relu(c, co, h, w):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+FIRST_CASES = [(16, 1, 1, 8, 8), (8, 17, 33, 24, 40), (24, 50, 70, 56, 72), (32, 9, 30, 16, 40)]
+
+
+@pytest.mark.parametrize("co,h,w,hp,wp", FIRST_CASES, ids=[f"{co}-{h}x{w}" for co, h, w, _, _ in FIRST_CASES])
+def test_native_first_layer_reads_the_padded_uint8_frame(co, h, w, hp, wp):
+    """rcd_inp: the 4×4 stride-2 first convolution straight from uint8, with the replicate padding to
+    hp × wp and the convolution's zero padding, against torch on the padded float frame (1 to 4
+    chunks of output vectors, output widths with and without a tail)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(co + h)
+    rgb = np.random.default_rng(co + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    weight, bias = torch.randn(co, 3, 4, 4, generator=g) / 255.0, torch.randn(co, generator=g)
+    x = F.pad(torch.from_numpy(rgb).float().permute(2, 0, 1)[None], (0, wp - w, 0, hp - h), mode="replicate")
+    want = F.conv2d(x, weight, bias, stride=2, padding=1)
+    for threads in (1, 3):
+        got = native.first_conv(rgb, hp, wp, weight, bias, threads)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_fused_backbone_gives_the_reference_features(models, preset):
-    """engine/fused.py (in-place conv + add, native skip joins) against model.Backbone.features, on
-    random weights at odd multiples of 8, and inside the Denoiser: the same X, transform and
-    AutoTune whether the fused path runs or not."""
+    """engine/fused.py (the first layer from the uint8 frame with its padding, native downsampling,
+    in-place conv + add, native skip joins) against model.Backbone.features on the padded float
+    frame, with random weights, at sizes that need padding; and inside the Denoiser: the same X,
+    transform and AutoTune whether the fused path runs or not."""
     from engine import fused
 
-    if fused.available():
-        pytest.skip(fused.available())
     bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
+    if fused.available(bb):
+        pytest.skip(fused.available(bb))
     with torch.no_grad():  # random biases too: a missed bias or a swapped operand shows
         for m in bb.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.bias.normal_(0.0, 0.1)
-    for h, w in ((8, 8), (24, 40), (64, 96)):
-        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h)).contiguous(memory_format=torch.channels_last)
+    for h, w in ((8, 8), (1, 1), (17, 33), (64, 90)):  # the frame; padded to multiples of 8 below
+        hp, wp = h + (-h % 8), w + (-w % 8)
+        rgb = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x = torch.from_numpy(rgb).float().permute(2, 0, 1)[None]  # (1, 3, h, w), 0..255
+        x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate").contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             d_ref, f_ref = bb.features(x)
-            d, f = fused.features(bb, x)
+            d, f = fused.features(bb, rgb, hp, wp)
         assert d.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-5 * float(d_ref.abs().max()))
         torch.testing.assert_close(f, f_ref, rtol=1e-5, atol=1e-6)

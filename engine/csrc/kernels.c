@@ -474,3 +474,96 @@ int rcd_relu_down(const float *e, int64_t h, int64_t w, int64_t c, const float *
             }
     return 0;
 }
+
+/* ---- the backbone's first layer from the uint8 frame ---------------------------------------------
+ *
+ * out (hp/2, wp/2, co) = conv2d(frame, wt, bias, stride 2, padding 1) with a 4×4 kernel, where frame
+ * is rgb (h, w, 3) uint8 replicate-padded to hp × wp (as engine/denoiser.py pads the backbone's
+ * input) and zero-padded by one more pixel all round (the convolution's own padding). wt (4, 12,
+ * co): weight (co, 3, 4, 4) as (ky, kx·3 + c, co). torch needs a float copy of the padded frame
+ * first (a pass over 4 bytes per value); here each output row converts the 4 input rows it reads
+ * into a small float buffer and convolves from there.
+ */
+static void inp_row_f32(float *buf, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, int64_t iy) {
+    const int64_t len = (wp + 2) * 3;  /* columns -1 .. wp */
+    if (iy < 0 || iy >= hp) {
+        memset(buf, 0, sizeof(float) * len);
+        return;
+    }
+    const uint8_t *src = rgb + (iy < h ? iy : h - 1) * w * 3;
+    float *dst = buf + 3;
+    int64_t i = 0;
+    for (; i + 8 <= 3 * w; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(src + i)))));
+    for (; i < 3 * w; i++) dst[i] = (float)src[i];
+    for (int64_t x = w; x < wp; x++)  /* replicate the last column */
+        for (int c = 0; c < 3; c++) dst[3 * x + c] = (float)src[3 * (w - 1) + c];
+    buf[0] = buf[1] = buf[2] = 0.0f;
+    buf[len - 3] = buf[len - 2] = buf[len - 1] = 0.0f;
+}
+
+static inline __attribute__((always_inline)) void inp_pixels(const float *rows, int64_t len, const float *wt,
+                                                             int64_t co, const float *bias, float *out, int64_t x0,
+                                                             int64_t v0, const int P, const int NVC) {
+    __m256 acc[12][4];
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_loadu_ps(bias + 8 * (v0 + v));
+    for (int ky = 0; ky < 4; ky++) {
+        const float *in = rows + ky * len + 6 * x0;  /* output pixel x reads 12 floats from 6·x */
+        const float *wk = wt + ky * 12 * co + 8 * v0;
+        for (int j = 0; j < 12; j++) {
+            __m256 wv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NVC; v++) wv[v] = _mm256_loadu_ps(wk + j * co + 8 * v);
+#pragma GCC unroll 12
+            for (int p = 0; p < P; p++) {
+                const __m256 xv = _mm256_broadcast_ss(in + 6 * p + j);
+#pragma GCC unroll 4
+                for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+            }
+        }
+    }
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + (x0 + p) * co + 8 * (v0 + v), acc[p][v]);
+}
+
+#define INP_ROW(NVC, P)                                                                                    \
+    do {                                                                                                   \
+        int64_t x = 0;                                                                                     \
+        for (; x + P <= w2; x += P) inp_pixels(rows, len, wt, co, bias, orow, x, v0, P, NVC);             \
+        for (; x < w2; x++) inp_pixels(rows, len, wt, co, bias, orow, x, v0, 1, NVC);                     \
+    } while (0)
+
+int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, const float *wt, const float *bias,
+            int64_t co, float *out, int threads) {
+    if (h < 1 || w < 1 || hp < h || wp < w || hp % 2 || wp % 2 || co < 8 || co % 8) return 1;
+    const int64_t h2 = hp / 2, w2 = wp / 2, len = (wp + 2) * 3;
+    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+    int failed = 0;
+#pragma omp parallel for num_threads(n) schedule(static) reduction(| : failed)
+    for (int64_t t = 0; t < n; t++) {
+        float *rows = malloc(sizeof(float) * 4 * len);  /* input rows 2·y - 1 .. 2·y + 2 as floats */
+        if (!rows) {
+            failed = 1;
+            continue;
+        }
+        for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++) {
+            for (int ky = 0; ky < 4; ky++) inp_row_f32(rows + ky * len, rgb, h, w, hp, wp, 2 * y - 1 + ky);
+            float *orow = out + y * w2 * co;
+            for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {
+                switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {
+                    case 4: INP_ROW(4, 3); break;
+                    case 3: INP_ROW(3, 4); break;
+                    case 2: INP_ROW(2, 6); break;
+                    default: INP_ROW(1, 12); break;
+                }
+            }
+        }
+        free(rows);
+    }
+    return failed ? 2 : 0;
+}
