@@ -145,7 +145,15 @@ class Denoiser:
         self.model = copy.deepcopy(model).to(self.device).to(memory_format=torch.channels_last)
         with torch.no_grad():  # the backbone reads 0..255 frames: the 1/255 lives in its first layer,
             self.model.backbone.inp.weight.mul_(1.0 / 255.0)  # which saves a pass over every input
+        # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
+        self.native_blend = self.device.type == "cpu" and native.library() is not None
+        self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
+        # The fused float32 forward (engine/fused.py) where its kernels are here; its features go
+        # into X with the native fill, so it runs only beside native_stats. The precision probe
+        # times it against bfloat16, so bfloat16 must beat what float32 would really run.
+        self._fused_ok = self.native_stats and fused.available(self.model.backbone) == ""
         self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
+        self.fused_backbone = self._fused_ok and self.dtype == torch.float32
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -161,13 +169,6 @@ class Denoiser:
         head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
         self._raw_from_x_np = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1).numpy()  # (12, L, c1+1)
         self._head_np = head.reshape(4, 3 * l, c1 + 1).numpy()  # (sub-pixel, level·colour, d | 1) for blends
-        # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
-        self.native_blend = self.device.type == "cpu" and native.library() is not None
-        self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
-        # The backbone's fused float32 forward (engine/fused.py) where its kernels are here; its
-        # features go into X with the native fill, so it runs only beside native_stats.
-        self.fused_backbone = (self.native_stats and self.dtype == torch.float32
-                               and fused.available(self.model.backbone) == "")
 
     @property
     def backbone_kernel(self) -> str:
@@ -189,8 +190,12 @@ class Denoiser:
     def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
         """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up)."""
         x = torch.rand(1, 3, *PROBE_SIZE, device=self.device).mul_(255.0).contiguous(memory_format=torch.channels_last)
+        rgb = np.ascontiguousarray(x[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy())  # the same frame, uint8
 
         def once():
+            if dtype == torch.float32 and self._fused_ok:
+                fused.features(self.model.backbone, rgb, *PROBE_SIZE)
+                return
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 self.model.backbone.features(x)
 

@@ -603,6 +603,21 @@ def test_fused_backbone_gives_the_reference_features(models, preset):
     torch.testing.assert_close(a.auto, b.auto, rtol=1e-5, atol=1e-7)
 
 
+def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypatch):
+    """bfloat16 must beat the fused float32 forward where that is what float32 runs, not the plain one."""
+    from engine import fused
+    from engine.denoiser import PROBE_SIZE
+
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    if not den.fused_backbone:
+        pytest.skip("the fused path does not run here")
+    calls = []
+    real = fused.features
+    monkeypatch.setattr(fused, "features", lambda *a: calls.append(a[2:]) or real(*a))
+    assert den._time_backbone(torch.float32, runs=1) > 0
+    assert calls and all(size == tuple(PROBE_SIZE) for size in calls)
+
+
 def test_fused_backbone_is_off_without_the_in_place_conv_add(models, monkeypatch):
     """Where torch lacks oneDNN's in-place conv + add (or it gives other numbers), the plain forward runs."""
     from engine import fused
