@@ -93,6 +93,24 @@ def _build(src: Path, dest: Path) -> str:
             os.unlink(tmp)
 
 
+def _library_name() -> str | None:
+    """The built library's file name for the current source and flags (None if unreadable)."""
+    try:
+        code = SOURCE.read_bytes()
+    except OSError:
+        return None
+    return f"{SOURCE.stem}-{hashlib.sha256(code + ' '.join(CFLAGS).encode()).hexdigest()[:16]}.so"
+
+
+def will_build() -> bool:
+    """Whether the next `library()` call will compile the kernels (seconds, once per source
+    version): not tried yet in this process, not turned off, a supported CPU and nothing cached."""
+    if _tried or os.environ.get(ENV_SWITCH, "1") == "0" or _cpu_supported():
+        return False
+    name = _library_name()
+    return name is not None and not any((folder / name).exists() for folder in _cache_dirs())
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, building them on the first call; None (and `why_not` set) where unavailable."""
     global _tried
@@ -111,13 +129,10 @@ def _load() -> None:
     why_not = _cpu_supported()
     if why_not:
         return
-    try:
-        code = SOURCE.read_bytes()
-    except OSError as e:
-        why_not = f"cannot read {SOURCE}: {e.strerror}"
+    name = _library_name()
+    if name is None:
+        why_not = f"cannot read {SOURCE}"
         return
-    key = hashlib.sha256(code + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    name = f"{SOURCE.stem}-{key}.so"
     for folder in _cache_dirs():
         path = folder / name
         if not path.exists():

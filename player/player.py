@@ -26,7 +26,7 @@ import torch
 
 from engine import checkpoint
 from engine.compose import Mix
-from engine.denoiser import Denoiser, psnr
+from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
 from player import controls as ctl
 from player import keymap
@@ -181,6 +181,11 @@ class Player:
 
         # Model.
         try:
+            if pick_device(cfg.device).type == "cpu":
+                from engine import native
+
+                if native.will_build():  # say why the first start pauses
+                    self.notice("building the native CPU kernels (first run only, a few seconds)")
             self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)
         except checkpoint.CheckpointError as e:
             raise PlayerError(str(e)) from None

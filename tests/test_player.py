@@ -96,6 +96,22 @@ def test_without_native_kernels_the_player_says_so_and_plays_through_torch(tmp_p
     assert len(shown) >= 5 and any(not np.array_equal(s.tuned, s.original) for s in shown)
 
 
+def test_first_run_says_it_builds_the_native_kernels(tmp_path, weights, clip, monkeypatch):
+    """With nothing cached, the player says why its first start pauses, builds, and plays natively."""
+    from engine import native
+
+    if native._cpu_supported() or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no native build on this machine")
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert native.will_build()
+    _, shown, stats = play(tmp_path, weights, clip, duration=1.0)
+    assert any(n.startswith("building the native CPU kernels") for n in stats["notices"])
+    assert stats["blend_kernel"] == "native one-pass C kernel" and len(shown) >= 5
+    assert list((tmp_path / "cache").rglob("kernels-*.so")) and not native.will_build()
+
+
 def test_bypass_shows_the_exact_source_frame(tmp_path, weights, clip):
     _, shown, _ = play(tmp_path, weights, clip, script=[(0.6, "cycle bypass")], duration=1.4)
     before = [s for s in shown if s.serial == 0]
