@@ -160,15 +160,16 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  * vector that holds column i (the columns left of it are copied from g's upper triangle at the
  * end), and the ones row (i = c1, Σ_p x_p; X's column c1 must be ones) is summed in the squares'
  * pass, with no products. For c1 = 16 that is 56 vector FMAs per half-pixel instead of 72, for
- * c1 = 32 148 instead of 204. Measured at 720p against the full product, alternating calls: 5–15 %
+ * c1 = 32 144 instead of 204. Measured at 720p against the full product, alternating calls: 5–15 %
  * faster for c1 = 16, 12–19 % for c1 = 32 (the masked load below costs about half of that gain
  * where it runs on every half-pixel, so it runs on a line's last one only).
  */
 #define GRAM_RUN 128
 #define GRAM_MAX_NV 8 /* k ≤ 64 columns */
 
-/* Rows a0 .. a0 + valid - 1 of g over vectors v0 .. v0 + NVB - 1 of each X row (the last one masked
- * to k): RB and NVB compile-time (the accumulators stay in registers), RB ≥ valid. */
+/* Rows a0 .. a0 + valid - 1 of g over vectors v0 .. v0 + NVB - 1 of each X row (the last one reaches
+ * past column k, into lanes that are never stored): RB and NVB compile-time (the accumulators stay
+ * in registers), RB ≥ valid. */
 static inline __attribute__((always_inline)) void gram_block(const float *x, int64_t p0, int64_t p1, int64_t k,
                                                              int64_t pend, int64_t a0, int64_t valid, int64_t v0,
                                                              const int NVB, const int RB, __m256i tail, double *g) {
