@@ -27,6 +27,7 @@ bfloat16 path run `model.Backbone.features`, the reference this path is tested a
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -57,13 +58,14 @@ def _in_place_conv_add_works() -> bool:
     global _conv_add_ok
     with _lock:
         if _conv_add_ok is None:
-            try:
+            try:  # a local generator and no nn.Conv2d: the check must not move the global RNG
                 g = torch.Generator().manual_seed(0)
-                conv = nn.Conv2d(8, 8, 3, padding=1)
+                conv = SimpleNamespace(weight=torch.randn(8, 8, 3, 3, generator=g), bias=torch.randn(8, generator=g),
+                                       padding=(1, 1), stride=(1, 1), dilation=(1, 1), groups=1)
                 x = torch.randn(1, 8, 6, 10, generator=g).contiguous(memory_format=torch.channels_last)
                 y = torch.randn(1, 8, 6, 10, generator=g).contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode():
-                    want = y + conv(x)
+                    want = y + F.conv2d(x, conv.weight, conv.bias, padding=1)
                     got = _conv_add_(y.clone(), x, conv)
                 _conv_add_ok = bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5))
             except (RuntimeError, AttributeError):

@@ -618,6 +618,18 @@ def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypat
     assert calls and all(size == tuple(PROBE_SIZE) for size in calls)
 
 
+def test_the_in_place_conv_add_check_leaves_the_global_rng_alone(monkeypatch):
+    """Creating a Denoiser runs the check; seeded code after it must draw the numbers it drew before."""
+    from engine import fused
+
+    monkeypatch.setattr(fused, "_conv_add_ok", None)
+    torch.manual_seed(7)
+    want = torch.rand(4)
+    torch.manual_seed(7)
+    fused._in_place_conv_add_works()
+    assert torch.equal(torch.rand(4), want)
+
+
 def test_fused_backbone_is_off_without_the_in_place_conv_add(models, monkeypatch):
     """Where torch lacks oneDNN's in-place conv + add (or it gives other numbers), the plain forward runs."""
     from engine import fused
