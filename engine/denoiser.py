@@ -189,7 +189,9 @@ class Denoiser:
     @torch.no_grad()
     def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
         """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up)."""
-        x = torch.rand(1, 3, *PROBE_SIZE, device=self.device).mul_(255.0).contiguous(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)  # not the global RNG: loading a model must not move it
+        x = torch.rand(1, 3, *PROBE_SIZE, generator=g).mul_(255.0).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
         rgb = np.ascontiguousarray(x[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy())  # the same frame, uint8
 
         def once():

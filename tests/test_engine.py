@@ -618,15 +618,18 @@ def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypat
     assert calls and all(size == tuple(PROBE_SIZE) for size in calls)
 
 
-def test_the_in_place_conv_add_check_leaves_the_global_rng_alone(monkeypatch):
-    """Creating a Denoiser runs the check; seeded code after it must draw the numbers it drew before."""
+def test_loading_a_model_leaves_the_global_rng_alone(models, monkeypatch):
+    """Creating a Denoiser runs the fused path's check and, on bfloat16 CPUs, the precision probe;
+    seeded code after it must draw the numbers it drew before."""
     from engine import fused
 
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
     monkeypatch.setattr(fused, "_conv_add_ok", None)
     torch.manual_seed(7)
     want = torch.rand(4)
     torch.manual_seed(7)
     fused._in_place_conv_add_works()
+    den._time_backbone(torch.float32, runs=1)
     assert torch.equal(torch.rand(4), want)
 
 
