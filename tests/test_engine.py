@@ -573,10 +573,11 @@ def test_fused_backbone_gives_the_reference_features(models, preset):
     bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
     if fused.available(bb):
         pytest.skip(fused.available(bb))
+    g = torch.Generator().manual_seed(11)  # its own: the global RNG's state depends on the tests run before
     with torch.no_grad():  # random biases too: a missed bias or a swapped operand shows
         for m in bb.modules():
             if isinstance(m, torch.nn.Conv2d):
-                m.bias.normal_(0.0, 0.1)
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
     for h, w in ((8, 8), (1, 1), (17, 33), (64, 90)):  # the frame; padded to multiples of 8 below
         hp, wp = h + (-h % 8), w + (-w % 8)
         rgb = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -587,7 +588,9 @@ def test_fused_backbone_gives_the_reference_features(models, preset):
             d, f = fused.features(bb, rgb, hp, wp)
         assert d.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-5 * float(d_ref.abs().max()))
-        torch.testing.assert_close(f, f_ref, rtol=1e-5, atol=1e-6)
+        # the pooled statistics: Σ|d2| is summed per row in float32, then in float64 (torch: one
+        # float32 mean), so they agree to float32 summation error, about 1e-4 of the largest
+        torch.testing.assert_close(f, f_ref, rtol=1e-4, atol=1e-5 * float(f_ref.abs().max()))
 
     den = Denoiser(copy.deepcopy(models[preset]), "cpu")
     assert den.fused_backbone and den.backbone_kernel.startswith("fused")
