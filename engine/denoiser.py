@@ -216,6 +216,8 @@ class Denoiser:
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         hp, wp = h + (-h % PAD_MULTIPLE), w + (-w % PAD_MULTIPLE)
+        if self.native_stats:  # the native fill (and the fused pass) read the uint8 frame as C-contiguous
+            rgb = np.ascontiguousarray(rgb)
         fused_pass = self.fused_backbone and self.native_stats  # reads the uint8 frame itself
         frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
         x_in = None if fused_pass else frame.permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view
@@ -224,7 +226,6 @@ class Denoiser:
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
         d1 = None  # features that native.fill copies into X, from the fused backbone
         if fused_pass:
-            rgb = np.ascontiguousarray(rgb)
             d1, feats = fused.features(self.model.backbone, rgb, hp, wp)  # (1, c1, h2, w2) contiguous, (1, F)
         elif self.dtype == torch.float32:
             _, feats = self.model.backbone.features(x_in, out=d_view)  # features land in X, uncopied
@@ -236,7 +237,7 @@ class Denoiser:
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
         if self.native_stats:  # [1 | noisy] from the uint8 frame, and the noise estimate, in one pass
-            detail = native.fill(x, self.c1, np.ascontiguousarray(rgb), hp, wp, noise_grid_step(h, w),
+            detail = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w),
                                  torch.get_num_threads(), d=d1)
             sigma = torch.tensor([sigma_from_detail_histogram(detail)], dtype=torch.float32)  # (1,) 8-bit units
         else:

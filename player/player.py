@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint
+from engine import checkpoint, native
 from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
@@ -181,11 +181,8 @@ class Player:
 
         # Model.
         try:
-            if pick_device(cfg.device).type == "cpu":
-                from engine import native
-
-                if native.will_build():  # say why the first start pauses
-                    self.notice("building the native CPU kernels (first run only, a few seconds)")
+            if pick_device(cfg.device).type == "cpu" and native.will_build():  # say why the first start pauses
+                self.notice("building the native CPU kernels (first run only, a few seconds)")
             self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)
         except checkpoint.CheckpointError as e:
             raise PlayerError(str(e)) from None
@@ -193,8 +190,6 @@ class Player:
             raise PlayerError(str(e).splitlines()[0]) from None
         self.levels = self.denoiser.levels
         if self.denoiser.device.type == "cpu" and not self.denoiser.native_blend:
-            from engine import native
-
             self.notice(f"native CPU kernels not used ({native.why_not}): the blend and the statistics run in torch, "
                         "3-4x slower")
 

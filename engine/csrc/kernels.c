@@ -448,8 +448,19 @@ static inline __attribute__((always_inline)) void down_pixels(const float *e, in
         for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + (y * (w / 2) + x0 + p) * co + 8 * (v0 + v), acc[p][v]);
 }
 
-/* One output row: output vectors in chunks of up to 4 (12 / chunk pixels at a time, then single
- * pixels for the row's tail), each chunk a specialisation with constant P and NVC. */
+/* One output row's co outputs in chunks of up to 4 vectors (NVC), each chunk a specialisation
+ * with constant NVC and P = 12 / NVC pixels at a time (then single pixels for the row's tail):
+ * ROW(NVC, P) runs one chunk starting at vector v0. Used by the downsampling and the first layer. */
+#define BY_CHUNKS(ROW)                                                                                     \
+    for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {                                                           \
+        switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {                                                \
+            case 4: ROW(4, 3); break;                                                                      \
+            case 3: ROW(3, 4); break;                                                                      \
+            case 2: ROW(2, 6); break;                                                                      \
+            default: ROW(1, 12); break;                                                                    \
+        }                                                                                                  \
+    }
+
 #define DOWN_ROW(NVC, P)                                                                                   \
     do {                                                                                                   \
         int64_t x = 0;                                                                                     \
@@ -465,14 +476,7 @@ int rcd_relu_down(const float *e, int64_t h, int64_t w, int64_t c, const float *
 #pragma omp parallel for num_threads(n) schedule(static)
     for (int64_t t = 0; t < n; t++)
         for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++)
-            for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {
-                switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {
-                    case 4: DOWN_ROW(4, 3); break;
-                    case 3: DOWN_ROW(3, 4); break;
-                    case 2: DOWN_ROW(2, 6); break;
-                    default: DOWN_ROW(1, 12); break;
-                }
-            }
+            BY_CHUNKS(DOWN_ROW);
     return 0;
 }
 
@@ -555,14 +559,7 @@ int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, co
         for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++) {
             for (int ky = 0; ky < 4; ky++) inp_row_f32(rows + ky * len, rgb, h, w, hp, wp, 2 * y - 1 + ky);
             float *orow = out + y * w2 * co;
-            for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {
-                switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {
-                    case 4: INP_ROW(4, 3); break;
-                    case 3: INP_ROW(3, 4); break;
-                    case 2: INP_ROW(2, 6); break;
-                    default: INP_ROW(1, 12); break;
-                }
-            }
+            BY_CHUNKS(INP_ROW);
         }
         free(rows);
     }
