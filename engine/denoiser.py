@@ -15,8 +15,8 @@ the noisy frame's 2×2 sub-pixels in 8-bit units — plus T and the AutoTune coe
 - the maps themselves are the same numbers: `maps()` materialises them for inspection.
 Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and the bytes each
 blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
-On a CPU the three per-frame passes over X (filling its [1 | noisy] columns, the statistics, the
-blend) run as one-pass C kernels where they build (engine/native.py), and the float32 backbone
+On a CPU the two per-frame passes over X (filling its [1 | noisy] columns with the statistics
+computed on the way, and the blend) run as C kernels where they build (engine/native.py), and the float32 backbone
 runs with its elementwise passes fused (engine/fused.py); torch computes the same numbers elsewhere.
 """
 
@@ -236,9 +236,10 @@ class Denoiser:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
-        if self.native_stats:  # [1 | noisy] from the uint8 frame, and the noise estimate, in one pass
-            detail = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w),
-                                 torch.get_num_threads(), d=d1)
+        gram = None  # the statistics, where the fill computes them on its way (even sizes)
+        if self.native_stats:  # [1 | noisy] from the uint8 frame, the noise estimate and the statistics, one pass
+            detail, gram = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w),
+                                       torch.get_num_threads(), d=d1, gram=h % 2 == 0 and w % 2 == 0)
             sigma = torch.tensor([sigma_from_detail_histogram(detail)], dtype=torch.float32)  # (1,) 8-bit units
         else:
             x[:, self.c1] = 1.0
@@ -249,13 +250,14 @@ class Denoiser:
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
             sigma = estimate_noise_sigma(green).cpu()
         t_stats = time.perf_counter()
-        cov = self._covariance(x, frame, h, w, hp, wp)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
+        cov = self._covariance(x, frame, h, w, hp, wp, gram)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
         # Router, ND and AutoTune: ~150 operations on L×L matrices, in NumPy (engine/heads_np.py)
         t, auto = self._heads(cov[0].numpy(), feats[0].float().cpu().numpy(), float(sigma[0]))
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
                      sigma_est=float(sigma[0]), backbone_ms=backbone_ms,
-                     infer_ms=(time.perf_counter() - t0) * 1000.0, stats_ms=(time.perf_counter() - t_stats) * 1000.0)
+                     infer_ms=(time.perf_counter() - t0) * 1000.0,
+                     stats_ms=(time.perf_counter() - t_stats + (gram.seconds if gram else 0.0)) * 1000.0)
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""
@@ -271,11 +273,13 @@ class Denoiser:
             buf[:, w:].copy_(buf[:, w - 1 : w].expand(hp, wp - w, 3))
         return buf
 
-    def _covariance(self, x: torch.Tensor, frame: torch.Tensor | None, h: int, w: int, hp: int, wp: int) -> torch.Tensor:
+    def _covariance(self, x: torch.Tensor, frame: torch.Tensor | None, h: int, w: int, hp: int, wp: int,
+                    gram: native.Gram | None = None) -> torch.Tensor:
         """Covariance (1, L+1, L+1) float64 of the L raw maps and the noisy frame over the real
-        (unpadded) pixels, in [0, 1] units: from [d | 1]ᵀ·X (even sizes) or from the materialised
-        maps (odd sizes, where padding splits a half-size pixel). frame: the padded input buffer
-        (hp, wp, 3), 0..255, which only the torch path reads (None beside the fused backbone)."""
+        (unpadded) pixels, in [0, 1] units: from [d | 1]ᵀ·X (even sizes; `gram` where the native
+        fill has computed it) or from the materialised maps (odd sizes, where padding splits a
+        half-size pixel). frame: the padded input buffer (hp, wp, 3), 0..255, which only the torch
+        path reads (None beside the fused backbone)."""
         l, c1 = self.cfg.num_levels, self.c1
         if h % 2 or w % 2:
             raw = self._raw_maps(x, hp, wp)[..., :h, :w]  # (L, 3, h, w), 0..1
@@ -283,9 +287,9 @@ class Denoiser:
             stacked = torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None]
             return nd.covariance(stacked).cpu()
         h2, w2, wp2 = h // 2, w // 2, wp // 2
-        if self.native_stats:  # one pass over the frame's half-pixels: [d | 1]ᵀ·X and Σ X² per column
-            g, sq_cols = native.cross_gram(x, h2, wp2, w2, c1, torch.get_num_threads())
-            sq_noisy = float(sq_cols[c1 + 1 :].sum()) / 255.0**2
+        if gram is not None:  # from the native fill: [d | 1]ᵀ·X and Σ X² per column over the frame
+            g = gram.g
+            sq_noisy = float(gram.sq[c1 + 1 :].sum()) / 255.0**2
         else:
             g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
             if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)

@@ -57,13 +57,15 @@ def inv_sqrt_newton_schulz(cov: np.ndarray) -> np.ndarray:
     return z / np.sqrt(trace)
 
 
-def transform(cov_raw: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """decorrelate.transform for one frame: T (L, L) with Ñ = T·raw, map i with std levels[i]."""
-    active = levels > 0
-    if not active.all():  # the zero level takes no part in ND (see decorrelate.transform)
-        idx = np.flatnonzero(active)
+def transform(cov_raw: np.ndarray, levels: np.ndarray, nonzero: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """decorrelate.transform for one frame: T (L, L) with Ñ = T·raw, map i with std levels[i].
+    nonzero: np.ix_ of the levels above zero, where the caller has it (saves rebuilding it per frame)."""
+    if nonzero is None and not (levels > 0).all():
+        idx = np.flatnonzero(levels > 0)
+        nonzero = np.ix_(idx, idx)
+    if nonzero is not None:  # the zero level takes no part in ND (see decorrelate.transform)
         t = np.zeros_like(cov_raw)
-        t[np.ix_(idx, idx)] = transform(cov_raw[np.ix_(idx, idx)], levels[idx])
+        t[nonzero] = transform(cov_raw[nonzero], levels[nonzero[1][0]])
         return t
     std_raw = np.sqrt(np.maximum(np.diag(cov_raw), 1e-30))
     d = levels / std_raw  # eq. 3 normalisation
@@ -88,6 +90,11 @@ class StatsHeads:
         self.tau = float(model.autotune.tau)
         self.sigma_feature = bool(cfg.sigma_feature)
         self.active = model.router.active.cpu().numpy()
+        # Index sets and the identity built once: rebuilding them took a tenth of a frame's heads.
+        self._routed = np.ix_(self.active, self.active)
+        nz = np.flatnonzero(self.levels > 0)
+        self._nonzero = np.ix_(nz, nz) if len(nz) < self.l else None
+        self._eye = np.eye(self.l + 1)
         as_np = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
         self.router_w, self.router_b = as_np(model.router.fc.weight), as_np(model.router.fc.bias)
         self.auto_w, self.auto_b = as_np(model.autotune.fc.weight), as_np(model.autotune.fc.bias)
@@ -105,10 +112,10 @@ class StatsHeads:
         log_std, corr = _stats(cov, l)
         z = np.concatenate([ln, log_std.astype(np.float32), corr.astype(np.float32), extra]).astype(np.float32)
         la = len(self.active)
-        g = np.eye(l + 1)
-        g[np.ix_(self.active, self.active)] += (self.router_w @ z + self.router_b).reshape(la, la)
+        g = self._eye.copy()
+        g[self._routed] += (self.router_w @ z + self.router_b).reshape(la, la)
         cov = g @ cov @ g.T  # statistics of [G·raw; noisy]
-        p = transform(cov[:l, :l], self.levels)
+        p = transform(cov[:l, :l], self.levels, self._nonzero)
         lv = np.maximum(self.levels, 1e-6)  # the zero level's correlation is 0/ε = 0
         corr_nd = (p @ cov[:l, l]) / (lv * np.sqrt(max(cov[l, l], 1e-12)))
         log_std_routed, _ = _stats(cov, l)

@@ -7,8 +7,8 @@ caller takes its torch path, which computes the same numbers more slowly.
 
 The kernels (engine/csrc/kernels.c says more), each one pass over a frame where torch needs
 several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: torch's three passes
-moved 4× the bytes the blend must), `cross_gram` (the statistics ND and AutoTune read) and `fill`
-(X's [1 | noisy] columns and the noise estimate's histogram); and for the backbone's fused forward
+moved 4× the bytes the blend must) and `fill` (X's [1 | noisy] columns, the noise estimate's
+histogram and the statistics ND and AutoTune read); and for the backbone's fused forward
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
 torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -152,9 +153,7 @@ def _load() -> None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
         lib.rcd_blend_f16.restype = ctypes.c_int
-        lib.rcd_cross_gram.argtypes = [p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
-        lib.rcd_cross_gram.restype = ctypes.c_int
-        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int]
+        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, p, p, p, ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
         lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
         lib.rcd_up_add_relu.restype = ctypes.c_int
@@ -184,28 +183,23 @@ def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray,
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
 
 
-def cross_gram(x: torch.Tensor, h2: int, wp2: int, w2: int, c1: int, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X[:, :c1+1]ᵀ·X (c1 + 1, k), Σ X² per column (k,)) float64 over the h2 × w2 half-pixels in the
-    frame, X seen as h2 rows of wp2 half-pixels (the padding columns w2.. skipped), in one pass.
-    X[:, c1] must be the ones column (its row of the product is taken as column sums)."""
-    lib = library()
-    assert lib is not None, why_not
-    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
-    k = x.shape[1]
-    assert x.shape[0] >= h2 * wp2, "X has fewer rows than h2 × wp2"
-    g = torch.empty(c1 + 1, k, dtype=torch.float64)
-    sq = torch.empty(k, dtype=torch.float64)
-    rc = lib.rcd_cross_gram(x.data_ptr(), h2, wp2, w2, k, c1, g.data_ptr(), sq.data_ptr(), threads)
-    if rc != 0:
-        raise ValueError(f"native cross Gram refused its arguments: X {tuple(x.shape)}, c1 {c1}, {h2}×{w2} of {wp2}")
-    return g, sq
+class Gram(NamedTuple):
+    """A frame's statistics, float64 over its half-pixels (padding excluded): [d | 1]ᵀ·X (c1 + 1, k)
+    and Σ X² per column (k,)."""
+
+    g: torch.Tensor
+    sq: torch.Tensor
+    seconds: float = 0.0  # the time spent on them (inside `fill`: the slowest thread's share)
 
 
 def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int,
-         d: torch.Tensor | None = None) -> np.ndarray:
+         d: torch.Tensor | None = None, gram: bool = False) -> tuple[np.ndarray, Gram | None]:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
-    padded to hp × wp); returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
-    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's). With d, the features
+    padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
+    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
+    sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
+    still in cache (at 720p 2.2 ms where a second pass over X took 3.8), with the seconds spent on
+    them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
     (1, c1, hp/2, wp/2) channels_last, X's first c1 columns are copied from it in the same pass."""
     lib = library()
     assert lib is not None, why_not
@@ -217,11 +211,17 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
         assert tuple(d.shape) == (1, c1, hp // 2, wp // 2) and d.dtype == torch.float32 and d.device.type == "cpu"
         assert d.is_contiguous(memory_format=torch.channels_last), "features must be channels_last"
     hist = np.zeros(511, np.int64)
+    g = sq = None
+    seconds = ctypes.c_double(0.0)
+    if gram:
+        assert h % 2 == 0 and w % 2 == 0, "the statistics in the fill need an even frame size"
+        g, sq = torch.empty(c1 + 1, x.shape[1], dtype=torch.float64), torch.empty(x.shape[1], dtype=torch.float64)
     rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data,
-                      None if d is None else d.data_ptr(), threads)
+                      None if d is None else d.data_ptr(), None if g is None else g.data_ptr(),
+                      None if sq is None else sq.data_ptr(), ctypes.byref(seconds), threads)
     if rc != 0:
         raise ValueError(f"native fill refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w} in {hp}×{wp}")
-    return hist
+    return hist, None if g is None else Gram(g, sq, seconds.value)
 
 
 def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,

@@ -443,23 +443,38 @@ def test_compact_bases_blend_within_a_level_of_the_full_ones_in_half_the_bytes(m
     assert den.compact(big) is big
 
 
-@pytest.mark.parametrize("c1", [16, 32, 5])
-def test_native_cross_gram_equals_float64_products_on_any_thread_count(c1):
-    """native.cross_gram against float64 products of the in-frame half-pixels: padding columns
-    skipped, every band of rows counted once, whatever the number of threads. Column c1 is X's
-    ones column (the kernel sums rather than multiplies there)."""
+GRAM_CASES = [(16, 26, 42), (32, 26, 42), (5, 26, 42), (40, 10, 600), (51, 6, 2), (16, 8, 258), (16, 16, 256)]
+
+
+@pytest.mark.parametrize("c1,h,w", GRAM_CASES, ids=[f"c{c}-{h}x{w}" for c, h, w in GRAM_CASES])
+def test_native_fill_statistics_equal_float64_products_on_any_thread_count(c1, h, w):
+    """The statistics native.fill computes on the X it writes, [d | 1]ᵀ·X and Σ X² per column, against
+    float64 products of the in-frame half-pixels: padding columns and rows skipped, every band of
+    rows counted once, whatever the number of threads, with features copied in or already in X.
+    The widths cover every tile shape of the kernel (c1 5…51: 3 to 8 vectors per row of X), lines
+    of one half-pixel (the copied last one only), runs of 128 with a remainder, and a frame with no
+    padding (its last half-pixel ends X's buffer)."""
     from engine import native
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
-    h2, w2, wp2, k = 13, 21, 24, c1 + 13
-    x = torch.randn(h2 * wp2, k, generator=torch.Generator().manual_seed(c1)) * 3.0 + 1.0
-    x[:, c1] = 1.0
-    inside = x.view(h2, wp2, k)[:, :w2].reshape(-1, k).double()
+    hp, wp, k = h + (-h % 8), w + (-w % 8), c1 + 13
+    gen = torch.Generator().manual_seed(c1 * 1000 + w)
+    rgb = torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy()
+    d = (torch.randn(1, c1, hp // 2, wp // 2, generator=gen) * 3.0 + 1.0).contiguous(memory_format=torch.channels_last)
     for threads in (1, 2, 5):
-        g, sq = native.cross_gram(x, h2, wp2, w2, c1, threads)
-        assert torch.allclose(g, inside[:, : c1 + 1].T @ inside, rtol=1e-5, atol=1e-3)
-        assert torch.allclose(sq, (inside**2).sum(0), rtol=1e-5)
+        for with_d in (True, False):
+            x = torch.full((hp // 2 * (wp // 2), k), float("nan"))
+            if not with_d:
+                x[:, :c1] = d.permute(0, 2, 3, 1).reshape(-1, c1)
+            hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d if with_d else None, gram=True)
+            assert not x.isnan().any()
+            inside = x.view(hp // 2, wp // 2, k)[: h // 2, : w // 2].reshape(-1, k).double()
+            assert torch.allclose(stats.g, inside[:, : c1 + 1].T @ inside, rtol=1e-5, atol=1e-3), (threads, with_d)
+            assert torch.allclose(stats.sq, (inside**2).sum(0), rtol=1e-5), (threads, with_d)
+            assert stats.seconds > 0.0
+            hist_only, none = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d if with_d else None)
+            assert none is None and np.array_equal(hist_only, hist)
 
 
 FILL_SIZES = [(1, 1), (2, 2), (3, 5), (7, 1), (17, 33), (64, 96), (260, 270), (301, 257)]

@@ -2,8 +2,9 @@
  *
  * X holds one row per half-size pixel (h2·wp2 rows, k = c1 + 13 float32 columns):
  * [d (c1 features) | 1 | noisy (12 values: sub-pixel rows dy = 0, 1 of (dx, RGB), 0..255)].
- * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram;
- * - rcd_cross_gram: [d | 1]ᵀ·X and per-column sums of squares (what ND and AutoTune need);
+ * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, the noise estimate's histogram and,
+ *   on each line of X as soon as it is written, [d | 1]ᵀ·X and per-column sums of squares (what
+ *   ND and AutoTune need);
  * - rcd_blend: the uint8 frame from X and a blend's weights.
  * And passes of the backbone itself (engine/fused.py):
  * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel;
@@ -26,6 +27,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 typedef struct {
     const void *x;    /* (h2 * wp2, k) float32, or float16 (the render cache's compact bases) */
@@ -148,128 +156,136 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  *
  * g (c1 + 1, k) float64 = Σ_p x_p[0..c1]ᵀ · x_p over the h2 × w2 half-pixels that lie in the frame
  * (padding columns skipped), and sq (k) float64 = Σ_p x_p² per column. This is what ND and AutoTune
- * need of a frame (engine/denoiser.py, _covariance): one pass over X instead of a batched BLAS
- * product that also reads the padding and a second pass for the frame's sum of squares.
+ * need of a frame (engine/denoiser.py, _covariance). rcd_fill computes it line by line while each
+ * line of X is still in cache: at 720p (live model, 2 threads) 2.2 ms more than the fill alone,
+ * where a separate pass over X took 3.8 ms.
  *
- * Blocking: rows of X are taken in runs of GRAM_RUN half-pixels (they stay in L1); for each block
- * of RB rows of g, RB × NVB float32 accumulators stay in registers over the run, then go into
- * float64 sums. float32 over a 128-row run loses nothing that matters; float64 across runs keeps
- * the small eigenvalues of near-collinear maps (decorrelate.py, covariance).
+ * Blocking: a line's half-pixels are taken in runs of GRAM_RUN (they stay in L1). g's rows are
+ * taken in tiles of RB rows × NVB column vectors whose RB × NVB float32 accumulators stay in
+ * registers over the run (both compile-time: one instantiation per shape, gram_tile); each run's
+ * tile then goes into float64 sums with vector adds. float32 over a 128-pixel run loses nothing
+ * that matters; float64 across runs keeps the small eigenvalues of near-collinear maps
+ * (decorrelate.py, covariance).
  *
  * Symmetry: the [d | 1]ᵀ[d | 1] block of g is symmetric, so row i of g starts at the 8-column
  * vector that holds column i (the columns left of it are copied from g's upper triangle at the
  * end), and the ones row (i = c1, Σ_p x_p; X's column c1 must be ones) is summed in the squares'
  * pass, with no products. For c1 = 16 that is 56 vector FMAs per half-pixel instead of 72, for
- * c1 = 32 144 instead of 204. Measured at 720p against the full product, alternating calls: 5–15 %
- * faster for c1 = 16, 12–19 % for c1 = 32 (the masked load below costs about half of that gain
- * where it runs on every half-pixel, so it runs on a line's last one only).
+ * c1 = 32 144 instead of 204.
+ *
+ * Each row of X is read as nv = ⌈k/8⌉ whole vectors, the last reaching past column k into the next
+ * row (lanes that land in g's padding columns, never returned); a line's last half-pixel, which
+ * may end the buffer, is read from a zero-padded copy instead. Measured on the 2-core Zen 3 VM
+ * (c1 16, 640 half-pixels × 360 lines): 90 TSC cycles per half-pixel with the accumulators spilled
+ * to the stack in the previous version of this loop, about 45 with this one (ideal ≈ 26).
  */
 #define GRAM_RUN 128
 #define GRAM_MAX_NV 8 /* k ≤ 64 columns */
 
-/* Rows a0 .. a0 + valid - 1 of g over vectors v0 .. v0 + NVB - 1 of each X row (the last one reaches
- * past column k, into lanes that are never stored): RB and NVB compile-time (the accumulators stay
- * in registers), RB ≥ valid. */
-static inline __attribute__((always_inline)) void gram_block(const float *x, int64_t p0, int64_t p1, int64_t k,
-                                                             int64_t pend, int64_t a0, int64_t valid, int64_t v0,
-                                                             const int NVB, const int RB, __m256i tail, double *g) {
+/* Rows a0 .. a0 + RB - 1 of g over vectors v0 .. v0 + NVB - 1, summed over n rows of X from x
+ * (stride k, each readable for 8·(v0 + NVB) floats); g rows are gk = 8·nv doubles apart. */
+static inline __attribute__((always_inline)) void gram_tile(const float *x, int64_t n, int64_t k, int64_t a0,
+                                                            int64_t v0, const int RB, const int NVB, double *g,
+                                                            int64_t gk) {
     __m256 acc[8][GRAM_MAX_NV];
 #pragma GCC unroll 8
     for (int i = 0; i < RB; i++)
 #pragma GCC unroll 8
         for (int v = 0; v < NVB; v++) acc[i][v] = _mm256_setzero_ps();
-    for (int64_t p = p0; p < p1; p++) {
+    for (int64_t p = 0; p < n; p++) {
         const float *r = x + p * k;
-        const float *rv0 = r + 8 * v0;
         __m256 rv[GRAM_MAX_NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NVB - 1; v++) rv[v] = _mm256_loadu_ps(rv0 + 8 * v);
-        /* the last vector runs past column k into the next row of X, lanes never stored; only the
-           line's last half-pixel, which may end the buffer, takes the (slower) masked load */
-        rv[NVB - 1] = p + 1 < pend ? _mm256_loadu_ps(rv0 + 8 * (NVB - 1)) : _mm256_maskload_ps(rv0 + 8 * (NVB - 1), tail);
+        for (int v = 0; v < NVB; v++) rv[v] = _mm256_loadu_ps(r + 8 * (v0 + v));
 #pragma GCC unroll 8
-        for (int i = 0; i < RB; i++) {  /* rows past `valid` read r[a0 + i] < k (rows ≤ c1 + 2 < k): unused */
+        for (int i = 0; i < RB; i++) {
             const __m256 d = _mm256_broadcast_ss(r + a0 + i);
 #pragma GCC unroll 8
             for (int v = 0; v < NVB; v++) acc[i][v] = _mm256_fmadd_ps(d, rv[v], acc[i][v]);
         }
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < RB; i++) {  /* constant indices into acc: it stays in registers */
-        float f[8 * GRAM_MAX_NV] = {0};
+    for (int i = 0; i < RB; i++)
 #pragma GCC unroll 8
-        for (int v = 0; v < NVB; v++) _mm256_storeu_ps(f + 8 * v, acc[i][v]);
-        if (i < valid)
-            for (int64_t c = 8 * v0; c < k; c++) g[(a0 + i) * k + c] += f[c - 8 * v0];
+        for (int v = 0; v < NVB; v++) {
+            double *o = g + (a0 + i) * gk + 8 * (v0 + v);
+            _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][v]))));
+            _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][v], 1))));
+        }
+}
+
+/* Σ x and Σ x² per column over n rows (NV vectors each): into g's ones row and sq (gk doubles). */
+static inline __attribute__((always_inline)) void gram_sums(const float *x, int64_t n, int64_t k, const int NV,
+                                                            double *ones_row, double *sq) {
+    __m256 s[GRAM_MAX_NV], cs[GRAM_MAX_NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) s[v] = cs[v] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < n; p++) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            const __m256 t = _mm256_loadu_ps(x + p * k + 8 * v);
+            s[v] = _mm256_fmadd_ps(t, t, s[v]);
+            cs[v] = _mm256_add_ps(cs[v], t);
+        }
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) {
+        double *o = sq + 8 * v, *c = ones_row + 8 * v;
+        _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), _mm256_cvtps_pd(_mm256_castps256_ps128(s[v]))));
+        _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(s[v], 1))));
+        _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(c), _mm256_cvtps_pd(_mm256_castps256_ps128(cs[v]))));
+        _mm256_storeu_pd(c + 4, _mm256_add_pd(_mm256_loadu_pd(c + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(cs[v], 1))));
     }
 }
 
-/* RB for NVB vectors: RB × NVB ≤ 12 accumulators, beside NVB row vectors and a broadcast. */
-#define GRAM_CASE(NVB, RB) \
-    case NVB: gram_block(x, p0, p1, k, n, a0, valid < RB ? valid : RB, v0, NVB, RB, tail, g); step = RB; break;
+/* The most rows per tile for NVB vectors: RB × NVB ≤ 12 accumulators beside the row's vectors. */
+static const int gram_rb_max[GRAM_MAX_NV + 1] = {0, 8, 6, 4, 3, 2, 2, 1, 1};
 
+#define GT(NVB, RB) case NVB * 16 + RB: gram_tile(x, n, k, a0, v0, RB, NVB, g, gk); break;
+#define GS(NV) case NV: gram_sums(x, n, k, NV, g + c1 * gk, sq); break;
+
+/* g (c1 + 1, gk) and sq (gk) += the statistics of n rows of X (stride k, nv vectors readable each). */
+static void gram_run(const float *x, int64_t n, int64_t k, int64_t c1, int64_t nv, double *g, double *sq, int64_t gk) {
+    for (int64_t a0 = 0; a0 < c1;) {  /* rows 0 .. c1 - 1 (the ones row comes below) */
+        const int64_t v0 = a0 / 8, nvb = nv - v0;
+        const int64_t boundary = 8 * (v0 + 1) < c1 ? 8 * (v0 + 1) : c1;  /* a tile stops where a vector drops */
+        const int64_t rb = boundary - a0 < gram_rb_max[nvb] ? boundary - a0 : gram_rb_max[nvb];
+        switch ((int)(nvb * 16 + rb)) {
+            GT(1, 1) GT(1, 2) GT(1, 3) GT(1, 4) GT(1, 5) GT(1, 6) GT(1, 7) GT(1, 8)
+            GT(2, 1) GT(2, 2) GT(2, 3) GT(2, 4) GT(2, 5) GT(2, 6)
+            GT(3, 1) GT(3, 2) GT(3, 3) GT(3, 4)
+            GT(4, 1) GT(4, 2) GT(4, 3)
+            GT(5, 1) GT(5, 2) GT(6, 1) GT(6, 2) GT(7, 1) GT(8, 1)
+        }
+        a0 += rb;
+    }
+    switch ((int)nv) { GS(1) GS(2) GS(3) GS(4) GS(5) GS(6) GS(7) GS(8) }
+}
+
+/* A line of n half-pixels of X (stride k) into g and sq (padded, gk = 8·nv columns). */
 static void gram_line(const float *x, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
-    const int64_t nv = (k + 7) / 8;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k - 8 * (nv - 1))), lane);
-    for (int64_t p0 = 0; p0 < n; p0 += GRAM_RUN) {
-        const int64_t p1 = p0 + GRAM_RUN < n ? p0 + GRAM_RUN : n;
-        for (int64_t a0 = 0; a0 < c1;) {  /* rows 0 .. c1 - 1 (the ones row comes below) */
-            const int64_t v0 = a0 / 8;
-            const int64_t boundary = 8 * (v0 + 1) < c1 ? 8 * (v0 + 1) : c1;  /* a block stops where a vector drops */
-            const int64_t valid = boundary - a0;
-            int64_t step = 1;
-            switch ((int)(nv - v0)) {
-                GRAM_CASE(1, 8) GRAM_CASE(2, 6) GRAM_CASE(3, 4) GRAM_CASE(4, 2)
-                GRAM_CASE(5, 2) GRAM_CASE(6, 2) GRAM_CASE(7, 1) GRAM_CASE(8, 1)
-            }
-            a0 += step < valid ? step : valid;
-        }
-        __m256 s[GRAM_MAX_NV], cs[GRAM_MAX_NV];  /* per-column sums of squares, and sums (the ones row) */
-        for (int v = 0; v < nv; v++) s[v] = cs[v] = _mm256_setzero_ps();
-        for (int64_t p = p0; p < p1; p++) {
-            const float *r = x + p * k;
-            for (int v = 0; v < nv; v++) {
-                __m256 t = v < nv - 1 || p + 1 < n ? _mm256_loadu_ps(r + 8 * v) : _mm256_maskload_ps(r + 8 * v, tail);
-                if (v == nv - 1) t = _mm256_and_ps(t, _mm256_castsi256_ps(tail));  /* the next row's values out */
-                s[v] = _mm256_fmadd_ps(t, t, s[v]);
-                cs[v] = _mm256_add_ps(cs[v], t);
-            }
-        }
-        float f[8 * GRAM_MAX_NV] = {0}, fc[8 * GRAM_MAX_NV] = {0};
-        for (int v = 0; v < nv; v++) {
-            _mm256_storeu_ps(f + 8 * v, s[v]);
-            _mm256_storeu_ps(fc + 8 * v, cs[v]);
-        }
-        for (int64_t c = 0; c < k; c++) {
-            sq[c] += f[c];
-            g[c1 * k + c] += fc[c];
-        }
+    const int64_t nv = (k + 7) / 8, gk = 8 * nv;
+    for (int64_t p0 = 0; p0 + 1 < n; p0 += GRAM_RUN) {  /* all but the last half-pixel */
+        const int64_t p1 = p0 + GRAM_RUN < n - 1 ? p0 + GRAM_RUN : n - 1;
+        gram_run(x + p0 * k, p1 - p0, k, c1, nv, g, sq, gk);
     }
+    float last[8 * GRAM_MAX_NV] = {0};  /* the last one from a zero-padded copy: it may end the buffer */
+    memcpy(last, x + (n - 1) * k, sizeof(float) * k);
+    gram_run(last, 1, k, c1, nv, g, sq, gk);
 }
 
-int rcd_cross_gram(const float *x, int64_t h2, int64_t wp2, int64_t w2, int64_t k, int64_t c1, double *g,
-                   double *sq, int threads) {
-    if (k != c1 + 13 || k > 8 * GRAM_MAX_NV || w2 > wp2 || h2 < 1 || w2 < 1) return 1;
-    const int64_t rows = c1 + 1;
+/* g (c1 + 1, k) and sq (k) from n bands' partial sums, each band (c1 + 1)·gk values of g, then gk of sq. */
+static void gram_finish(const double *part, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
+    const int64_t gk = 8 * ((k + 7) / 8), rows = c1 + 1, stride = rows * gk + gk;
     memset(g, 0, sizeof(double) * rows * k);
     memset(sq, 0, sizeof(double) * k);
-    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
-    const int64_t stride = rows * k + k;
-    double *part = calloc((size_t)(n * stride), sizeof(double)); /* each band's g and sq */
-    if (!part) return 2;
-#pragma omp parallel for num_threads(n) schedule(static)
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t y2 = h2 * t / n; y2 < h2 * (t + 1) / n; y2++)
-            gram_line(x + y2 * wp2 * k, w2, k, c1, part + t * stride, part + t * stride + rows * k);
     for (int64_t t = 0; t < n; t++) {
-        for (int64_t i = 0; i < rows * k; i++) g[i] += part[t * stride + i];
-        for (int64_t c = 0; c < k; c++) sq[c] += part[t * stride + rows * k + c];
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t c = 0; c < k; c++) g[i * k + c] += part[t * stride + i * gk + c];
+        for (int64_t c = 0; c < k; c++) sq[c] += part[t * stride + rows * gk + c];
     }
     for (int64_t i = 1; i < c1; i++)  /* the lower triangle of the [d | 1] block, from the upper */
         for (int64_t j = 0; j < i; j++) g[i * k + j] = g[j * k + i];
-    free(part);
-    return 0;
 }
 
 /* ---- filling X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram ----
@@ -282,6 +298,9 @@ int rcd_cross_gram(const float *x, int64_t h2, int64_t wp2, int64_t w2, int64_t 
  * 2·|diagonal Haar detail| (0..510) of the green plane over the 2×2 blocks whose top-left corner
  * is on the `step` grid inside the even-cropped frame: engine/model.py, estimate_noise_sigma, reads
  * its median off the same histogram. torch filled the 13 strided columns in 4–5 ms at 720p.
+ * With g (not NULL; even h and w only), the statistics above over the frame's h/2 × w/2
+ * half-pixels into g (c1 + 1, k) and sq (k), each line right after it is written, and the
+ * slowest band's seconds spent on them into *gram_s (may be NULL).
  */
 static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t y2,
                                int64_t x2) {
@@ -295,13 +314,22 @@ static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64
 }
 
 int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
-             int64_t step, int64_t *hist, const float *d, int threads) {
+             int64_t step, int64_t *hist, const float *d, double *g, double *sq, double *gram_s, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
+    if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV)) return 1;
     const int64_t he = h / 2 * 2, we = w / 2 * 2;  /* the noise estimate's even-cropped frame */
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+    const int64_t gk = 8 * ((k + 7) / 8), gstride = (c1 + 1) * gk + gk;
     int64_t *part = calloc((size_t)(n * 511), sizeof(int64_t));
-    if (!part) return 2;
+    double *gpart = g ? calloc((size_t)(n * gstride), sizeof(double)) : NULL; /* each band's g and sq */
+    double *band_s = calloc((size_t)n, sizeof(double));                      /* and its seconds in them */
+    if (!part || !band_s || (g && !gpart)) {
+        free(part);
+        free(gpart);
+        free(band_s);
+        return 2;
+    }
     /* interior half-pixels: both rows inside the frame and 8 bytes readable from 6·x2 in each */
     const int64_t readable = 3 * w >= 8 ? (3 * w - 8) / 6 + 1 : 0;
     const int64_t x_fast = readable < w / 2 ? readable : w / 2;
@@ -342,13 +370,27 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
                     hl[d < 0 ? -d : d]++;
                 }
             }
+            if (g && y2 < h / 2) {  /* the row is complete and still in cache: its statistics now */
+                const double t0 = now_s();
+                gram_line(xr, w / 2, k, c1, gpart + t * gstride, gpart + t * gstride + (c1 + 1) * gk);
+                band_s[t] += now_s() - t0;
+            }
         }
     }
     for (int i = 0; i < 511; i++) {
         hist[i] = 0;
         for (int64_t t = 0; t < n; t++) hist[i] += part[t * 511 + i];
     }
+    if (g) {
+        gram_finish(gpart, n, k, c1, g, sq);
+        if (gram_s) {  /* the statistics' share of this pass: the slowest band's time in them */
+            *gram_s = 0.0;
+            for (int64_t t = 0; t < n; t++) *gram_s = band_s[t] > *gram_s ? band_s[t] : *gram_s;
+        }
+    }
+    free(band_s);
     free(part);
+    free(gpart);
     return 0;
 }
 
