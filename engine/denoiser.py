@@ -324,7 +324,8 @@ class Denoiser:
         return dataclasses.replace(bases, x=bases.x.half())
 
     # ---- blending --------------------------------------------------------------------------
-    def _feature_weights(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> np.ndarray:
+    def _feature_weights(self, bases: Bases, c_luma: np.ndarray | torch.Tensor,
+                         c_chroma: np.ndarray | torch.Tensor) -> np.ndarray:
         """[W; b] (c1 + 1, 12) float64: a blend's output sub-pixels (0..255, +0.5 for rounding) are
         noisy + [d | 1]·[W; b]. Host-side NumPy: four small products (torch's per-op dispatch made
         this 0.4 ms, a tenth of a 720p blend)."""
@@ -337,7 +338,8 @@ class Denoiser:
         wb[c1] += 0.5  # the uint8 conversion truncates, so this rounds to nearest
         return wb
 
-    def blend_matrix(self, bases: Bases, c_luma: torch.Tensor, c_chroma: torch.Tensor) -> torch.Tensor:
+    def blend_matrix(self, bases: Bases, c_luma: np.ndarray | torch.Tensor,
+                     c_chroma: np.ndarray | torch.Tensor) -> torch.Tensor:
         """W (c1 + 13, 12) float32 on the device: output sub-pixels (0..255, +0.5 for rounding) = X·W."""
         c1 = self.c1
         wmat = np.zeros((c1 + 13, 12))
@@ -347,10 +349,11 @@ class Denoiser:
 
     @torch.no_grad()
     def blend(self, bases: Bases, mix: compose.Mix | None = None, out: np.ndarray | None = None,
-              coeffs: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
-        """Bases + mix (or explicit (luma, chroma) coefficients) → uint8 (H, W, 3), clipped to 0..255."""
+              coeffs: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> np.ndarray:
+        """Bases + mix (or explicit (luma, chroma) coefficients (L,), NumPy or torch) → uint8
+        (H, W, 3), clipped to 0..255."""
         if coeffs is None:
-            coeffs = compose.coefficients(mix or compose.Mix(), bases.levels, bases.auto)
+            coeffs = compose.coefficients_np(mix or compose.Mix(), bases.levels, bases.auto)
         hp, wp = bases.padded
         h, w = bases.size
         if out is None:

@@ -14,7 +14,6 @@ import threading
 import time
 
 import numpy as np
-import torch
 
 from engine import compose
 from player.decode import EndOfStream
@@ -97,10 +96,10 @@ class CompositorThread(threading.Thread):
         b = prep.bases
         if c.bypass:
             tuned = prep.frame.rgb
-            coeffs = torch.zeros(len(b.levels), dtype=torch.float64)
+            coeffs = np.zeros(len(b.levels))
             strength = 0.0
         else:
-            cy, cc = compose.coefficients(c.mix, b.levels, b.auto)
+            cy, cc = compose.coefficients_np(c.mix, b.levels, b.auto)  # (L,) float64 each
             tuned = den.blend(b, coeffs=(cy, cc), out=self._buffer(*b.size))
             coeffs = cy
             strength = compose.strength_of(cy, b.levels)

@@ -225,7 +225,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                     rgb = frame.rgb  # bypass frames are the original, as played
                 else:
                     bases = den.infer(frame.rgb)
-                    rgb = den.blend(bases, coeffs=compose.coefficients(mix, bases.levels, bases.auto))
+                    rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
                 enc.call(writer.video, frame.pts, rgb)
                 enc.call(writer.encode_audio_until, frame.pts + frame.duration)
                 out_track.add(frame.pts, frame.duration, state)
