@@ -198,7 +198,7 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
     over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
     sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
-    still in cache (at 720p 2.2 ms where a second pass over X took 3.8), with the seconds spent on
+    still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8), with the seconds spent on
     them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
     (1, c1, hp/2, wp/2) channels_last, X's first c1 columns are copied from it in the same pass."""
     lib = library()

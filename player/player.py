@@ -641,7 +641,8 @@ class Player:
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
         req = "bypass" if c.bypass else f"{p.strength:5.1f}"
         lines = [
-            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   {self.denoiser.name} on {self.denoiser.device.type} ({dtype_name(self.denoiser.dtype)}), {self.worker.mode} mode",
+            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
+            f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
             f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
             f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"

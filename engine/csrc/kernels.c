@@ -157,8 +157,9 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  * g (c1 + 1, k) float64 = Σ_p x_p[0..c1]ᵀ · x_p over the h2 × w2 half-pixels that lie in the frame
  * (padding columns skipped), and sq (k) float64 = Σ_p x_p² per column. This is what ND and AutoTune
  * need of a frame (engine/denoiser.py, _covariance). rcd_fill computes it line by line while each
- * line of X is still in cache: at 720p (live model, 2 threads) 2.2 ms more than the fill alone,
- * where a separate pass over X took 3.8 ms.
+ * line of X is still in cache: at 720p (live model, 2 threads) 1.5–1.8 ms more than the fill
+ * alone, where a separate pass over X took 3.8–4.3 ms (the Gram kernel before this one, with its
+ * spilled accumulators and the noisy block untransposed).
  *
  * Blocking: a line's half-pixels are taken in runs of GRAM_RUN (they stay in L1). g's rows are
  * taken in tiles of RB rows × NVB column vectors whose RB × NVB float32 accumulators stay in
@@ -167,26 +168,31 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  * that matters; float64 across runs keeps the small eigenvalues of near-collinear maps
  * (decorrelate.py, covariance).
  *
- * Symmetry: the [d | 1]ᵀ[d | 1] block of g is symmetric, so row i of g starts at the 8-column
- * vector that holds column i (the columns left of it are copied from g's upper triangle at the
- * end), and the ones row (i = c1, Σ_p x_p; X's column c1 must be ones) is summed in the squares'
- * pass, with no products. For c1 = 16 that is 56 vector FMAs per half-pixel instead of 72, for
- * c1 = 32 144 instead of 204.
+ * What is multiplied. The d × d block of g is symmetric: row i is summed from the 8-column vector
+ * that holds column i to d's last vector (the rest is copied from the upper triangle at the end).
+ * The noisy × d block is summed transposed, each noisy column broadcast against d's vectors, so
+ * no product lands on the ones column or the padding lanes past column k. The ones row (Σ_p x_p;
+ * X's column c1 must be ones), and with it d × 1, comes from the column sums of the squares' pass,
+ * with no products. For c1 = 16: 48 vector FMAs per half-pixel (72 for the plain product, 56 with
+ * the noisy block untransposed); c1 = 32: 128 (204, 144). Measured in L1 on the 2-core Zen 3 VM:
+ * 27–31 TSC cycles per half-pixel against 32–39 untransposed.
  *
- * Each row of X is read as nv = ⌈k/8⌉ whole vectors, the last reaching past column k into the next
- * row (lanes that land in g's padding columns, never returned); a line's last half-pixel, which
- * may end the buffer, is read from a zero-padded copy instead. Measured on the 2-core Zen 3 VM
- * (c1 16, 640 half-pixels × 360 lines): 90 TSC cycles per half-pixel with the accumulators spilled
- * to the stack in the previous version of this loop, about 45 with this one (ideal ≈ 26).
+ * The squares' pass reads each row of X as nv = ⌈k/8⌉ whole vectors, the last reaching past
+ * column k into the next row (lanes that land in padding columns, never returned); a line's last
+ * half-pixel, which may end the buffer, is read from a zero-padded copy instead. Measured on the
+ * same VM (c1 16, 640 half-pixels × 360 lines): 90 TSC cycles per half-pixel with the accumulators
+ * spilled to the stack in the first version of this loop, about 45 with register tiles.
  */
 #define GRAM_RUN 128
 #define GRAM_MAX_NV 8 /* k ≤ 64 columns */
+#define GRAM_NOISY 12 /* X's noisy columns: k = c1 + 13 */
 
-/* Rows a0 .. a0 + RB - 1 of g over vectors v0 .. v0 + NVB - 1, summed over n rows of X from x
- * (stride k, each readable for 8·(v0 + NVB) floats); g rows are gk = 8·nv doubles apart. */
-static inline __attribute__((always_inline)) void gram_tile(const float *x, int64_t n, int64_t k, int64_t a0,
-                                                            int64_t v0, const int RB, const int NVB, double *g,
-                                                            int64_t gk) {
+/* Output rows i = 0 .. RB - 1 (out + i·ok) over vectors v0 .. v0 + NVB - 1: Σ over n rows of X from
+ * x (stride k) of x[b0 + i] · x[8·(v0 + v) ..]. RB and NVB compile-time: the accumulators stay in
+ * registers, one instantiation per shape. */
+static inline __attribute__((always_inline)) void gram_tile(const float *x, int64_t n, int64_t k, int64_t b0,
+                                                            int64_t v0, const int RB, const int NVB, double *out,
+                                                            int64_t ok) {
     __m256 acc[8][GRAM_MAX_NV];
 #pragma GCC unroll 8
     for (int i = 0; i < RB; i++)
@@ -199,7 +205,7 @@ static inline __attribute__((always_inline)) void gram_tile(const float *x, int6
         for (int v = 0; v < NVB; v++) rv[v] = _mm256_loadu_ps(r + 8 * (v0 + v));
 #pragma GCC unroll 8
         for (int i = 0; i < RB; i++) {
-            const __m256 d = _mm256_broadcast_ss(r + a0 + i);
+            const __m256 d = _mm256_broadcast_ss(r + b0 + i);
 #pragma GCC unroll 8
             for (int v = 0; v < NVB; v++) acc[i][v] = _mm256_fmadd_ps(d, rv[v], acc[i][v]);
         }
@@ -208,15 +214,15 @@ static inline __attribute__((always_inline)) void gram_tile(const float *x, int6
     for (int i = 0; i < RB; i++)
 #pragma GCC unroll 8
         for (int v = 0; v < NVB; v++) {
-            double *o = g + (a0 + i) * gk + 8 * (v0 + v);
+            double *o = out + i * ok + 8 * (v0 + v);
             _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][v]))));
             _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][v], 1))));
         }
 }
 
-/* Σ x and Σ x² per column over n rows (NV vectors each): into g's ones row and sq (gk doubles). */
+/* Σ x and Σ x² per column over n rows (NV vectors each): into `sums` and `sq` (gk doubles each). */
 static inline __attribute__((always_inline)) void gram_sums(const float *x, int64_t n, int64_t k, const int NV,
-                                                            double *ones_row, double *sq) {
+                                                            double *sums, double *sq) {
     __m256 s[GRAM_MAX_NV], cs[GRAM_MAX_NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) s[v] = cs[v] = _mm256_setzero_ps();
@@ -230,7 +236,7 @@ static inline __attribute__((always_inline)) void gram_sums(const float *x, int6
     }
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) {
-        double *o = sq + 8 * v, *c = ones_row + 8 * v;
+        double *o = sq + 8 * v, *c = sums + 8 * v;
         _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), _mm256_cvtps_pd(_mm256_castps256_ps128(s[v]))));
         _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(s[v], 1))));
         _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(c), _mm256_cvtps_pd(_mm256_castps256_ps128(cs[v]))));
@@ -241,51 +247,83 @@ static inline __attribute__((always_inline)) void gram_sums(const float *x, int6
 /* The most rows per tile for NVB vectors: RB × NVB ≤ 12 accumulators beside the row's vectors. */
 static const int gram_rb_max[GRAM_MAX_NV + 1] = {0, 8, 6, 4, 3, 2, 2, 1, 1};
 
-#define GT(NVB, RB) case NVB * 16 + RB: gram_tile(x, n, k, a0, v0, RB, NVB, g, gk); break;
-#define GS(NV) case NV: gram_sums(x, n, k, NV, g + c1 * gk, sq); break;
+#define GT(NVB, RB) case NVB * 16 + RB: gram_tile(x, n, k, b0, v0, RB, NVB, out, gk); break;
+#define GT_ALL                                                          \
+    GT(1, 1) GT(1, 2) GT(1, 3) GT(1, 4) GT(1, 5) GT(1, 6) GT(1, 7) GT(1, 8) \
+    GT(2, 1) GT(2, 2) GT(2, 3) GT(2, 4) GT(2, 5) GT(2, 6)               \
+    GT(3, 1) GT(3, 2) GT(3, 3) GT(3, 4)                                 \
+    GT(4, 1) GT(4, 2) GT(4, 3)                                          \
+    GT(5, 1) GT(5, 2) GT(6, 1) GT(6, 2) GT(7, 1) GT(8, 1)
+#define GS(NV) case NV: gram_sums(x, n, k, NV, sums, sq); break;
 
-/* g (c1 + 1, gk) and sq (gk) += the statistics of n rows of X (stride k, nv vectors readable each). */
-static void gram_run(const float *x, int64_t n, int64_t k, int64_t c1, int64_t nv, double *g, double *sq, int64_t gk) {
-    for (int64_t a0 = 0; a0 < c1;) {  /* rows 0 .. c1 - 1 (the ones row comes below) */
-        const int64_t v0 = a0 / 8, nvb = nv - v0;
+/* One band's partial statistics, each block gk = 8·nv doubles per row: */
+typedef struct {
+    double *dd;    /* (c1, gk): d_i · x_j for j from the vector holding column i to d's last vector */
+    double *nd;    /* (GRAM_NOISY, gk): noisy_m · d_j */
+    double *sums;  /* (gk): Σ x_j */
+    double *sq;    /* (gk): Σ x_j² */
+} gram_part_t;
+
+static int64_t gram_part_size(int64_t c1, int64_t gk) { return (c1 + GRAM_NOISY + 2) * gk; }
+
+static gram_part_t gram_part(double *base, int64_t c1, int64_t gk) {
+    const gram_part_t p = {base, base + c1 * gk, base + (c1 + GRAM_NOISY) * gk, base + (c1 + GRAM_NOISY + 1) * gk};
+    return p;
+}
+
+/* += the statistics of n rows of X (stride k, nv vectors readable from each). */
+static void gram_run(const float *x, int64_t n, int64_t k, int64_t c1, int64_t nv, const gram_part_t *p, int64_t gk) {
+    const int64_t nvd = (c1 + 7) / 8;  /* d's vectors (the last may reach into the ones and noisy columns) */
+    for (int64_t b0 = 0; b0 < c1;) {   /* d × d */
+        const int64_t v0 = b0 / 8, nvb = nvd - v0;
         const int64_t boundary = 8 * (v0 + 1) < c1 ? 8 * (v0 + 1) : c1;  /* a tile stops where a vector drops */
-        const int64_t rb = boundary - a0 < gram_rb_max[nvb] ? boundary - a0 : gram_rb_max[nvb];
-        switch ((int)(nvb * 16 + rb)) {
-            GT(1, 1) GT(1, 2) GT(1, 3) GT(1, 4) GT(1, 5) GT(1, 6) GT(1, 7) GT(1, 8)
-            GT(2, 1) GT(2, 2) GT(2, 3) GT(2, 4) GT(2, 5) GT(2, 6)
-            GT(3, 1) GT(3, 2) GT(3, 3) GT(3, 4)
-            GT(4, 1) GT(4, 2) GT(4, 3)
-            GT(5, 1) GT(5, 2) GT(6, 1) GT(6, 2) GT(7, 1) GT(8, 1)
-        }
-        a0 += rb;
+        const int64_t rb = boundary - b0 < gram_rb_max[nvb] ? boundary - b0 : gram_rb_max[nvb];
+        double *out = p->dd + b0 * gk;
+        switch ((int)(nvb * 16 + rb)) { GT_ALL }
+        b0 += rb;
     }
+    for (int64_t m0 = 0; m0 < GRAM_NOISY;) {  /* noisy × d */
+        const int64_t rb = GRAM_NOISY - m0 < gram_rb_max[nvd] ? GRAM_NOISY - m0 : gram_rb_max[nvd];
+        const int64_t b0 = c1 + 1 + m0, v0 = 0;
+        double *out = p->nd + m0 * gk;
+        switch ((int)(nvd * 16 + rb)) { GT_ALL }
+        m0 += rb;
+    }
+    double *sums = p->sums, *sq = p->sq;
     switch ((int)nv) { GS(1) GS(2) GS(3) GS(4) GS(5) GS(6) GS(7) GS(8) }
 }
 
-/* A line of n half-pixels of X (stride k) into g and sq (padded, gk = 8·nv columns). */
-static void gram_line(const float *x, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
+/* A line of n half-pixels of X (stride k) into a band's partial statistics. */
+static void gram_line(const float *x, int64_t n, int64_t k, int64_t c1, const gram_part_t *p) {
     const int64_t nv = (k + 7) / 8, gk = 8 * nv;
     for (int64_t p0 = 0; p0 + 1 < n; p0 += GRAM_RUN) {  /* all but the last half-pixel */
         const int64_t p1 = p0 + GRAM_RUN < n - 1 ? p0 + GRAM_RUN : n - 1;
-        gram_run(x + p0 * k, p1 - p0, k, c1, nv, g, sq, gk);
+        gram_run(x + p0 * k, p1 - p0, k, c1, nv, p, gk);
     }
     float last[8 * GRAM_MAX_NV] = {0};  /* the last one from a zero-padded copy: it may end the buffer */
     memcpy(last, x + (n - 1) * k, sizeof(float) * k);
-    gram_run(last, 1, k, c1, nv, g, sq, gk);
+    gram_run(last, 1, k, c1, nv, p, gk);
 }
 
-/* g (c1 + 1, k) and sq (k) from n bands' partial sums, each band (c1 + 1)·gk values of g, then gk of sq. */
-static void gram_finish(const double *part, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
-    const int64_t gk = 8 * ((k + 7) / 8), rows = c1 + 1, stride = rows * gk + gk;
-    memset(g, 0, sizeof(double) * rows * k);
-    memset(sq, 0, sizeof(double) * k);
-    for (int64_t t = 0; t < n; t++) {
-        for (int64_t i = 0; i < rows; i++)
-            for (int64_t c = 0; c < k; c++) g[i * k + c] += part[t * stride + i * gk + c];
-        for (int64_t c = 0; c < k; c++) sq[c] += part[t * stride + rows * gk + c];
+/* g (c1 + 1, k) and sq (k) from n bands' partial statistics (gram_part_size doubles each); 0 = done. */
+static int gram_finish(const double *parts, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
+    const int64_t gk = 8 * ((k + 7) / 8), size = gram_part_size(c1, gk);
+    double *sum = calloc((size_t)size, sizeof(double));
+    if (!sum) return 2;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < size; i++) sum[i] += parts[t * size + i];
+    const gram_part_t p = gram_part(sum, c1, gk);
+    for (int64_t i = 0; i < c1; i++) {
+        for (int64_t j = 0; j < c1; j++) g[i * k + j] = j >= i ? p.dd[i * gk + j] : p.dd[j * gk + i];
+        g[i * k + c1] = p.sums[i];  /* d_i · 1 */
+        for (int64_t m = 0; m < GRAM_NOISY; m++) g[i * k + c1 + 1 + m] = p.nd[m * gk + i];
     }
-    for (int64_t i = 1; i < c1; i++)  /* the lower triangle of the [d | 1] block, from the upper */
-        for (int64_t j = 0; j < i; j++) g[i * k + j] = g[j * k + i];
+    for (int64_t c = 0; c < k; c++) {
+        g[c1 * k + c] = p.sums[c];  /* the ones row */
+        sq[c] = p.sq[c];
+    }
+    free(sum);
+    return 0;
 }
 
 /* ---- filling X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram ----
@@ -317,10 +355,10 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
              int64_t step, int64_t *hist, const float *d, double *g, double *sq, double *gram_s, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
-    if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV)) return 1;
+    if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
     const int64_t he = h / 2 * 2, we = w / 2 * 2;  /* the noise estimate's even-cropped frame */
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
-    const int64_t gk = 8 * ((k + 7) / 8), gstride = (c1 + 1) * gk + gk;
+    const int64_t gk = 8 * ((k + 7) / 8), gstride = gram_part_size(c1, gk);
     int64_t *part = calloc((size_t)(n * 511), sizeof(int64_t));
     double *gpart = g ? calloc((size_t)(n * gstride), sizeof(double)) : NULL; /* each band's g and sq */
     double *band_s = calloc((size_t)n, sizeof(double));                      /* and its seconds in them */
@@ -372,7 +410,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
             }
             if (g && y2 < h / 2) {  /* the row is complete and still in cache: its statistics now */
                 const double t0 = now_s();
-                gram_line(xr, w / 2, k, c1, gpart + t * gstride, gpart + t * gstride + (c1 + 1) * gk);
+                const gram_part_t gp = gram_part(gpart + t * gstride, c1, gk);
+                gram_line(xr, w / 2, k, c1, &gp);
                 band_s[t] += now_s() - t0;
             }
         }
@@ -381,8 +420,9 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
         hist[i] = 0;
         for (int64_t t = 0; t < n; t++) hist[i] += part[t * 511 + i];
     }
+    int rc = 0;
     if (g) {
-        gram_finish(gpart, n, k, c1, g, sq);
+        rc = gram_finish(gpart, n, k, c1, g, sq);
         if (gram_s) {  /* the statistics' share of this pass: the slowest band's time in them */
             *gram_s = 0.0;
             for (int64_t t = 0; t < n; t++) *gram_s = band_s[t] > *gram_s ? band_s[t] : *gram_s;
@@ -391,7 +431,7 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
     free(band_s);
     free(part);
     free(gpart);
-    return 0;
+    return rc;
 }
 
 /* ---- the backbone's skip joins: d = nearest-×2(u) + e, r = relu(d), and Σ|d| per channel ----
