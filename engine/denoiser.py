@@ -16,8 +16,9 @@ the noisy frame's 2×2 sub-pixels in 8-bit units — plus T and the AutoTune coe
 Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and the bytes each
 blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
 On a CPU the two per-frame passes over X (filling its [1 | noisy] columns with the statistics
-computed on the way, and the blend) run as C kernels where they build (engine/native.py), and the float32 backbone
-runs with its elementwise passes fused (engine/fused.py); torch computes the same numbers elsewhere.
+computed on the way, and the blend) run as C kernels where they build (engine/native.py), and the
+float32 backbone runs with its elementwise passes fused (engine/fused.py); torch computes the same
+numbers elsewhere.
 """
 
 from __future__ import annotations

@@ -634,18 +634,30 @@ class Player:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
+    def frame_times_ms(self, window_s: float = 1.0) -> tuple[float, float]:
+        """(median, longest) interval between presented frames over the last `window_s`, in ms: the
+        longest shows a hitch that the frame rate averages away. (0, 0) before two frames."""
+        ts = self._present_times
+        recent = [x for x in ts[-240:] if ts and x >= ts[-1] - window_s]
+        if len(recent) < 2:
+            return 0.0, 0.0
+        gaps = np.diff(recent) * 1000.0
+        return float(np.median(gaps)), float(gaps.max())
+
     def _hud(self, p: Presented):
         from player.outputs.window import Hud
 
         c, m, b = self.controls, self.controls.mix, p.bases
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
         req = "bypass" if c.bypass else f"{p.strength:5.1f}"
+        frame_p50, frame_max = self.frame_times_ms()
         lines = [
             f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
             f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
             f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
-            f"display {self.display_fps():5.1f} fps  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
+            f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
+            f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
             f"backbone {_last(self.worker.backbone_ms):6.1f} ms  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",

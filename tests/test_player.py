@@ -207,6 +207,20 @@ def test_demo_source_plays_with_live_psnr(tmp_path, weights):
     assert p.psnr_original is not None and p.psnr_tuned is not None
 
 
+def test_hud_shows_the_frame_rate_and_the_frame_times(tmp_path, weights):
+    """The HUD's frame time: median and longest interval between presented frames over the last
+    second (a hitch shows in the longest), beside the frame rate, on the HUD of a real run."""
+    times = [0.0, 0.033, 0.066, 0.150, 0.183]  # one 84 ms hitch among 33 ms intervals
+    median, longest = Player.frame_times_ms(SimpleNamespace(_present_times=times))
+    assert median == pytest.approx(33.0) and longest == pytest.approx(84.0)
+    assert Player.frame_times_ms(SimpleNamespace(_present_times=[0.0])) == (0.0, 0.0)
+    p, shown, _ = play(tmp_path, weights, None, duration=1.0, demo_size=(160, 96))
+    line = next(x for x in p._hud(p.last).lines if x.startswith("display"))
+    fps, (median, longest) = p.display_fps(), p.frame_times_ms()
+    assert fps > 0 and 0 < median <= longest
+    assert f"{fps:5.1f} fps" in line and f"frame {median:3.0f}/{longest:3.0f} ms" in line
+
+
 def test_demo_without_a_size_is_sized_for_this_machine_and_says_so(tmp_path, weights):
     from player.worker import DEMO_SIZES
 
