@@ -158,8 +158,8 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  * (padding columns skipped), and sq (k) float64 = Σ_p x_p² per column. This is what ND and AutoTune
  * need of a frame (engine/denoiser.py, _covariance). rcd_fill computes it line by line while each
  * line of X is still in cache: at 720p (live model, 2 threads) 1.5–1.8 ms more than the fill
- * alone, where a separate pass over X took 3.8–4.3 ms (the Gram kernel before this one, with its
- * spilled accumulators and the noisy block untransposed).
+ * alone, where session 11's separate pass over X (its accumulators spilled to the stack, the noisy
+ * block untransposed) took 3.8–4.3 ms.
  *
  * Blocking: a line's half-pixels are taken in runs of GRAM_RUN (they stay in L1). g's rows are
  * taken in tiles of RB rows × NVB column vectors whose RB × NVB float32 accumulators stay in
@@ -171,7 +171,8 @@ int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const f
  * What is multiplied. The d × d block of g is symmetric: row i is summed from the 8-column vector
  * that holds column i to d's last vector (the rest is copied from the upper triangle at the end).
  * The noisy × d block is summed transposed, each noisy column broadcast against d's vectors, so
- * no product lands on the ones column or the padding lanes past column k. The ones row (Σ_p x_p;
+ * (c1 a multiple of 8) no product lands on the ones column or on lanes past column k; for other
+ * c1, d's last vector reaches into those columns and its extra lanes are ignored. The ones row (Σ_p x_p;
  * X's column c1 must be ones), and with it d × 1, comes from the column sums of the squares' pass,
  * with no products. For c1 = 16: 48 vector FMAs per half-pixel (72 for the plain product, 56 with
  * the noisy block untransposed); c1 = 32: 128 (204, 144). Measured in L1 on the 2-core Zen 3 VM:
