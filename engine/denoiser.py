@@ -169,7 +169,12 @@ class Denoiser:
         l, c1 = self.cfg.num_levels, self.c1
         head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
         self._raw_from_x_np = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1).numpy()  # (12, L, c1+1)
-        self._head_np = head.reshape(4, 3 * l, c1 + 1).numpy()  # (sub-pixel, level·colour, d | 1) for blends
+        # For blends (see _feature_weights), 255 × the head arranged for one product per coefficient
+        # vector: by level (s, colour, d | 1), and by level with its colours mixed by the luma weights.
+        h = 255.0 * head.numpy()  # (s, j, c, d|1)
+        self._blend_h1 = np.ascontiguousarray(h.transpose(1, 0, 2, 3).reshape(l, 12 * (c1 + 1)))  # (L, 12(c1+1))
+        luma = np.asarray(compose.LUMA_WEIGHTS)
+        self._blend_h2 = np.ascontiguousarray(np.einsum("sjcf,c->jsf", h, luma).reshape(l, 4 * (c1 + 1)))  # (L, 4(c1+1))
 
     @property
     def backbone_kernel(self) -> str:
@@ -328,14 +333,20 @@ class Denoiser:
     def _feature_weights(self, bases: Bases, c_luma: np.ndarray | torch.Tensor,
                          c_chroma: np.ndarray | torch.Tensor) -> np.ndarray:
         """[W; b] (c1 + 1, 12) float64: a blend's output sub-pixels (0..255, +0.5 for rounding) are
-        noisy + [d | 1]·[W; b]. Host-side NumPy: four small products (torch's per-op dispatch made
-        this 0.4 ms, a tenth of a 720p blend)."""
-        l, c1 = self.cfg.num_levels, self.c1
-        wc = compose.colour_matrices_np(c_luma, c_chroma)  # (L, 3, 3) [i, c, d] on decorrelated maps
+        noisy + [d | 1]·[W; b].
+
+        Level i's colour matrix is cc_i·I + (cy_i − cc_i)·1·yᵀ (compose.colour_matrices_np) on the
+        decorrelated map Ñ_i = Σ_j T[i, j]·raw_j, so on the raw maps it is u_j·I + v_j·1·yᵀ with
+        u = Tᵀ·cc and v = Tᵀ·(cy − cc): the weights are u·H1 + v·H2, H1 the head by level and H2 the
+        head's luma by level (both built once, _blend_h1/_blend_h2). Four small products in NumPy: this
+        runs before every blend, cold (the previous blend has streamed the frame through the
+        caches), where each NumPy call costs tens of µs; the per-level 3×3 matrices took twice as many."""
+        c1 = self.c1
         t = bases.transform.numpy()  # (L, L): Ñ_i = Σ_j T[i, j] raw_j
-        wr = 255.0 * (t.T @ wc.reshape(l, 9)).reshape(l, 3, 3)  # [j, c, d] on raw maps, 0..255
-        k = wr.transpose(1, 0, 2).reshape(3, 3 * l) @ self._head_np  # (4, 3, c1+1) [s, c, feature | 1]
-        wb = k.reshape(12, c1 + 1).T.copy()  # (c1+1, 12): output index 3s + c
+        cy, cc = compose.as_float64(c_luma), compose.as_float64(c_chroma)  # (L,) each
+        k1 = (cc @ t) @ self._blend_h1  # (12(c1+1),): [s, c, feature | 1]
+        k2 = ((cy - cc) @ t) @ self._blend_h2  # (4(c1+1),): [s, feature | 1], the same for every colour
+        wb = (k1.reshape(4, 3, c1 + 1) + k2.reshape(4, 1, c1 + 1)).reshape(12, c1 + 1).T.copy()  # (c1+1, 12): 3s + c
         wb[c1] += 0.5  # the uint8 conversion truncates, so this rounds to nearest
         return wb
 
