@@ -64,10 +64,10 @@ def as_float64(v) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def strength_of(coeffs: torch.Tensor, levels) -> float:
-    """Removed-noise std of a blend of decorrelated maps: sqrt(Σ c_i² l_i²)."""
-    c = as_float64(coeffs)
-    return float(np.sqrt(np.sum((c * np.asarray(levels, np.float64)) ** 2)))
+def strength_of(coeffs, levels) -> float:
+    """Removed-noise std of a blend of decorrelated maps: sqrt(Σ c_i² l_i²). Python floats over the
+    levels: the compositor asks after every blend, with the caches cold (see character_coefficients_np)."""
+    return math.sqrt(sum((c * float(lv)) ** 2 for c, lv in zip(as_float64(coeffs).tolist(), levels)))
 
 
 @functools.lru_cache(maxsize=16)
