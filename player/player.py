@@ -626,10 +626,7 @@ class Player:
 
     # ---- HUD ---------------------------------------------------------------------------------
     def display_fps(self, window_s: float = 1.0) -> float:
-        ts = self._present_times
-        if len(ts) < 2:
-            return 0.0
-        recent = [x for x in ts[-240:] if x >= ts[-1] - window_s]
+        recent = _recent(self._present_times, window_s)
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
@@ -637,8 +634,7 @@ class Player:
     def frame_times_ms(self, window_s: float = 1.0) -> tuple[float, float]:
         """(median, longest) interval between presented frames over the last `window_s`, in ms: the
         longest shows a hitch that the frame rate averages away. (0, 0) before two frames."""
-        ts = self._present_times
-        recent = [x for x in ts[-240:] if ts and x >= ts[-1] - window_s]
+        recent = _recent(self._present_times, window_s)
         if len(recent) < 2:
             return 0.0, 0.0
         gaps = np.diff(recent) * 1000.0
@@ -731,6 +727,11 @@ class Player:
             **self.recording.stats(),  # record_frames, record_frames_dropped, record_lag_max_frames, …
             "notices": self.notices,
         }
+
+
+def _recent(times: list[float], window_s: float) -> list[float]:
+    """The presentation times within `window_s` of the latest (from the last 240 only)."""
+    return [x for x in times[-240:] if x >= times[-1] - window_s] if times else []
 
 
 def _last(xs) -> float:

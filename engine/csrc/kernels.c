@@ -371,8 +371,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
     const int64_t gk = 8 * ((k + 7) / 8), gstride = gram_part_size(c1, gk);
     int64_t *part = calloc((size_t)(n * 511), sizeof(int64_t));
     double *gpart = g ? calloc((size_t)(n * gstride), sizeof(double)) : NULL; /* each band's g and sq */
-    double *band_s = calloc((size_t)n, sizeof(double));                      /* and its seconds in them */
-    if (!part || !band_s || (g && !gpart)) {
+    double *band_s = g ? calloc((size_t)n, sizeof(double)) : NULL;           /* and its seconds in them */
+    if (!part || (g && (!gpart || !band_s))) {
         free(part);
         free(gpart);
         free(band_s);
