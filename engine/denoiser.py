@@ -140,9 +140,11 @@ class Denoiser:
         keep_freed_memory()
         self.device = pick_device(device)
         # Per-frame statistics (covariance → Router, ND, AutoTune) are a few float64 L×L matrices:
-        # they run on the CPU whatever the device, in NumPy, from a copy of the heads' weights.
+        # they run on the CPU whatever the device, from a copy of the heads' weights, in C where the
+        # native kernels build (engine/csrc/heads.c), else in NumPy (engine/heads_np.py).
         model = model.eval()
-        self._heads = heads_np.StatsHeads(model)
+        self.native_algebra = native.library() is not None
+        self._heads = heads_np.StatsHeads(model, use_native=self.native_algebra)
         self.model = copy.deepcopy(model).to(self.device).to(memory_format=torch.channels_last)
         with torch.no_grad():  # the backbone reads 0..255 frames: the 1/255 lives in its first layer,
             self.model.backbone.inp.weight.mul_(1.0 / 255.0)  # which saves a pass over every input
@@ -246,22 +248,22 @@ class Denoiser:
         if self.native_stats:  # [1 | noisy] from the uint8 frame, the noise estimate and the statistics, one pass
             detail, gram = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w),
                                        torch.get_num_threads(), d=d1, gram=h % 2 == 0 and w % 2 == 0)
-            sigma = torch.tensor([sigma_from_detail_histogram(detail)], dtype=torch.float32)  # (1,) 8-bit units
+            sigma = float(np.float32(sigma_from_detail_histogram(detail)))  # 8-bit units, float32 as the torch path's
         else:
             x[:, self.c1] = 1.0
             noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
             for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
                 noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
-            # (1,) 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
+            # 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
-            sigma = estimate_noise_sigma(green).cpu()
+            sigma = float(estimate_noise_sigma(green)[0])
         t_stats = time.perf_counter()
-        cov = self._covariance(x, frame, h, w, hp, wp, gram)  # (1, L+1, L+1) of [raw maps; noisy], [0, 1] units
-        # Router, ND and AutoTune: ~150 operations on L×L matrices, in NumPy (engine/heads_np.py)
-        t, auto = self._heads(cov[0].numpy(), feats[0].float().cpu().numpy(), float(sigma[0]))
+        cov = self._covariance(x, frame, h, w, hp, wp, gram)  # (L+1, L+1) of [raw maps; noisy], [0, 1] units
+        # Router, ND and AutoTune: ~150 operations on L×L matrices (engine/heads_np.py)
+        t, auto = self._heads(cov, feats[0].float().cpu().numpy(), sigma)
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
-                     sigma_est=float(sigma[0]), backbone_ms=backbone_ms,
+                     sigma_est=sigma, backbone_ms=backbone_ms,
                      infer_ms=(time.perf_counter() - t0) * 1000.0,
                      stats_ms=(time.perf_counter() - t_stats + (gram.seconds if gram else 0.0)) * 1000.0)
 
@@ -280,8 +282,8 @@ class Denoiser:
         return buf
 
     def _covariance(self, x: torch.Tensor, frame: torch.Tensor | None, h: int, w: int, hp: int, wp: int,
-                    gram: native.Gram | None = None) -> torch.Tensor:
-        """Covariance (1, L+1, L+1) float64 of the L raw maps and the noisy frame over the real
+                    gram: native.Gram | None = None) -> np.ndarray:
+        """Covariance (L+1, L+1) float64 of the L raw maps and the noisy frame over the real
         (unpadded) pixels, in [0, 1] units: from [d | 1]ᵀ·X (even sizes; `gram` where the native
         fill has computed it) or from the materialised maps (odd sizes, where padding splits a
         half-size pixel). frame: the padded input buffer (hp, wp, 3), 0..255, which only the torch
@@ -291,8 +293,11 @@ class Denoiser:
             raw = self._raw_maps(x, hp, wp)[..., :h, :w]  # (L, 3, h, w), 0..1
             noisy = self._noisy_planes(x, hp, wp)[:, :h, :w] / 255.0  # (3, h, w)
             stacked = torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None]
-            return nd.covariance(stacked).cpu()
+            return nd.covariance(stacked)[0].cpu().numpy()
         h2, w2, wp2 = h // 2, w // 2, wp // 2
+        m = float(h * w * 3)  # ([Σd; n] is the ones column)
+        if gram is not None and self.native_algebra:  # the fill's statistics, the algebra in C (below)
+            return native.gram_cov(gram.g.numpy(), c1, self._raw_from_x_np, gram.sq.numpy(), m)
         if gram is not None:  # from the native fill: [d | 1]ᵀ·X and Σ X² per column over the frame
             g = gram.g
             sq_noisy = float(gram.sq[c1 + 1 :].sum()) / 255.0**2
@@ -303,18 +308,20 @@ class Denoiser:
             rows = frame[:h, :w].reshape(h, w * 3)  # a view: each row of the buffer is contiguous
             # float32 per row (torch sums pairwise), float64 across rows; one float64 norm took 5× as long
             sq_noisy = float(torch.linalg.vecdot(rows, rows).double().sum()) / 255.0**2
-        # The rest is L×L algebra on the host, in NumPy float64 (as torch ops it took 0.8 ms a frame).
+        # The rest is L×L algebra on the host, float64: in C where it builds (0.37 → 0.02 ms a frame,
+        # engine/csrc/heads.c; each NumPy call here runs cold, after the frame's passes), else NumPy
+        # (as torch ops it took 0.8 ms a frame).
         gn = g.numpy()
+        if self.native_algebra:
+            return native.gram_cov(gn, c1, self._raw_from_x_np, sq_noisy, m)
         a = self._raw_from_x_np  # (sub-pixel·colour k, L, c1+1): the raw maps from [d | 1]
         sq = np.empty((l + 1, l + 1))
         sq[:l, :l] = (a @ gn[:, : c1 + 1] @ a.transpose(0, 2, 1)).sum(0)  # Σ raw_i raw_j
         sq[:l, l] = sq[l, :l] = (a * gn[:, c1 + 1 :].T[:, None, :]).sum((0, 2)) / 255.0  # Σ raw_i · noisy
         sq[l, l] = sq_noisy
         total = np.append((a @ gn[:, c1]).sum(0), gn[c1, c1 + 1 :].sum() / 255.0)  # (L+1,) Σ of each map
-        m = float(h * w * 3)  # ([Σd; n] is the ones column)
         mean = total / m
-        cov = torch.from_numpy((sq - m * mean[:, None] * mean[None, :]) / max(m - 1.0, 1.0))
-        return cov[None]
+        return (sq - m * mean[:, None] * mean[None, :]) / max(m - 1.0, 1.0)
 
     def compact(self, bases: Bases) -> Bases:
         """The same bases with X in float16, half the bytes: what the render cache keeps. The noisy

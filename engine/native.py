@@ -11,6 +11,8 @@ moved 4× the bytes the blend must) and `fill` (X's [1 | noisy] columns, the noi
 histogram and the statistics ND and AutoTune read); and for the backbone's fused forward
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
 torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
+And from engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads`
+(Router, ND and AutoTune), which NumPy ran in about 150 calls of ~10 µs each.
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
 """
@@ -31,7 +33,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("kernels.c", "heads.c"))
+LIBRARY_STEM = "kernels"  # the built library: kernels-<hash of the sources and flags>.so
 # -mavx2 -mfma -mf16c rather than -march=native: the cached library then runs on every AVX2 CPU
 # (all of which have FMA and F16C), and the kernels are written in those intrinsics anyway.
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared"]
@@ -68,8 +71,8 @@ def _cpu_supported() -> str:
     return "" if cap.upper().startswith(("AVX2", "AVX512")) else f"the CPU has no AVX2 (torch reports {cap})"
 
 
-def _build(src: Path, dest: Path) -> str:
-    """Compile src into dest atomically (parallel processes may race); '' or the reason it failed."""
+def _build(dest: Path) -> str:
+    """Compile the sources into dest atomically (parallel processes may race); '' or the reason it failed."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         return "no C compiler (cc, gcc or clang) on PATH"
@@ -77,18 +80,18 @@ def _build(src: Path, dest: Path) -> str:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=dest.parent)
     os.close(fd)
     try:
-        run = subprocess.run([cc, *CFLAGS, str(src), "-o", tmp], capture_output=True, text=True,
+        run = subprocess.run([cc, *CFLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True,
                              timeout=COMPILE_TIMEOUT_S)
         if run.returncode != 0:
             first = (run.stderr.strip().splitlines() or ["no message"])[0]
-            return f"{Path(cc).name} failed on {src.name}: {first}"
+            return f"{Path(cc).name} failed on engine/csrc: {first}"
         os.replace(tmp, dest)
-        for old in dest.parent.glob(f"{src.stem}-*.so"):  # builds of earlier versions of the source
+        for old in dest.parent.glob(f"{LIBRARY_STEM}-*.so"):  # builds of earlier versions of the sources
             if old != dest:
                 old.unlink(missing_ok=True)
         return ""
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"building {src.name} failed: {e}"
+        return f"building engine/csrc failed: {e}"
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -97,10 +100,10 @@ def _build(src: Path, dest: Path) -> str:
 def _library_name() -> str | None:
     """The built library's file name for the current source and flags (None if unreadable)."""
     try:
-        code = SOURCE.read_bytes()
+        code = b"".join(src.read_bytes() for src in SOURCES)
     except OSError:
         return None
-    return f"{SOURCE.stem}-{hashlib.sha256(code + ' '.join(CFLAGS).encode()).hexdigest()[:16]}.so"
+    return f"{LIBRARY_STEM}-{hashlib.sha256(code + ' '.join(CFLAGS).encode()).hexdigest()[:16]}.so"
 
 
 def will_build() -> bool:
@@ -132,13 +135,13 @@ def _load() -> None:
         return
     name = _library_name()
     if name is None:
-        why_not = f"cannot read {SOURCE}"
+        why_not = f"cannot read {SOURCES[0].parent}"
         return
     for folder in _cache_dirs():
         path = folder / name
         if not path.exists():
             try:
-                why_not = _build(SOURCE, path)
+                why_not = _build(path)
             except OSError as e:  # the cache folder cannot be made or written: try the next one
                 why_not = f"cannot write {folder}: {e.strerror}"
             if why_not:
@@ -161,6 +164,10 @@ def _load() -> None:
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_inp.restype = ctypes.c_int
+        lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, p, ctypes.c_double, ctypes.c_double, p]
+        lib.rcd_gram_cov.restype = ctypes.c_int
+        lib.rcd_heads.argtypes = [ctypes.POINTER(_HeadsParams), p, p, ctypes.c_double, p, p]
+        lib.rcd_heads.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return
 
@@ -280,3 +287,66 @@ def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: to
     if rc != 0:
         raise ValueError(f"native first layer refused its arguments: frame {h}×{w} in {hp}×{wp}, {co} outputs")
     return out
+
+
+def gram_cov(g: np.ndarray, c1: int, head: np.ndarray, sq_noisy: float | np.ndarray, m: float) -> np.ndarray:
+    """Covariance (L+1, L+1) float64 of [L raw maps; noisy] in 0..1 units over m samples, from a
+    frame's statistics: g (c1 + 1, k) = [d | 1]ᵀ·X, sq_noisy = Σ noisy² (0..1 units), or `fill`'s
+    sums of squares per column of X (k,) float64 to take it from, and the head (12, L, c1 + 1)
+    that gives the raw maps from [d | 1] (engine/denoiser.py, _covariance)."""
+    lib = library()
+    assert lib is not None, why_not
+    g, head = np.ascontiguousarray(g, np.float64), np.ascontiguousarray(head, np.float64)
+    l = head.shape[1]
+    assert g.shape[0] == c1 + 1 and g.shape[1] >= c1 + 13 and head.shape == (12, l, c1 + 1)
+    sq = None
+    if isinstance(sq_noisy, np.ndarray):
+        assert sq_noisy.dtype == np.float64 and sq_noisy.shape == (g.shape[1],)
+        sq, sq_noisy = sq_noisy.ctypes.data, 0.0
+    cov = np.empty((l + 1, l + 1))
+    if lib.rcd_gram_cov(g.ctypes.data, g.shape[1], c1, head.ctypes.data, l, sq, sq_noisy, m, cov.ctypes.data):
+        raise ValueError(f"native covariance refused its arguments: {l} levels, c1 {c1}")
+    return cov
+
+
+class _HeadsParams(ctypes.Structure):
+    """heads_t of engine/csrc/heads.c."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("l", "nz", "la", "sigma_feature")] + \
+               [(name, ctypes.c_void_p) for name in ("active", "levels", "router_w", "router_b", "auto_w", "auto_b")] + \
+               [(name, ctypes.c_double) for name in ("tau", "ridge", "tol", "max_rescale")] + \
+               [(name, ctypes.c_int64) for name in ("max_iters", "check_every")]
+
+
+class Heads:
+    """One model's Router, ND and AutoTune in C: `heads(cov, feats, sigma) → (T, coefficients)`,
+    or None where engine/heads_np.py's fallbacks apply (it then runs). Holds the weights the C
+    struct points at."""
+
+    def __init__(self, levels: np.ndarray, active: np.ndarray, router: tuple[np.ndarray, np.ndarray],
+                 autotune: tuple[np.ndarray, np.ndarray], tau: float, sigma_feature: bool,
+                 nd: tuple[float, float, float, int, int]):
+        """levels (L,) 0..1; active (la,) the routed levels; router (W (la², nz), b), autotune
+        (W (L, nz), b) float32; nd: RIDGE, NS_TOL, MAX_RESCALE, NS_MAX_ITERS, NS_CHECK_EVERY."""
+        lib = library()
+        assert lib is not None, why_not
+        self._lib = lib
+        f64, f32 = (lambda a: np.ascontiguousarray(a, np.float64)), (lambda a: np.ascontiguousarray(a, np.float32))
+        self._keep = (np.ascontiguousarray(active, np.int64), f64(levels), f32(router[0]), f32(router[1]),
+                      f32(autotune[0]), f32(autotune[1]))
+        self.l, self.nz = len(levels), autotune[0].shape[1]
+        self.f = self.nz - 2 * self.l - int(sigma_feature)  # pooled features
+        assert router[0].shape == (len(active) ** 2, self.nz) and autotune[0].shape == (self.l, self.nz)
+        ridge, tol, max_rescale, iters, every = nd
+        self._params = _HeadsParams(self.l, self.nz, len(active), int(sigma_feature),
+                                    *(a.ctypes.data for a in self._keep), tau, ridge, tol, max_rescale, iters, every)
+        self._t, self._auto = np.empty((self.l, self.l)), np.empty(self.l)
+
+    def __call__(self, cov: np.ndarray, feats: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """cov (L+1, L+1) float64, feats (F,) float32 → T (L, L), coefficients (L,) float64 (new
+        arrays), or None."""
+        cov, feats = np.ascontiguousarray(cov, np.float64), np.ascontiguousarray(feats, np.float32)
+        assert cov.shape == (self.l + 1, self.l + 1) and feats.shape == (self.f,)
+        rc = self._lib.rcd_heads(ctypes.byref(self._params), cov.ctypes.data, feats.ctypes.data, sigma,
+                                 self._t.ctypes.data, self._auto.ctypes.data)
+        return None if rc else (self._t.copy(), self._auto.copy())

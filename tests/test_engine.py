@@ -167,6 +167,86 @@ def test_numpy_heads_give_the_models_transform_and_autotune(models, preset):
         heads(cov[0].numpy(), feats[0].numpy(), None)
 
 
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_native_heads_equal_the_numpy_heads(preset):
+    """engine/csrc/heads.c (Router, ND, AutoTune in C: what inference runs where the kernels build)
+    against engine/heads_np.py on the same statistics: equal to rounding where it converges, and
+    handing the cases with fallbacks (a map without variance, Newton–Schulz not converging) back."""
+    from engine import heads_np, native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(11)
+    for sigma_feature in (False, True):
+        torch.manual_seed(7)
+        model = RCDNet(dataclasses.replace(PRESETS[preset], sigma_feature=sigma_feature)).eval()
+        with torch.no_grad():
+            for fc in (model.router.fc, model.autotune.fc):
+                fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
+                fc.bias.copy_(0.05 * torch.randn(fc.bias.shape, generator=g))
+        heads = heads_np.StatsHeads(model, use_native=True)
+        assert heads.native is not None
+        l = model.cfg.num_levels
+        feats = torch.randn(model.backbone.feat_dim, generator=g).numpy()
+        handled = {}
+        for name, cov in _covariances(l, seed=l + 1).items():
+            for sigma in (0.0, 3.0, 40.0):
+                cov_np = cov[0].numpy()
+                got = heads.native(cov_np, feats, sigma)
+                t_ref, auto_ref = heads.numpy(cov_np, feats, sigma)
+                handled[name] = got is not None
+                if got is None:
+                    continue
+                t, auto = got
+                # the float32 router layer sums in another order (~1e-7); ill-conditioned statistics
+                # ("near", "few") amplify that, as between NumPy and the model (see the test above)
+                tol = 1e-5 if name == "frame" else 1e-4
+                row_scale = np.abs(t_ref).max(axis=1, keepdims=True)
+                assert (np.abs(t - t_ref) <= tol * row_scale + 1e-12).all(), (name, sigma)
+                np.testing.assert_allclose(auto, auto_ref, atol=tol / 10, err_msg=f"{name} AutoTune")
+                assert auto.sum() == pytest.approx(1.0, abs=1e-12)
+                t2, auto2 = heads(cov_np, feats, sigma)  # the public call takes the C result
+                assert (t2 == t).all() and (auto2 == auto).all()
+        assert handled["frame"] and handled["near"], handled  # converging statistics stay in C
+    with torch.no_grad():  # without a router a map without variance stays so: NumPy's fallback keeps D
+        model.router.fc.weight.zero_()
+        model.router.fc.bias.zero_()
+    heads = heads_np.StatsHeads(model, use_native=True)
+    flat = _covariances(l, seed=l + 1)["flat"][0].numpy()
+    assert heads.native(flat, feats, 5.0) is None
+    t, auto = heads(flat, feats, 5.0)
+    t_ref, auto_ref = heads.numpy(flat, feats, 5.0)
+    assert (t == t_ref).all() and (auto == auto_ref).all() and t[3, 3] > 1e3 * np.abs(t[3, :3]).max()
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_native_covariance_from_the_statistics_equals_numpy(models, preset):
+    """engine/csrc/heads.c's covariance of [raw maps; noisy] from [d | 1]ᵀ·X against the NumPy
+    algebra of Denoiser._covariance, from the same (random) statistics, with Σ noisy² given or
+    summed from the fill's per-column sums of squares."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu")
+    c1, l = den.c1, den.cfg.num_levels
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, c1 + 13))
+    x[:, c1] = 1.0
+    x[:, c1 + 1 :] = rng.uniform(0, 255, size=(500, 12))
+    gram = native.Gram(torch.from_numpy(x[:, : c1 + 1].T @ x), torch.from_numpy((x**2).sum(0)))
+    h, w = 10, 50  # 500 half-pixels of 2×2 pixels
+    den.native_algebra = False
+    ref = den._covariance(None, None, h, w, h, w, gram)
+    den.native_algebra = True
+    got = den._covariance(None, None, h, w, h, w, gram)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    sq_noisy = float((x[:, c1 + 1 :] ** 2).sum()) / 255.0**2
+    np.testing.assert_allclose(native.gram_cov(gram.g.numpy(), c1, den._raw_from_x_np, sq_noisy, h * w * 3.0), ref,
+                               rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert (got == got.T).all()
+
+
 @pytest.mark.parametrize("stats", ["native", "torch"])
 @pytest.mark.parametrize("preset,size", [("live", (64, 96)), ("live", (50, 70)), ("live", (18, 34)),
                                          ("quality", (50, 70))])
@@ -184,7 +264,9 @@ def test_factored_statistics_equal_the_materialised_maps_statistics(models, pres
         for fc in (model.router.fc, model.autotune.fc):
             fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
     den = Denoiser(copy.deepcopy(model), "cpu")
-    den.native_stats = stats == "native"
+    den.native_stats = den.native_algebra = stats == "native"  # "torch": the statistics in torch, the algebra in NumPy
+    if stats == "torch":
+        den._heads.native = None
     rgb = textured(*size, seed=7, lo=0, hi=255)
     bases = den.infer(rgb)
     x = as_input(rgb).double()
@@ -696,7 +778,7 @@ def test_native_kernels_off_or_unbuildable_give_a_reason_and_the_torch_path(mode
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert native.library() is None
-    assert native.why_not.startswith("false failed on kernels.c") and "\n" not in native.why_not
+    assert native.why_not.startswith("false failed on engine/csrc") and "\n" not in native.why_not
     assert not list((tmp_path / "cache").rglob("*.so"))  # no half-written library left behind
 
 
