@@ -27,6 +27,7 @@ import copy
 import ctypes
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -165,7 +166,9 @@ class Denoiser:
         self.c1 = head.in_channels
         self._head_w = head.weight.detach().double().cpu().reshape(12 * self.cfg.num_levels, self.c1)  # (12L, c1)
         self._head_b = head.bias.detach().double().cpu()  # (12L,)
-        self._in_buf: dict[tuple[int, int], torch.Tensor] = {}
+        # The padded-input buffers (the torch path's) per thread: the player infers several frames
+        # at once from as many threads (player/worker.py); everything else infer() uses is per call.
+        self._local = threading.local()
         # The head as an affine map from X's first columns [d | 1] to every raw map value of a
         # half-pixel, indexed (sub-pixel·colour k = 3s + c, level i, column), in 0..1 units.
         l, c1 = self.cfg.num_levels, self.c1
@@ -270,9 +273,10 @@ class Denoiser:
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""
         h, w = rgb.shape[:2]
-        buf = self._in_buf.get((hp, wp))
+        bufs = self._local.__dict__.setdefault("in_buf", {})  # (hp, wp) → this thread's buffer
+        buf = bufs.get((hp, wp))
         if buf is None:
-            buf = self._in_buf[(hp, wp)] = torch.empty(hp, wp, 3, dtype=torch.float32, device=self.device)
+            buf = bufs[(hp, wp)] = torch.empty(hp, wp, 3, dtype=torch.float32, device=self.device)
         src = torch.from_numpy(rgb).to(self.device, non_blocking=True)
         buf[:h, :w].copy_(src)
         if hp > h:

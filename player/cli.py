@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "is too slow for 1280x720 at the demo's frame rate)")
     ap.add_argument("--demo-fps", type=_positive, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
-    ap.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=0, metavar="N",
+                    help="CPU threads for each inference (default: the cores divided by the lanes)")
+    ap.add_argument("--lanes", type=int, default=0, metavar="N",
+                    help="frames in inference at once (default: 2 on a CPU with 2 or more cores, else 1)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
     rec = ap.add_argument_group("recording and rendering")
     rec.add_argument("--record", metavar="FILE",
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
                        screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, demo_fps=args.demo_fps,
                        audio=not args.no_audio,
-                       threads=args.threads, record=args.record, force=args.force)
+                       threads=args.threads, lanes=args.lanes, record=args.record, force=args.force)
     if args.stats_json:
         try:
             open(args.stats_json, "a").close()

@@ -36,7 +36,7 @@ from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, En
 from player.frames import Presented
 from player.queues import ClosableQueue
 from player.record import dtype_name
-from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size
+from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size, plan_lanes
 
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
 AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
@@ -70,7 +70,8 @@ class PlayerConfig:
     demo_size: tuple[int, int] | None = None  # None: the largest of DEMO_SIZES that plays live here
     demo_fps: float = 30.0
     audio: bool = True
-    threads: int = 0
+    threads: int = 0  # torch threads per inference (0: the cores ÷ lanes)
+    lanes: int = 0  # frames in inference at once (0: player/worker.py, plan_lanes)
     record: str | None = None  # --record FILE: start recording at launch (player/record.py)
     force: bool = False  # --force: recordings may overwrite existing files
 
@@ -171,9 +172,6 @@ class Player:
         self.notices: list[str] = []
         self.no_display = False
         self._messages: list[tuple[float, str]] = []
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-
         # Source (a file is opened first: a bad path is reported before the model loads).
         self.demo = None
         if cfg.input is not None:
@@ -181,7 +179,13 @@ class Player:
 
         # Model.
         try:
-            if pick_device(cfg.device).type == "cpu" and native.will_build():  # say why the first start pauses
+            device_type = pick_device(cfg.device).type
+            self.lanes, threads = plan_lanes(device_type, os.cpu_count() or 1, cfg.lanes, cfg.threads)
+            self._torch_threads = torch.get_num_threads()  # given back by close()
+            if device_type == "cpu" or cfg.threads:
+                torch.set_num_threads(threads)
+            self.threads_per_lane = torch.get_num_threads()
+            if device_type == "cpu" and native.will_build():  # say why the first start pauses
                 self.notice("building the native CPU kernels (first run only, a few seconds)")
             self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)
         except checkpoint.CheckpointError as e:
@@ -243,7 +247,7 @@ class Player:
         self.decoder = DecodeThread(self.source, "video", self.video_q, start)
         self.audio_decoder = DecodeThread(self.source, "audio", self.audio_q, start) if self.info.has_audio else None
         cache_bytes = cfg.cache_mb * (1 << 20) if cfg.cache_mb > 0 else default_cache_bytes()
-        self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes)
+        self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes, self.lanes)
         self.compositor = CompositorThread(self, self.ready_q, self.slot)
 
         # Outputs.
@@ -299,7 +303,7 @@ class Player:
 
     # ---- hooks for the threads -----------------------------------------------------------------
     def _pick_demo_size(self, fps: float) -> tuple[int, int]:
-        size, ms, budget = pick_demo_size(self.denoiser, fps)
+        size, ms, budget = pick_demo_size(self.denoiser, fps, lanes=self.lanes)
         if size != DEMO_SIZES[0]:
             w, h = DEMO_SIZES[0]
             self.notice(f"demo at {size[0]}×{size[1]}: a {w}×{h} frame takes {ms:.0f} ms here, over the {budget:.0f} ms "
@@ -655,7 +659,9 @@ class Player:
             f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
-            f"backbone {_last(self.worker.backbone_ms):6.1f} ms  blend {_last(self.compositor.blend_ms):5.2f} ms"
+            f"backbone {_last(self.worker.backbone_ms):6.1f} ms"
+            + (f" ({self.worker.lanes} frames at once)" if self.worker.lanes > 1 else "")
+            + f"  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",
         ]
         if self.psnr_original is not None:
@@ -697,6 +703,7 @@ class Player:
         self.recording.close()  # stop recording; waits until every recording is complete on disk
         self.window.close()
         self.source.close()
+        torch.set_num_threads(self._torch_threads)  # the process's setting, as it was (tests run players in-process)
 
     def stats(self) -> dict:
         bb = self.worker.backbone_ms
@@ -717,6 +724,8 @@ class Player:
             "reinference_ms_p50": _round(percentile(bb, 50)),
             "edits": len(self._edit_latency),
             "mode": self.worker.mode,
+            "backbone_lanes": self.worker.lanes,  # frames in inference at once
+            "threads_per_lane": self.threads_per_lane,
             "device": self.denoiser.device.type,
             "precision": dtype_name(self.denoiser.dtype),  # the backbone's; float32 or bfloat16 on a CPU
             "blend_kernel": self.denoiser.blend_kernel,  # the native one-pass kernel, or torch and why

@@ -9,6 +9,13 @@ Owns the only place the network runs during playback. Two modes:
   the cache is not filled, and a looped section plays from the cache in real time on every
   later pass (the worker skips inference for frames already cached).
 `auto` starts live and switches to cache once the measured backbone time shows it cannot keep up.
+
+On a CPU the worker runs inference on `lanes` frames at once (frame-level parallelism, as FFmpeg's
+frame threading), each with cores / lanes of torch's threads, and hands the results on in decode
+order. The live backbone's layers are small: run on both cores of a 2-core CPU, every layer is a
+parallel region whose two halves wait for each other, and whenever another thread of the player
+(decoder, compositor, display) takes a core, the other half waits. One thread per frame has no
+such barrier (see LANES_CPU).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -61,22 +69,43 @@ DEMO_SIZES = ((1280, 720), (960, 540), (640, 360))
 PLAYER_OTHER_CORES = 0.75
 DEMO_PROBE_RUNS = 3  # per size: the first allocates its buffers; the fastest of the others counts
 CACHE_KEEP_BEHIND_S = 1.0  # cached frames this far behind the playhead may be evicted first
+# Frames in inference at once on a CPU. Measured (live model, 2-core CPU, Denoiser.infer in a loop,
+# 8 s each): at 1280×720 one frame at a time on 2 threads gives 25.3–25.4 frames/s, two frames at
+# a time on 1 thread each 30.3–31.4; with a thread beside them that keeps ~0.3 of a core busy (as
+# the player's other threads do) 15.7–16.6 against 18.2–23.6. Each frame then takes about twice as
+# long to come out, which only the early-drop prediction sees (it uses the measured time). On a
+# GPU one (its work is queued on one device anyway).
+LANES_CPU = 2
 
 
-def _frame_ms(denoiser, w: int, h: int) -> float:
-    """ms of one inference + blend of a w×h frame: the fastest of DEMO_PROBE_RUNS after the first."""
+def plan_lanes(device_type: str, cores: int, lanes: int = 0, threads: int = 0) -> tuple[int, int]:
+    """(frames in inference at once, torch threads for each) for `device_type` on `cores` CPUs;
+    lanes / threads: what the user asked for (0: choose)."""
+    if lanes <= 0:
+        lanes = LANES_CPU if device_type == "cpu" and cores >= LANES_CPU else 1
+    if threads <= 0:
+        threads = max(1, cores // lanes)
+    return lanes, threads
+
+
+def _frame_ms(denoiser, w: int, h: int, lanes: int = 1) -> float:
+    """ms per frame of inference + blend of w×h frames with `lanes` inferences at once (one
+    inference's time ÷ lanes, plus a blend): the fastest of DEMO_PROBE_RUNS after the first."""
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return 1000.0 * best_seconds(lambda: denoiser.blend(denoiser.infer(frame)), DEMO_PROBE_RUNS - 1)
+    bases = denoiser.infer(frame)
+    infer_s = best_seconds(lambda: denoiser.infer(frame), DEMO_PROBE_RUNS - 1)
+    return 1000.0 * (infer_s / lanes + best_seconds(lambda: denoiser.blend(bases), DEMO_PROBE_RUNS - 1))
 
 
-def pick_demo_size(denoiser, fps: float, cores: int | None = None) -> tuple[tuple[int, int], float, float]:
-    """(size, ms of one inference + blend at the largest size, the budget in ms that a size's time
-    alone had to fit) for the demo source on a machine with `cores` CPUs (default: this one's)."""
+def pick_demo_size(denoiser, fps: float, cores: int | None = None, lanes: int = 1) -> tuple[tuple[int, int], float, float]:
+    """(size, ms per frame at the largest size, the budget in ms that a size's time alone had to
+    fit) for the demo source on a machine with `cores` CPUs (default: this one's), with `lanes`
+    inferences at once (plan_lanes)."""
     cores = cores or os.cpu_count() or 1
     budget_ms = AUTO_HEADROOM * 1000.0 / fps * max(cores - PLAYER_OTHER_CORES, 0.25) / cores
     timings = []
     for size in DEMO_SIZES:
-        timings.append(_frame_ms(denoiser, *size))
+        timings.append(_frame_ms(denoiser, *size, lanes=lanes))
         if timings[-1] <= budget_ms:
             return size, timings[0], budget_ms
     return DEMO_SIZES[-1], timings[0], budget_ms
@@ -147,19 +176,33 @@ class RenderCache:
         return len(self._items)
 
 
+class _Job:
+    """A frame on its way through the worker: its bases, or the inference that will give them."""
+
+    def __init__(self, frame: VideoFrame, key: int, bases=None, future: Future | None = None):
+        self.frame, self.key, self.bases, self.future = frame, key, bases, future
+
+    @property
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+
 class BackboneWorker(threading.Thread):
-    def __init__(self, denoiser, video_q: ClosableQueue, ready_q: ClosableQueue, player, mode: str, cache_bytes: int):
+    def __init__(self, denoiser, video_q: ClosableQueue, ready_q: ClosableQueue, player, mode: str, cache_bytes: int,
+                 lanes: int = 1):
         super().__init__(name="backbone", daemon=True)
         self.denoiser, self.video_q, self.ready_q, self.player = denoiser, video_q, ready_q, player
         self.requested_mode = mode
         self.mode = "cache" if mode == "cache" else "live"
+        self.lanes = max(1, lanes)  # frames in inference at once (plan_lanes)
         self.cache = RenderCache(cache_bytes)
         self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
-        self.infer_ms: list[float] = []  # the whole Denoiser.infer: what a frame costs this thread
+        self.infer_ms: list[float] = []  # the whole Denoiser.infer: how long a frame takes in its lane
         self.dropped_early = 0
         self.error: BaseException | None = None
         self._halt = threading.Event()
         self._cache_frames_set = False
+        self._jobs: deque[_Job] = deque()  # in decode order; at most `lanes` of them in inference
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -180,7 +223,8 @@ class BackboneWorker(threading.Thread):
         if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
             return
         interval_ms = 1000.0 / self.player.info.fps
-        typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):])
+        # what a frame costs: `lanes` frames are in inference at once
+        typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]) / self.lanes
         if typical > AUTO_HEADROOM * interval_ms:
             self.mode = "cache"
             self.player.notice(f"inference slower than real time ({typical:.0f} ms/frame): render-cache mode")
@@ -192,49 +236,89 @@ class BackboneWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._loop()
+            with ThreadPoolExecutor(self.lanes, thread_name_prefix="backbone-lane") as lanes:
+                try:
+                    self._loop(lanes)
+                finally:
+                    for job in self._jobs:  # not started yet: never; running: the pool waits for it
+                        if job.future is not None:
+                            job.future.cancel()
         except BaseException as e:  # handed back to the player
             self.error = e
         finally:
             self.ready_q.close()
 
-    def _loop(self) -> None:
-        clock = self.player.clock
+    def _in_flight(self) -> int:
+        return sum(1 for job in self._jobs if not job.done)
+
+    def _loop(self, lanes: ThreadPoolExecutor) -> None:
+        """Hand on the oldest job once its bases are there; take frames while a lane is free."""
+        closed = False
         while not self._halt.is_set():
-            try:
-                item = self.video_q.get(timeout=0.1)
-            except TimeoutError:
+            head = self._jobs[0] if self._jobs else None
+            if head is not None and head.done:
+                self._hand_on(head)
                 continue
-            except Closed:
-                return
-            if item.epoch != clock.epoch:
-                continue  # from before a seek
-            if isinstance(item, EndOfStream):
-                self._put(item)
-                continue
-            frame: VideoFrame = item
-            a, b = self.player.loop
-            if a is not None and b is not None and frame.pts > b + frame.duration:
-                continue  # past the loop's end: the player is about to seek back to A
-            if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
-                # Late already, or late by the time the backbone would be done with it: skip it
-                # and spend the inference on a frame that can still be shown on time.
-                ready_at = clock.now() + self._expected_s()
-                if frame.pts < ready_at - EARLY_DROP_S:
-                    self.dropped_early += 1
+            # A free lane, and not too far ahead of the oldest job (cached frames need no lane).
+            if not closed and self._in_flight() < self.lanes and len(self._jobs) <= self.lanes:
+                try:  # with a job in inference, only a short look at the queue: its result comes first
+                    self._admit(self.video_q.get(timeout=0.002 if head else 0.1), lanes)
                     continue
-            key = int(round(frame.pts * 1000))
-            bases = self.cache.get(key)
-            if bases is None:
-                bases = self.denoiser.infer(frame.rgb)
-                self.infer_ms.append(bases.infer_ms)
-                self.backbone_ms.append(bases.backbone_ms)
-                self._decide_mode()
-                if self.mode == "cache":
-                    bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget
-                    self._size_ready_queue(bases)
-                    self.cache.put(key, bases, clock.now(), self.player.loop)
-            self._put(Prepared(frame, bases))
+                except TimeoutError:
+                    pass
+                except Closed:
+                    closed = True
+            if head is not None:
+                self._hand_on(head)
+            elif closed:
+                return
+
+    def _admit(self, item, lanes: ThreadPoolExecutor) -> None:
+        """A decoded frame (or the end of the stream): dropped, found in the cache, or sent to a lane."""
+        clock = self.player.clock
+        if item.epoch != clock.epoch:
+            return  # from before a seek
+        if isinstance(item, EndOfStream):
+            self._jobs.append(_Job(item, -1, bases=item))
+            return
+        frame: VideoFrame = item
+        a, b = self.player.loop
+        if a is not None and b is not None and frame.pts > b + frame.duration:
+            return  # past the loop's end: the player is about to seek back to A
+        if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
+            # Late already, or late by the time the backbone would be done with it: skip it
+            # and spend the inference on a frame that can still be shown on time.
+            ready_at = clock.now() + self._expected_s()
+            if frame.pts < ready_at - EARLY_DROP_S:
+                self.dropped_early += 1
+                return
+        key = int(round(frame.pts * 1000))
+        bases = self.cache.get(key)
+        if bases is not None:
+            self._jobs.append(_Job(frame, key, bases=bases))
+        else:
+            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb)))
+
+    def _hand_on(self, job: _Job) -> None:
+        """The oldest job, once done (waits up to 0.1 s for it), to the compositor in decode order."""
+        if job.future is not None:
+            try:
+                job.bases = job.future.result(timeout=0.1)
+            except TimeoutError:
+                return
+            job.future = None
+            bases = job.bases
+            self.infer_ms.append(bases.infer_ms)
+            self.backbone_ms.append(bases.backbone_ms)
+            self._decide_mode()
+            if self.mode == "cache":
+                job.bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget
+                self._size_ready_queue(job.bases)
+                self.cache.put(job.key, job.bases, self.player.clock.now(), self.player.loop)
+        self._jobs.popleft()
+        if job.frame.epoch != self.player.clock.epoch:
+            return  # a seek came while it was in inference
+        self._put(job.bases if isinstance(job.bases, EndOfStream) else Prepared(job.frame, job.bases))
 
     def _put(self, item) -> None:
         epoch = item.epoch if isinstance(item, EndOfStream) else item.frame.epoch

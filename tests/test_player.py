@@ -259,6 +259,49 @@ def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
     assert stats["frames_presented"] >= 5
 
 
+def test_lanes_infer_frames_at_once_and_hand_them_on_in_order(tmp_path, weights, clip):
+    """Two frames in inference at once (the default on a multi-core CPU), the later one often done
+    first: the compositor still gets every frame, in decode order, and a seek discards what was
+    in flight."""
+    busy, peak, lock = [0], [0], threading.Lock()
+
+    def uneven(p):
+        infer = p.denoiser.infer
+
+        def timed(rgb):
+            with lock:
+                busy[0] += 1
+                peak[0] = max(peak[0], busy[0])
+            try:
+                time.sleep(0.06 if read_frame_index(rgb) % 2 else 0.005)  # odd frames finish after the next one
+                return infer(rgb)
+            finally:
+                with lock:
+                    busy[0] -= 1
+
+        p.denoiser.infer = timed
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=3.0, mode="cache", lanes=2, setup=uneven,
+                           script=[(1.0, "seek 0.5 absolute")])
+    assert stats["backbone_lanes"] == 2 and p.worker.lanes == 2
+    assert peak[0] == 2  # two inferences did overlap
+    for epoch in {s.epoch for s in shown}:
+        pts = [s.pts for s in shown if s.epoch == epoch]
+        assert pts == sorted(pts) and len(set(pts)) == len(pts), f"out of order in epoch {epoch}"
+    after = [s for s in shown if s.epoch == max(x.epoch for x in shown)]
+    assert after[0].pts == pytest.approx(0.5, abs=0.5 / 30)  # the seek's target, nothing from before it
+    assert [read_frame_index(s.original) for s in after] == list(range(15, 15 + len(after)))  # every frame, in order
+
+
+@pytest.mark.parametrize("device, cores, lanes, threads, want", [
+    ("cpu", 2, 0, 0, (2, 1)), ("cpu", 16, 0, 0, (2, 8)), ("cpu", 1, 0, 0, (1, 1)), ("cuda", 16, 0, 0, (1, 16)),
+    ("cpu", 2, 1, 0, (1, 2)), ("cpu", 8, 3, 0, (3, 2)), ("cpu", 2, 0, 1, (2, 1)), ("cpu", 4, 1, 3, (1, 3))])
+def test_lanes_and_threads_per_lane(device, cores, lanes, threads, want):
+    from player.worker import plan_lanes
+
+    assert plan_lanes(device, cores, lanes, threads) == want
+
+
 @pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
 def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
     """`auto` goes by the steady speed of inference: three slow first inferences (buffers being
