@@ -525,6 +525,39 @@ def test_compact_bases_blend_within_a_level_of_the_full_ones_in_half_the_bytes(m
     assert den.compact(big) is big
 
 
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_bases_and_blend_are_identical_on_any_thread_count(models, preset):
+    """The player infers on one thread per frame (player/worker.py's lanes) where a render of the
+    same recording may run on two: the statistics' sums are banded independently of the thread
+    count (kernels.c, SUM_BANDS), so X, T, the AutoTune coefficients and the blended frame come
+    out bit for bit the same."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    model = copy.deepcopy(models[preset])
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():  # random heads: T and the coefficients depend on every statistic
+        for fc in (model.router.fc, model.autotune.fc):
+            fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
+    den = Denoiser(model, "cpu")
+    rng = np.random.default_rng(0)
+    for h, w in ((240, 320), (250, 138)):  # small frames' sums come out exact in float64 on any split
+        rgb = np.clip(textured(h, w, seed=h, lo=0, hi=255) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        runs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            try:
+                b = den.infer(rgb)
+                runs.append((b.x.clone(), b.transform.clone(), b.auto.clone(),
+                             den.blend(b, compose.Mix(strength=17.0, character=0.4))))
+            finally:
+                torch.set_num_threads(1)
+        for other in runs[1:]:
+            assert torch.equal(runs[0][0], other[0]) and torch.equal(runs[0][1], other[1])
+            assert torch.equal(runs[0][2], other[2]) and np.array_equal(runs[0][3], other[3])
+
+
 GRAM_CASES = [(16, 26, 42), (32, 26, 42), (5, 26, 42), (40, 10, 600), (51, 6, 2), (16, 8, 258), (16, 16, 256)]
 
 

@@ -24,10 +24,18 @@
 #error "these kernels need AVX2, FMA and F16C (-mavx2 -mfma -mf16c)"
 #endif
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The kernels that sum over a frame (rcd_fill's statistics, rcd_up_add_relu's Σ|d|) split its rows
+ * into this many bands (fewer for frames of fewer rows), whatever the number of threads, and add
+ * the bands' sums in band order: the float sums, and so everything computed from them, come out
+ * the same on any number of threads. The player infers on one thread per frame (player/worker.py)
+ * where an offline render of the same recording may use two: its frames must still be identical. */
+#define SUM_BANDS 16
 
 static double now_s(void) {
     struct timespec ts;
@@ -132,8 +140,8 @@ static void blend_rows(const job_t *j, const int half) {
  * system interrupts holds up less (live model, the two library builds alternating in one process,
  * medians of five runs each: 1–9 % faster at 720p and 0–8 % at 1080p, never slower); every pixel
  * is computed the same way whichever thread takes it, so the output does not depend on the
- * schedule. The kernels that also sum statistics keep one fixed band per thread: their float sums
- * must come out the same on every run (a recording re-renders bit-identically). 0 = done. */
+ * schedule. The kernels that also sum statistics keep fixed bands, statically assigned (SUM_BANDS):
+ * their float sums must come out the same on every run (a recording re-renders bit-identically). 0 = done. */
 #define BLEND_CHUNK 8
 static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
                      int64_t w, int threads, const int half) {
@@ -367,24 +375,25 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
     if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
     const int64_t he = h / 2 * 2, we = w / 2 * 2;  /* the noise estimate's even-cropped frame */
-    const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
+    const int64_t nb = h2 < SUM_BANDS ? h2 : SUM_BANDS;  /* bands: see SUM_BANDS */
+    const int64_t n = threads < 1 ? 1 : (threads > nb ? nb : threads);
     const int64_t gk = 8 * ((k + 7) / 8), gstride = gram_part_size(c1, gk);
-    int64_t *part = calloc((size_t)(n * 511), sizeof(int64_t));
-    double *gpart = g ? calloc((size_t)(n * gstride), sizeof(double)) : NULL; /* each band's g and sq */
-    double *band_s = g ? calloc((size_t)n, sizeof(double)) : NULL;           /* and its seconds in them */
-    if (!part || (g && (!gpart || !band_s))) {
+    int64_t *part = calloc((size_t)(nb * 511), sizeof(int64_t));
+    double *gpart = g ? calloc((size_t)(nb * gstride), sizeof(double)) : NULL; /* each band's g and sq */
+    double *thread_s = g ? calloc((size_t)n, sizeof(double)) : NULL;         /* each thread's seconds in them */
+    if (!part || (g && (!gpart || !thread_s))) {
         free(part);
         free(gpart);
-        free(band_s);
+        free(thread_s);
         return 2;
     }
     /* interior half-pixels: both rows inside the frame and 8 bytes readable from 6·x2 in each */
     const int64_t readable = 3 * w >= 8 ? (3 * w - 8) / 6 + 1 : 0;
     const int64_t x_fast = readable < w / 2 ? readable : w / 2;
 #pragma omp parallel for num_threads(n) schedule(static)
-    for (int64_t t = 0; t < n; t++) {
+    for (int64_t t = 0; t < nb; t++) {
         int64_t *hl = part + t * 511;
-        for (int64_t y2 = h2 * t / n; y2 < h2 * (t + 1) / n; y2++) {
+        for (int64_t y2 = h2 * t / nb; y2 < h2 * (t + 1) / nb; y2++) {
             float *xr = x + y2 * wp2 * k;
             if (d) {  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
                 const float *dr = d + y2 * wp2 * c1;
@@ -422,23 +431,23 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
                 const double t0 = now_s();
                 const gram_part_t gp = gram_part(gpart + t * gstride, c1, gk);
                 gram_line(xr, w / 2, k, c1, &gp);
-                band_s[t] += now_s() - t0;
+                thread_s[omp_get_thread_num()] += now_s() - t0;
             }
         }
     }
     for (int i = 0; i < 511; i++) {
         hist[i] = 0;
-        for (int64_t t = 0; t < n; t++) hist[i] += part[t * 511 + i];
+        for (int64_t t = 0; t < nb; t++) hist[i] += part[t * 511 + i];
     }
     int rc = 0;
     if (g) {
-        rc = gram_finish(gpart, n, k, c1, g, sq);
-        if (gram_s) {  /* the statistics' share of this pass: the slowest band's time in them */
+        rc = gram_finish(gpart, nb, k, c1, g, sq);
+        if (gram_s) {  /* the statistics' share of this pass: the slowest thread's time in them */
             *gram_s = 0.0;
-            for (int64_t t = 0; t < n; t++) *gram_s = band_s[t] > *gram_s ? band_s[t] : *gram_s;
+            for (int64_t t = 0; t < n; t++) *gram_s = thread_s[t] > *gram_s ? thread_s[t] : *gram_s;
         }
     }
-    free(band_s);
+    free(thread_s);
     free(part);
     free(gpart);
     return rc;
@@ -457,14 +466,15 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
 int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t h, int64_t w, int64_t c,
                     double *abs_sum, int threads) {
     if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || c > UP_MAX_C) return 1;
-    const int64_t n = threads < 1 ? 1 : (threads > h ? h : threads);
-    double *part = calloc((size_t)(n * c), sizeof(double)); /* each band's Σ|d| */
+    const int64_t nb = h < SUM_BANDS ? h : SUM_BANDS;  /* bands: see SUM_BANDS */
+    const int64_t n = threads < 1 ? 1 : (threads > nb ? nb : threads);
+    double *part = calloc((size_t)(nb * c), sizeof(double)); /* each band's Σ|d| */
     if (!part) return 2;
     const __m256 zero = _mm256_setzero_ps();
     const __m256 sign = _mm256_set1_ps(-0.0f);
 #pragma omp parallel for num_threads(n) schedule(static)
-    for (int64_t t = 0; t < n; t++) {
-        for (int64_t y = h * t / n; y < h * (t + 1) / n; y++) {
+    for (int64_t t = 0; t < nb; t++) {
+        for (int64_t y = h * t / nb; y < h * (t + 1) / nb; y++) {
             float row_sum[UP_MAX_C];  /* float32 over one row (at most a few thousand values), float64 across rows */
             if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
             const float *ur = u + (y / 2) * (w / 2) * c;
@@ -494,7 +504,7 @@ int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t 
     if (abs_sum)
         for (int64_t i = 0; i < c; i++) {
             abs_sum[i] = 0.0;
-            for (int64_t t = 0; t < n; t++) abs_sum[i] += part[t * c + i];
+            for (int64_t t = 0; t < nb; t++) abs_sum[i] += part[t * c + i];
         }
     free(part);
     return 0;
