@@ -340,13 +340,13 @@ class Heads:
         ridge, tol, max_rescale, iters, every = nd
         self._params = _HeadsParams(self.l, self.nz, len(active), int(sigma_feature),
                                     *(a.ctypes.data for a in self._keep), tau, ridge, tol, max_rescale, iters, every)
-        self._t, self._auto = np.empty((self.l, self.l)), np.empty(self.l)
 
     def __call__(self, cov: np.ndarray, feats: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """cov (L+1, L+1) float64, feats (F,) float32 → T (L, L), coefficients (L,) float64 (new
-        arrays), or None."""
+        """cov (L+1, L+1) float64, feats (F,) float32 → T (L, L), coefficients (L,) float64, or
+        None. Thread-safe (the struct is only read)."""
         cov, feats = np.ascontiguousarray(cov, np.float64), np.ascontiguousarray(feats, np.float32)
         assert cov.shape == (self.l + 1, self.l + 1) and feats.shape == (self.f,)
+        t, auto = np.empty((self.l, self.l)), np.empty(self.l)  # per call: frames are inferred on several threads at once
         rc = self._lib.rcd_heads(ctypes.byref(self._params), cov.ctypes.data, feats.ctypes.data, sigma,
-                                 self._t.ctypes.data, self._auto.ctypes.data)
-        return None if rc else (self._t.copy(), self._auto.copy())
+                                 t.ctypes.data, auto.ctypes.data)
+        return None if rc else (t, auto)

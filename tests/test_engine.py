@@ -558,6 +558,41 @@ def test_bases_and_blend_are_identical_on_any_thread_count(models, preset):
             assert torch.equal(runs[0][2], other[2]) and np.array_equal(runs[0][3], other[3])
 
 
+def test_inference_on_several_threads_at_once_equals_one_at_a_time(models):
+    """The player infers two frames at once from two threads (player/worker.py's lanes) with one
+    Denoiser: whatever infer() and the per-frame heads keep between calls must not be shared."""
+    import threading
+
+    torch.manual_seed(0)
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    frames = [textured(48 + 2 * (i % 3), 64, seed=i, lo=0, hi=255) for i in range(6)]
+    want = [den.infer(f) for f in frames]
+    l = den.cfg.num_levels
+    covs = [c[0].numpy() for c in _covariances(l, seed=3).values()][:2]  # "frame", "near": in C where built
+    feats = np.linspace(-1, 1, den.model.backbone.feat_dim, dtype=np.float32)
+    heads_want = [den._heads(c, feats, 7.0) for c in covs]
+    bad: list[str] = []
+
+    def hammer(k: int) -> None:
+        for i in range(30):
+            j = (i + k) % len(frames)
+            b = den.infer(frames[j])
+            if not (torch.equal(b.x, want[j].x) and torch.equal(b.transform, want[j].transform)):
+                bad.append(f"frame {j}")
+            for _ in range(20):
+                t, auto = den._heads(covs[k], feats, 7.0)
+                if not (np.array_equal(t, heads_want[k][0]) and np.array_equal(auto, heads_want[k][1])):
+                    bad.append(f"heads {k}")
+
+    torch.set_num_threads(1)
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:5]
+
+
 GRAM_CASES = [(16, 26, 42), (32, 26, 42), (5, 26, 42), (40, 10, 600), (51, 6, 2), (16, 8, 258), (16, 16, 256)]
 
 
