@@ -223,10 +223,11 @@ class BackboneWorker(threading.Thread):
         That time is the inference's, plus, with lanes, the wait for the frame before it (which
         may finish later): going by the inference alone let 720p frames reach the screen up to
         43 ms late (A/V p95, 01_dog.mp4, two lanes)."""
-        recent = self.latency_ms[-PREDICT_FRAMES:]
+        recent = self.latency_ms[-PREDICT_FRAMES * self.lanes:]
         if not recent:
             return 0.0
-        backbone = statistics.quantiles(recent, n=4)[2] if len(recent) >= 4 else max(recent)
+        q = 10 if self.lanes > 1 else 4  # with lanes the times spread wider: their 9th decile
+        backbone = statistics.quantiles(recent, n=q)[q - 2] if len(recent) >= 4 else max(recent)
         blends = self.player.compositor.blend_ms[-PREDICT_FRAMES:]
         return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
