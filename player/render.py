@@ -10,26 +10,30 @@ machine and device. Two ways to choose the tuning:
 - `--preset FILE` / `--strength S` (default: AutoTune): fixed settings for the whole input.
 
 The source's timestamps are kept (irregular ones too) and its audio is re-encoded to AAC for the
-rendered span. Encoding runs on a second thread so it overlaps the network.
+rendered span. Encoding runs on a second thread so it overlaps the network, and on a CPU two
+frames are in inference at once (the player's lanes, player/worker.py), finished in order.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
 from engine import checkpoint, compose
 from engine.compose import Mix
-from engine.denoiser import Denoiser
+from engine.denoiser import Denoiser, pick_device
 from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
 from player.record import RecordError
-from player.worker import DEMO_SIZES
+from player.worker import DEMO_SIZES, plan_lanes
 
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
@@ -155,8 +159,9 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 device = "cpu"
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
-    if threads:
-        torch.set_num_threads(threads)
+    lanes, per_lane = plan_lanes(pick_device(device).type, os.cpu_count() or 1, 0, threads)
+    if pick_device(device).type == "cpu" or threads:
+        torch.set_num_threads(per_lane)  # the statistics' sums do not depend on it (kernels.c, SUM_BANDS)
     den = Denoiser.load(weights, device=device, precision=precision)
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
         raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")
@@ -192,47 +197,61 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         enc = _Encoder()
         enc.start()
         writer = None
-        done, t0, ci = 0, time.perf_counter(), 0
+        done, taken, t0, ci = 0, 0, time.perf_counter(), 0
         state_cache: dict[int, tuple[Mix, bool, dict]] = {}
         audio = _AudioPump(source.read(start, "audio") if info.has_audio else iter(()))
+        pending: collections.deque = collections.deque()  # (frame, mix, bypass, state, inference) in order
+
+        def finish(frame, mix, bypass, state, inference) -> None:
+            """One frame, in order: its blend, its audio and its video to the encoder."""
+            nonlocal writer, done
+            if writer is None:
+                origin = start if track is not None else min(0.0, frame.pts)
+                h, w = frame.rgb.shape[:2]
+                writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
+                                            audio=info.has_audio)
+                out_track.meta.update(record.encoder_meta(writer.pix_fmt))
+            for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
+                enc.call(writer.audio, a.pts, a.pcm)
+            if bypass:
+                rgb = frame.rgb  # bypass frames are the original, as played
+            else:
+                bases = inference.result()
+                rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
+            enc.call(writer.video, frame.pts, rgb)
+            enc.call(writer.encode_audio_until, frame.pts + frame.duration)
+            out_track.add(frame.pts, frame.duration, state)
+            done += 1
+            bar.update(1)
+
         try:
-            for frame in source.read(start, "video"):
-                if want is not None:
-                    if record.pts_key(frame.pts) not in want:
-                        if frame.pts > end + 1.0:
-                            break
-                        continue
-                    while ci + 1 < len(changes) and changes[ci + 1]["pts"] <= frame.pts:
-                        ci += 1
-                else:
-                    ci = 0
-                if ci not in state_cache:
-                    if changes is not None:
-                        mix, bypass = ctl.mix_from_json(changes[ci]["mix"]), bool(changes[ci].get("bypass"))
+            # `lanes` frames in inference at once, as in playback (player/worker.py); finished in order
+            with ThreadPoolExecutor(lanes, thread_name_prefix="render-lane") as pool:
+                for frame in source.read(start, "video"):
+                    if want is not None:
+                        if record.pts_key(frame.pts) not in want:
+                            if frame.pts > end + 1.0:
+                                break
+                            continue
+                        while ci + 1 < len(changes) and changes[ci + 1]["pts"] <= frame.pts:
+                            ci += 1
                     else:
-                        mix, bypass = fixed, False
-                    state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass))
-                mix, bypass, state = state_cache[ci]
-                if writer is None:
-                    origin = start if track is not None else min(0.0, frame.pts)
-                    h, w = frame.rgb.shape[:2]
-                    writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
-                                                audio=info.has_audio)
-                    out_track.meta.update(record.encoder_meta(writer.pix_fmt))
-                for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
-                    enc.call(writer.audio, a.pts, a.pcm)
-                if bypass:
-                    rgb = frame.rgb  # bypass frames are the original, as played
-                else:
-                    bases = den.infer(frame.rgb)
-                    rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
-                enc.call(writer.video, frame.pts, rgb)
-                enc.call(writer.encode_audio_until, frame.pts + frame.duration)
-                out_track.add(frame.pts, frame.duration, state)
-                done += 1
-                bar.update(1)
-                if want is not None and done == len(want):
-                    break
+                        ci = 0
+                    if ci not in state_cache:
+                        if changes is not None:
+                            mix, bypass = ctl.mix_from_json(changes[ci]["mix"]), bool(changes[ci].get("bypass"))
+                        else:
+                            mix, bypass = fixed, False
+                        state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass))
+                    mix, bypass, state = state_cache[ci]
+                    pending.append((frame, mix, bypass, state, None if bypass else pool.submit(den.infer, frame.rgb)))
+                    taken += 1
+                    if len(pending) >= lanes:
+                        finish(*pending.popleft())
+                    if want is not None and taken == len(want):
+                        break
+                while pending:
+                    finish(*pending.popleft())
             if writer is None:
                 raise RecordError("no frames to render" + (" (the track's frames are not in this source)" if track else ""))
             if track is None:
