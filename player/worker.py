@@ -222,7 +222,7 @@ class BackboneWorker(threading.Thread):
         from taking a frame to its bases being ready in order, plus the blend that follows. That
         time is the inference's plus, with lanes, the wait for the frame before it (which may
         finish later). Pessimistic: the upper quartile of the last PREDICT_FRAMES; with lanes, whose
-        times spread wider, the 9th decile of twice as many. Measured at 720p with two lanes (A/V
+        times spread wider, the 9th decile of the last PREDICT_FRAMES × lanes. Measured at 720p with two lanes (A/V
         offset p95, demo and 01_dog.mp4): 23–43 ms going by the inference time's upper quartile,
         26–44 by the ready time's, 13–25 by its 9th decile (6–8 runs each)."""
         recent = self.latency_ms[-PREDICT_FRAMES * self.lanes:]
