@@ -25,6 +25,17 @@ def _size(s: str) -> tuple[int, int]:
     return w, h
 
 
+def _count(s: str) -> int:
+    """A whole number ≥ 0 (0: let the player choose)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (automatic) or more, got {s!r}")
+    return v
+
+
 def _positive(s: str) -> float:
     try:
         v = float(s)
@@ -40,8 +51,16 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error for a bad argument (the usage is one `--help` away), as for
+    every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="rcd-player",
         description="Real-time video player with live denoise tuning (RCD: one network pass per frame, "
                     "every strength change is a blend). With no INPUT it plays a built-in ISP test scene.",
@@ -69,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "is too slow for 1280x720 at the demo's frame rate)")
     ap.add_argument("--demo-fps", type=_positive, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
-    ap.add_argument("--threads", type=int, default=0, metavar="N",
+    ap.add_argument("--threads", type=_count, default=0, metavar="N",
                     help="CPU threads for each inference (default: the cores divided by the lanes)")
-    ap.add_argument("--lanes", type=int, default=0, metavar="N",
+    ap.add_argument("--lanes", type=_count, default=0, metavar="N",
                     help="frames in inference at once (default: 2 on a CPU with 2 or more cores, else 1)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
     rec = ap.add_argument_group("recording and rendering")

@@ -409,6 +409,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, weights, make_clip):
     bad_weights.write_bytes(b"garbage" * 100)
     assert_one_line_error(run_cli(good, "--headless", "--weights", bad_weights), "w.pt")
     assert_one_line_error(run_cli(good, "--headless", "--weights", tmp_path / "missing.pt"), "missing.pt")
+    assert_one_line_error(run_cli(good, "--headless", "--lanes", "-1"), "--lanes")
 
 
 def _write_audio_only(path: Path) -> None:
