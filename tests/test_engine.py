@@ -584,12 +584,16 @@ def test_inference_on_several_threads_at_once_equals_one_at_a_time(models):
                 if not (np.array_equal(t, heads_want[k][0]) and np.array_equal(auto, heads_want[k][1])):
                     bad.append(f"heads {k}")
 
-    torch.set_num_threads(1)
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per inference, as the player's lanes on two cores
+    try:
+        threads = [threading.Thread(target=hammer, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(before)
     assert not bad, bad[:5]
 
 
