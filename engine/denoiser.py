@@ -300,11 +300,9 @@ class Denoiser:
             return nd.covariance(stacked)[0].cpu().numpy()
         h2, w2, wp2 = h // 2, w // 2, wp // 2
         m = float(h * w * 3)  # ([Σd; n] is the ones column)
-        if gram is not None and self.native_algebra:  # the fill's statistics, the algebra in C (below)
-            return native.gram_cov(gram.g.numpy(), c1, self._raw_from_x_np, gram.sq.numpy(), m)
         if gram is not None:  # from the native fill: [d | 1]ᵀ·X and Σ X² per column over the frame
             g = gram.g
-            sq_noisy = float(gram.sq[c1 + 1 :].sum()) / 255.0**2
+            sq_noisy = float(gram.sq.numpy()[c1 + 1 :].sum()) / 255.0**2  # NumPy: a torch op costs more, run cold
         else:
             g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
             if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)

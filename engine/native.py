@@ -164,7 +164,7 @@ def _load() -> None:
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_inp.restype = ctypes.c_int
-        lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, p, ctypes.c_double, ctypes.c_double, p]
+        lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, ctypes.c_double, ctypes.c_double, p]
         lib.rcd_gram_cov.restype = ctypes.c_int
         lib.rcd_heads.argtypes = [ctypes.POINTER(_HeadsParams), p, p, ctypes.c_double, p, p]
         lib.rcd_heads.restype = ctypes.c_int
@@ -289,22 +289,17 @@ def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: to
     return out
 
 
-def gram_cov(g: np.ndarray, c1: int, head: np.ndarray, sq_noisy: float | np.ndarray, m: float) -> np.ndarray:
+def gram_cov(g: np.ndarray, c1: int, head: np.ndarray, sq_noisy: float, m: float) -> np.ndarray:
     """Covariance (L+1, L+1) float64 of [L raw maps; noisy] in 0..1 units over m samples, from a
-    frame's statistics: g (c1 + 1, k) = [d | 1]ᵀ·X, sq_noisy = Σ noisy² (0..1 units), or `fill`'s
-    sums of squares per column of X (k,) float64 to take it from, and the head (12, L, c1 + 1)
-    that gives the raw maps from [d | 1] (engine/denoiser.py, _covariance)."""
+    frame's statistics: g (c1 + 1, k) = [d | 1]ᵀ·X, sq_noisy = Σ noisy² (0..1 units), and the head
+    (12, L, c1 + 1) that gives the raw maps from [d | 1] (engine/denoiser.py, _covariance)."""
     lib = library()
     assert lib is not None, why_not
     g, head = np.ascontiguousarray(g, np.float64), np.ascontiguousarray(head, np.float64)
     l = head.shape[1]
     assert g.shape[0] == c1 + 1 and g.shape[1] >= c1 + 13 and head.shape == (12, l, c1 + 1)
-    sq = None
-    if isinstance(sq_noisy, np.ndarray):
-        assert sq_noisy.dtype == np.float64 and sq_noisy.shape == (g.shape[1],)
-        sq, sq_noisy = sq_noisy.ctypes.data, 0.0
     cov = np.empty((l + 1, l + 1))
-    if lib.rcd_gram_cov(g.ctypes.data, g.shape[1], c1, head.ctypes.data, l, sq, sq_noisy, m, cov.ctypes.data):
+    if lib.rcd_gram_cov(g.ctypes.data, g.shape[1], c1, head.ctypes.data, l, sq_noisy, m, cov.ctypes.data):
         raise ValueError(f"native covariance refused its arguments: {l} levels, c1 {c1}")
     return cov
 

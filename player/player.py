@@ -36,7 +36,7 @@ from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, En
 from player.frames import Presented
 from player.queues import ClosableQueue
 from player.record import dtype_name
-from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size, plan_lanes
+from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size, set_up_lanes
 
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
 AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
@@ -180,11 +180,8 @@ class Player:
         # Model.
         try:
             device_type = pick_device(cfg.device).type
-            self.lanes, threads = plan_lanes(device_type, os.cpu_count() or 1, cfg.lanes, cfg.threads)
             self._torch_threads = torch.get_num_threads()  # given back by close()
-            if device_type == "cpu" or cfg.threads:
-                torch.set_num_threads(threads)
-            self.threads_per_lane = torch.get_num_threads()
+            self.lanes, self.threads_per_lane = set_up_lanes(device_type, cfg.lanes, cfg.threads)
             if device_type == "cpu" and native.will_build():  # say why the first start pauses
                 self.notice("building the native CPU kernels (first run only, a few seconds)")
             self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)

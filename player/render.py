@@ -17,7 +17,6 @@ frames are in inference at once (the player's lanes, player/worker.py), finished
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import sys
 import threading
@@ -33,7 +32,7 @@ from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
 from player.record import RecordError
-from player.worker import DEMO_SIZES, plan_lanes
+from player.worker import DEMO_SIZES, set_up_lanes
 
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
@@ -159,9 +158,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 device = "cpu"
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
-    lanes, per_lane = plan_lanes(pick_device(device).type, os.cpu_count() or 1, 0, threads)
-    if pick_device(device).type == "cpu" or threads:
-        torch.set_num_threads(per_lane)  # the statistics' sums do not depend on it (kernels.c, SUM_BANDS)
+    lanes, _ = set_up_lanes(pick_device(device).type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)
     den = Denoiser.load(weights, device=device, precision=precision)
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
         raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")

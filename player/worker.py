@@ -28,6 +28,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from engine.denoiser import best_seconds
 from player.decode import EndOfStream
@@ -87,6 +88,16 @@ def plan_lanes(device_type: str, cores: int, lanes: int = 0, threads: int = 0) -
     if threads <= 0:
         threads = max(1, cores // lanes)
     return lanes, threads
+
+
+def set_up_lanes(device_type: str, lanes: int = 0, threads: int = 0) -> tuple[int, int]:
+    """plan_lanes for this machine, with torch's thread count set to the threads per lane where
+    they apply (a CPU, or threads given): (lanes, torch threads per lane). For the player and the
+    offline render alike."""
+    lanes, per_lane = plan_lanes(device_type, os.cpu_count() or 1, lanes, threads)
+    if device_type == "cpu" or threads:
+        torch.set_num_threads(per_lane)
+    return lanes, torch.get_num_threads()
 
 
 def _frame_ms(denoiser, w: int, h: int, lanes: int = 1) -> float:

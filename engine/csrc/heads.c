@@ -35,11 +35,10 @@ static void matmul(int n, mat_t a, mat_t b, mat_t c) {
 
 /* Covariance (l+1, l+1) of [raw maps; noisy] in 0..1 units over m samples (h·w·3), from
  * g (c1+1, k) = [d | 1]ᵀ·X (row stride k; column c1 is the ones column, columns c1+1.. the 12
- * noisy sub-pixels in 0..255), Σ noisy² in 0..1 units (sq_noisy, or where sq is not NULL from
- * the fill's sums of squares per column of X, sq (k)), and the head a (12, l, c1+1): raw map i
- * at sub-pixel·colour s is a[s, i]·[d | 1]. engine/denoiser.py, _covariance, in NumPy. */
-int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_t l, const double *sq,
-                 double sq_noisy, double m, double *cov) {
+ * noisy sub-pixels in 0..255), sq_noisy = Σ noisy² in 0..1 units, and the head a (12, l, c1+1):
+ * raw map i at sub-pixel·colour s is a[s, i]·[d | 1]. engine/denoiser.py, _covariance, in NumPy. */
+int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_t l, double sq_noisy, double m,
+                 double *cov) {
     const int64_t f = c1 + 1, n = l + 1;
     if (l < 1 || n > MAXN || f > MAXC1 || k < f + 12) return 1;
     double prod[MAXN][MAXN] = {{0}}, total[MAXN] = {0}, ag[MAXC1];
@@ -62,11 +61,6 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
             total[i] += ag[c1];  /* a_s[i]·G's ones column: Σ raw_i */
         }
         total[l] += g[c1 * k + f + s] / 255.0;
-    }
-    if (sq) {
-        sq_noisy = 0.0;
-        for (int64_t s = 0; s < 12; s++) sq_noisy += sq[f + s];
-        sq_noisy /= 255.0 * 255.0;
     }
     prod[l][l] = sq_noisy;
     for (int64_t i = 0; i < n; i++)
