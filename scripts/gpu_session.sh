@@ -9,10 +9,14 @@
 #   .dev/whl/pygame-*.whl        the window module imports pygame even when headless
 #   .dev/avstub/av/__init__.py   a stand-in for PyAV, which the demo source never calls (the
 #                                player's modules name av.error at import time)
-#   .dev/data/train/{CBSD432,CSun_Hays80}, .dev/data/val/CSet5   training data (../shared/data)
-#   .dev/data/stage1.pt          the quality preset's CPU pre-training (weights/README.md)
+#   .dev/data/train/{CBSD432,CSun_Hays80}, .dev/data/val/CSet5   training data (../shared/data;
+#                                42 MB: with the pygame wheel it fits the device tool's 64 MiB carry)
+# Training continues from $INIT (default: the shipped weights/rcd_quality.pt, so nothing else needs
+# carrying): the backbone as a blind denoiser first, then the RCD model from it, as in
+# weights/README.md.
 set -u
 ALLOW=${1:-560}
+INIT=${INIT:-weights/rcd_quality.pt}
 START=$(date +%s)
 left() { echo $(( ALLOW - ($(date +%s) - START) )); }
 export PYTHONUNBUFFERED=1
@@ -52,7 +56,7 @@ if [ "$T" -gt 60 ] && [ -d .dev/data/train ]; then
   echo "== train: plain pre-training continued ${PLAIN} s, then RCD ${RCD} s [$(left) s left]"
   # --synthetic 0.15: generated chart images beside the photographs, as for the session-8 live file
   # (weights/README.md); making them costs ~20 s of CPU per command, before the budget's probe.
-  python3 -m engine.train --preset quality --plain --init .dev/data/stage1.pt --data $D --val $V \
+  python3 -m engine.train --preset quality --plain --init "$INIT" --data $D --val $V \
     --out /tmp/tr/gpu_plain.pt --budget-s $PLAIN --batch 64 --patch 128 --val-every 2000 --synthetic 0.15 \
     > "$OUT/train_plain.log" 2>&1
   tr '\r' '\n' < "$OUT/train_plain.log" | grep -a -E "^(step|--budget|backbone precision|\{|error|Traceback)|Error" | tail -12
