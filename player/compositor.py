@@ -61,7 +61,10 @@ class CompositorThread(threading.Thread):
         self.current: Prepared | None = None
         self.blend_ms: list[float] = []
         self.dropped_late = 0
-        self.buffering = False
+        # Playback starts buffering: the clock (and the sound) stay paused until the first frames
+        # are prepared. Started running, the sound played the 0.6 s the quality model takes to
+        # its first frames (960×540, 2-core CPU), and the picture started that far behind it.
+        self.buffering = True
         self.eos: EndOfStream | None = None
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -157,10 +160,11 @@ class CompositorThread(threading.Thread):
                 continue
 
             if item is None:
-                # Out of prepared frames mid-stream. Cache mode waits visibly (the clock stops);
-                # live mode keeps the clock (and the sound) running: the worker's early drops
-                # catch up and the picture degrades to a lower rate instead of stalling.
-                if p.worker.mode == "cache" and not self.buffering and self.current is not None and self.eos is None:
+                # Out of prepared frames mid-stream. Cache mode, and `auto` while it is still timing
+                # the backbone, wait visibly (the clock stops); live mode keeps the clock (and the
+                # sound) running: the worker's early drops catch up and the picture degrades to a
+                # lower rate instead of stalling.
+                if (p.worker.mode == "cache" or p.worker.probing) and not self.buffering and self.current is not None and self.eos is None:
                     self._set_buffering(True)
                 if self.current is not None and p.controls.serial != self._serial:
                     self._present(self.current)

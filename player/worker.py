@@ -212,6 +212,11 @@ class BackboneWorker(threading.Thread):
         self.denoiser, self.video_q, self.ready_q, self.player = denoiser, video_q, ready_q, player
         self.requested_mode = mode
         self.mode = "cache" if mode == "cache" else "live"
+        # `auto` before its first decision: no early drops, and playback waits for frames (as in
+        # cache mode) instead of dropping them. Else a model headed for the cache dropped every
+        # frame it could not make while being timed: 108–110 of the first 3.6 s (quality model,
+        # 960×540 demo, 2-core CPU), frames a looped first pass then lacked.
+        self.probing = mode == "auto"
         self.lanes = max(1, lanes)  # frames in inference at once (plan_lanes)
         self.cache = RenderCache(cache_bytes)
         self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
@@ -254,6 +259,7 @@ class BackboneWorker(threading.Thread):
         if typical > AUTO_HEADROOM * interval_ms:
             self.mode = "cache"
             self.player.notice(f"inference slower than real time ({typical:.0f} ms/frame): render-cache mode")
+        self.probing = False  # after the mode: the compositor never sees live mode without the probe
 
     def _size_ready_queue(self, bases) -> None:
         if self.mode == "cache" and not self._cache_frames_set:
@@ -311,7 +317,7 @@ class BackboneWorker(threading.Thread):
         a, b = self.player.loop
         if a is not None and b is not None and frame.pts > b + frame.duration:
             return  # past the loop's end: the player is about to seek back to A
-        if self.mode == "live" and not clock.paused and self.player.frames_presented_epoch > 0:
+        if self.mode == "live" and not self.probing and not clock.paused and self.player.frames_presented_epoch > 0:
             # Late already, or late by the time the backbone would be done with it: skip it
             # and spend the inference on a frame that can still be shown on time.
             ready_at = clock.now() + self._expected_s()

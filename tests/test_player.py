@@ -322,6 +322,32 @@ def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms
     assert len(shown) > 10
 
 
+def test_auto_mode_drops_nothing_while_it_times_a_slow_backbone(tmp_path, weights, clip):
+    """A model headed for the render cache is timed first (AUTO_PROBE_FRAMES). Meanwhile playback
+    waits for its frames instead of dropping the ones it cannot make, so the first pass of a loop
+    is whole."""
+    def slow(p):
+        infer = p.denoiser.infer
+
+        def delayed(rgb):
+            t0 = time.perf_counter()
+            time.sleep(0.12)  # far slower than the 33 ms frame interval
+            bases = infer(rgb)
+            bases.infer_ms = (time.perf_counter() - t0) * 1000.0  # what `auto` goes by
+            return bases
+
+        p.denoiser.infer = delayed
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=1.0, setup=slow)
+    assert stats["mode"] == "cache" and not p.worker.probing
+    assert stats["frames_dropped_early"] == 0, "early"
+    assert p.compositor.dropped_late == 0, ("late", [read_frame_index(s.original) for s in shown])
+    # Every frame was handed to the display, in order; the only gaps are frames the display
+    # thread did not take before the next one replaced it in the single slot (counted apart).
+    frames = [read_frame_index(s.original) for s in shown]
+    assert frames[0] == 0 and frames == sorted(frames) and frames[-1] + 1 - len(frames) <= p.slot.replaced
+
+
 @pytest.mark.parametrize("ms_at_720p, cores, want", [(10.0, 2, (1280, 720)), (40.0, 16, (960, 540)),
                                                       (40.0, 2, (640, 360)), (60.0, 16, (640, 360)),
                                                       (500.0, 2, (640, 360))])
