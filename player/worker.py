@@ -8,7 +8,8 @@ Owns the only place the network runs during playback. Two modes:
   in a render cache within a memory budget, filled ahead of the playhead; playback waits where
   the cache is not filled, and a looped section plays from the cache in real time on every
   later pass (the worker skips inference for frames already cached).
-`auto` starts live and switches to cache once the measured backbone time shows it cannot keep up.
+`auto` first times the backbone without dropping frames (playback waits for them, `probing`), then
+plays live, and switches to cache once the measured backbone time shows it cannot keep up.
 
 On a CPU the worker runs inference on `lanes` frames at once (frame-level parallelism, as FFmpeg's
 frame threading), each with cores / lanes of torch's threads, and hands the results on in decode

@@ -10,7 +10,7 @@
 #   .dev/avstub/av/__init__.py   a stand-in for PyAV, which the demo source never calls (the
 #                                player's modules name av.error at import time)
 #   .dev/data/train/{CBSD432,CSun_Hays80}, .dev/data/val/CSet5   training data (../shared/data;
-#                                42 MB: with the pygame wheel it fits the device tool's 64 MiB carry)
+#                                43 MB: with the pygame wheel it fits the device tool's 64 MiB carry)
 # Training continues from $INIT (default: the shipped weights/rcd_quality.pt, so nothing else needs
 # carrying): the backbone as a blind denoiser first, then the RCD model from it, as in
 # weights/README.md.
