@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                "v view, ? help, q quit. Full table: README.md.")
     ap.add_argument("input", nargs="?", metavar="INPUT", help="video file (anything FFmpeg reads); omit for the demo")
     # --weights/--device/--precision default to None so that --render --track can tell "not given"
-    # (then the recording's model and device are used); playback treats None as live/auto/auto.
-    ap.add_argument("--weights", default=None, metavar="PATH|live|quality", help="model checkpoint (default: live)")
+    # (then the recording's model and device are used); playback treats None as the device's
+    # default model (worker.default_weights) / auto / auto.
+    ap.add_argument("--weights", default=None, metavar="PATH|live|quality", help="model checkpoint (default: quality on a CUDA GPU, else live)")
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="where the network runs (default: auto)")
     ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"], help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="auto", choices=["auto", "live", "cache"],
@@ -128,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         except RecordError as e:
             print(f"rcd-player: error: {e}", file=sys.stderr)
             return EXIT_FAILED
-    args.weights = args.weights or "live"
     args.device = args.device or "auto"
     args.precision = args.precision or "auto"
     from player.decode import MediaError

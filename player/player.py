@@ -36,7 +36,7 @@ from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, En
 from player.frames import Presented
 from player.queues import ClosableQueue
 from player.record import dtype_name
-from player.worker import DEMO_SIZES, BackboneWorker, pick_demo_size, set_up_lanes
+from player.worker import DEMO_SIZES, BackboneWorker, default_weights, pick_demo_size, set_up_lanes
 
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
 AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
@@ -54,7 +54,7 @@ class PlayerError(Exception):
 @dataclass
 class PlayerConfig:
     input: str | None = None  # None: the built-in demo
-    weights: str = "live"
+    weights: str | None = None  # None: worker.default_weights for the device
     device: str = "auto"
     precision: str = "auto"
     mode: str = "auto"  # auto | live | cache
@@ -184,7 +184,8 @@ class Player:
             self.lanes, self.threads_per_lane = set_up_lanes(device_type, cfg.lanes, cfg.threads)
             if device_type == "cpu" and native.will_build():  # say why the first start pauses
                 self.notice("building the native CPU kernels (first run only, a few seconds)")
-            self.denoiser = Denoiser.load(cfg.weights, device=cfg.device, precision=cfg.precision)
+            self.weights = cfg.weights or default_weights(device_type)  # what was loaded: a name or a path
+            self.denoiser = Denoiser.load(self.weights, device=cfg.device, precision=cfg.precision)
         except checkpoint.CheckpointError as e:
             raise PlayerError(str(e)) from None
         except RuntimeError as e:  # e.g. --device cuda without CUDA

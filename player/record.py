@@ -712,7 +712,7 @@ class Recording:
         d = p.denoiser
         import torch
 
-        return {"model": model_meta(d, p.cfg.weights, self.hashes), "device": d.device.type,
+        return {"model": model_meta(d, p.weights, self.hashes), "device": d.device.type,
                 "precision": dtype_name(d.dtype), "torch": torch.__version__,
                 "source": source_meta(p.info, p.demo, self.hashes)}
 

@@ -32,7 +32,7 @@ from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
 from player.record import RecordError
-from player.worker import DEMO_SIZES, set_up_lanes
+from player.worker import DEMO_SIZES, default_weights, set_up_lanes
 
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
@@ -143,12 +143,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     fixed = None if track is not None else _fixed_mix(preset, strength)
     hashes = record.Hashes()
 
-    # Model: as recorded unless told otherwise.
-    if weights is None:
-        weights = "live"
-        if track is not None:
-            m = track.get("model") or {}
-            weights = m.get("path") if m.get("path") and Path(m["path"]).exists() else m.get("weights", "live")
+    # Model and device: as recorded unless told otherwise, else what the player would use.
     if device is None:
         device = "auto"
         if track is not None and track.get("device") in ("cpu", "cuda"):
@@ -156,6 +151,12 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             if device == "cuda" and not torch.cuda.is_available():
                 _warn("the recording was made on cuda, which is not available: rendering on the CPU (frames will differ)")
                 device = "cpu"
+    if weights is None:
+        if track is not None:
+            m = track.get("model") or {}
+            weights = m.get("path") if m.get("path") and Path(m["path"]).exists() else m.get("weights", "live")
+        else:
+            weights = default_weights(pick_device(device).type)
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
     lanes, _ = set_up_lanes(pick_device(device).type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)

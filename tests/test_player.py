@@ -302,6 +302,19 @@ def test_lanes_and_threads_per_lane(device, cores, lanes, threads, want):
     assert plan_lanes(device, cores, lanes, threads) == want
 
 
+def test_the_default_model_is_the_best_the_device_plays_in_real_time(clip):
+    """No --weights: the quality model on a CUDA GPU, the live model on a CPU (and what was loaded
+    is what a recording's track names)."""
+    from player.worker import default_weights
+
+    assert default_weights("cuda") == "quality" and default_weights("cpu") == "live"
+    p = Player(PlayerConfig(input=str(clip), headless=True, device="cpu", duration=0.1))
+    try:
+        assert p.weights == "live" and p.denoiser.cfg.name == "live"
+    finally:
+        p.close()
+
+
 @pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
 def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
     """`auto` goes by the steady speed of inference: three slow first inferences (buffers being
