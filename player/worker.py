@@ -241,6 +241,11 @@ class BackboneWorker(threading.Thread):
         self._halt = threading.Event()
         self._cache_frames_set = False
         self._jobs: deque[_Job] = deque()  # in decode order; at most `lanes` of them in inference
+        # The first decoded frame past the A-B loop's end, held back rather than inferred (the player
+        # is about to seek to A) — and not thrown away: a loop cleared or widened in the meantime
+        # plays on from it. Discarding such frames while paused let the decoder run on to the end of
+        # the file, so clearing the loop ended playback at the old loop end.
+        self._held: VideoFrame | None = None
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -307,8 +312,10 @@ class BackboneWorker(threading.Thread):
             # A free lane, and not too far ahead of the oldest job (cached frames need no lane).
             if not closed and self._in_flight() < self.lanes and len(self._jobs) <= self.lanes:
                 try:  # with a job in inference, only a short look at the queue: its result comes first
-                    self._admit(self.video_q.get(timeout=0.002 if head else 0.1), lanes)
-                    continue
+                    if self._admit(self._next_frame(timeout=0.002 if head else 0.1), lanes):
+                        continue
+                    if head is None:  # held past the loop's end, nothing else to do: wait for the seek
+                        self._halt.wait(0.005)
                 except TimeoutError:
                     pass
                 except Closed:
@@ -318,18 +325,27 @@ class BackboneWorker(threading.Thread):
             elif closed:
                 return
 
-    def _admit(self, item, lanes: ThreadPoolExecutor) -> None:
-        """A decoded frame (or the end of the stream): dropped, found in the cache, or sent to a lane."""
+    def _next_frame(self, timeout: float):
+        """The held frame if there is one, else the next decoded item."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        return self.video_q.get(timeout=timeout)
+
+    def _admit(self, item, lanes: ThreadPoolExecutor) -> bool:
+        """A decoded frame (or the end of the stream): dropped, found in the cache, or sent to a
+        lane — True; or held back past the loop's end (`_held`) — False."""
         clock = self.player.clock
         if item.epoch != clock.epoch:
-            return  # from before a seek
+            return True  # from before a seek
         if isinstance(item, EndOfStream):
             self._jobs.append(_Job(item, -1, bases=item))
-            return
+            return True
         frame: VideoFrame = item
         a, b = self.player.loop
         if a is not None and b is not None and frame.pts > b + frame.duration:
-            return  # past the loop's end: the player is about to seek back to A
+            self._held = frame  # past the loop's end: the player is about to seek back to A
+            return False
         if self.mode == "live" and not self.probing and not clock.paused and self.player.frames_presented_epoch > 0:
             # Late already, or late by the time the backbone would be done with it: skip it
             # and spend the inference on a frame that can still be shown on time.
@@ -343,6 +359,7 @@ class BackboneWorker(threading.Thread):
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
             self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb)))
+        return True
 
     def _hand_on(self, job: _Job) -> None:
         """The oldest job, once done (waits up to 0.1 s for it), to the compositor in decode order."""

@@ -315,6 +315,19 @@ def test_the_default_model_is_the_best_the_device_plays_in_real_time(clip):
         p.close()
 
 
+@pytest.mark.parametrize("mode", ["live", "cache"])
+def test_clearing_the_loop_plays_on_past_its_old_end(tmp_path, weights, clip, mode):
+    """A loop cleared after a pause: playback carries on to the end of the file. The worker used to
+    throw away the frames decoded past the loop's end, so after a pause (the decoder then runs
+    ahead) it met the end of the stream at the old B and playback stopped there."""
+    _, shown, _ = play(tmp_path, weights, clip, duration=4.5, loop=(0.5, 1.0), mode=mode,
+                       script=[(0.2, "cycle pause"), (1.7, "cycle pause"), (1.8, "ab-loop-clear")])
+    pts = [s.pts for s in shown if not s.paused]
+    assert pts[-1] > 2.9, f"stopped at {pts[-1]:.3f} s of a 3 s clip"
+    after = [read_frame_index(s.original) for s in shown if s.pts > 1.0]
+    assert after == list(range(after[0], 90)) and after[0] <= 31  # every frame past B, in order
+
+
 @pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
 def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
     """`auto` goes by the steady speed of inference: three slow first inferences (buffers being
