@@ -117,20 +117,30 @@ def character_coefficients(levels, strength: float, character: float = 0.0, base
     return torch.from_numpy(character_coefficients_np(levels, strength, character, base))
 
 
-def coefficients_np(mix: Mix, levels, auto) -> tuple[np.ndarray, np.ndarray]:
-    """(luma coefficients (L,), chroma coefficients (L,)) float64 NumPy for a mix and a frame's
-    AutoTune, read-only: they may share memory with each other and with `auto`. No torch op: this
-    runs before every blend (a dozen torch ops were 0.6 ms of a 7 ms 1080p blend, cold)."""
+def mix_coefficients_np(mix: Mix, levels, auto) -> np.ndarray:
+    """The mix's level coefficients (L,) float64 NumPy before its luma and chroma gains, for a
+    frame's AutoTune; read-only (may share memory with `auto`). No torch op: this runs before
+    every blend (a dozen torch ops were 0.6 ms of a 7 ms 1080p blend, cold)."""
     if mix.coeffs is not None:
         c = np.asarray(mix.coeffs, dtype=np.float64)
         assert c.size == len(levels), f"{c.size} coefficients for {len(levels)} levels"
-    elif mix.strength is None:
-        c = as_float64(auto)
-    else:
-        c = character_coefficients_np(levels, mix.strength, mix.character, base=auto)
+        return c
+    if mix.strength is None:
+        return as_float64(auto)
+    return character_coefficients_np(levels, mix.strength, mix.character, base=auto)
+
+
+def gains_np(c: np.ndarray, mix: Mix) -> tuple[np.ndarray, np.ndarray]:
+    """Level coefficients (L,) → (luma coefficients, chroma coefficients) with the mix's gains."""
     cy = c if mix.luma == 1.0 else c * mix.luma  # gains of 1 (the usual case) cost no NumPy call
     cc = c if mix.chroma == 1.0 else c * mix.chroma
     return cy, cc
+
+
+def coefficients_np(mix: Mix, levels, auto) -> tuple[np.ndarray, np.ndarray]:
+    """(luma coefficients (L,), chroma coefficients (L,)) float64 NumPy for a mix and a frame's
+    AutoTune, read-only: they may share memory with each other and with `auto`."""
+    return gains_np(mix_coefficients_np(mix, levels, auto), mix)
 
 
 def coefficients(mix: Mix, levels, auto: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

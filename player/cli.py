@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -49,6 +50,13 @@ def _positive(s: str) -> float:
 def _terminate(signum, frame):
     """SIGTERM ends playback like Ctrl-C: threads joined, recording finished, stats written."""
     raise KeyboardInterrupt
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either one does not exist (yet)
+        return False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.render and args.track and (args.preset or args.strength is not None):
         ap.error("--track cannot be combined with --preset or --strength")
     if args.render:
+        given = [o for o, v in (("--script", args.script), ("--start", args.start), ("--duration", args.duration),
+                                ("--loop", args.loop)) if v]
+        if given:
+            ap.error(f"--render renders the whole input (or, with --track, a recording's span and tuning); "
+                     f"{', '.join(given)} belong to playback: record with them, then --render --track")
+    for out in (args.render, args.record):
+        if out and args.input and _same_file(args.input, out):
+            ap.error(f"{out} is the input file: choose another output")
+    signal.signal(signal.SIGTERM, _terminate)  # a render or playback ends as with Ctrl-C: nothing half-written
+    if args.render:
         from player import render
 
         return render.main(args)
@@ -147,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"rcd-player: error: {args.stats_json}: cannot write stats ({e.strerror})", file=sys.stderr)
             return EXIT_USAGE
-    signal.signal(signal.SIGTERM, _terminate)
     player = None
     try:
         player = Player(cfg)

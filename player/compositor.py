@@ -97,22 +97,22 @@ class CompositorThread(threading.Thread):
         den = self.player.denoiser
         t0 = time.perf_counter()
         b = prep.bases
+        gains = (c.mix.luma, c.mix.chroma)
         if c.bypass:
             tuned = prep.frame.rgb
             coeffs = np.zeros(len(b.levels))
             strength = 0.0
         else:
-            cy, cc = compose.coefficients_np(c.mix, b.levels, b.auto)  # (L,) float64 each
-            tuned = den.blend(b, coeffs=(cy, cc), out=self._buffer(*b.size))
-            coeffs = cy
-            strength = compose.strength_of(cy, b.levels)
+            coeffs = compose.mix_coefficients_np(c.mix, b.levels, b.auto)  # (L,) float64, before the gains
+            tuned = den.blend(b, coeffs=compose.gains_np(coeffs, c.mix), out=self._buffer(*b.size))
+            strength = compose.strength_of(coeffs, b.levels)  # the strength knob's value; luma/chroma gains apart
         ms = (time.perf_counter() - t0) * 1000.0
         self.blend_ms.append(ms)
         self._serial = c.serial
         self._last_present = time.monotonic()
         self.current = prep
         self.slot.put(Presented(frame=prep.frame, tuned=tuned, serial=c.serial, blend_ms=ms, strength=strength,
-                                coeffs=tuple(float(v) for v in coeffs), bases=b))
+                                coeffs=tuple(float(v) for v in coeffs), gains=gains, bases=b))
 
     def _next(self):
         """Next item of the current epoch at the head of the queue, dropping stale ones."""

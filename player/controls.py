@@ -8,8 +8,9 @@ command is a string: "add strength 2", "set view split", "cycle bypass". Playbac
 Property table (name: type, range):
   strength   float 0..60 (removed-noise std, 8-bit units; "auto" = AutoTune)
   character  float −1..1
-  coeff.N    float −1..2 (expert per-level coefficient, N = 1..L; switches to expert mode)
-  level      int 1..L (the level that + / − adjust)
+  coeff.N    float −1..2 (expert coefficient of the N-th adjustable level; switches to expert mode)
+  level      int 1..L' (the adjustable level that + / − adjust: the levels above 0 in order; a
+             level-0 map is all zero, so its coefficient changes nothing)
   luma       float 0..2 (gain on the luma part of the removed noise)
   chroma     float 0..2 (gain on the chroma part)
   bypass     bool (show the original)
@@ -52,7 +53,7 @@ class Controls:
     split: float = 0.5
     zoom: int = 1
     center: tuple[float, float] = (0.5, 0.5)
-    level: int = 1  # 1-based selected level
+    level: int = 1  # selected adjustable level, 1-based (adjustable_levels)
     hud: bool = True
     help: bool = False
     serial: int = 0  # increases on every change that alters the blend
@@ -114,8 +115,8 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
         raise CommandError("empty command")
     verb, args = parts[0], parts[1:]
     mix = c.mix
-    if verb == "autotune":
-        return with_mix(c, Mix(luma=mix.luma, chroma=mix.chroma))
+    if verb == "autotune":  # the reset point: AutoTune's coefficients, luma and chroma gains ×1
+        return with_mix(c, Mix())
     if verb not in ("set", "add", "cycle") or not args:
         raise CommandError(f"unknown command: {command!r}")
     name = args[0]
@@ -135,17 +136,18 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
         ch = parse_float(value) if verb == "set" else mix.character + parse_float(value)
         return with_mix(c, mix.with_(strength=s, character=_clamp(ch, -1.0, 1.0), coeffs=None))
     if name.startswith("coeff"):
-        idx = c.level if name == "coeff" else _level_index(name.split(".", 1)[1], ctx)
+        n = c.level if name == "coeff" else _level_number(name.split(".", 1)[1], ctx)
+        idx = level_index(n, ctx.levels)
         coeffs = current_coeffs(mix, ctx).tolist()
-        v = parse_float(value) if verb == "set" else coeffs[idx - 1] + parse_float(value)
-        coeffs[idx - 1] = _clamp(v, *COEFF_RANGE)
+        v = parse_float(value) if verb == "set" else coeffs[idx] + parse_float(value)
+        coeffs[idx] = _clamp(v, *COEFF_RANGE)
         return with_mix(c, mix.with_(coeffs=tuple(coeffs)))
     if name in ("luma", "chroma"):
         v = parse_float(value) if verb == "set" else getattr(mix, name) + parse_float(value)
         return with_mix(c, mix.with_(**{name: round(_clamp(v, *GAIN_RANGE), 4)}))
     if name == "level":
-        n = len(ctx.levels)
-        lv = (c.level % n) + 1 if verb == "cycle" else _level_index(value, ctx) if verb == "set" else int(_clamp(c.level + int(parse_float(value)), 1, n))
+        n = len(adjustable_levels(ctx.levels))
+        lv = (c.level % n) + 1 if verb == "cycle" else _level_number(value, ctx) if verb == "set" else int(_clamp(c.level + int(parse_float(value)), 1, n))
         return replace(c, level=lv)
     if name == "bypass":
         b = (not c.bypass) if verb == "cycle" else parse_bool(value)
@@ -178,20 +180,39 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
     raise CommandError(f"unknown property: {name!r}")
 
 
-def _level_index(s: str, ctx: Context) -> int:
+def adjustable_levels(levels) -> list[int]:
+    """0-based indices of the levels a user can adjust: those above 0, in order. (A level-0 map is
+    all zero, as in the authors' model: AutoTune's weight on it scales the others down, and a
+    coefficient on it changes nothing.)"""
+    return [i for i, v in enumerate(levels) if v > 0]
+
+
+def level_index(n: int, levels) -> int:
+    """The 0-based index among all levels of adjustable level n (1-based)."""
+    return adjustable_levels(levels)[n - 1]
+
+
+def _level_number(s: str, ctx: Context) -> int:
+    adj = adjustable_levels(ctx.levels)
+    what = f"level must be 1..{len(adj)} (the maps of σ {', '.join(f'{ctx.levels[i]:g}' for i in adj)})"
     try:
         i = int(s)
     except ValueError:
-        raise CommandError(f"level must be 1..{len(ctx.levels)}, got {s!r}") from None
-    if not 1 <= i <= len(ctx.levels):
-        raise CommandError(f"level must be 1..{len(ctx.levels)}, got {i}")
+        raise CommandError(f"{what}, got {s!r}") from None
+    if not 1 <= i <= len(adj):
+        raise CommandError(f"{what}, got {i}")
     return i
 
 
-def mix_to_json(mix: Mix) -> dict:
-    return {"strength": mix.strength, "character": mix.character,
-            "coeffs": list(mix.coeffs) if mix.coeffs is not None else None,
-            "luma": mix.luma, "chroma": mix.chroma}
+PRESET_DECIMALS = 4  # preset files as people read and edit them (tuning tracks keep every digit)
+
+
+def mix_to_json(mix: Mix, decimals: int | None = None) -> dict:
+    """A mix as JSON; `decimals` rounds its numbers (None: exact, as a re-render needs)."""
+    r = (lambda v: float(v)) if decimals is None else (lambda v: round(float(v), decimals))  # noqa: E731
+    return {"strength": None if mix.strength is None else r(mix.strength), "character": r(mix.character),
+            "coeffs": [r(v) for v in mix.coeffs] if mix.coeffs is not None else None,
+            "luma": r(mix.luma), "chroma": r(mix.chroma)}
 
 
 def mix_from_json(d: dict) -> Mix:

@@ -19,6 +19,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from player import colour as col
 from player.frames import AudioChunk, VideoFrame
 from player.queues import ClosableQueue
 
@@ -47,6 +48,7 @@ class SourceInfo:
     duration: float  # seconds, 0 if unknown
     has_audio: bool
     path: str | None = None
+    colour: col.Colour | None = None  # the YUV matrix frames are decoded with (None: guessed from the size)
 
 
 class FileSource:
@@ -78,7 +80,8 @@ class FileSource:
             duration = self.container.duration / 1e6
         first = self._first_frame()
         self.info = SourceInfo(name=p.name, width=first.width, height=first.height, fps=fps if 0 < fps < 1000 else 30.0,
-                               duration=duration, has_audio=self.astream is not None, path=self.path)
+                               duration=duration, has_audio=self.astream is not None, path=self.path,
+                               colour=col.of_frame(first))
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 
@@ -122,7 +125,7 @@ class FileSource:
             last_pts = pts
             if pts < start - nominal / 2:
                 continue
-            rgb = frame.to_ndarray(format="rgb24", threads=1)
+            rgb = frame.to_ndarray(format="rgb24", src_colorspace=self.info.colour.matrix, threads=1)
             yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
             index += 1
 
@@ -148,7 +151,8 @@ class DemoFeed:
     def __init__(self, demo):
         self.demo = demo
         self.info = SourceInfo(name="demo", width=demo.width, height=demo.height, fps=demo.fps,
-                               duration=demo.num_frames / demo.fps, has_audio=True)
+                               duration=demo.num_frames / demo.fps, has_audio=True,
+                               colour=col.guess(demo.width, demo.height))
         self.bad_packets = 0
 
     def read(self, start: float, kind: str) -> Iterator[VideoFrame | AudioChunk]:

@@ -44,6 +44,7 @@ class Presented:
     tuned: np.ndarray  # (H, W, 3) uint8
     serial: int  # controls serial this frame was blended with
     blend_ms: float
-    strength: float  # removed-noise std actually applied (8-bit units)
-    coeffs: tuple[float, ...]  # luma coefficients used
+    strength: float  # the strength knob's value: removed-noise std of the level mix (8-bit units), gains apart
+    coeffs: tuple[float, ...]  # the level coefficients, before the luma and chroma gains
+    gains: tuple[float, float] = (1.0, 1.0)  # (luma, chroma) gains applied on top of them
     bases: Bases | None = field(default=None, repr=False)

@@ -215,6 +215,7 @@ class Player:
         self._changed_at: dict[int, float] = {}  # controls serial → time of the change
         self.presets: dict[str, Mix] = {}
         self._preset_side = "A"
+        self.preset_file = cfg.preset or PRESET_FILE  # where ctrl+s / ctrl+o save and load
         if cfg.preset:
             self._load_presets(cfg.preset, startup=True)
         self.script = load_script(cfg.script) if cfg.script else []
@@ -388,25 +389,27 @@ class Player:
         elif verb == "preset-store":
             side = (args or ["A"])[0].upper()
             self.presets[side] = self.controls.mix
+            self._preset_side = side  # what is on screen is this preset now: the next flip goes to the other
             self.message(f"preset {side} stored")
         elif verb == "preset-flip":
-            self._preset_side = "B" if self._preset_side == "A" else "A"
-            mix = self.presets.get(self._preset_side)
+            side = "B" if self._preset_side == "A" else "A"
+            mix = self.presets.get(side)
             if mix is None:
-                raise ctl.CommandError(f"preset {self._preset_side} is empty (store it with ctrl+{self._preset_side.lower()})")
+                raise ctl.CommandError(f"preset {side} is empty (store it with ctrl+{side.lower()})")
+            self._preset_side = side
             self._set_controls(ctl.with_mix(self.controls, mix))
-            self.message(f"preset {self._preset_side}")
+            self.message(f"preset {side}")
         elif verb == "preset-save":
-            path = args[0] if args else PRESET_FILE
-            data = {k: ctl.mix_to_json(v) for k, v in self.presets.items()}
-            data.setdefault("A", ctl.mix_to_json(self.controls.mix))
+            path = args[0] if args else self.preset_file
+            data = {k: ctl.mix_to_json(v, ctl.PRESET_DECIMALS) for k, v in self.presets.items()}
+            data.setdefault("A", ctl.mix_to_json(self.controls.mix, ctl.PRESET_DECIMALS))
             try:
                 Path(path).write_text(json.dumps(data, indent=2) + "\n")
             except OSError as e:
                 raise ctl.CommandError(f"cannot write {path}: {e.strerror}") from None
             self.message(f"presets saved to {path}")
         elif verb == "preset-load":
-            self._load_presets(args[0] if args else PRESET_FILE)
+            self._load_presets(args[0] if args else self.preset_file)
         elif verb == "screenshot":
             self.screenshot(args[0] if args else self.cfg.screenshot_dir)
         elif verb == "record":
@@ -438,8 +441,19 @@ class Player:
             self.message(f"character {m.character:+.2f}")
         elif name in ("luma", "chroma"):
             self.message(f"{name} ×{getattr(m, name):.2f}")
-        elif name in ("bypass", "view", "zoom", "level"):
-            self.message(f"{name} {getattr(c, name)}")
+        elif name == "bypass":
+            self.message("bypass on: the original is shown" if c.bypass else "bypass off: tuned")
+        elif name == "view":
+            self.message(f"view {c.view}")
+        elif name == "zoom":
+            self.message(f"zoom {c.zoom}:1")
+        elif name == "level" or name.startswith("coeff"):
+            n = c.level if name in ("level", "coeff") else int(name.split(".", 1)[1])
+            i = ctl.level_index(n, self.levels)
+            text = f"level {n}: the σ {self.levels[i]:g} map"
+            if m.coeffs is not None:
+                text += f", coefficient {m.coeffs[i]:+.3f} (expert)"
+            self.message(text if name != "level" or m.coeffs is not None else text + " (+ / − change its coefficient)")
 
     def _load_presets(self, path: str, startup: bool = False) -> None:
         error = PlayerError if startup else ctl.CommandError
@@ -603,7 +617,7 @@ class Player:
             self._present_times.append(t)
         self.frames_presented += 1
         self.frames_presented_epoch += 1
-        if self.frames_presented % STATS_EVERY == 1:
+        if self.paused or self.frames_presented % STATS_EVERY == 1:  # paused: every re-blend and step is read
             self._measure(p)
 
     def _show_waiting(self, waited: float) -> None:
@@ -647,7 +661,9 @@ class Player:
 
         c, m, b = self.controls, self.controls.mix, p.bases
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
-        req = "bypass" if c.bypass else f"{p.strength:5.1f}"
+        req = f"{p.strength:5.1f}"
+        if c.bypass:
+            req, mode = "off", "bypass: the original is shown"
         frame_p50, frame_max = self.frame_times_ms()
         lines = [
             f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
@@ -664,8 +680,10 @@ class Player:
         ]
         if self.psnr_original is not None:
             lines.append(f"PSNR original {self.psnr_original:5.2f} dB   tuned {self.psnr_tuned:5.2f} dB")
-        bars = [(f"{lv:g}", p.coeffs[i] if i < len(p.coeffs) else 0.0, 1.0, i + 1 == c.level)
-                for i, lv in enumerate(self.levels)]
+        # One bar per level, labelled with the number key that selects it (the zero map has none).
+        keys = {i: n for n, i in enumerate(ctl.adjustable_levels(self.levels), start=1)}
+        bars = [(f"{keys[i] if i in keys else ' '}  σ {lv:g}", p.coeffs[i] if i < len(p.coeffs) else 0.0, 1.0,
+                 keys.get(i) == c.level) for i, lv in enumerate(self.levels)]
         badges = []
         if self.paused:
             badges.append("PAUSED")

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import checkpoint
+from player import colour as col
 from player.controls import read_json
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE
 
@@ -148,7 +149,8 @@ class MediaWriter:
     its thread, the render in its loop. Same settings in both, so the same frames in give the
     same bitstream out."""
 
-    def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool):
+    def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool,
+                 colour: col.Colour | None = None):
         import av
 
         self.origin = origin
@@ -175,6 +177,11 @@ class MediaWriter:
         cc.framerate = rate
         cc.gop_size = max(1, int(round(float(rate))))  # a keyframe every second: the crash-safety unit
         cc.thread_count = 1  # x264 with threads > 1 is not bit-reproducible
+        # The source's matrix (player/colour.py), written with the tags that say so: the frames go
+        # file → RGB → file with one matrix, and players read them back with it.
+        self.colour = colour or col.guess(width, height)
+        cc.colorspace, cc.color_primaries, cc.color_trc = self.colour.colorspace, self.colour.primaries, self.colour.trc
+        cc.color_range = col.RANGE_MPEG
         vs.time_base = VIDEO_TIME_BASE
         vs.options = {"preset": X264_PRESET, "crf": X264_CRF}
         self.vstream = vs
@@ -203,7 +210,7 @@ class MediaWriter:
         if rgb.shape[:2] != self.size:
             raise RecordError(f"frame size changed to {rgb.shape[1]}×{rgb.shape[0]} while recording")
         vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        vf = vf.reformat(format=self.pix_fmt)
+        vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
         vf.pts = int(round((pts - self.origin) / VIDEO_TIME_BASE))
         vf.time_base = VIDEO_TIME_BASE
         for pkt in self.vstream.encode(vf):
@@ -303,10 +310,15 @@ def _one_line(e: BaseException) -> str:
 
 
 # ---- the tuning track --------------------------------------------------------------------------
-def mix_state_json(mix, bypass: bool) -> dict:
+def mix_state_json(mix, bypass: bool, compact: bool = False) -> dict:
+    """A frame's state in the track: its mix, bypass and, for a frame blended from the render
+    cache's float16 bases (Denoiser.compact), "bases": "float16" — a re-render blends from the same."""
     from player.controls import mix_to_json
 
-    return {"mix": mix_to_json(mix), "bypass": bool(bypass)}
+    state = {"mix": mix_to_json(mix), "bypass": bool(bypass)}
+    if compact:
+        state["bases"] = "float16"
+    return state
 
 
 class Track:
@@ -393,9 +405,10 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps}
 
 
-def encoder_meta(pix_fmt: str | None = None) -> dict:
+def encoder_meta(pix_fmt: str | None = None, colour: col.Colour | None = None) -> dict:
     return {"video": {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF), "threads": 1,
-                      "pix_fmt": pix_fmt, "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}"},
+                      "pix_fmt": pix_fmt, "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
+                      "matrix": colour.name if colour else None},
             "audio": {"codec": AUDIO_CODEC, "rate": AUDIO_RATE, "channels": AUDIO_CHANNELS}}
 
 
@@ -438,12 +451,12 @@ class Recorder(threading.Thread):
     """One recording. The main thread calls present() / stop(); everything else is this thread's."""
 
     def __init__(self, target: Path, force: bool, fps: float, has_audio: bool, tap: AudioTap | None,
-                 meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES):
+                 meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None):
         super().__init__(name="recorder", daemon=True)
         self.target, self.force, self.fps = Path(target), force, fps
         self.tmp = claim_temp(self.target, force)
         self.fmt = container_format(self.target)
-        self.has_audio = has_audio
+        self.has_audio, self.colour = has_audio, colour
         self.meta_fn, self.notice = meta_fn, notice
         self.cap_bytes = cap_bytes
         self._q: collections.deque[_Item] = collections.deque()
@@ -549,9 +562,10 @@ class Recorder(threading.Thread):
     def _encode(self, item: _Item) -> None:
         if self.writer is None:
             h, w = item.rgb.shape[:2]
-            self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio)
+            self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio,
+                                      colour=self.colour)
             meta = self.meta_fn()
-            meta.update(encoder_meta(self.writer.pix_fmt))
+            meta.update(encoder_meta(self.writer.pix_fmt, self.writer.colour))
             meta["recording"] = str(self.target)
             self.track = Track(meta)
             write_json_atomic(sidecar_path(self.tmp), self.track.to_json(complete=False))
@@ -627,7 +641,8 @@ class Recording:
 
     def start(self, target: Path) -> None:
         p = self.player
-        rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice)
+        rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice,
+                       colour=p.info.colour)
         self._used.add(str(Path(target).resolve()))
         rec.start()
         self.current = rec
@@ -674,7 +689,8 @@ class Recording:
             return
         bypass_frame = p.tuned is p.frame.rgb
         mix, bypass = self._state(p, controls, bypass_frame)
-        state = mix_state_json(mix, bypass)
+        compact = not bypass_frame and p.bases is not None and p.bases.x.element_size() == 2  # the cache's float16
+        state = mix_state_json(mix, bypass, compact)
         rec.present(p.frame.pts, p.frame.duration, p.tuned, state, copy=not bypass_frame)
 
     def _state(self, p, controls, bypass_frame: bool):
@@ -690,9 +706,9 @@ class Recording:
             return controls.mix, True
         for serial in sorted(self._seen, reverse=True):
             mix, bypass = self._seen[serial]
-            if not bypass and p.bases is not None:
-                cy, _ = compose.coefficients(mix, p.bases.levels, p.bases.auto)
-                if tuple(float(v) for v in cy) == tuple(p.coeffs):
+            if not bypass and p.bases is not None and (mix.luma, mix.chroma) == p.gains:
+                c = compose.mix_coefficients_np(mix, p.bases.levels, p.bases.auto)
+                if tuple(float(v) for v in c) == tuple(p.coeffs):
                     return mix, False
         return controls.mix, False
 

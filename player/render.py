@@ -207,14 +207,16 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 origin = start if track is not None else min(0.0, frame.pts)
                 h, w = frame.rgb.shape[:2]
                 writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
-                                            audio=info.has_audio)
-                out_track.meta.update(record.encoder_meta(writer.pix_fmt))
+                                            audio=info.has_audio, colour=info.colour)
+                out_track.meta.update(record.encoder_meta(writer.pix_fmt, writer.colour))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
             if bypass:
                 rgb = frame.rgb  # bypass frames are the original, as played
             else:
                 bases = inference.result()
+                if state.get("bases") == "float16":  # played from the render cache: blended from its float16 bases
+                    bases = den.compact(bases)
                 rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
             enc.call(writer.video, frame.pts, rgb)
             enc.call(writer.encode_audio_until, frame.pts + frame.duration)
@@ -236,11 +238,13 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                     else:
                         ci = 0
                     if ci not in state_cache:
+                        compact = False
                         if changes is not None:
                             mix, bypass = ctl.mix_from_json(changes[ci]["mix"]), bool(changes[ci].get("bypass"))
+                            compact = changes[ci].get("bases") == "float16"
                         else:
                             mix, bypass = fixed, False
-                        state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass))
+                        state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass, compact))
                     mix, bypass, state = state_cache[ci]
                     pending.append((frame, mix, bypass, state, None if bypass else pool.submit(den.infer, frame.rgb)))
                     taken += 1

@@ -188,15 +188,18 @@ def test_frame_step_forward_and_back(tmp_path, weights, clip):
 
 
 def test_presets_store_flip_save_and_load(tmp_path, weights, clip):
+    """Store A and B, one flip shows the other one (A), ctrl+s saves to the --preset file (rounded
+    for people to read), and that file loads at start."""
     preset_file = tmp_path / "p.json"
-    script = [(0.2, "set strength 10"), (0.2, "preset-store A"), (0.3, "set strength 35"), (0.3, "preset-store B"),
-              (0.4, f"preset-save {preset_file}"), (0.6, "preset-flip"), (0.9, "preset-flip")]
-    p, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.2)
+    preset_file.write_text(json.dumps({"A": {"strength": 5}}))
+    script = [(0.2, "set strength 10"), (0.2, "preset-store A"), (0.3, "set strength 35.123456789"),
+              (0.3, "preset-store B"), (0.5, "preset-flip"), (0.8, "set strength 20"), (0.9, "preset-save")]
+    p, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.2, preset=str(preset_file))
     saved = json.loads(preset_file.read_text())
-    assert saved["A"]["strength"] == 10 and saved["B"]["strength"] == 35
+    assert saved["A"]["strength"] == 10 and saved["B"]["strength"] == 35.1235
     strengths = [round(s.strength, 3) for s in shown]
-    i35 = strengths.index(35.0)
-    assert 10.0 in strengths[i35:], "flip must bring preset A back"
+    changes = [v for i, v in enumerate(strengths) if i == 0 or v != strengths[i - 1]]
+    assert changes == [5.0, 10.0, 35.123, 10.0, 20.0], "one flip after storing B must bring A back"
     p2, shown2, _ = play(tmp_path, weights, clip, duration=0.5, preset=str(preset_file))
     assert abs(shown2[-1].strength - 10.0) < 1e-6
 
@@ -572,15 +575,36 @@ def _screenshot(wid: str, env, proc=None) -> np.ndarray:
     return root[y : y + h, x : x + w]
 
 
-def test_number_keys_select_every_level_of_the_quality_preset():
-    from player.controls import CommandError, Context, Controls, apply
+def test_paused_edits_are_measured_and_gains_are_not_strength(tmp_path, weights, clip):
+    """Paused, every re-blend is measured for the HUD (removed σ, PSNR); the strength shown is the
+    knob's value, whatever the luma / chroma gains; `autotune` resets the gains too."""
+    p, shown, _ = play(tmp_path, weights, clip, duration=1.2,
+                       script=[(0.3, "cycle pause"), (0.5, "set strength 20"), (0.7, "set luma 0")])
+    last = shown[-1]
+    assert last.paused and p.controls.mix.luma == 0.0
+    assert last.strength == pytest.approx(20.0, abs=0.01)  # not 0: luma ×0 is a gain, not a strength
+    fresh = float(np.std(last.tuned[::4, ::4].astype(np.int16) - last.original[::4, ::4].astype(np.int16)))
+    assert p.measured_sigma == pytest.approx(fresh, abs=1e-9)
+    assert 0 < fresh < 15  # chroma still removed, luma not
+    from player.controls import Context, apply
+
+    reset = apply(p.controls, "autotune", Context(levels=p.levels))
+    assert (reset.mix.luma, reset.mix.chroma, reset.mix.strength) == (1.0, 1.0, None)
+
+
+def test_number_keys_select_every_level_above_zero():
+    """Keys 1, 2, … select the levels above 0 in order (a level-0 map is all zero: nothing to
+    adjust), and + / − then change that level's coefficient."""
+    from player.controls import CommandError, Context, Controls, apply, level_index
     from player.keymap import KEYMAP
 
-    quality = Context(levels=PRESETS["quality"].levels)
-    n = len(quality.levels)
-    assert n == 10  # 1…9 and 0 reach every level
-    chosen = {apply(Controls(), KEYMAP[str(k % 10)], quality).level for k in range(1, n + 1)}
-    assert chosen == set(range(1, n + 1))
-    live = Context(levels=PRESETS["live"].levels)
-    with pytest.raises(CommandError, match="level must be 1..6"):
-        apply(Controls(), KEYMAP["0"], live)
+    for preset, n in (("quality", 9), ("live", 5)):
+        ctx = Context(levels=PRESETS[preset].levels, auto=torch.full((len(PRESETS[preset].levels),), 0.1, dtype=torch.float64))
+        chosen = [apply(Controls(), KEYMAP[str(k)], ctx).level for k in range(1, n + 1)]
+        assert chosen == list(range(1, n + 1))
+        assert [ctx.levels[level_index(k, ctx.levels)] for k in chosen] == [v for v in ctx.levels if v > 0]
+        with pytest.raises(CommandError, match=f"level must be 1..{n}"):
+            apply(Controls(), KEYMAP[str(n + 1 if n < 9 else 0)], ctx)
+        c = apply(apply(Controls(), KEYMAP["2"], ctx), KEYMAP["+"], ctx)  # the second level above 0
+        changed = [i for i, v in enumerate(c.mix.coeffs) if abs(v - 0.1) > 1e-9]
+        assert changed == [level_index(2, ctx.levels)] and ctx.levels[changed[0]] > 0

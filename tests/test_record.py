@@ -203,6 +203,22 @@ def test_render_from_track_is_identical(session, weights):
     assert track2["frames"] == json.loads(session["track"].read_text())["frames"]
 
 
+def test_render_from_a_cache_mode_track_is_identical(clip, weights, tmp_path):
+    """Frames played from the render cache were blended from its float16 bases; the track says so
+    and the re-render blends from the same (it used to differ by up to 49 levels)."""
+    out, out2, script = tmp_path / "cached.mp4", tmp_path / "again.mp4", tmp_path / "script.txt"
+    script.write_text(f"0.2 record {out}\n0.6 set strength 30\n1.2 record\n")
+    run_player(clip, "--weights", weights, "--headless", "--mode", "cache", "--script", script, "--threads", "1",
+               check=True)
+    changes = json.loads(Path(str(out) + ".json").read_text())["changes"]
+    assert changes and all(c.get("bases") == "float16" for c in changes)
+    run_player(clip, "--render", out2, "--track", Path(str(out) + ".json"), "--threads", "1", check=True)
+    (t1, played), (t2, again) = decode_video(out), decode_video(out2)
+    assert t1 == t2 and len(played) > 15
+    for i, (a, b) in enumerate(zip(played, again)):
+        assert np.array_equal(a, b), f"frame {i} differs"
+
+
 # --------------------------------------------------------------------------- whole-file render
 
 def test_render_whole_file_with_strength(make_clip, weights, tmp_path):
@@ -220,6 +236,46 @@ def test_render_whole_file_with_strength(make_clip, weights, tmp_path):
     assert pcm is not None and pcm.shape[1] / 48000 == pytest.approx(1.0, abs=0.06)
     track = json.loads(Path(str(out) + ".json").read_text())
     assert track["initial"]["mix"]["strength"] == 20.0 and len(track["frames"]) == 30
+
+
+PATCHES = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 210], [128, 128, 128]], np.uint8)  # RGB
+
+
+def test_hd_colour_goes_through_with_one_matrix_and_the_tags_say_so(weights, tmp_path):
+    """An untagged HD file is BT.709 (what players assume): decoded with that matrix, rendered back
+    with it, and the render is tagged BT.709 / limited range. Decoded as BT.601, this red patch
+    came out as (201, 8, 30) and the render, untagged, read back in BT.709 by other players."""
+    from player.decode import FileSource
+
+    rgb = np.repeat(np.repeat(PATCHES[None], 64, axis=0), 320, axis=1)  # (64, 1280, 3): four flat patches
+    src = tmp_path / "hd_untagged.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 1280, 64, "yuv420p"
+        s.options = {"preset": "ultrafast", "crf": "1"}
+        for i in range(4):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+    def patches(frame_rgb):
+        return np.stack([frame_rgb[16:48, x - 100 : x + 100].reshape(-1, 3).mean(0) for x in (160, 480, 800, 1120)])
+
+    source = FileSource(str(src))
+    assert source.info.colour.name == "BT.709"
+    decoded = next(iter(source.read(0.0, "video"))).rgb
+    assert np.abs(patches(decoded) - PATCHES).max() < 5  # swscale's fast path is ~1–3 levels dark
+    out = tmp_path / "hd.mp4"
+    run_player(src, "--render", out, "--strength", "0", "--weights", weights, "--threads", "1", check=True)
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)  # BT.709, limited
+        first = next(c.decode(video=0))
+        assert first.colorspace == 1
+        assert np.abs(patches(first.to_ndarray(format="rgb24")) - PATCHES).max() < 7  # two conversions
 
 
 def test_render_keeps_irregular_timestamps(weights, tmp_path):
@@ -390,3 +446,44 @@ def test_read_only_directory_fails_before_playback(tmp_path):
     assert r.returncode != 0
     errs = error_lines(r)
     assert len(errs) == 1 and "cannot write" in errs[0], r.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--start", "1"], "--start belong to playback"),
+    (["--script", "s.txt", "--duration", "2"], "--script, --duration belong to playback"),
+    (["--loop", "0", "1"], "--loop belong to playback"),
+])
+def test_render_refuses_playback_options(clip, tmp_path, extra, message):
+    """--render plays nothing: options that shape playback are refused, not silently ignored."""
+    r = run_player(clip, "--render", tmp_path / "out.mp4", *extra, timeout=60)
+    assert r.returncode == 2
+    errs = error_lines(r)
+    assert len(errs) == 1 and message in errs[0], r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["--render", "--record"])
+def test_the_input_is_never_the_output(make_clip, tmp_path, mode):
+    src = make_clip(width=64, height=48, seconds=0.2)
+    before = src.read_bytes()
+    r = run_player(src, mode, src, "--force", "--headless", timeout=60)
+    assert r.returncode == 2 and "is the input file" in r.stderr
+    assert src.read_bytes() == before
+
+
+def test_sigterm_stops_a_render_and_leaves_nothing(make_clip, weights, tmp_path):
+    src = make_clip(width=320, height=240, seconds=20.0, audio=False)
+    out = tmp_path / "out" / "r.mp4"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "run_player.py", str(src), "--render", str(out), "--weights", str(weights),
+                             "--threads", "1"], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    deadline = time.monotonic() + 60
+    while not list(out.parent.iterdir()) and time.monotonic() < deadline:  # the part file: rendering has begun
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "render interrupted; nothing written" in err
+    assert not list(out.parent.iterdir())  # no output, no part file, no sidecar
