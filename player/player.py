@@ -586,7 +586,7 @@ class Player:
     def _view_key(self):
         c = self.controls
         return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom > 1 else None, c.hud, c.help, self.paused,
-                len(self._messages))
+                len(self._messages), self.window.size)  # a resized window is drawn again, paused too
 
     def _view_changed(self) -> bool:
         return self._last_show != self._view_key()
@@ -600,7 +600,7 @@ class Player:
                     time.sleep(wait)
         c = self.controls
         self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
-                         hud=self._hud(p) if c.hud else None, help_lines=keymap.help_lines() if c.help else None)
+                         hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None)
         t = time.monotonic()
         self._last_show = self._view_key()
         if again:
@@ -700,6 +700,16 @@ class Player:
         msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
         return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,
                    cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
+
+    def _hud_hidden(self):
+        """With the HUD hidden (i), still the transient message and the states that change what the
+        picture means (BYPASS, REC): an original must not pass for the tuned frame unnoticed."""
+        from player.outputs.window import Hud
+
+        now = time.monotonic()
+        msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
+        badges = (["BYPASS"] if self.controls.bypass else []) + self.recording.badges()
+        return Hud(badges=badges, message=msg, timeline=False) if msg or badges else None
 
     # ---- shutdown and stats ------------------------------------------------------------------
     def close(self) -> None:

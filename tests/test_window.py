@@ -215,6 +215,28 @@ def test_window_help_page_and_every_view(window_cls):
     assert not np.array_equal(plain, w.screenshot())
 
 
+def test_the_help_page_fits_a_small_window(window_cls):
+    """The whole help page (every binding) fits an 800×450 window: the font shrinks and the page
+    goes to two columns (it used to be cut off at 800 px)."""
+    from player.keymap import help_lines
+
+    o, t = frames(450, 800, seed=9)
+    w = window_cls(800, 450)
+    w.show(o, t, help_lines=help_lines())
+    assert w.help_fits
+    w.show(o, t, help_lines=[f"key {'x' * 300}"])  # cannot fit: cut, not an error
+    assert not w.help_fits
+
+
+def test_a_hidden_hud_still_shows_the_message_and_key_badges(window_cls):
+    o, t = frames(240, 320, seed=10)
+    w = window_cls(320, 240)
+    w.show(o, t, hud=Hud(badges=["BYPASS"], message="bypass on: the original is shown", timeline=False))
+    shot = w.screenshot()
+    assert not np.array_equal(shot[:40], t[:40])  # badge and message at the top
+    assert np.array_equal(shot[-20:], t[-20:])  # no timeline
+
+
 @pytest.mark.parametrize("view", VIEWS)
 @pytest.mark.parametrize("zoom", [1, 2, 4])
 def test_window_draws_what_compose_view_composes(window_cls, view, zoom):

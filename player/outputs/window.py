@@ -42,6 +42,7 @@ __all__ = [
 VIEWS = ("tuned", "original", "split", "side", "diff")
 DIFF_GAIN = 4            # the diff view's gain; _diff() is written for exactly 4
 MAX_INITIAL_SIZE = (1600, 900)
+HELP_MIN_PX = 9           # the help page's smallest font: below this no one reads it
 
 
 class DisplayUnavailable(Exception):
@@ -103,6 +104,8 @@ class Hud:
     """Short state words shown top-right ("PAUSED", "BYPASS", "REC ●", ...)."""
     message: str = ""
     """Transient OSD message, centred near the top ("" for none)."""
+    timeline: bool = True
+    """Draw the timeline; False for the HUD's hidden state (messages and key badges only)."""
 
 
 # =========================================================================== pure helpers
@@ -534,7 +537,7 @@ class Window:
             screen.blit(scaled, (x, y), pygame.Rect(0, 0, dw, dh))
 
         px = max(12, min(20, wh // 45))
-        self._view_overlay(screen, vr, view, split, zoom, sw, px, hud is not None)
+        self._view_overlay(screen, vr, view, split, zoom, sw, px, hud is not None and hud.timeline)
         self._timeline = None
         if hud is not None:
             self._draw_hud(screen, hud, px)
@@ -656,7 +659,8 @@ class Window:
             screen.blit(ms, (mx, my))
 
         # ---- timeline
-        self._draw_timeline(screen, hud, px)
+        if hud.timeline:
+            self._draw_timeline(screen, hud, px)
 
     def _draw_timeline(self, screen, hud: Hud, px: int) -> None:
         ww, wh = screen.get_size()
@@ -709,12 +713,20 @@ class Window:
         if self._help_cache is None or self._help_cache[0] != key:
             page = pygame.Surface((ww, wh)).convert()
             page.fill(_BG)
-            font = self._font(px)
-            lh = font.get_linesize()
-            margin = 24
-            rows = max(1, (wh - 2 * margin) // lh)
             lines = list(key[0])
-            ncol = 1 if len(lines) <= rows else 2
+            margin = 24 if min(ww, wh) >= 480 else 8
+            # The largest font (up to the HUD's) at which the page fits in one column, else in two:
+            # at a fixed size the page was cut off in windows of 800 px and less.
+            for size in range(px, HELP_MIN_PX - 1, -1):
+                font = self._font(size)
+                lh = font.get_linesize()
+                rows = max(1, (wh - 2 * margin) // lh)
+                widest = max(font.size(line)[0] for line in lines) + 12
+                ncol = next((n for n in (1, 2) if rows * n >= len(lines) and widest <= (ww - 2 * margin) // n), 0)
+                if ncol:
+                    break
+            self.help_fits = bool(ncol)
+            ncol = ncol or 2  # nothing fits: the smallest font in two columns, lines cut
             per_col = -(-len(lines) // ncol)
             col_w = (ww - 2 * margin) // ncol
             for i, line in enumerate(lines):
