@@ -631,20 +631,32 @@ class Window:
         panel_bottom = pad - 4 + height + 8 if (width and height) else 0
         panel_right = pad - 6 + width + 12 if (width and height) else 0
 
-        # ---- badges, top-right, right to left
+        # ---- badges, top-right, right to left; where the row would run into the panel, stacked
+        # down the right edge instead (below the panel where even that does not clear it)
+        words = [str(b) for b in hud.badges if str(b)]
+        badges_bottom = 0
+        rendered = [self._render(word, px) for word in words]
+        row_w = sum(r.get_width() + 16 for r in rendered)
+        widest = max((r.get_width() + 10 for r in rendered), default=0)
+        stacked = ww - pad - row_w <= panel_right
+        by = pad if ww - pad - widest > panel_right or not stacked else max(pad, panel_bottom + 4)
         bx = ww - pad
-        for word in reversed([str(b) for b in hud.badges if str(b)]):
-            s = self._render(word, px)
+        pairs = list(zip(words, rendered))
+        for word, s in (pairs if stacked else reversed(pairs)):  # a stack reads top-down in the given order
             w, h = s.get_size()
-            bx -= w + 10
+            bx = (ww - pad if stacked else bx) - (w + 10)
             colour = next((c for k, c in _BADGE_COLOURS if word.upper().startswith(k)), None)
-            r = pygame.Rect(bx, pad - 2, w + 10, h + 4)
+            r = pygame.Rect(bx, by - 2, w + 10, h + 4)
             if colour is None:
                 self._darken(screen, r)
             else:
                 screen.fill(colour, r)
-            screen.blit(s, (bx + 5, pad))
-            bx -= 6
+            screen.blit(s, (bx + 5, by))
+            badges_bottom = r.bottom
+            if stacked:
+                by += h + 8
+            else:
+                bx -= 6
 
         # ---- transient message
         if hud.message:
@@ -655,6 +667,8 @@ class Window:
             my = pad + lh + 12
             if mx - 10 < panel_right and my < panel_bottom:
                 my = panel_bottom + 8          # keep clear of the panel
+            if words and mx + mw + 10 > bx and my < badges_bottom:
+                my = badges_bottom + 8         # and of the badges
             self._darken(screen, pygame.Rect(mx - 10, my - 4, mw + 20, mh + 8))
             screen.blit(ms, (mx, my))
 
