@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="record the tuned frames and the audio to FILE (.mp4, .mov or .mkv) from the start; "
                           "key R / the `record [FILE]` command toggles recording; a tuning track goes to FILE.json")
     rec.add_argument("--force", action="store_true", help="let --record / --render overwrite existing files")
+    rec.add_argument("--lossless", action="store_true",
+                     help="with --record / --render: keep every presented pixel exactly (H.264 RGB at qp 0; large "
+                          "files) instead of H.264 4:2:0 at CRF 18, which smooths part of the noise away")
     rec.add_argument("--render", metavar="FILE",
                      help="render offline to FILE (no window, no sound, no drops) and exit: the span of a recording "
                           "with --track, else the whole input with --preset / --strength (default AutoTune)")
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
                        screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, demo_fps=args.demo_fps,
                        audio=not args.no_audio,
-                       threads=args.threads, lanes=args.lanes, record=args.record, force=args.force)
+                       threads=args.threads, lanes=args.lanes, record=args.record, force=args.force,
+                       lossless=args.lossless)
     if args.stats_json:
         try:
             open(args.stats_json, "a").close()

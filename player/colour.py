@@ -17,7 +17,8 @@ UNSPECIFIED = 2
 SPC_BT709, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M, SPC_BT2020_NCL, SPC_BT2020_CL = 1, 5, 6, 7, 9, 10
 PRI_BT709, PRI_BT470BG, PRI_SMPTE170M = 1, 5, 6
 TRC_BT709, TRC_SMPTE170M = 1, 6
-RANGE_MPEG = 1  # limited range (16–235): what recordings are written in
+RANGE_MPEG, RANGE_JPEG = 1, 2  # limited range (16–235): what recordings are written in; full: RGB ones
+SPC_RGB = 0  # no matrix: the lossless recordings' RGB
 # swscale's name of each matrix (PyAV's reformat src_/dst_colorspace).
 SWS_MATRIX = {SPC_BT709: "ITU709", SPC_BT470BG: "ITU601", SPC_SMPTE170M: "ITU601", SPC_SMPTE240M: "SMPTE240M",
               SPC_BT2020_NCL: "BT2020", SPC_BT2020_CL: "BT2020"}

@@ -74,6 +74,7 @@ class PlayerConfig:
     lanes: int = 0  # frames in inference at once (0: player/worker.py, plan_lanes)
     record: str | None = None  # --record FILE: start recording at launch (player/record.py)
     force: bool = False  # --force: recordings may overwrite existing files
+    lossless: bool = False  # --lossless: recordings keep the presented RGB exactly (record.LOSSLESS_CODEC)
 
 
 def default_cache_bytes() -> int:
@@ -257,7 +258,7 @@ class Player:
         # Recording (player/record.py): last, so nothing fails after the temporary file exists.
         from player.record import Recording, RecordError
 
-        self.recording = Recording(self, cfg.record, cfg.force, cfg.screenshot_dir)
+        self.recording = Recording(self, cfg.record, cfg.force, cfg.screenshot_dir, lossless=cfg.lossless)
         self.feed.tap = self.recording.tap
         if cfg.record:
             try:

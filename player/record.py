@@ -43,6 +43,10 @@ TRACK_FORMAT = "rcd-track/1"
 VIDEO_TIME_BASE = Fraction(1, 90000)
 X264_PRESET = "veryfast"
 X264_CRF = "18"
+# --lossless: x264's RGB encoder at qp 0 keeps every presented pixel exactly (the default 4:2:0 at
+# CRF 18 smooths away part of the very noise being tuned: about 4 of the demo's 8.7 σ in luma).
+# ultrafast: lossless noisy frames are large and slow to compress; speed matters more than size.
+LOSSLESS_CODEC, LOSSLESS_PIX_FMT, LOSSLESS_OPTIONS = "libx264rgb", "rgb24", {"preset": "ultrafast", "qp": "0"}
 AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 192_000
 AAC_FRAME = 1024
@@ -150,7 +154,7 @@ class MediaWriter:
     same bitstream out."""
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool,
-                 colour: col.Colour | None = None):
+                 colour: col.Colour | None = None, lossless: bool = False):
         import av
 
         self.origin = origin
@@ -169,8 +173,12 @@ class MediaWriter:
         except (av.error.FFmpegError, OSError) as e:
             raise RecordError(f"{path}: cannot open for writing ({_one_line(e)})") from None
         rate = _fps_fraction(fps)
-        self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        vs = self.container.add_stream("libx264", rate=rate)
+        self.lossless = lossless
+        if lossless:
+            self.pix_fmt = LOSSLESS_PIX_FMT
+        else:
+            self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        vs = self.container.add_stream(LOSSLESS_CODEC if lossless else "libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, self.pix_fmt
         cc = vs.codec_context
         cc.time_base = VIDEO_TIME_BASE
@@ -182,8 +190,10 @@ class MediaWriter:
         self.colour = colour or col.guess(width, height)
         cc.colorspace, cc.color_primaries, cc.color_trc = self.colour.colorspace, self.colour.primaries, self.colour.trc
         cc.color_range = col.RANGE_MPEG
+        if lossless:  # RGB itself: no matrix, full range
+            cc.colorspace, cc.color_range = col.SPC_RGB, col.RANGE_JPEG
         vs.time_base = VIDEO_TIME_BASE
-        vs.options = {"preset": X264_PRESET, "crf": X264_CRF}
+        vs.options = dict(LOSSLESS_OPTIONS) if lossless else {"preset": X264_PRESET, "crf": X264_CRF}
         self.vstream = vs
         self.size = (height, width)
         self.astream = None
@@ -210,7 +220,8 @@ class MediaWriter:
         if rgb.shape[:2] != self.size:
             raise RecordError(f"frame size changed to {rgb.shape[1]}×{rgb.shape[0]} while recording")
         vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
+        if not self.lossless:
+            vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
         vf.pts = int(round((pts - self.origin) / VIDEO_TIME_BASE))
         vf.time_base = VIDEO_TIME_BASE
         for pkt in self.vstream.encode(vf):
@@ -405,10 +416,12 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps}
 
 
-def encoder_meta(pix_fmt: str | None = None, colour: col.Colour | None = None) -> dict:
-    return {"video": {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF), "threads": 1,
+def encoder_meta(pix_fmt: str | None = None, colour: col.Colour | None = None, lossless: bool = False) -> dict:
+    codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if lossless else \
+        {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
+    return {"video": {**codec, "threads": 1,
                       "pix_fmt": pix_fmt, "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
-                      "matrix": colour.name if colour else None},
+                      "matrix": None if lossless else colour.name if colour else None},
             "audio": {"codec": AUDIO_CODEC, "rate": AUDIO_RATE, "channels": AUDIO_CHANNELS}}
 
 
@@ -451,12 +464,13 @@ class Recorder(threading.Thread):
     """One recording. The main thread calls present() / stop(); everything else is this thread's."""
 
     def __init__(self, target: Path, force: bool, fps: float, has_audio: bool, tap: AudioTap | None,
-                 meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None):
+                 meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None,
+                 lossless: bool = False):
         super().__init__(name="recorder", daemon=True)
         self.target, self.force, self.fps = Path(target), force, fps
         self.tmp = claim_temp(self.target, force)
         self.fmt = container_format(self.target)
-        self.has_audio, self.colour = has_audio, colour
+        self.has_audio, self.colour, self.lossless = has_audio, colour, lossless
         self.meta_fn, self.notice = meta_fn, notice
         self.cap_bytes = cap_bytes
         self._q: collections.deque[_Item] = collections.deque()
@@ -563,9 +577,9 @@ class Recorder(threading.Thread):
         if self.writer is None:
             h, w = item.rgb.shape[:2]
             self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio,
-                                      colour=self.colour)
+                                      colour=self.colour, lossless=self.lossless)
             meta = self.meta_fn()
-            meta.update(encoder_meta(self.writer.pix_fmt, self.writer.colour))
+            meta.update(encoder_meta(self.writer.pix_fmt, self.writer.colour, self.writer.lossless))
             meta["recording"] = str(self.target)
             self.track = Track(meta)
             write_json_atomic(sidecar_path(self.tmp), self.track.to_json(complete=False))
@@ -616,10 +630,10 @@ class Recording:
     """The player's recording feature: the `record` command, the frames from `_show`, the
     audio tap, the HUD badge and the stats. Main thread only (except the tap)."""
 
-    def __init__(self, player, target: str | None, force: bool, out_dir: str = "."):
+    def __init__(self, player, target: str | None, force: bool, out_dir: str = ".", lossless: bool = False):
         self.player = player
         self.first_target = target
-        self.force = force
+        self.force, self.lossless = force, lossless
         self.out_dir = out_dir
         self.tap = AudioTap()
         self.current: Recorder | None = None
@@ -642,7 +656,7 @@ class Recording:
     def start(self, target: Path) -> None:
         p = self.player
         rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice,
-                       colour=p.info.colour)
+                       colour=p.info.colour, lossless=self.lossless)
         self._used.add(str(Path(target).resolve()))
         rec.start()
         self.current = rec

@@ -130,7 +130,7 @@ def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps
 
 def render(input_path: str | None, out: str, *, track_path: str | None = None, preset: str | None = None,
            strength: float | None = None, weights: str | None = None, device: str | None = None,
-           precision: str | None = None, force: bool = False, threads: int = 0,
+           precision: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
            demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None) -> dict:
     """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
     import torch
@@ -141,6 +141,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     record.container_format(out_path)
     track = record.load_track(track_path) if track_path is not None else None
     fixed = None if track is not None else _fixed_mix(preset, strength)
+    if track is not None and (track.get("video") or {}).get("codec") == record.LOSSLESS_CODEC:
+        lossless = True  # a lossless recording re-renders losslessly: the same frames, bit for bit
     hashes = record.Hashes()
 
     # Model and device: as recorded unless told otherwise, else what the player would use.
@@ -207,8 +209,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 origin = start if track is not None else min(0.0, frame.pts)
                 h, w = frame.rgb.shape[:2]
                 writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
-                                            audio=info.has_audio, colour=info.colour)
-                out_track.meta.update(record.encoder_meta(writer.pix_fmt, writer.colour))
+                                            audio=info.has_audio, colour=info.colour, lossless=lossless)
+                out_track.meta.update(record.encoder_meta(writer.pix_fmt, writer.colour, lossless))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
             if bypass:
@@ -310,7 +312,7 @@ def main(args) -> int:
     try:
         summary = render(args.input, args.render, track_path=args.track, preset=args.preset, strength=args.strength,
                          weights=args.weights, device=args.device, precision=args.precision, force=args.force,
-                         threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE)
+                         threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE, lossless=args.lossless)
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)
         return 1

@@ -487,3 +487,21 @@ def test_sigterm_stops_a_render_and_leaves_nothing(make_clip, weights, tmp_path)
     assert proc.returncode == 130, err
     assert "render interrupted; nothing written" in err
     assert not list(out.parent.iterdir())  # no output, no part file, no sidecar
+
+
+def test_lossless_render_keeps_every_pixel(make_clip, weights, tmp_path):
+    """--lossless: strength 0 returns the input exactly, and the file holds exactly that (the
+    default 4:2:0 CRF 18 encoding changes pixels by up to tens of levels)."""
+    from player.decode import FileSource
+
+    src = make_clip(width=160, height=120, seconds=0.5)
+    out = tmp_path / "exact.mkv"
+    run_player(src, "--render", out, "--strength", "0", "--lossless", "--weights", weights, "--threads", "1", check=True)
+    played = [f.rgb for f in FileSource(str(src)).read(0.0, "video")]  # the frames as the player decodes them
+    _, frames = decode_video(out)
+    assert len(frames) == len(played) == 15
+    assert all(np.array_equal(a, b) for a, b in zip(frames, played))
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "gbrp"  # H.264 RGB (High 4:4:4)
+    track = json.loads(Path(str(out) + ".json").read_text())
+    assert track["video"]["codec"] == "libx264rgb" and track["video"]["qp"] == 0
