@@ -565,13 +565,21 @@ class Recorder(threading.Thread):
                 self._q.popleft()
                 with self._q_lock:
                     self._q_bytes -= item.rgb.nbytes
+                # Inside the loop too: an encoder that never catches up (a large frame on a busy CPU)
+                # would otherwise leave a killed recording's track empty while its video plays.
+                last_save = self._save_track(last_save)
             self._feed_audio()
             if self._stopping and not self._q:
                 break
-            if self.track is not None and time.monotonic() - last_save > TRACK_SAVE_EVERY_S:
-                write_json_atomic(sidecar_path(self.tmp), self.track.to_json(complete=False))
-                last_save = time.monotonic()
+            last_save = self._save_track(last_save)
         self._finish()
+
+    def _save_track(self, last_save: float) -> float:
+        """Rewrite the part file's track every TRACK_SAVE_EVERY_S; returns when it was last written."""
+        if self.track is None or time.monotonic() - last_save <= TRACK_SAVE_EVERY_S:
+            return last_save
+        write_json_atomic(sidecar_path(self.tmp), self.track.to_json(complete=False))
+        return time.monotonic()
 
     def _encode(self, item: _Item) -> None:
         if self.writer is None:

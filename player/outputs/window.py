@@ -314,11 +314,12 @@ _FONT_NAMES = "dejavusansmono,notosansmono,liberationmono,ubuntumono,couriernew,
 
 
 def _fmt_time(t: float) -> str:
+    """h:mm:ss.mmm — milliseconds, so a one-frame step shows in the position."""
     if t is None or not np.isfinite(t) or t < 0:
         t = 0.0
-    m, s = divmod(float(t), 60.0)
+    m, s = divmod(round(float(t), 3), 60.0)
     h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+    return f"{h}:{m:02d}:{s:06.3f}" if h else f"{m}:{s:06.3f}"
 
 
 class Window:
@@ -688,7 +689,7 @@ class Window:
         lh = self._font(px).get_linesize()
         ty = band.y + (th - lh) // 2
         screen.blit(ts, (8, ty))
-        tx0 = 8 + self._font(px).size("0:00:00.0 / 0:00:00.0")[0] + 12
+        tx0 = 8 + self._font(px).size("0:00:00.000 / 0:00:00.000")[0] + 12
         track = pygame.Rect(tx0, band.y + th // 2 - 4, max(10, ww - tx0 - 12), 6)
         self._timeline = (track, band)
         screen.fill((70, 70, 78), track)
