@@ -85,12 +85,20 @@ def default_cache_bytes() -> int:
     return int(min(total // 4, 8 << 30))
 
 
+# The first word of every command a script may send (Player._command, controls.apply): a script
+# is checked when it loads, not when playback reaches a mistyped line.
+SCRIPT_VERBS = {"quit", "cycle", "set", "add", "seek", "frame-step", "frame-back-step", "ab-loop", "ab-loop-clear",
+                "autotune", "preset-store", "preset-flip", "preset-save", "preset-load", "screenshot", "record"}
+
+
 def load_script(path: str) -> list[tuple[float, str]]:
     """Lines 'TIME COMMAND'; blank lines and # comments ignored."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise PlayerError(f"{path}: cannot read script ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise PlayerError(f"{path}: not a text file (a script is UTF-8 lines 'TIME COMMAND')") from None
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -98,9 +106,16 @@ def load_script(path: str) -> list[tuple[float, str]]:
             continue
         t, _, cmd = line.partition(" ")
         try:
-            out.append((float(t), cmd.strip()))
+            t = float(t)
         except ValueError:
             raise PlayerError(f"{path}:{n}: expected 'TIME COMMAND', got {line!r}") from None
+        cmd = cmd.strip()
+        if not (math.isfinite(t) and t >= 0):
+            raise PlayerError(f"{path}:{n}: the time must be a number of seconds >= 0, got {line.split()[0]!r}")
+        if not cmd or cmd.split()[0] not in SCRIPT_VERBS:
+            raise PlayerError(f"{path}:{n}: {'no command' if not cmd else f'unknown command {cmd.split()[0]!r}'} "
+                              f"(commands: README.md, 'Command line')")
+        out.append((t, cmd))
     return sorted(out, key=lambda x: x[0])
 
 
@@ -208,11 +223,16 @@ class Player:
         self.controls = ctl.Controls(level=1)
         self.paused = False
         self.loop: tuple[float | None, float | None] = (None, None)
+        end = self.info.duration  # 0 where unknown
         if cfg.loop:
             a, b = cfg.loop
             if not 0 <= a < b:
                 raise PlayerError(f"--loop A B needs 0 <= A < B, got {a} {b}")
+            if end > 0 and a >= end:
+                raise PlayerError(f"--loop {a:g} {b:g}: {self.info.name} ends at {end:.2f} s")
             self.loop = (a, b)
+        if end > 0 and cfg.start >= end:
+            raise PlayerError(f"--start {cfg.start:g}: {self.info.name} ends at {end:.2f} s")
         self._changed_at: dict[int, float] = {}  # controls serial → time of the change
         self.presets: dict[str, Mix] = {}
         self._preset_side = "A"
@@ -242,7 +262,9 @@ class Player:
         self.audio_q = ClosableQueue(max(8, int(AUDIO_QUEUE_S * AUDIO_RATE / 1024)))
         self.ready_q = ClosableQueue(3)
         self.slot = Slot()
-        start = max(0.0, cfg.start if not self.loop[0] else max(cfg.start, self.loop[0]))
+        start = max(0.0, min(cfg.start, end - 0.5 / self.info.fps) if end > 0 else cfg.start)  # as seek() clamps
+        if self.loop[0] is not None and not self.loop[0] <= start < self.loop[1]:
+            start = self.loop[0]  # a start outside the loop: the loop wins
         self.clock.reset(start, 0)
         self.decoder = DecodeThread(self.source, "video", self.video_q, start)
         self.audio_decoder = DecodeThread(self.source, "audio", self.audio_q, start) if self.info.has_audio else None
@@ -560,6 +582,10 @@ class Player:
             if self.last.frame.epoch == self.epoch and self.last.frame.pts >= b - LOOP_EPS or self._ended is not None:
                 self.seek(a)
                 return
+        if self._ended is not None and self.last is None and self.compositor.eos is not None and not self.paused:
+            self.notice(f"nothing to play from {self.clock.now():.2f} s: the stream ended before a frame")
+            self._quit = True  # else --duration, which counts shown time, would wait forever
+            return
         if self._ended is not None and self.last is not None and self.slot_empty_and_drained():
             if self.demo is not None and not self.no_display:
                 self.seek(0.0)  # the demo loops forever in a window

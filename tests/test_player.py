@@ -467,6 +467,25 @@ def test_bad_inputs_fail_with_one_line(tmp_path, weights, make_clip):
     assert_one_line_error(run_cli(good, "--headless", "--lanes", "-1"), "--lanes")
 
 
+def test_positions_past_the_end_and_bad_scripts_fail_at_start(tmp_path, weights, clip):
+    """--start / --loop past the end of the file, and a script with a bad time or an unknown
+    command, fail in one line before playback (they used to hang, or to fail only when reached)."""
+    assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--start", "5"), "--start 5", "ends at 3.00 s")
+    assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--loop", "4", "6"), "--loop 4 6")
+    for line, words in (("-1 cycle pause", ["script.txt:2", ">= 0"]), ("nan cycle pause", ["script.txt:2"]),
+                        ("1.0 frobnicate", ["script.txt:2", "frobnicate"]), ("1.0", ["script.txt:2", "no command"])):
+        script = tmp_path / "script.txt"
+        script.write_text(f"0.5 set strength 10\n{line}\n")
+        assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--script", script), *words)
+    script.write_bytes(b"\xff\xfe\x00garbage")
+    assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--script", script), "not a text file")
+
+
+def test_a_start_outside_the_loop_starts_at_its_a(tmp_path, weights, clip):
+    _, shown, _ = play(tmp_path, weights, clip, duration=0.6, loop=(0.5, 1.0), start=2.5)
+    assert shown and shown[0].pts == pytest.approx(0.5, abs=0.5 / 30)
+
+
 def _write_audio_only(path: Path) -> None:
     import av
 
