@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -132,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         given = [o for o, v in (("--script", args.script), ("--start", args.start), ("--duration", args.duration),
                                 ("--loop", args.loop)) if v]
         if given:
-            ap.error(f"--render renders the whole input (or, with --track, a recording's span and tuning); "
-                     f"{', '.join(given)} belong to playback: record with them, then --render --track")
-    for out in (args.render, args.record):
-        if out and args.input and _same_file(args.input, out):
-            ap.error(f"{out} is the input file: choose another output")
+            ap.error(f"{', '.join(given)}: not with --render, which renders the whole input (or, with --track, a "
+                     f"recording's span and tuning); record with them, then --render --track")
+    for out in (args.render, args.record, args.stats_json):
+        for inp in (args.input, args.preset, args.script, args.track):
+            if out and inp and _same_file(inp, out):
+                ap.error(f"{out} is an input ({inp}): choose another output")
+    if args.start is not None and not (math.isfinite(args.start) and args.start >= 0):
+        ap.error(f"--start needs seconds >= 0, got {args.start}")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        ap.error(f"--duration needs seconds > 0, got {args.duration}")
+    if args.cache_mb < 0:
+        ap.error(f"--cache-mb needs MiB >= 0 (0: the default budget), got {args.cache_mb}")
     signal.signal(signal.SIGTERM, _terminate)  # a render or playback ends as with Ctrl-C: nothing half-written
     if args.render:
         from player import render
@@ -163,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                        audio=not args.no_audio,
                        threads=args.threads, lanes=args.lanes, record=args.record, force=args.force,
                        lossless=args.lossless)
+    stats_existed = bool(args.stats_json) and os.path.exists(args.stats_json)
     if args.stats_json:
         try:
-            open(args.stats_json, "a").close()
+            open(args.stats_json, "a").close()  # writable: found out now, not after the run
         except OSError as e:
             print(f"rcd-player: error: {args.stats_json}: cannot write stats ({e.strerror})", file=sys.stderr)
             return EXIT_USAGE
@@ -184,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if player is not None and args.stats_json:
         with open(args.stats_json, "w") as f:
             json.dump(player.stats(), f, indent=2)
+    elif args.stats_json and not stats_existed:
+        Path(args.stats_json).unlink(missing_ok=True)  # no run, no stats: not an empty file that is not JSON
     return code
 
 

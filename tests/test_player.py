@@ -481,6 +481,19 @@ def test_positions_past_the_end_and_bad_scripts_fail_at_start(tmp_path, weights,
     assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--script", script), "not a text file")
 
 
+def test_outputs_never_overwrite_inputs_and_failed_runs_leave_no_stats(tmp_path, weights, clip):
+    preset = tmp_path / "p.json"
+    preset.write_text('{"A": {"strength": 5}}')
+    r = run_cli(clip, "--headless", "--weights", weights, "--preset", preset, "--stats-json", preset)
+    assert_one_line_error(r, "is an input")
+    assert preset.read_text() == '{"A": {"strength": 5}}'
+    stats = tmp_path / "stats.json"
+    assert_one_line_error(run_cli(clip, "--headless", "--weights", tmp_path / "none.pt", "--stats-json", stats))
+    assert not stats.exists()  # not an empty file that is not JSON
+    for bad in (["--start", "nan"], ["--duration", "-1"], ["--cache-mb", "-5"]):
+        assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, *bad), bad[0])
+
+
 def test_a_start_outside_the_loop_starts_at_its_a(tmp_path, weights, clip):
     _, shown, _ = play(tmp_path, weights, clip, duration=0.6, loop=(0.5, 1.0), start=2.5)
     assert shown and shown[0].pts == pytest.approx(0.5, abs=0.5 / 30)
