@@ -83,17 +83,26 @@ def load(name_or_path: str | os.PathLike, map_location="cpu") -> tuple[RCDNet, d
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for damaged files; all mean the same thing here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+        # torch's weights_only refusal is a paragraph of advice on trusting the file: not the point here
+        why = "" if first.startswith("Weights only load failed") else f": {first.split('. ')[0][:160]}"
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a checkpoint){why}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an RCD checkpoint (expected format {FORMAT})")
-    try:
+    try:  # a damaged config fails in many ways (wrong types, short lists, negative widths): one line each
         cfg = RCDConfig.from_dict(blob["config"])
-    except (TypeError, AssertionError, KeyError) as e:
-        raise CheckpointError(f"{path}: invalid model config: {e}") from None
-    model = RCDNet(cfg)
+        model = RCDNet(cfg)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: invalid model config ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    sd = blob.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: damaged checkpoint (state_dict is not a mapping of tensors)")
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(sd)
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match the config: {first}") from None
-    return model.eval(), dict(blob.get("meta", {}))
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0] if lines else ""
+        raise CheckpointError(f"{path}: weights do not match the config: {detail[:200]}") from None
+    if not all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()):
+        raise CheckpointError(f"{path}: damaged weights (NaN or infinite values)")
+    meta = blob.get("meta", {})
+    return model.eval(), dict(meta) if isinstance(meta, dict) else {}

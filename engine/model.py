@@ -63,6 +63,10 @@ class RCDConfig:
         assert all(a < b for a, b in zip(self.levels, self.levels[1:])), "levels must increase"
         assert 0 <= self.levels[0] <= 5 and self.levels[-1] >= 50, "levels must cover 5..50 (8-bit units)"
         assert sum(1 for v in self.levels if v > 0) >= 2, "at least two non-zero levels"
+        assert len(self.widths) == 3 and all(int(c) >= 1 for c in self.widths), f"widths: three channel counts, got {self.widths}"
+        assert len(self.enc_blocks) == 3 and len(self.dec_blocks) == 2 and min(self.enc_blocks + self.dec_blocks) >= 0, \
+            "enc_blocks: three counts >= 0, dec_blocks: two"
+        assert self.tau > 0 and self.ns_iters >= 1, f"tau must be > 0 and ns_iters >= 1, got {self.tau}, {self.ns_iters}"
 
     @property
     def num_levels(self) -> int:

@@ -23,6 +23,7 @@ Property table (name: type, range):
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -216,22 +217,37 @@ def mix_to_json(mix: Mix, decimals: int | None = None) -> dict:
 
 
 def mix_from_json(d: dict) -> Mix:
-    try:
-        coeffs = d.get("coeffs")
-        return Mix(strength=None if d.get("strength") is None else float(d["strength"]),
-                   character=float(d.get("character", 0.0)),
-                   coeffs=None if coeffs is None else tuple(float(v) for v in coeffs),
-                   luma=float(d.get("luma", 1.0)), chroma=float(d.get("chroma", 1.0)))
-    except (TypeError, ValueError, AttributeError) as e:
-        raise CommandError(f"invalid preset: {e}") from None
+    """A mix from JSON (a preset or a track), every value checked against the range its command
+    allows: a NaN or 1e309 strength used to render every pixel white."""
+    if not isinstance(d, dict):
+        raise CommandError(f"invalid preset: expected an object like {{\"strength\": 12}}, got {type(d).__name__}")
+
+    coeffs = d.get("coeffs")
+    if coeffs is not None and not isinstance(coeffs, list):
+        raise CommandError(f"invalid preset: coeffs must be a list of numbers, got {coeffs!r}")
+    strength = d.get("strength")
+    return Mix(strength=None if strength is None else _checked(strength, "strength", 0.0, compose.STRENGTH_MAX),
+               character=_checked(d.get("character", 0.0), "character", -1.0, 1.0),
+               coeffs=None if coeffs is None else tuple(_checked(v, "coeffs", *COEFF_RANGE) for v in coeffs),
+               luma=_checked(d.get("luma", 1.0), "luma", *GAIN_RANGE),
+               chroma=_checked(d.get("chroma", 1.0), "chroma", *GAIN_RANGE))
+
+
+def _checked(v, key: str, lo: float, hi: float) -> float:
+    """A JSON number within lo..hi (finite), else a one-line CommandError naming the key."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise CommandError(f"invalid preset: {key} must be a number in {lo:g}..{hi:g}, got {v!r}")
+    return float(v)
 
 
 def read_json(path, what: str, error: type[Exception]):
     """Parse a JSON file, or raise `error` with one line naming the file and what is wrong."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (expected JSON)") from None
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
 

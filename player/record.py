@@ -368,8 +368,21 @@ def load_track(path: str | os.PathLike) -> dict:
     data = read_json(path, "tuning track", RecordError)
     if not isinstance(data, dict) or data.get("format") != TRACK_FORMAT:
         raise RecordError(f"{path}: not a tuning track (expected format {TRACK_FORMAT})")
-    if not data.get("frames") or not data.get("changes"):
+    frames, changes = data.get("frames"), data.get("changes")
+    if not frames or not changes:
         raise RecordError(f"{path}: the tuning track has no recorded frames")
+    if not isinstance(frames, list) or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in frames):
+        raise RecordError(f"{path}: damaged tuning track (frames must be a list of timestamps)")
+    if not isinstance(changes, list) or not all(isinstance(c, dict) and isinstance(c.get("pts"), (int, float))
+                                                for c in changes):
+        raise RecordError(f"{path}: damaged tuning track (changes must be a list of {{pts, mix, bypass}})")
+    from player.controls import CommandError, mix_from_json
+
+    for c in changes:
+        try:
+            mix_from_json(c.get("mix"))
+        except CommandError as e:
+            raise RecordError(f"{path}: damaged tuning track (change at {c['pts']}: {e})") from None
     return data
 
 

@@ -988,6 +988,27 @@ def test_checkpoint_with_altered_config_is_refused_as_mismatch(models, tmp_path)
         checkpoint.load(path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b.update(config="live"), "invalid model config"),
+    (lambda b: b["config"].update(widths=[16]), "invalid model config"),
+    (lambda b: b["config"].update(widths=[-1, 32, 40]), "invalid model config"),
+    (lambda b: b["config"].update(tau=0.0), "invalid model config"),
+    (lambda b: b.update(state_dict=[1, 2]), "state_dict is not a mapping"),
+    (lambda b: b["state_dict"]["backbone.inp.weight"].fill_(float("nan")), "NaN or infinite"),
+])
+def test_damaged_checkpoints_are_refused_in_one_line(models, tmp_path, damage, message):
+    """Whatever is wrong inside a checkpoint, the loader says so in one line naming the file
+    (these raised AttributeError, ValueError or ran into a LinAlgError during playback)."""
+    path = tmp_path / "m.pt"
+    checkpoint.save(models["live"], path)
+    blob = torch.load(path, weights_only=True)
+    damage(blob)
+    torch.save(blob, path)
+    with pytest.raises(checkpoint.CheckpointError, match=message) as e:
+        checkpoint.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_missing_checkpoint_is_refused(tmp_path):
     path = tmp_path / "absent.pt"
     with pytest.raises(checkpoint.CheckpointError, match="no such weights file") as e:

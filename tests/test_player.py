@@ -494,6 +494,19 @@ def test_outputs_never_overwrite_inputs_and_failed_runs_leave_no_stats(tmp_path,
         assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, *bad), bad[0])
 
 
+@pytest.mark.parametrize("text, words", [
+    ('{"A": {"strength": NaN}}', ["strength", "0..60"]), ('{"A": {"strength": 1e6}}', ["strength"]),
+    ('{"A": {"chroma": 1e309}}', ["chroma", "0..2"]), ('{"A": {"character": 7}}', ["character", "-1..1"]),
+    ('{"A": {"coeffs": [0.1, "x"]}}', ["coeffs"]), ('{"A": 5}', ["expected an object"]),
+])
+def test_preset_values_are_checked(tmp_path, weights, clip, text, words):
+    """A preset outside the controls' ranges is refused in one line (a NaN strength rendered every
+    pixel white, with exit code 0)."""
+    preset = tmp_path / "bad.json"
+    preset.write_text(text)
+    assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--preset", preset), "bad.json", *words)
+
+
 def test_a_start_outside_the_loop_starts_at_its_a(tmp_path, weights, clip):
     _, shown, _ = play(tmp_path, weights, clip, duration=0.6, loop=(0.5, 1.0), start=2.5)
     assert shown and shown[0].pts == pytest.approx(0.5, abs=0.5 / 30)
