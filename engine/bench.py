@@ -209,6 +209,12 @@ def run(args) -> dict:
         raise BenchError(f"--threads must be non-negative, got {args.threads}")
     if args.runs is not None and args.runs < 1:
         raise BenchError(f"--runs must be at least 1, got {args.runs}")
+    if args.json:
+        from engine.images import check_output
+
+        why = check_output(args.json, "results")
+        if why:
+            raise BenchError(why)
     infer_sizes = blend_sizes = None
     if args.sizes:
         infer_sizes = blend_sizes = parse_sizes(args.sizes)

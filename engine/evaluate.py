@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose
 from engine import decorrelate as nd
-from engine.images import list_images, read_rgb
+from engine.images import check_output, list_images, read_rgb
 from engine.model import PRESETS, RCDNet, count_flops, param_count
 
 BEST_STRENGTHS = tuple(float(s) for s in range(0, 61))  # one strength for the whole set, character 0
@@ -322,12 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # matplotlib writes these without extra packages
+
+
 def run(args) -> dict:
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
     if args.seed < 0:
         raise EvalError(f"--seed must be non-negative, got {args.seed}")
     sigmas = parse_sigmas(args.sigma)
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
+        raise EvalError(f"--plot {args.plot}: use one of {', '.join(PLOT_SUFFIXES)}")
+    for path, what in ((args.json, "results"), (args.plot, "plot")):
+        why = check_output(path, what) if path else ""
+        if why:
+            raise EvalError(why)
     images = load_images(args.images, args.limit)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -395,6 +395,20 @@ def main(argv=None):
         raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
     if not 0.0 <= args.synthetic < 1.0:
         raise SystemExit(f"error: --synthetic {args.synthetic:g}: the share must be in [0, 1)")
+    for name, v, lo in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--patch", args.patch, 16),
+                        ("--head-samples", args.head_samples, 1)):
+        if v < lo:
+            raise SystemExit(f"error: {name} must be at least {lo}, got {v}")
+    for name, v in (("--lr", args.lr), ("--budget-s", args.budget_s)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise SystemExit(f"error: {name} must be a positive number, got {v}")
+    if Path(args.out).is_dir():
+        raise SystemExit(f"error: --out {args.out} is a directory (give a checkpoint file path)")
+    from engine.images import check_output
+
+    why = check_output(args.out, "checkpoint")  # now, not after the first checkpoint interval
+    if why:
+        raise SystemExit(f"error: {why}")
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,6 +18,9 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
+MAX_DEMO_PIXELS = 7680 * 4320  # the demo source's largest frame: 8K; beyond, its buffers alone exhaust memory
+
+
 def _size(s: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in s.lower().split("x"))
@@ -25,6 +28,8 @@ def _size(s: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {s!r}") from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"size must be positive, got {s!r}")
+    if w * h > MAX_DEMO_PIXELS:
+        raise argparse.ArgumentTypeError(f"at most 7680x4320 pixels (8K), got {s!r}")
     return w, h
 
 

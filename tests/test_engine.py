@@ -1130,6 +1130,25 @@ def test_evaluate_missing_weights_and_empty_folder_are_one_line_errors(image_dir
     assert len(err) == 1 and err[0].startswith("error:")
 
 
+def test_unwritable_outputs_and_bad_numbers_fail_before_the_work(image_dir, tmp_path, capsys):
+    """Outputs are checked before a run, not after it (the results were lost to a traceback at the
+    end), and the trainer's numbers before it starts."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    out = blocked / "o.json"  # under a file: cannot be written
+    for main, argv in ((ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(out)]),
+                       (ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(tmp_path / "o.json"),
+                                  "--plot", str(tmp_path / "p.xyz")]),
+                       (bench.main, ["--random-init", "live", "--json", str(out)])):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and ("o.json" in err[0] or "p.xyz" in err[0]), err
+    for bad in (["--steps", "0"], ["--batch", "0"], ["--lr", "nan"], ["--out", str(out)]):
+        r = _run(["engine.train", "--preset", "live", "--data", str(image_dir), "--val", str(image_dir),
+                  "--out", str(tmp_path / "t.pt"), "--steps", "2", *bad])
+        assert r.returncode != 0 and "Traceback" not in r.stderr and (bad[0] in r.stderr or "o.json" in r.stderr), r.stderr
+
+
 def test_bench_command_smoke_with_weights_path(models, tmp_path):
     ckpt, out = tmp_path / "m.pt", tmp_path / "bench.json"
     checkpoint.save(models["live"], ckpt)
