@@ -196,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if player is not None:
             player.close()
-    if player is not None and args.stats_json:
+    stats = player.stats() if player is not None else None
+    if stats is not None and stats.get("record_errors") and code == 0:
+        code = EXIT_FAILED  # playback went on, but a recording asked for was not made whole: say so
+    if stats is not None and args.stats_json:
         with open(args.stats_json, "w") as f:
-            json.dump(player.stats(), f, indent=2)
+            json.dump(stats, f, indent=2)
     elif args.stats_json and not stats_existed:
         Path(args.stats_json).unlink(missing_ok=True)  # no run, no stats: not an empty file that is not JSON
     return code
