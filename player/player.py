@@ -41,6 +41,7 @@ from player.worker import DEMO_SIZES, BackboneWorker, default_weights, pick_demo
 VIDEO_QUEUE_FRAMES = 4  # decoded frames waiting for the backbone: enough to ride out decode jitter
 AUDIO_QUEUE_S = 10.0  # audio decoded ahead; audio is small, and a deep queue never starves the device
 JOIN_TIMEOUT_S = 3.0
+EXIT_INTERRUPTED = 130  # the shell's code for a run ended by SIGINT
 STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsampled), for the HUD
 MESSAGE_S = 1.5  # how long an OSD message stays
 LOOP_EPS = 0.02
@@ -560,10 +561,12 @@ class Player:
                     self._show(self.last, again=True)
                 elif self.last is None:
                     self._show_waiting(time.monotonic() - t_start)
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli): stop as on `quit`, but say it was interrupted
+            code = EXIT_INTERRUPTED
+        else:
+            code = 0
         self.wall_s = time.monotonic() - t_start
-        return 0
+        return code
 
     def threads(self) -> list[threading.Thread]:
         return [t for t in (self.decoder, self.audio_decoder, self.worker, self.compositor) if t is not None]

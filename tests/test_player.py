@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -505,6 +506,19 @@ def test_preset_values_are_checked(tmp_path, weights, clip, text, words):
     preset = tmp_path / "bad.json"
     preset.write_text(text)
     assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, "--preset", preset), "bad.json", *words)
+
+
+def test_sigterm_ends_playback_with_130_and_its_stats(tmp_path, weights, clip):
+    stats = tmp_path / "stats.json"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(clip), "--headless", "--weights",
+                             str(weights), "--loop", "0", "2", "--stats-json", str(stats)], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    time.sleep(6)  # loaded and playing (the loop never ends on its own)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert json.loads(stats.read_text())["frames_presented"] > 0
 
 
 def test_a_start_outside_the_loop_starts_at_its_a(tmp_path, weights, clip):
