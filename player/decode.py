@@ -79,7 +79,12 @@ class FileSource:
         elif self.container.duration:
             duration = self.container.duration / 1e6
         first = self._first_frame()
-        self.info = SourceInfo(name=p.name, width=first.width, height=first.height, fps=fps if 0 < fps < 1000 else 30.0,
+        # Display rotation (a phone's portrait clip: its display matrix): frames are turned upright
+        # here, as FFmpeg's players do, so the picture, screenshots and recordings stand upright.
+        # PyAV's rotation is the counter-clockwise angle; np.rot90 turns counter-clockwise too.
+        self.quarter_turns = int(round(getattr(first, "rotation", 0) / 90.0)) % 4
+        width, height = (first.height, first.width) if self.quarter_turns % 2 else (first.width, first.height)
+        self.info = SourceInfo(name=p.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=col.of_frame(first))
         self.bad_packets = 0
@@ -126,6 +131,8 @@ class FileSource:
             if pts < start - nominal / 2:
                 continue
             rgb = frame.to_ndarray(format="rgb24", src_colorspace=self.info.colour.matrix, threads=1)
+            if self.quarter_turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
             yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
             index += 1
 

@@ -278,6 +278,38 @@ def test_hd_colour_goes_through_with_one_matrix_and_the_tags_say_so(weights, tmp
         assert np.abs(patches(first.to_ndarray(format="rgb24")) - PATCHES).max() < 7  # two conversions
 
 
+@pytest.mark.parametrize("degrees, corner", [(90, (1, 0)), (-90, (0, 1)), (180, (1, 1))])
+def test_a_rotated_clip_plays_and_renders_upright(weights, tmp_path, degrees, corner):
+    """A display matrix (a phone's portrait clip) is applied: frames come out turned as FFmpeg's
+    players show them (counter-clockwise by the matrix's angle), and so does a render."""
+    from player.decode import FileSource
+
+    src = tmp_path / "rot.mp4"
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:16, :16] = (255, 0, 0)  # red in the top-left corner of the coded frame
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(degrees)
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    source = FileSource(str(src))
+    h, w = (48, 64) if degrees == 180 else (64, 48)
+    assert (source.info.width, source.info.height) == (w, h)
+    rgb = next(iter(source.read(0.0, "video"))).rgb
+    cy, cx = np.argwhere(rgb[..., 0] > 200).mean(0)
+    assert (round(cy / h), round(cx / w)) == corner  # which corner the red block turned to
+    out = tmp_path / "upright.mp4"
+    run_player(src, "--render", out, "--strength", "0", "--weights", weights, "--threads", "1", check=True)
+    _, frames = decode_video(out)
+    assert frames[0].shape == (h, w, 3)
+
+
 def test_render_keeps_irregular_timestamps(weights, tmp_path):
     """A variable-frame-rate source keeps its timestamps."""
     from media import synth_frame
