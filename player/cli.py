@@ -54,6 +54,24 @@ def _positive(s: str) -> float:
     return v
 
 
+MAX_DEMO_FPS = 240.0  # the fastest displays refresh at 240 Hz; beyond, frames could never be shown
+MAX_LANES = 16  # frames in inference at once: more only add memory and latency
+
+
+def _demo_fps(s: str) -> float:
+    v = _positive(s)
+    if v > MAX_DEMO_FPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DEMO_FPS:g} frames per second, got {s!r}")
+    return v
+
+
+def _lanes(s: str) -> int:
+    v = _count(s)
+    if v > MAX_LANES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_LANES}, got {s!r}")
+    return v
+
+
 def _terminate(signum, frame):
     """SIGTERM ends playback like Ctrl-C: threads joined, recording finished, stats written."""
     raise KeyboardInterrupt
@@ -102,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--demo-size", type=_size, default=None, metavar="WxH",
                     help="size of the demo source (default: 1280x720, or 960x540 / 640x360 where the model "
                          "is too slow for 1280x720 at the demo's frame rate)")
-    ap.add_argument("--demo-fps", type=_positive, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
+    ap.add_argument("--demo-fps", type=_demo_fps, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
     ap.add_argument("--threads", type=_count, default=0, metavar="N",
                     help="CPU threads for each inference (default: the cores divided by the lanes)")
-    ap.add_argument("--lanes", type=_count, default=0, metavar="N",
+    ap.add_argument("--lanes", type=_lanes, default=0, metavar="N",
                     help="frames in inference at once (default: 2 on a CPU with 2 or more cores, else 1)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
     rec = ap.add_argument_group("recording and rendering")

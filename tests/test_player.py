@@ -491,7 +491,8 @@ def test_outputs_never_overwrite_inputs_and_failed_runs_leave_no_stats(tmp_path,
     stats = tmp_path / "stats.json"
     assert_one_line_error(run_cli(clip, "--headless", "--weights", tmp_path / "none.pt", "--stats-json", stats))
     assert not stats.exists()  # not an empty file that is not JSON
-    for bad in (["--start", "nan"], ["--duration", "-1"], ["--cache-mb", "-5"]):
+    for bad in (["--start", "nan"], ["--duration", "-1"], ["--cache-mb", "-5"], ["--demo-fps", "100000"],
+                ["--lanes", "500"], ["--demo-size", "100000x100000"]):
         assert_one_line_error(run_cli(clip, "--headless", "--weights", weights, *bad), bad[0])
 
 
