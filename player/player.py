@@ -615,8 +615,13 @@ class Player:
 
     def _view_key(self):
         c = self.controls
+        # the message shown now, not only how many there were: one that expires is taken away, paused too
         return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom > 1 else None, c.hud, c.help, self.paused,
-                len(self._messages), self.window.size)  # a resized window is drawn again, paused too
+                len(self._messages), self._current_message(), self.window.size)  # a resized window: drawn again
+
+    def _current_message(self) -> str:
+        now = time.monotonic()
+        return next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
 
     def _view_changed(self) -> bool:
         return self._last_show != self._view_key()
@@ -628,6 +633,8 @@ class Player:
                 wait = p.frame.pts - self.clock.now()
                 if 0 < wait < 0.1:
                     time.sleep(wait)
+        if not again and self.paused:
+            self._measure(p)  # before the HUD is drawn: paused, nothing redraws it after this edit
         c = self.controls
         self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
                          hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None)
@@ -647,7 +654,7 @@ class Player:
             self._present_times.append(t)
         self.frames_presented += 1
         self.frames_presented_epoch += 1
-        if self.paused or self.frames_presented % STATS_EVERY == 1:  # paused: every re-blend and step is read
+        if not self.paused and self.frames_presented % STATS_EVERY == 1:  # after the show: no edit waits for it
             self._measure(p)
 
     def _show_waiting(self, waited: float) -> None:
@@ -693,7 +700,7 @@ class Player:
         mode = "AutoTune" if m.strength is None and m.coeffs is None else "expert" if m.coeffs is not None else "manual"
         req = f"{p.strength:5.1f}"
         if c.bypass:
-            req, mode = "off", "bypass: the original is shown"
+            req, mode = "off", "bypass"
         frame_p50, frame_max = self.frame_times_ms()
         lines = [
             f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
@@ -726,8 +733,7 @@ class Player:
         if c.zoom > 1:
             badges.append(f"{c.zoom}:1")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
-        now = time.monotonic()
-        msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
+        msg = self._current_message()
         return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,
                    cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
 
@@ -736,8 +742,7 @@ class Player:
         picture means (BYPASS, REC): an original must not pass for the tuned frame unnoticed."""
         from player.outputs.window import Hud
 
-        now = time.monotonic()
-        msg = next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
+        msg = self._current_message()
         badges = (["BYPASS"] if self.controls.bypass else []) + self.recording.badges()
         return Hud(badges=badges, message=msg, timeline=False) if msg or badges else None
 

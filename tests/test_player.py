@@ -645,6 +645,7 @@ def test_paused_edits_are_measured_and_gains_are_not_strength(tmp_path, weights,
     assert last.strength == pytest.approx(20.0, abs=0.01)  # not 0: luma ×0 is a gain, not a strength
     fresh = float(np.std(last.tuned[::4, ::4].astype(np.int16) - last.original[::4, ::4].astype(np.int16)))
     assert p.measured_sigma == pytest.approx(fresh, abs=1e-9)
+    assert f"removed σ {fresh:4.1f}" in p.window.last_hud.lines[1]  # measured before the HUD was drawn
     assert 0 < fresh < 15  # chroma still removed, luma not
     from player.controls import Context, apply
 

@@ -474,6 +474,21 @@ class Window:
             self._text[k] = s
         return s
 
+    def _fit(self, text: str, px: int, max_w: int, colour=_FG) -> pygame.Surface:
+        """`text` rendered at `px`, cut with an ellipsis to at most `max_w` pixels (a narrow window)."""
+        s = self._render(text, px, colour)
+        if s.get_width() <= max_w or len(text) < 2:
+            return s
+        font = self._font(px)
+        lo, hi = 0, len(text)  # the most characters that fit with the ellipsis
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if font.size(text[:mid] + "…")[0] <= max_w:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self._render(text[:lo].rstrip() + "…", px, colour)
+
     def _darken(self, screen: pygame.Surface, rect: pygame.Rect, alpha: int | None = None) -> None:
         """Blend a dark rectangle over ``rect`` (a surface-alpha blit: cheap)."""
         sw, sh = screen.get_size()
@@ -582,7 +597,7 @@ class Window:
         pad = 8
 
         # ---- panel: lines + bars
-        lines = [self._render(str(s), px) for s in hud.lines]
+        lines = [self._fit(str(s), px, ww - 2 * pad - 12) for s in hud.lines]
         bar_rows = []
         label_w = 0
         for label, value, vmax, selected in hud.bars:
@@ -662,7 +677,9 @@ class Window:
         # ---- transient message
         if hud.message:
             mpx = px + px // 2
-            ms = self._render(str(hud.message), mpx)
+            while mpx > px and self._font(mpx).size(str(hud.message))[0] > ww - 24:
+                mpx -= 1  # a long message: smaller first, then cut
+            ms = self._fit(str(hud.message), mpx, ww - 24)
             mw, mh = ms.get_size()
             mx = (ww - mw) // 2
             my = pad + lh + 12
