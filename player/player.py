@@ -620,8 +620,11 @@ class Player:
                 len(self._messages), self._current_message(), self.window.size)  # a resized window: drawn again
 
     def _current_message(self) -> str:
-        now = time.monotonic()
-        return next((t for ts, t in reversed(self._messages) if now - ts < MESSAGE_S), "")
+        """The OSD message on screen now: the latest one, for MESSAGE_S (asked on every pass of the
+        main loop, so it looks at the last message only: they are appended in time order)."""
+        if self._messages and time.monotonic() - self._messages[-1][0] < MESSAGE_S:
+            return self._messages[-1][1]
+        return ""
 
     def _view_changed(self) -> bool:
         return self._last_show != self._view_key()
