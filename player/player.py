@@ -111,10 +111,11 @@ def load_script(path: str) -> list[tuple[float, str]]:
         except ValueError:
             raise PlayerError(f"{path}:{n}: expected 'TIME COMMAND', got {line!r}") from None
         cmd = cmd.strip()
+        verb = cmd.split()[0] if cmd else ""
         if not (math.isfinite(t) and t >= 0):
             raise PlayerError(f"{path}:{n}: the time must be a number of seconds >= 0, got {line.split()[0]!r}")
-        if not cmd or cmd.split()[0] not in SCRIPT_VERBS:
-            raise PlayerError(f"{path}:{n}: {'no command' if not cmd else f'unknown command {cmd.split()[0]!r}'} "
+        if verb not in SCRIPT_VERBS:
+            raise PlayerError(f"{path}:{n}: {f'unknown command {verb!r}' if verb else 'no command'} "
                               f"(commands: README.md, 'Command line')")
         out.append((t, cmd))
     return sorted(out, key=lambda x: x[0])
@@ -263,7 +264,7 @@ class Player:
         self.audio_q = ClosableQueue(max(8, int(AUDIO_QUEUE_S * AUDIO_RATE / 1024)))
         self.ready_q = ClosableQueue(3)
         self.slot = Slot()
-        start = max(0.0, min(cfg.start, end - 0.5 / self.info.fps) if end > 0 else cfg.start)  # as seek() clamps
+        start = self.clamp_position(cfg.start)
         if self.loop[0] is not None and not self.loop[0] <= start < self.loop[1]:
             start = self.loop[0]  # a start outside the loop: the loop wins
         self.clock.reset(start, 0)
@@ -477,7 +478,9 @@ class Player:
             text = f"level {n}: the σ {self.levels[i]:g} map"
             if m.coeffs is not None:
                 text += f", coefficient {m.coeffs[i]:+.3f} (expert)"
-            self.message(text if name != "level" or m.coeffs is not None else text + " (+ / − change its coefficient)")
+            elif name == "level":
+                text += " (+ / − change its coefficient)"
+            self.message(text)
 
     def _load_presets(self, path: str, startup: bool = False) -> None:
         error = PlayerError if startup else ctl.CommandError
@@ -503,9 +506,13 @@ class Player:
         self.paused = paused
         self.clock.set_paused(paused or self.compositor.buffering)
 
-    def seek(self, t: float) -> None:
+    def clamp_position(self, t: float) -> float:
+        """t within the file: from 0 to half a frame before its end (where the duration is known)."""
         dur = self.info.duration
-        t = max(0.0, min(t, dur - 0.5 / self.info.fps) if dur > 0 else t)
+        return max(0.0, min(t, dur - 0.5 / self.info.fps) if dur > 0 else t)
+
+    def seek(self, t: float) -> None:
+        t = self.clamp_position(t)
         self.epoch += 1
         self.clock.set_paused(True)
         self.clock.reset(t, self.epoch)

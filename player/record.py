@@ -429,12 +429,13 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps}
 
 
-def encoder_meta(pix_fmt: str | None = None, colour: col.Colour | None = None, lossless: bool = False) -> dict:
-    codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if lossless else \
+def encoder_meta(writer: MediaWriter) -> dict:
+    """What a MediaWriter encodes with, for the tuning track."""
+    codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
-    return {"video": {**codec, "threads": 1,
-                      "pix_fmt": pix_fmt, "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
-                      "matrix": None if lossless else colour.name if colour else None},
+    return {"video": {**codec, "threads": 1, "pix_fmt": writer.pix_fmt,
+                      "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
+                      "matrix": None if writer.lossless else writer.colour.name},
             "audio": {"codec": AUDIO_CODEC, "rate": AUDIO_RATE, "channels": AUDIO_CHANNELS}}
 
 
@@ -600,7 +601,7 @@ class Recorder(threading.Thread):
             self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio,
                                       colour=self.colour, lossless=self.lossless)
             meta = self.meta_fn()
-            meta.update(encoder_meta(self.writer.pix_fmt, self.writer.colour, self.writer.lossless))
+            meta.update(encoder_meta(self.writer))
             meta["recording"] = str(self.target)
             self.track = Track(meta)
             write_json_atomic(sidecar_path(self.tmp), self.track.to_json(complete=False))

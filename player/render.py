@@ -153,15 +153,16 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             if device == "cuda" and not torch.cuda.is_available():
                 _warn("the recording was made on cuda, which is not available: rendering on the CPU (frames will differ)")
                 device = "cpu"
+    device_type = pick_device(device).type
     if weights is None:
         if track is not None:
             m = track.get("model") or {}
             weights = m.get("path") if m.get("path") and Path(m["path"]).exists() else m.get("weights", "live")
         else:
-            weights = default_weights(pick_device(device).type)
+            weights = default_weights(device_type)
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
-    lanes, _ = set_up_lanes(pick_device(device).type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)
+    lanes, _ = set_up_lanes(device_type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)
     den = Denoiser.load(weights, device=device, precision=precision)
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
         raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")
@@ -210,7 +211,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 h, w = frame.rgb.shape[:2]
                 writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
                                             audio=info.has_audio, colour=info.colour, lossless=lossless)
-                out_track.meta.update(record.encoder_meta(writer.pix_fmt, writer.colour, lossless))
+                out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
             if bypass:
