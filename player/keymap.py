@@ -1,8 +1,10 @@
 """Key bindings as data: key name → command string (mpv's input.conf idea).
 
-Keys follow mpv where mpv has a binding (space pause, arrows seek, `,` `.` frame step, `l` A-B
-loop, `s` screenshot, `i` stats/HUD, `q` quit); the denoise controls take the free keys. The
-README's table and the on-screen help page are generated from this one table.
+Keys follow mpv where mpv has a binding (space pause, arrows seek, shift+arrows 1 s, `,` `.` frame
+step, `l` A-B loop, `s` screenshot, `i` stats/HUD, `f` and double click fullscreen, ESC leaves it,
+`m` mute, `/` `*` volume, `q` quit); the denoise controls take the free keys (mpv's UP/DOWN, `[`
+`]` and `9` `0` among them). The README's table and the on-screen help page are generated from
+this one table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("p", "cycle pause", "pause / play"),
     ("LEFT", "seek -5", "seek back 5 s"),
     ("RIGHT", "seek 5", "seek forward 5 s"),
+    ("shift+LEFT", "seek -1", "seek back 1 s"),
+    ("shift+RIGHT", "seek 1", "seek forward 1 s"),
     (",", "frame-back-step", "step one frame back (pauses)"),
     (".", "frame-step", "step one frame forward (pauses)"),
     ("l", "ab-loop", "A-B loop: set A, set B, clear"),
@@ -53,11 +57,19 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("s", "screenshot", "screenshot: original + tuned PNG pair"),
     ("R", "record", "start / stop recording the tuned frames"),
     ("i", "cycle hud", "show / hide the HUD"),
+    ("f", "cycle fullscreen", "fullscreen on / off"),
+    ("MBTN_LEFT_DBL", "cycle fullscreen", "fullscreen on / off"),
+    ("ESCAPE", "set fullscreen no", "leave fullscreen"),
+    ("m", "cycle mute", "mute on / off"),
+    ("*", "add volume 2", "volume +2 %"),
+    ("/", "add volume -2", "volume −2 %"),
     ("?", "cycle help", "this help page"),
     ("F1", "cycle help", "this help page"),
     ("q", "quit", "quit"),
-    ("ESCAPE", "quit", "quit"),
 ]
+
+# How the help page writes key names that are not keys on a keyboard.
+SHOWN_AS = {"MBTN_LEFT_DBL": "double-click"}
 
 KEYMAP: dict[str, str] = {key: cmd for key, cmd, _ in BINDINGS}
 
@@ -66,12 +78,21 @@ def command_for(key: str) -> str | None:
     return KEYMAP.get(key)
 
 
+# Commands a held key repeats (mpv's rule: steps repeat, toggles do not — a held space would
+# otherwise flicker pause, a held f the whole screen).
+REPEATABLE_VERBS = {"add", "seek", "frame-step", "frame-back-step"}
+
+
+def repeatable(command: str) -> bool:
+    return command.split(maxsplit=1)[0] in REPEATABLE_VERBS if command.strip() else False
+
+
 def help_lines() -> list[str]:
     """One line per distinct description, keys that share it joined."""
     rows: dict[str, list[str]] = {}
     for key, cmd, desc in BINDINGS:
         if desc:
-            rows.setdefault(desc, []).append(key)
+            rows.setdefault(desc, []).append(SHOWN_AS.get(key, key))
     return [f"{' / '.join(keys):<16} {desc}" for desc, keys in rows.items()] + [
         "mouse            split position (split view), zoom centre"]
 

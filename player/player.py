@@ -46,6 +46,7 @@ STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsa
 MESSAGE_S = 1.5  # how long an OSD message stays
 LOOP_EPS = 0.02
 PRESET_FILE = "rcd-presets.json"
+VOLUME_MAX = 130  # per cent, as mpv's volume-max: above 100 amplifies (and may clip)
 
 
 class PlayerError(Exception):
@@ -140,6 +141,7 @@ class AudioFeed:
         self.underflows = 0
         self.started = False  # audio of the current epoch has been heard
         self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
+        self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
     def reset(self) -> None:
         self._chunk, self._off, self.started = None, 0, False
@@ -179,6 +181,9 @@ class AudioFeed:
             out[filled:].fill(0.0)
             if self.started and not self.player.audio_ended():
                 self.underflows += 1
+        gain = self.gain
+        if gain != 1.0:
+            np.multiply(out, gain, out=out)  # in place: the callback does not allocate
         if first_pts is not None:
             self.started = True
             clock.sync(first_pts - latency, at=at, epoch=epoch)
@@ -225,6 +230,7 @@ class Player:
         self.controls = ctl.Controls(level=1)
         self.paused = False
         self.loop: tuple[float | None, float | None] = (None, None)
+        self.volume, self.muted = 100, False  # per cent; the sound device's level only (AudioFeed.gain)
         end = self.info.duration  # 0 where unknown
         if cfg.loop:
             a, b = cfg.loop
@@ -435,6 +441,8 @@ class Player:
             self.message(f"presets saved to {path}")
         elif verb == "preset-load":
             self._load_presets(args[0] if args else self.preset_file)
+        elif verb in ("cycle", "set", "add") and args[:1] in (["volume"], ["mute"], ["fullscreen"]):
+            self._output_property(verb, args[0], args[1] if len(args) > 1 else None)
         elif verb == "screenshot":
             self.screenshot(args[0] if args else self.cfg.screenshot_dir)
         elif verb == "record":
@@ -449,6 +457,32 @@ class Player:
             new = ctl.apply(old, cmd, self.context())
             self._set_controls(new)
             self._osd_for(cmd, new)
+
+    def _output_property(self, verb: str, name: str, value: str | None) -> None:
+        """volume (0..VOLUME_MAX %), mute and fullscreen: how the outputs play, not what the blend makes."""
+        if verb in ("set", "add") and value is None:
+            raise ctl.CommandError(f"{verb} {name}: needs a value")
+        if name == "volume":
+            if verb == "cycle":
+                raise ctl.CommandError("volume: use add or set")
+            v = ctl.parse_float(value) + (self.volume if verb == "add" else 0)
+            self.volume = int(round(min(max(v, 0), VOLUME_MAX)))
+            self.muted = False if verb == "add" else self.muted  # turning it up or down is meant to be heard
+            self.message(f"volume {self.volume} %" + (" (muted)" if self.muted else ""))
+        elif name == "mute":
+            if verb == "add":
+                raise ctl.CommandError("mute: use cycle or set")
+            self.muted = not self.muted if verb == "cycle" else ctl.parse_bool(value)
+            self.message("mute" if self.muted else f"volume {self.volume} %")
+        else:  # fullscreen
+            if verb == "add":
+                raise ctl.CommandError("fullscreen: use cycle or set")
+            on = not self.window.fullscreen if verb == "cycle" else ctl.parse_bool(value)
+            if on != self.window.fullscreen:
+                self.window.set_fullscreen(on)
+        self.feed.gain = 0.0 if self.muted else self.volume / 100.0
+        if not self.info.has_audio and name in ("volume", "mute"):
+            self.message("no audio stream")
 
     def _set_controls(self, new: ctl.Controls) -> None:
         if new.serial != self.controls.serial:
@@ -610,7 +644,7 @@ class Player:
             self._quit = True
         elif ev.kind == "key":
             cmd = keymap.command_for(ev.key)
-            if cmd:
+            if cmd and (not ev.repeat or keymap.repeatable(cmd)):
                 self.command(cmd)
         elif ev.kind == "mouse":
             c = self.controls
@@ -742,6 +776,8 @@ class Player:
             badges.append(c.view.upper())
         if c.zoom > 1:
             badges.append(f"{c.zoom}:1")
+        if self.muted and self.info.has_audio:
+            badges.append("MUTE")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
         return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,

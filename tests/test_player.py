@@ -599,6 +599,73 @@ def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, re
     assert stats["frames_presented"] > 10
 
 
+def test_fullscreen_and_back_under_a_window_manager(tmp_path, weights, make_clip):
+    """`f` fills the screen and ESC gives the window back at its size (mpv's keys), on an X server of
+    the test's own with a window manager (openbox), as on a desktop: without one, SDL's X11 code
+    cannot give a fullscreen window its old size back."""
+    import signal
+    missing = [tool for tool in ("Xvfb", "openbox", "xdotool") if not shutil.which(tool)]
+    if missing:
+        from conftest import skip_or_fail
+        skip_or_fail(f"needs {', '.join(missing)}")
+    clip = make_clip(seconds=8.0, name="fullscreen")
+    display = f":{200 + os.getpid() % 500}"
+    procs = [subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdfullscreen", "DISPLAY": display}
+    try:
+        for _ in range(50):
+            if subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        procs.append(subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        player = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(clip), "--weights", str(weights),
+                                   "--no-audio"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        procs.append(player)
+        wid, size = _wait_for_size("rcdfullscreen", env, (320, 240), timeout=30)
+        assert size == (320, 240), f"the player's window is {size} ({player.poll()})"
+        _key(wid, "f", env)  # fullscreen: a new X window fills the screen ...
+        wid, full = _wait_for_size("rcdfullscreen", env, (1024, 768))
+        for _ in range(5):  # ... and ESC gives the window back (idempotent: sent again while the new
+            _key(wid, "Escape", env)  # window may not take keys yet)
+            wid, back = _wait_for_size("rcdfullscreen", env, (320, 240), timeout=1.0)
+            if back == (320, 240):
+                break
+        _key(wid, "q", env)
+        player.wait(timeout=20)
+        assert (full, back) == ((1024, 768), (320, 240))
+        assert player.returncode == 0, player.stderr.read()
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def _geometry(wid: str, env) -> tuple[int, int, int, int]:
+    r = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=env, capture_output=True, text=True)
+    g = dict(line.split("=", 1) for line in r.stdout.split())
+    return tuple(int(g.get(k, -1)) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+
+
+def _wait_for_size(wm_class: str, env, size, timeout=5.0) -> tuple[str, tuple[int, int]]:
+    """(id, size) of the class's window once it is `size` (fullscreen on or off makes a new X window),
+    else of the last window found after `timeout`."""
+    t0, found = time.time(), ("", (0, 0))
+    while time.time() - t0 < timeout:
+        r = subprocess.run(["xdotool", "search", "--classname", wm_class], capture_output=True, text=True, env=env)
+        for wid in r.stdout.split():
+            found = wid, _geometry(wid, env)[2:]
+            if found[1] == tuple(size):
+                return found
+        time.sleep(0.1)
+    return found
+
+
 def _wait_for_window(wm_class: str, env, timeout=30.0) -> str:
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -651,6 +718,62 @@ def test_paused_edits_are_measured_and_gains_are_not_strength(tmp_path, weights,
 
     reset = apply(p.controls, "autotune", Context(levels=p.levels))
     assert (reset.mix.luma, reset.mix.chroma, reset.mix.strength) == (1.0, 1.0, None)
+
+
+def test_volume_and_mute_scale_what_the_device_plays(tmp_path, weights, clip):
+    """`/` `*` and `m` (mpv's keys): what the sound device is given is the source × volume, or
+    silence when muted; the volume stops at VOLUME_MAX; recordings keep the source level (the tap)."""
+    from player.keymap import KEYMAP
+    from player.player import VOLUME_MAX
+
+    fills = []  # (gain at the call, peak of the samples output)
+
+    def setup(p):
+        fill = p.feed.fill
+
+        def spy(out, latency, at):
+            fill(out, latency, at)
+            fills.append((p.feed.gain, float(np.abs(out).max())))
+
+        p.feed.fill = spy
+
+    p, _, _ = play(tmp_path, weights, clip, duration=2.0, setup=setup, script=[
+        (0.4, "set volume 50"), (0.8, KEYMAP["m"]), (1.2, KEYMAP["m"]), (1.4, KEYMAP["*"]), (1.6, "set volume 900")])
+    assert KEYMAP["*"] == "add volume 2" and KEYMAP["/"] == "add volume -2"
+    assert (p.volume, p.muted) == (VOLUME_MAX, False)
+    assert p.feed.gain == pytest.approx(VOLUME_MAX / 100)
+    peaks = {g: [pk for gg, pk in fills if gg == g and pk > 0.0] for g in (1.0, 0.5, 0.52)}
+    assert all(len(v) > 5 for v in peaks.values()), {g: len(v) for g, v in peaks.items()}
+    tone = np.median(peaks[1.0])
+    assert tone > 0.05
+    assert np.median(peaks[0.5]) == pytest.approx(0.5 * tone, rel=0.05)
+    assert np.median(peaks[0.52]) == pytest.approx(0.52 * tone, rel=0.05)
+    muted = [pk for g, pk in fills if g == 0.0]
+    assert len(muted) > 10 and max(muted) == 0.0
+    assert any("volume 130 %" in text for _, text in p._messages)
+
+
+def test_held_keys_repeat_steps_but_not_toggles(tmp_path, weights, clip):
+    """As in mpv: a held UP keeps raising the strength; a held b or space toggles once, no flicker."""
+    from player.outputs.window import Event
+
+    held = [e for k in ("UP", "b", "space") for e in [Event("key", k)] + [Event("key", k, repeat=True)] * 3]
+
+    def setup(p):
+        poll = p.window.poll
+        p.window.poll = lambda: poll() + (held if p.frames_presented >= 5 and not p.paused else [])
+
+    p, _, _ = play(tmp_path, weights, clip, duration=1.0, setup=setup)
+    assert p.controls.bypass is True and p.paused is True  # one toggle each, not four
+    steps = [text for _, text in p._messages if text.startswith("strength")]
+    assert len(steps) == 4, steps                           # UP and its three repeats
+    assert [float(t.split()[1]) for t in steps] == pytest.approx(float(steps[0].split()[1]) + np.arange(4))
+
+
+def test_the_readme_lists_every_key_binding():
+    from player.keymap import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_number_keys_select_every_level_above_zero():

@@ -326,6 +326,77 @@ def test_window_events(window_cls):
     assert w.poll() == []
 
 
+def test_a_double_click_on_the_picture_is_mpvs_key_event(window_cls):
+    """Two left presses close in time and place give MBTN_LEFT_DBL (bound to fullscreen) after the
+    second click; a third press starts a new pair; presses apart, or on the timeline, do not."""
+    import pygame
+    w = window_cls(320, 240)
+    w.show(*frames(240, 320), hud=sample_hud())
+    pygame.event.clear()
+
+    def press(pos, button=1):
+        pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=pos, button=button))
+
+    press((100, 100)), press((101, 100)), press((101, 100))
+    assert [(e.kind, e.key) for e in w.poll()] == [("click", ""), ("click", ""), ("key", "MBTN_LEFT_DBL"), ("click", "")]
+    time.sleep(0.5)
+    press((100, 100))                                       # too late after the last press
+    press((160, 100))                                       # too far away
+    press((160, 100), button=3)                             # not the left button
+    press((160, 235)), press((160, 235))                    # on the timeline: seeks, no fullscreen
+    evs = w.poll()
+    assert not [e for e in evs if e.kind == "key"], evs
+    assert [e.key for e in evs if e.kind == "click"][-2:] == ["timeline", "timeline"]
+
+
+def test_a_held_key_repeats_until_released_or_a_new_window(window_cls):
+    """Repeats are made by the window and marked (the player leaves toggles unrepeated, as mpv);
+    they stop at the key's release, and at fullscreen, whose new window never sees the release
+    (pygame's own repeat toggled fullscreen every 40 ms after one press of f)."""
+    import pygame
+    w = window_cls(320, 240)
+    pygame.event.clear()
+
+    def down(k, uni):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=k, mod=0, unicode=uni, scancode=0))
+
+    down(pygame.K_UP, "")
+    assert [(e.key, e.repeat) for e in w.poll()] == [("UP", False)]
+    assert w.poll() == []                                    # not before the repeat delay
+    time.sleep(0.45)
+    assert [(e.key, e.repeat) for e in w.poll()] == [("UP", True)]
+    pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_UP, mod=0, scancode=0))
+    w.poll()
+    time.sleep(0.1)
+    assert w.poll() == []                                    # released: no more repeats
+    down(pygame.K_f, "f")
+    assert [e.key for e in w.poll()] == ["f"]
+    w.set_fullscreen(True)
+    time.sleep(0.45)
+    assert [e for e in w.poll() if e.kind == "key"] == []    # the old window's key is forgotten
+    w.set_fullscreen(False)
+
+
+def test_fullscreen_fills_the_screen_and_gives_the_window_back(window_cls):
+    import pygame
+    o, t = frames(240, 320, seed=5)
+    w = window_cls(320, 240)
+    w.show(o, t)
+    w.set_fullscreen(True)
+    desktop = pygame.display.get_desktop_sizes()[0]
+    assert w.fullscreen and w.size == desktop
+    w.show(o, t)
+    shot = w.screenshot()
+    assert shot.shape == (desktop[1], desktop[0], 3)
+    x, y, dw, dh = letterbox_rect(320, 240, *desktop)
+    assert dw == desktop[0] or dh == desktop[1]  # the frame fills the screen one way
+    assert np.array_equal(shot[y + dh // 2, x + dw // 2], t[120, 160])
+    w.set_fullscreen(False)
+    assert not w.fullscreen and w.size == (320, 240)
+    w.show(o, t)
+    assert np.array_equal(w.screenshot(), t)
+
+
 def test_window_close_is_idempotent(window_cls):
     w = window_cls(64, 48)
     w.close()

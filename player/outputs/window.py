@@ -26,6 +26,7 @@ Only ``pygame.display`` and ``pygame.font`` are initialised (never
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,8 @@ VIEWS = ("tuned", "original", "split", "side", "diff")
 DIFF_GAIN = 4            # the diff view's gain; _diff() is written for exactly 4
 MAX_INITIAL_SIZE = (1600, 900)
 HELP_MIN_PX = 9           # the help page's smallest font: below this no one reads it
+DOUBLE_CLICK_S = 0.4      # two left presses this close in time ... (the common desktop default)
+DOUBLE_CLICK_PX = 4       # ... and in place make a double click (SDL reports no click count to pygame)
 
 
 class DisplayUnavailable(Exception):
@@ -67,6 +70,9 @@ class Event:
       ``"resize"`` the window was resized; ``x``/``y`` are its new width and
                    height in pixels.
 
+    A left double click on the picture comes as the key event "MBTN_LEFT_DBL"
+    (mpv's name; bound to fullscreen) after the second press's "click".
+
     Key names: printable characters as typed, shift applied ("q", "Q", "?",
     ",", "[", "1"); named keys as pygame names them, upper-cased ("LEFT",
     "RIGHT", "UP", "DOWN", "TAB", "F1", "RETURN", "BACKSPACE", "HOME",
@@ -82,6 +88,8 @@ class Event:
     x: float = 0.0
     y: float = 0.0
     button: int = 0
+    repeat: bool = False
+    """A "key" event repeated while the key is held (after 350 ms, every 40 ms)."""
 
 
 @dataclass
@@ -353,8 +361,12 @@ class Window:
         self._closed = False
         self._size = screen.get_size()
         pygame.display.set_caption(title)
-        if key_repeat:
-            pygame.key.set_repeat(*key_repeat)
+        # Key repeat is made here, not by pygame.key.set_repeat: pygame repeats a key until its
+        # release reaches the window, and a key that makes a new window (fullscreen) is released
+        # in none — pygame went on toggling fullscreen every 40 ms. Here a new window forgets the
+        # held keys. Repeats are marked, so the player can leave toggles unrepeated, as mpv does.
+        self._repeat = (key_repeat[0] / 1000.0, key_repeat[1] / 1000.0) if key_repeat else None
+        self._held: dict[int, list] = {}  # pygame key code → [name, time of its next repeat]
         self._video_rect = pygame.Rect(letterbox_rect(*self._frame_size, *self._size))
         self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
         self._frame_ref = None           # keeps the array behind the frombuffer surface alive
@@ -362,6 +374,10 @@ class Window:
         self._text: dict[tuple, pygame.Surface] = {}
         self._dark: pygame.Surface | None = None
         self._help_cache: tuple | None = None
+        self._resizable = resizable
+        self._windowed = (w, h)          # the size to go back to when fullscreen ends
+        self.fullscreen = False
+        self._last_press = (-1.0, (0, 0))  # time and place of the last left press on the picture
 
     # ------------------------------------------------------------------ basics
 
@@ -373,6 +389,25 @@ class Window:
             if surf is not None:
                 self._size = surf.get_size()
         return self._size
+
+    def set_fullscreen(self, on: bool) -> None:
+        """Fill the screen (desktop resolution) or give the window back at the size it had.
+
+        Through set_mode, which makes a new X window each way. SDL's own call on the same window
+        (pygame._sdl2's Window.set_fullscreen) left pygame's display surface pointing at the
+        freed one: the next blit corrupted the heap (a segfault within a second under Xvfb)."""
+        if self._closed or bool(on) == self.fullscreen:
+            return
+        if on:
+            self._windowed = self.size
+            pygame.display.set_mode((0, 0), pygame.FULLSCREEN)
+        else:
+            flags = pygame.RESIZABLE if self._resizable else 0
+            if pygame.display.set_mode(self._windowed, flags).get_size() != self._windowed:
+                pygame.display.set_mode(self._windowed, flags)  # SDL's dummy driver keeps the full size once
+        self._held.clear()  # pressed in the old window, released in none (see __init__)
+        self.fullscreen = bool(on)
+        self._help_cache = None
 
     def close(self) -> None:
         """Close the window (pygame.display.quit()); idempotent."""
@@ -422,6 +457,12 @@ class Window:
                 name = key_name(e.key, getattr(e, "mod", 0), getattr(e, "unicode", ""))
                 if name:
                     out.append(Event("key", name))
+                    if self._repeat:
+                        self._held[e.key] = [name, time.monotonic() + self._repeat[0]]
+            elif t == pygame.KEYUP:
+                self._held.pop(e.key, None)
+            elif t == pygame.WINDOWFOCUSLOST:
+                self._held.clear()  # input focus lost: the releases go elsewhere
             elif t == pygame.MOUSEMOTION:
                 fx, fy = self._fraction(e.pos)
                 held = getattr(e, "buttons", (0, 0, 0))
@@ -443,6 +484,13 @@ class Window:
                 else:
                     fx, fy = self._fraction(e.pos)
                     out.append(Event("click", x=fx, y=fy, button=e.button))
+                    if e.button == 1:
+                        now, (t0, p0) = time.monotonic(), self._last_press
+                        near = abs(e.pos[0] - p0[0]) <= DOUBLE_CLICK_PX and abs(e.pos[1] - p0[1]) <= DOUBLE_CLICK_PX
+                        if now - t0 <= DOUBLE_CLICK_S and near:
+                            out.append(Event("key", "MBTN_LEFT_DBL"))
+                            now = -1.0           # a third press starts a new pair
+                        self._last_press = (now, tuple(e.pos))
             elif t == pygame.MOUSEWHEEL:
                 if e.y:
                     out.append(Event("key", "WHEEL_UP" if e.y > 0 else "WHEEL_DOWN"))
@@ -450,6 +498,11 @@ class Window:
                 self._size = (e.w, e.h)
                 self._help_cache = None
                 out.append(Event("resize", x=float(e.w), y=float(e.h)))
+        now = time.monotonic()
+        for held in self._held.values():
+            if now >= held[1]:  # one repeat per poll at most: a stalled loop does not get a burst
+                out.append(Event("key", held[0], repeat=True))
+                held[1] = max(held[1] + self._repeat[1], now)
         return out
 
     # ------------------------------------------------------------------ text
@@ -792,6 +845,10 @@ class NullWindow:
         self.last_hud: Hud | None = None
         self.last_help: list[str] | None = None
         self.closed = False
+        self.fullscreen = False
+
+    def set_fullscreen(self, on: bool) -> None:
+        self.fullscreen = bool(on)  # nothing to fill: kept so the player's state reads the same
 
     @property
     def size(self) -> tuple[int, int]:
