@@ -45,6 +45,10 @@ class Slot:
             self._item = item
         self._event.set()
 
+    @property
+    def empty(self) -> bool:
+        return not self._event.is_set()
+
     def take(self, timeout: float) -> Presented | None:
         if not self._event.wait(timeout):
             return None
@@ -173,7 +177,9 @@ class CompositorThread(threading.Thread):
 
             if self.buffering or self.current is None:
                 needed = PREROLL_CACHE_S * p.info.fps if p.worker.mode == "cache" else PREROLL_FRAMES
-                full = len(self.ready_q) >= min(needed, self.ready_q.maxsize)
+                # ... or all there is before the loop's end (it deadlocked: buffering waited for
+                # frames the worker held back until the player's seek to A, which waited for them)
+                full = len(self.ready_q) >= min(needed, self.ready_q.maxsize) or p.worker.waiting_at_loop_end
                 if not full and not self._decoder_done():
                     self.buffering = True  # the clock is already paused (start, seek or underrun)
                     time.sleep(IDLE_SLEEP_S)

@@ -623,8 +623,9 @@ class Player:
     def _loop_and_end(self) -> None:
         a, b = self.loop
         if a is not None and b is not None and not self.paused and self.last is not None:
-            if self.last.frame.epoch == self.epoch and self.last.frame.pts >= b - LOOP_EPS or self._ended is not None:
-                self.seek(a)
+            if (self.last.frame.epoch == self.epoch and self.last.frame.pts >= b - LOOP_EPS or self._ended is not None
+                    or self.worker.waiting_at_loop_end and len(self.ready_q) == 0 and self.slot.empty):
+                self.seek(a)  # the last: the frames up to B were dropped late, and no more come
                 return
         if self._ended is not None and self.last is None and self.compositor.eos is not None and not self.paused:
             self.notice(f"nothing to play from {self.clock.now():.2f} s: the stream ended before a frame")

@@ -325,6 +325,13 @@ class BackboneWorker(threading.Thread):
             elif closed:
                 return
 
+    @property
+    def waiting_at_loop_end(self) -> bool:
+        """A frame past the loop's end is held and every frame before it handed on: nothing more
+        comes until the player seeks back to A (the compositor must not wait for more, and the
+        player must seek even if the frames up to B were dropped late)."""
+        return self._held is not None and not self._jobs
+
     def _next_frame(self, timeout: float):
         """The held frame if there is one, else the next decoded item."""
         if self._held is not None:

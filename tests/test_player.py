@@ -770,6 +770,22 @@ def test_held_keys_repeat_steps_but_not_toggles(tmp_path, weights, clip):
     assert [float(t.split()[1]) for t in steps] == pytest.approx(float(steps[0].split()[1]) + np.arange(4))
 
 
+@pytest.mark.timeout(90)
+def test_a_loop_plays_on_when_cache_mode_runs_dry_near_its_end(tmp_path, weights, clip):
+    """Cache mode, run dry, buffers half a second before it plays on; with fewer frames than that
+    left before the loop's end, it waited for frames the worker held back until the player's seek
+    to A, which waited for them: playback froze for good (2 of 6 `--loop` runs at 640×360 here)."""
+    def slow(p):  # inference slower than real time, as for the quality model on a CPU: underruns
+        infer = p.denoiser.infer
+        p.denoiser.infer = lambda rgb: (time.sleep(0.08), infer(rgb))[1]
+
+    _, shown, _ = play(tmp_path, weights, clip, loop=(1.0, 1.4), duration=2.0, mode="cache", setup=slow)
+    pts = [s.pts for s in shown]
+    assert pts and min(pts) >= 1.0 - 1e-6 and max(pts) <= 1.4 + 0.04, pts
+    passes = 1 + sum(1 for x, y in zip(pts, pts[1:]) if y < x)
+    assert passes >= 3, pts  # the first pass fills the cache; the later ones play from it
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 
