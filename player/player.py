@@ -564,10 +564,13 @@ class Player:
             raise ctl.CommandError("no frame on screen yet")
         d = Path(folder)
         stem = f"rcd-{Path(self.info.name).stem}-{self.last.frame.pts:08.3f}"
+        # Copies first: the tuned frame is one of the compositor's rotating buffers, which it fills
+        # again four frames on — during the PNG encoding, while playing (the pair differed by 4–8 frames).
+        original, tuned = self.last.frame.rgb.copy(), self.last.tuned.copy()
         try:
             d.mkdir(parents=True, exist_ok=True)
-            write_png(d / f"{stem}-original.png", self.last.frame.rgb)
-            write_png(d / f"{stem}-tuned.png", self.last.tuned)
+            write_png(d / f"{stem}-original.png", original)
+            write_png(d / f"{stem}-tuned.png", tuned)
         except OSError as e:
             raise ctl.CommandError(f"cannot write screenshot to {d}: {e.strerror}") from None
         self.message(f"screenshot {d / stem}-{{original,tuned}}.png")

@@ -786,6 +786,25 @@ def test_a_loop_plays_on_when_cache_mode_runs_dry_near_its_end(tmp_path, weights
     assert passes >= 3, pts  # the first pass fills the cache; the later ones play from it
 
 
+def test_a_screenshot_pair_taken_while_playing_is_one_frame(tmp_path, weights, clip, monkeypatch):
+    """The original and tuned PNGs of `s` show the same frame while playback goes on (with a slow
+    disk the tuned one was the compositor's buffer, filled again frames later)."""
+    import player.player as pl
+    from PIL import Image
+
+    write = pl.write_png
+    monkeypatch.setattr(pl, "write_png", lambda path, rgb: (time.sleep(0.3), write(path, rgb)))
+    shots = tmp_path / "shots"
+    play(tmp_path, weights, clip, duration=2.0, script=[(0.5, f"screenshot {shots}"), (1.2, f"screenshot {shots}")])
+    pairs = sorted(shots.glob("*-original.png"))
+    assert len(pairs) == 2
+    for o in pairs:
+        t = o.with_name(o.name.replace("-original", "-tuned"))
+        index = read_frame_index(np.asarray(Image.open(o)))
+        assert read_frame_index(np.asarray(Image.open(t))) == index
+        assert f"{index / 30:08.3f}" in o.name  # the frame the name says
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 
