@@ -79,6 +79,11 @@ class FileSource:
         elif self.container.duration:
             duration = self.container.duration / 1e6
         first = self._first_frame()
+        if first.time is None:
+            # No timestamps (a raw .h264 stream): frames are timed by the rate, and the demuxer's
+            # average is FFmpeg's default of 25 fps; the codec's own (the stream's VUI) is the real one.
+            rate = self.vstream.codec_context.framerate or self.vstream.guessed_rate or rate
+            fps = float(rate) if rate else 30.0
         # Display rotation (a phone's portrait clip: its display matrix): frames are turned upright
         # here, as FFmpeg's players do, so the picture, screenshots and recordings stand upright.
         # PyAV's rotation is the counter-clockwise angle; np.rot90 turns counter-clockwise too.
@@ -108,8 +113,16 @@ class FileSource:
         if c is None:
             c = self.container if kind == "video" else av.open(self.path)
             self._containers[kind] = c
+        try:
+            c.seek(int(start * 1e6) if start > 0 else 0, backward=True, any_frame=False)  # AV_TIME_BASE units
+        except av.error.FFmpegError:
+            # Not seekable (a raw .h264 stream, packets without timestamps): read it again from the
+            # start and skip to `start` by decoding, as FFmpeg's tools do.
+            if c is not self.container:
+                c.close()
+            c = self._containers[kind] = av.open(self.path)
+            c.streams.video[0].thread_type = "AUTO"
         stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
-        c.seek(int(start * 1e6) if start > 0 else 0, backward=True, any_frame=False)  # AV_TIME_BASE units
         yield from (self._video(c, stream, start) if kind == "video" else self._audio(c, stream, start))
 
     def _packets(self, c, stream):
@@ -124,7 +137,10 @@ class FileSource:
         nominal = 1.0 / self.info.fps
         for frame in self._packets(c, stream):
             t = frame.time
-            pts = last_pts + nominal if t is None else float(t)
+            if t is None:  # no timestamps (a raw .h264 stream): the frame rate's, from 0
+                pts = last_pts + nominal if last_pts > -math.inf else 0.0
+            else:
+                pts = float(t)
             if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
                 pts = last_pts + 1e-3
             last_pts = pts

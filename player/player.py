@@ -157,7 +157,11 @@ class AudioFeed:
         if clock.paused:
             out.fill(0.0)
             return
-        n, filled, first_pts, epoch = len(out), 0, None, clock.epoch
+        n, filled, first, epoch = len(out), 0, None, clock.epoch
+        # The media time out[0] will be heard at, by the clock as it runs. Until the sound of this
+        # epoch has started, sound that is not due yet waits in silence, to the sample; once it
+        # has, the sound is the clock and is never held back.
+        heard = clock.now() + latency
         while filled < n:
             if self._chunk is None:
                 item = self.audio_q.get_nowait()
@@ -167,9 +171,16 @@ class AudioFeed:
                     continue
                 self._chunk, self._off = item, 0
             pcm = self._chunk.pcm
+            if first is None:
+                pts = self._chunk.pts + self._off / AUDIO_RATE
+                gap = int(round((pts - heard) * AUDIO_RATE)) - filled
+                if gap > 0 and not self.started:  # the sound starts later than the picture: silence
+                    k = min(gap, n - filled)      # until it is due (synced to it, the clock jumped
+                    out[filled : filled + k] = 0.0  # ahead and the video up to it was dropped)
+                    filled += k
+                    continue
+                first = (pts, filled)  # the first source sample, and where it is in `out`
             take = min(n - filled, len(pcm) - self._off)
-            if first_pts is None:
-                first_pts = self._chunk.pts + self._off / AUDIO_RATE
             out[filled : filled + take] = pcm[self._off : self._off + take]
             if self.tap is not None:  # recording: a view of what was output, never blocks
                 self.tap.put(self._chunk.pts + self._off / AUDIO_RATE, pcm[self._off : self._off + take])
@@ -184,9 +195,9 @@ class AudioFeed:
         gain = self.gain
         if gain != 1.0:
             np.multiply(out, gain, out=out)  # in place: the callback does not allocate
-        if first_pts is not None:
+        if first is not None:
             self.started = True
-            clock.sync(first_pts - latency, at=at, epoch=epoch)
+            clock.sync(first[0] - first[1] / AUDIO_RATE - latency, at=at, epoch=epoch)
 
 
 class Player:

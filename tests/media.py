@@ -114,11 +114,13 @@ def make_test_clip(path, *, width: int = 320, height: int = 240, fps=30,
                    pix_fmt: str = "yuv420p", audio: bool = True,
                    audio_codec: str | None = None, sample_rate: int = 48000,
                    channels: int = 2, tone_hz: float = 440.0,
-                   gop: int | None = None, options: dict | None = None) -> Path:
+                   gop: int | None = None, options: dict | None = None,
+                   audio_start: float = 0.0) -> Path:
     """Write a synthetic clip to ``path`` (container from its extension).
 
     ``fps`` may be an int, float or Fraction (e.g. Fraction(30000, 1001)).
     ``gop`` is the keyframe interval in frames (default: one per second).
+    ``audio_start``: the sound begins this many seconds after the picture (silent before: no packets).
     Returns ``Path(path)``.
     """
     import av  # imported here so that merely importing this module is cheap
@@ -142,7 +144,7 @@ def make_test_clip(path, *, width: int = 320, height: int = 240, fps=30,
             as_.codec_context.time_base = Fraction(1, sample_rate)
             total_samples = int(round(seconds * sample_rate))
             chunk = 1024
-            written = 0
+            written = int(round(audio_start * sample_rate))  # af.pts: the sample's time from 0
             layout = "stereo" if channels == 2 else "mono"
 
         def write_audio_until(sample: int) -> None:

@@ -805,6 +805,43 @@ def test_a_screenshot_pair_taken_while_playing_is_one_frame(tmp_path, weights, c
         assert f"{index / 30:08.3f}" in o.name  # the frame the name says
 
 
+def test_sound_that_starts_late_waits_and_the_picture_before_it_plays(tmp_path, weights, make_clip):
+    """Audio from 1 s on: silence until then, and every frame shown (the clock jumped to the first
+    sound's time and the frames before it were dropped as late)."""
+    clip = make_clip(seconds=2.5, audio_start=1.0, name="late_audio")
+    import av
+    with av.open(str(clip)) as c:
+        first_audio = next(c.decode(audio=0)).time
+    assert first_audio == pytest.approx(1.0, abs=0.05)
+    heard = []
+
+    def setup(p):
+        fill = p.feed.fill
+
+        def spy(out, latency, at):
+            fill(out, latency, at)
+            heard.append((p.clock.now(), float(np.abs(out).max())))
+
+        p.feed.fill = spy
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=3.0, setup=setup)
+    assert [read_frame_index(s.original) for s in shown] == list(range(75))
+    assert stats["frames_dropped_early"] + stats["frames_dropped_late"] == 0
+    loud = [t for t, peak in heard if peak > 0.01]
+    assert loud and 0.9 <= loud[0] <= 1.1, loud[:3]  # the first sound is heard at its own time
+
+
+def test_a_raw_h264_stream_without_timestamps_plays_and_seeks(tmp_path, weights, make_clip):
+    """A raw .h264 stream has no timestamps and cannot seek (FFmpeg: EPERM): frames get the frame
+    rate's times from 0, and a start time is reached by decoding from the beginning."""
+    clip = make_clip(seconds=2.0, audio=False, ext="h264", name="raw")
+    _, shown, _ = play(tmp_path, weights, clip, duration=3.0)
+    assert [read_frame_index(s.original) for s in shown] == list(range(60))
+    assert shown[30].pts == pytest.approx(1.0, abs=1e-6)
+    _, shown, _ = play(tmp_path, weights, clip, duration=0.5, start=1.0)
+    assert read_frame_index(shown[0].original) == 30
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 
