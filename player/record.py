@@ -209,10 +209,22 @@ class MediaWriter:
         self._encoded_sample = 0
         self.audio_gaps = 0
         self.frames = 0
+        self.fps = float(rate)
+        self._held_packet = None  # video: muxed once the next one gives its duration (_mux_video)
         self.last_pts: float | None = None
         self.encode_ms: list[float] = []
 
     # video
+    def _mux_video(self, pkt) -> None:
+        """Mux the packet before this one, with its duration: the distance to this one's dts. MP4
+        fragments are cut at any 0.25 s (FRAGMENT_US); at a cut, the fragment's last sample had no
+        duration and the muxer guessed one, which with irregular source timestamps and B-frames put
+        frames out of order in the file (the QA's fire2.mp4: a 0.85 s frame played at 0.69 s)."""
+        held, self._held_packet = self._held_packet, pkt
+        if held is not None:
+            held.duration = max(1, pkt.dts - held.dts)
+            self.container.mux(held)
+
     def video(self, pts: float, rgb: np.ndarray) -> None:
         import av
 
@@ -225,7 +237,7 @@ class MediaWriter:
         vf.pts = int(round((pts - self.origin) / VIDEO_TIME_BASE))
         vf.time_base = VIDEO_TIME_BASE
         for pkt in self.vstream.encode(vf):
-            self.container.mux(pkt)
+            self._mux_video(pkt)
         self.frames += 1
         self.last_pts = pts
         self.encode_ms.append((time.perf_counter() - t0) * 1000.0)
@@ -307,7 +319,11 @@ class MediaWriter:
             if self.astream is not None and end_pts is not None:
                 self.encode_audio_until(end_pts, final=True)
             for pkt in self.vstream.encode():
-                self.container.mux(pkt)
+                self._mux_video(pkt)
+            if self._held_packet is not None:  # the last one: a nominal frame's duration
+                self._held_packet.duration = max(1, int(round(1.0 / self.fps / VIDEO_TIME_BASE)))
+                self.container.mux(self._held_packet)
+                self._held_packet = None
             if self.astream is not None:
                 for pkt in self.astream.encode():
                     self.container.mux(pkt)

@@ -410,6 +410,29 @@ def test_recording_file_playable_at_any_moment(tmp_path, ext):
     assert [read_frame_index(f) for f in frames] == list(range(100))
 
 
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_irregular_timestamps_keep_their_order_and_times(tmp_path, ext):
+    """A source with irregular frame times (a phone's variable rate), with sound: every frame is
+    written at its own time, in order. In MP4 the muxer guessed the duration of a fragment's last
+    sample, and with B-frames a 0.85 s frame came out at 0.69 s."""
+    from media import synth_frame
+    from player.record import MediaWriter
+
+    steps = np.tile([0.1, 0.1, 0.09, 0.09, 0.08, 0.1, 0.099], 6)
+    times = np.round(np.concatenate([[0.0], np.cumsum(steps)]), 4)
+    w = MediaWriter(tmp_path / f"v.{ext}", "mp4" if ext == "mp4" else "matroska", 320, 240, 10.5, 0.0, True)
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(4800) / 48000)).astype(np.float32)[:, None].repeat(2, 1)
+    for i, t in enumerate(times):
+        w.audio(float(t), tone)
+        w.video(float(t), synth_frame(i, 320, 240))
+        w.encode_audio_until(float(t) + 0.1)
+    w.close(end_pts=float(times[-1]) + 0.1)
+    with av.open(str(tmp_path / f"v.{ext}")) as c:
+        got = [(f.time, read_frame_index(f.to_ndarray(format="rgb24"))) for f in c.decode(video=0)]
+    assert [i for _, i in got] == list(range(len(times)))
+    assert np.allclose([t for t, _ in got], times, atol=1e-3), [(round(t, 4), x) for (t, _), x in zip(got, times)]
+
+
 def test_reblend_of_the_same_frame_keeps_the_last_version(tmp_path):
     from player.record import Recorder
 
