@@ -207,7 +207,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             """One frame, in order: its blend, its audio and its video to the encoder."""
             nonlocal writer, done
             if writer is None:
-                origin = start if track is not None else min(0.0, frame.pts)
+                origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
                 writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
                                             audio=info.has_audio, colour=info.colour, lossless=lossless)

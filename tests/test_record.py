@@ -337,6 +337,41 @@ def test_render_keeps_irregular_timestamps(weights, tmp_path):
     assert t == pytest.approx(src_t, abs=1e-3)
 
 
+def test_render_of_a_source_that_starts_late_starts_at_zero(weights, tmp_path):
+    """A source whose times start at 10 s (a cut from a longer stream) renders as a recording of it
+    does: picture and sound from 0 (the picture stayed at 10 s behind 10 s of silent sound)."""
+    from media import sine, synth_frame
+
+    src = tmp_path / "from10.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 160, 96, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 25)
+        a = c.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        for i in range(50):
+            af = av.AudioFrame.from_ndarray(sine(1920, i * 1920, 48000, 440.0, 2), format="fltp", layout="stereo")
+            af.sample_rate, af.pts, af.time_base = 48000, 480000 + i * 1920, Fraction(1, 48000)
+            for p in a.encode(af):
+                c.mux(p)
+            f = av.VideoFrame.from_ndarray(synth_frame(i, 160, 96), format="rgb24")
+            f.pts, f.time_base = 250 + i, Fraction(1, 25)
+            for p in v.encode(f.reformat(format="yuv420p")):
+                c.mux(p)
+        for s in (v, a):
+            for p in s.encode():
+                c.mux(p)
+    out = tmp_path / "from10.mp4"
+    run_player(src, "--render", out, "--strength", "0", "--weights", weights, "--threads", "1", check=True)
+    t, frames = decode_video(out)
+    assert len(frames) == 50 and t[0] == pytest.approx(0.0, abs=1e-3) and t[-1] == pytest.approx(49 / 25, abs=1e-3)
+    with av.open(str(out)) as c:
+        assert c.duration / 1e6 == pytest.approx(2.0, abs=0.1)
+        first = next(c.decode(audio=0))
+        assert first.time == pytest.approx(0.0, abs=0.03)
+        assert np.abs(first.to_ndarray()).max() > 0.05  # the tone, not silence
+
+
 # --------------------------------------------------------------------------- crash safety
 
 def test_killed_recording_still_decodes(make_clip, weights, tmp_path):
