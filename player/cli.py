@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"{out} is an input ({inp}): choose another output")
     if args.start is not None and not (math.isfinite(args.start) and args.start >= 0):
         ap.error(f"--start needs seconds >= 0, got {args.start}")
+    if args.loop is not None and not (all(math.isfinite(v) for v in args.loop) and 0 <= args.loop[0] < args.loop[1]):
+        ap.error(f"--loop A B needs 0 <= A < B, got {args.loop[0]:g} {args.loop[1]:g}")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         ap.error(f"--duration needs seconds > 0, got {args.duration}")
     if args.cache_mb < 0:

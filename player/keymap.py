@@ -59,7 +59,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("i", "cycle hud", "show / hide the HUD"),
     ("f", "cycle fullscreen", "fullscreen on / off"),
     ("MBTN_LEFT_DBL", "cycle fullscreen", "fullscreen on / off"),
-    ("ESCAPE", "set fullscreen no", "leave fullscreen"),
+    ("ESCAPE", "set fullscreen no; set help no", "leave fullscreen, close the help page"),
     ("m", "cycle mute", "mute on / off"),
     ("*", "add volume 2", "volume +2 %"),
     ("/", "add volume -2", "volume −2 %"),

@@ -112,12 +112,13 @@ def load_script(path: str) -> list[tuple[float, str]]:
         except ValueError:
             raise PlayerError(f"{path}:{n}: expected 'TIME COMMAND', got {line!r}") from None
         cmd = cmd.strip()
-        verb = cmd.split()[0] if cmd else ""
         if not (math.isfinite(t) and t >= 0):
             raise PlayerError(f"{path}:{n}: the time must be a number of seconds >= 0, got {line.split()[0]!r}")
-        if verb not in SCRIPT_VERBS:
-            raise PlayerError(f"{path}:{n}: {f'unknown command {verb!r}' if verb else 'no command'} "
-                              f"(commands: README.md, 'Command line')")
+        for part in cmd.split(";"):  # `a; b`: both
+            verb = part.split()[0] if part.strip() else ""
+            if verb not in SCRIPT_VERBS:
+                raise PlayerError(f"{path}:{n}: {f'unknown command {verb!r}' if verb else 'no command'} "
+                                  f"(commands: README.md, 'Command line')")
         out.append((t, cmd))
     return sorted(out, key=lambda x: x[0])
 
@@ -256,7 +257,9 @@ class Player:
         self.presets: dict[str, Mix] = {}
         self._preset_side = "A"
         self.preset_file = cfg.preset or PRESET_FILE  # where ctrl+s / ctrl+o save and load
-        if cfg.preset:
+        if cfg.preset and not os.path.lexists(cfg.preset) and os.path.isdir(os.path.dirname(cfg.preset) or "."):
+            self.notice(f"{cfg.preset}: a new preset file: ctrl+s saves presets A and B there")  # a new tuning session
+        elif cfg.preset:
             self._load_presets(cfg.preset, startup=True)
         self.script = load_script(cfg.script) if cfg.script else []
         self._script_i = 0
@@ -376,11 +379,13 @@ class Player:
         return ctl.Context(levels=self.levels, auto=auto)
 
     def command(self, cmd: str) -> None:
-        """Run one command string (from a key, the script or a test). Errors become OSD notices."""
-        try:
-            self._command(cmd.strip())
-        except ctl.CommandError as e:
-            self.notice(f"{cmd}: {e}")
+        """Run a command string (from a key, the script or a test); `a; b` runs both, as in mpv.
+        Errors become OSD notices."""
+        for one in cmd.split(";"):
+            try:
+                self._command(one.strip())
+            except ctl.CommandError as e:
+                self.notice(f"{one.strip()}: {e}")
 
     def _command(self, cmd: str) -> None:
         parts = cmd.split()

@@ -516,6 +516,7 @@ class Recorder(threading.Thread):
         # counters (main thread writes the first three)
         self.frames_queued = 0
         self.frames_dropped = 0
+        self.frames_skipped = 0  # shown again after a loop or a seek back: not recorded
         self.lag_max_frames = 0
         self.frames_written = 0
         self.error: BaseException | None = None
@@ -532,7 +533,13 @@ class Recorder(threading.Thread):
             self._held = _Item(pts, duration, rgb.copy() if copy else rgb, state)  # a re-blend: the last version wins
             return
         if pts <= self._last_pts or (self._held is not None and pts < self._held.pts):
-            return  # before what is recorded already (backward seek, loop)
+            # before what is recorded already (a loop's next pass, a backward seek): the file follows
+            # the source's timeline, which a re-render from the track needs — said once, counted
+            self.frames_skipped += 1
+            if self.frames_skipped == 1:
+                self.notice(f"recording: frames shown again (a loop's next pass, a seek back) are not recorded; "
+                            f"R twice starts a new file")
+            return
         self._push_held()
         self._held = _Item(pts, duration, rgb.copy() if copy else rgb, state)
 
@@ -661,7 +668,10 @@ class Recorder(threading.Thread):
         write_json_atomic(sidecar_path(self.target), self.track.to_json(complete=True))
         part_track.unlink(missing_ok=True)
         span = end - self.track.frames[0]
-        self.notice(f"recorded {self.frames_written} frames ({span:.2f} s) to {self.target}")
+        missing = "".join([f"; {self.frames_dropped} frames dropped (the encoder was behind)" if self.frames_dropped else "",
+                           f"; {self.frames_skipped} frames shown again after a loop or seek back not recorded"
+                           if self.frames_skipped else ""])
+        self.notice(f"recorded {self.frames_written} frames ({span:.2f} s) to {self.target}{missing}")
 
 
 class Recording:
@@ -824,6 +834,7 @@ class Recording:
             "record_frames": sum(r.frames_written for r in recs),
             "record_frames_queued": sum(r.frames_queued for r in recs),
             "record_frames_dropped": self.frames_dropped,
+            "record_frames_skipped": sum(r.frames_skipped for r in recs),  # shown again (loop, seek back)
             "record_lag_max_frames": max((r.lag_max_frames for r in recs), default=0),
             "record_encode_ms_p50": round(float(np.median(ms)), 3) if ms else None,
             "record_files": [str(r.final_path) for r in recs if r.final_path is not None],

@@ -552,6 +552,12 @@ def test_help_lists_the_options():
         assert opt in r.stdout
 
 
+@pytest.mark.parametrize("loop", [("-1", "1"), ("1", "0.5"), ("1", "nan")])
+def test_a_bad_loop_is_a_bad_option(loop):
+    r = run_cli("--headless", "--loop", *loop)
+    assert r.returncode == 2 and "--loop A B needs 0 <= A < B" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
 # ---- real outputs --------------------------------------------------------------------------------
 @pytest.mark.audio
 def test_real_audio_through_portaudio_keeps_av_sync(tmp_path, weights, clip):
@@ -840,6 +846,45 @@ def test_a_raw_h264_stream_without_timestamps_plays_and_seeks(tmp_path, weights,
     assert shown[30].pts == pytest.approx(1.0, abs=1e-6)
     _, shown, _ = play(tmp_path, weights, clip, duration=0.5, start=1.0)
     assert read_frame_index(shown[0].original) == 30
+
+
+def test_a_recording_over_a_loop_says_what_it_leaves_out(tmp_path, weights, clip):
+    """A recording follows the source's timeline: a loop's later passes are not recorded, and the
+    player says so once, and in the closing line and the stats (it was silent)."""
+    out = tmp_path / "loop.mkv"
+    p, _, stats = play(tmp_path, weights, clip, loop=(0.5, 1.0), duration=2.2, mode="live", record=str(out))
+    assert 14 <= stats["record_frames"] <= 16  # the first pass: 0.5 to 1.0 s
+    assert stats["record_frames_skipped"] >= 30
+    said = [n for n in p.notices if "not recorded" in n]
+    assert len(said) == 2 and said[0].startswith("recording: frames shown again")
+    assert f"{stats['record_frames_skipped']} frames shown again" in said[1] and str(out) in said[1]
+
+
+def test_escape_closes_the_help_page_and_commands_chain(tmp_path, weights, clip):
+    """ESC leaves fullscreen and closes the help page (it quit the player, help open or not): two
+    commands in one binding, `a; b` as in mpv; a script checks every part of such a line."""
+    from player.keymap import KEYMAP
+    from player.player import PlayerError, load_script
+
+    p, _, _ = play(tmp_path, weights, clip, duration=1.0,
+                   script=[(0.2, "cycle help"), (0.3, "set fullscreen yes"), (0.5, KEYMAP["ESCAPE"])])
+    assert not p._quit and p.controls.help is False and p.window.fullscreen is False
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 cycle help; sek 5\n")
+    with pytest.raises(PlayerError, match="unknown command 'sek'"):
+        load_script(str(bad))
+
+
+def test_a_new_preset_file_is_made_by_ctrl_s(tmp_path, weights, clip):
+    """--preset NAME that does not exist yet starts a tuning session whose ctrl+s writes it (it was
+    refused: there was no way to begin a new preset file with --preset)."""
+    from player.keymap import KEYMAP
+
+    path = tmp_path / "new.json"
+    p, _, _ = play(tmp_path, weights, clip, duration=0.8, preset=str(path),
+                   script=[(0.2, "set strength 12"), (0.3, KEYMAP["ctrl+a"]), (0.4, KEYMAP["ctrl+s"])])
+    assert any("a new preset file" in n for n in p.notices)
+    assert json.loads(path.read_text())["A"]["strength"] == 12.0
 
 
 def test_the_readme_lists_every_key_binding():
