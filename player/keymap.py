@@ -50,7 +50,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("v", "cycle view", "view: tuned, original, split, side by side, difference"),
     ("ctrl+a", "preset-store A", "store the current settings as preset A"),
     ("ctrl+b", "preset-store B", "store the current settings as preset B"),
-    ("TAB", "preset-flip", "flip between presets A and B"),
+    ("TAB", "preset-flip", "flip between presets A and B (edits stay with their preset)"),
     ("ctrl+s", "preset-save", "save presets A/B (--preset file, else rcd-presets.json)"),
     ("ctrl+o", "preset-load", "load presets A/B (--preset file, else rcd-presets.json)"),
     ("z", "cycle zoom", "zoom 1:1, 2:1, 4:1 around the mouse"),

@@ -443,11 +443,13 @@ class Player:
             mix = self.presets.get(side)
             if mix is None:
                 raise ctl.CommandError(f"preset {side} is empty (store it with ctrl+{side.lower()})")
+            self._keep_edits()
             self._preset_side = side
             self._set_controls(ctl.with_mix(self.controls, mix))
             self.message(f"preset {side}")
         elif verb == "preset-save":
             path = args[0] if args else self.preset_file
+            self._keep_edits()
             data = {k: ctl.mix_to_json(v, ctl.PRESET_DECIMALS) for k, v in self.presets.items()}
             data.setdefault("A", ctl.mix_to_json(self.controls.mix, ctl.PRESET_DECIMALS))
             try:
@@ -473,6 +475,11 @@ class Player:
             new = ctl.apply(old, cmd, self.context())
             self._set_controls(new)
             self._osd_for(cmd, new)
+
+    def _keep_edits(self) -> None:
+        """Edits belong to the preset on screen, as with a plugin's A/B: a flip threw them away."""
+        if self._preset_side in self.presets:
+            self.presets[self._preset_side] = self.controls.mix
 
     def _output_property(self, verb: str, name: str, value: str | None) -> None:
         """volume (0..VOLUME_MAX %), mute and fullscreen: how the outputs play, not what the blend makes."""
@@ -788,7 +795,7 @@ class Player:
         badges = []
         if self.paused:
             badges.append("PAUSED")
-        if self.compositor.buffering:
+        elif self.compositor.buffering:  # paused, the clock waits for the user, not for frames
             badges.append("BUFFERING")
         if c.bypass:
             badges.append("BYPASS")
@@ -798,6 +805,8 @@ class Player:
             badges.append(f"{c.zoom}:1")
         if self.muted and self.info.has_audio:
             badges.append("MUTE")
+        if self.presets:  # which preset the picture shows (edits go to it: preset-flip)
+            badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
         return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,

@@ -190,19 +190,31 @@ def test_frame_step_forward_and_back(tmp_path, weights, clip):
 
 def test_presets_store_flip_save_and_load(tmp_path, weights, clip):
     """Store A and B, one flip shows the other one (A), ctrl+s saves to the --preset file (rounded
-    for people to read), and that file loads at start."""
+    for people to read) with the edits made to the preset on screen, and that file loads at start."""
     preset_file = tmp_path / "p.json"
     preset_file.write_text(json.dumps({"A": {"strength": 5}}))
     script = [(0.2, "set strength 10"), (0.2, "preset-store A"), (0.3, "set strength 35.123456789"),
               (0.3, "preset-store B"), (0.5, "preset-flip"), (0.8, "set strength 20"), (0.9, "preset-save")]
     p, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.2, preset=str(preset_file))
     saved = json.loads(preset_file.read_text())
-    assert saved["A"]["strength"] == 10 and saved["B"]["strength"] == 35.1235
+    assert saved["A"]["strength"] == 20 and saved["B"]["strength"] == 35.1235
     strengths = [round(s.strength, 3) for s in shown]
     changes = [v for i, v in enumerate(strengths) if i == 0 or v != strengths[i - 1]]
     assert changes == [5.0, 10.0, 35.123, 10.0, 20.0], "one flip after storing B must bring A back"
     p2, shown2, _ = play(tmp_path, weights, clip, duration=0.5, preset=str(preset_file))
-    assert abs(shown2[-1].strength - 10.0) < 1e-6
+    assert abs(shown2[-1].strength - 20.0) < 1e-6
+
+
+def test_a_flip_keeps_the_edits_of_the_preset_left_and_says_which_is_on(tmp_path, weights, clip):
+    """TAB threw away what was changed since the preset was stored; edits now belong to the preset on
+    screen, as with a plugin's A/B, and a badge says which one that is."""
+    script = [(0.2, "set strength 10"), (0.2, "preset-store A"), (0.3, "set strength 30"), (0.3, "preset-store B"),
+              (0.4, "preset-flip"), (0.5, "set strength 12"), (0.6, "preset-flip"), (0.7, "preset-flip")]
+    p, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.0)
+    strengths = [round(s.strength, 3) for s in shown]
+    changes = [v for i, v in enumerate(strengths) if i == 0 or v != strengths[i - 1]]
+    assert changes[-4:] == [10.0, 12.0, 30.0, 12.0], changes  # A's edit came back with A
+    assert "PRESET A" in p._hud(p.last).badges
 
 
 def test_demo_source_plays_with_live_psnr(tmp_path, weights):
