@@ -401,7 +401,11 @@ class Player:
                 raise ctl.CommandError("seek needs seconds")
             t = ctl.parse_float(args[0])
             base = 0.0 if args[1:2] == ["absolute"] else self.position()
-            self.seek(base + t)
+            to = self.clamp_position(base + t)
+            self.seek(to)
+            from player.outputs.window import fmt_time
+            self.message(f"{fmt_time(to)} #{round(to * self.info.fps)}"
+                         + (f" / {fmt_time(self.info.duration)}" if self.info.duration > 0 else ""))
         elif verb == "frame-step":
             self.set_paused(True)
             nxt, last = self.ready_q.peek(), self.last
@@ -420,10 +424,10 @@ class Player:
             pos = self.position()
             if a is None:
                 self.loop = (pos, None)
-                self.message(f"loop A = {pos:.2f} s")
+                self.message(f"loop A = {pos:.3f} s (#{round(pos * self.info.fps)})")
             elif b is None and pos > a:
                 self.loop = (a, pos)
-                self.message(f"loop {a:.2f} – {pos:.2f} s")
+                self.message(f"loop {a:.3f} – {pos:.3f} s (#{round(a * self.info.fps)} – #{round(pos * self.info.fps)})")
             else:
                 self.loop = (None, None)
                 self.message("loop cleared")
@@ -809,7 +813,8 @@ class Player:
             badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
-        return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, duration=self.info.duration,
+        return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, frame=int(round(p.frame.pts * self.info.fps)),
+                   duration=self.info.duration,
                    cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
 
     def _hud_hidden(self):

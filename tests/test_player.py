@@ -899,6 +899,13 @@ def test_a_new_preset_file_is_made_by_ctrl_s(tmp_path, weights, clip):
     assert json.loads(path.read_text())["A"]["strength"] == 12.0
 
 
+def test_a_seek_says_where_it_went_and_the_hud_gives_the_frame_number(tmp_path, weights, clip):
+    p, shown, _ = play(tmp_path, weights, clip, duration=1.0, script=[(0.3, "seek 1 absolute"), (0.5, "cycle pause")])
+    assert any(text == "0:01.000 #30 / 0:03.000" for _, text in p._messages), p._messages
+    hud = p._hud(p.last)
+    assert hud.frame == read_frame_index(p.last.frame.rgb) == round(p.last.frame.pts * 30)
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 

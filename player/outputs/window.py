@@ -37,7 +37,7 @@ import pygame  # noqa: E402
 __all__ = [
     "VIEWS", "DIFF_GAIN", "MAX_INITIAL_SIZE", "DisplayUnavailable", "Event", "Hud",
     "Window", "NullWindow", "compose_view", "crop_rect", "fit_size", "letterbox_rect",
-    "key_name",
+    "key_name", "fmt_time",
 ]
 
 VIEWS = ("tuned", "original", "split", "side", "diff")
@@ -102,6 +102,8 @@ class Hud:
     over -vmax..vmax (values beyond are clipped and flagged)."""
     position: float = 0.0
     """Playhead, seconds."""
+    frame: int | None = None
+    """The frame number at the playhead (round(position × fps)), shown beside it; None: not shown."""
     duration: float = 0.0
     """Seconds; 0 when unknown."""
     cache: list[tuple[float, float]] = field(default_factory=list)
@@ -321,7 +323,7 @@ _BADGE_COLOURS = (("REC", (190, 30, 30)), ("BYPASS", (200, 110, 0)), ("BUFFER", 
 _FONT_NAMES = "dejavusansmono,notosansmono,liberationmono,ubuntumono,couriernew,monospace"
 
 
-def _fmt_time(t: float) -> str:
+def fmt_time(t: float) -> str:
     """h:mm:ss.mmm — milliseconds, so a one-frame step shows in the position."""
     if t is None or not np.isfinite(t) or t < 0:
         t = 0.0
@@ -754,12 +756,13 @@ class Window:
         self._darken(screen, band)
         pos = float(hud.position or 0.0)
         dur = float(hud.duration or 0.0)
-        text = f"{_fmt_time(pos)} / {_fmt_time(dur)}" if dur > 0 else _fmt_time(pos)
+        text = fmt_time(pos) + (f" #{hud.frame}" if hud.frame is not None else "")
+        text += f" / {fmt_time(dur)}" if dur > 0 else ""
         ts = self._render(text, px)
         lh = self._font(px).get_linesize()
         ty = band.y + (th - lh) // 2
         screen.blit(ts, (8, ty))
-        tx0 = 8 + self._font(px).size("0:00:00.000 / 0:00:00.000")[0] + 12
+        tx0 = 8 + self._font(px).size("0:00:00.000 #000000 / 0:00:00.000")[0] + 12
         track = pygame.Rect(tx0, band.y + th // 2 - 4, max(10, ww - tx0 - 12), 6)
         self._timeline = (track, band)
         screen.fill((70, 70, 78), track)
