@@ -777,11 +777,16 @@ class Player:
         if c.bypass:
             req, mode = "off", "bypass"
         frame_p50, frame_max = self.frame_times_ms()
+        # What tuning needs, always; the pipeline's numbers under it where the window has room.
+        psnr_text = f"   PSNR {self.psnr_original:5.2f} → {self.psnr_tuned:5.2f} dB" if self.psnr_original is not None else ""
         lines = [
+            f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}",
+            f"character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
+            (f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "") + psnr_text,
+        ]
+        details = [
             f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
             f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
-            f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}  character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
-            f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "",
             f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
@@ -790,8 +795,6 @@ class Player:
             + f"  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",
         ]
-        if self.psnr_original is not None:
-            lines.append(f"PSNR original {self.psnr_original:5.2f} dB   tuned {self.psnr_tuned:5.2f} dB")
         # One bar per level, labelled with the number key that selects it (the zero map has none).
         keys = {i: n for n, i in enumerate(ctl.adjustable_levels(self.levels), start=1)}
         bars = [(f"{keys[i] if i in keys else ' '}  σ {lv:g}", p.coeffs[i] if i < len(p.coeffs) else 0.0, 1.0,
@@ -813,7 +816,7 @@ class Player:
             badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
-        return Hud(lines=[x for x in lines if x], bars=bars, position=p.frame.pts, frame=int(round(p.frame.pts * self.info.fps)),
+        return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=int(round(p.frame.pts * self.info.fps)),
                    duration=self.info.duration,
                    cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
 

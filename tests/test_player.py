@@ -231,7 +231,7 @@ def test_hud_shows_the_frame_rate_and_the_frame_times(tmp_path, weights):
     assert median == pytest.approx(33.0) and longest == pytest.approx(84.0)
     assert Player.frame_times_ms(SimpleNamespace(_present_times=[0.0])) == (0.0, 0.0)
     p, shown, _ = play(tmp_path, weights, None, duration=1.0, demo_size=(160, 96))
-    line = next(x for x in p._hud(p.last).lines if x.startswith("display"))
+    line = next(x for x in p._hud(p.last).details if x.startswith("display"))
     fps, (median, longest) = p.display_fps(), p.frame_times_ms()
     assert fps > 0 and 0 < median <= longest
     assert f"{fps:5.1f} fps" in line and f"frame {median:3.0f}/{longest:3.0f} ms" in line
@@ -730,7 +730,7 @@ def test_paused_edits_are_measured_and_gains_are_not_strength(tmp_path, weights,
     assert last.strength == pytest.approx(20.0, abs=0.01)  # not 0: luma ×0 is a gain, not a strength
     fresh = float(np.std(last.tuned[::4, ::4].astype(np.int16) - last.original[::4, ::4].astype(np.int16)))
     assert p.measured_sigma == pytest.approx(fresh, abs=1e-9)
-    assert f"removed σ {fresh:4.1f}" in p.window.last_hud.lines[1]  # measured before the HUD was drawn
+    assert f"removed σ {fresh:4.1f}" in p.window.last_hud.lines[0]  # measured before the HUD was drawn
     assert 0 < fresh < 15  # chroma still removed, luma not
     from player.controls import Context, apply
 

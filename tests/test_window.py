@@ -326,6 +326,26 @@ def test_window_events(window_cls):
     assert w.poll() == []
 
 
+def test_the_hud_leaves_its_detail_lines_out_of_a_small_window(window_cls):
+    """At 640×360 the full HUD covered 43 % of the picture: the pipeline's numbers (details) go
+    where the panel would take more than HUD_MAX_SHARE of the height; the tuning lines stay."""
+    from player.outputs.window import HUD_MAX_SHARE
+    hud = sample_hud(lines=["strength 22.0", "character +0.00", "noise σ 8"],
+                     details=["clip 1280×720", "display 30 fps", "backbone 30 ms"],
+                     bars=[(f"{i}", 0.2, 1.0, i == 1) for i in range(6)])
+    sizes = {}
+    for size in ((640, 360), (1280, 720)):
+        w = window_cls(*size)
+        o, t = frames(size[1], size[0])
+        w.show(o, t, hud=hud)
+        sizes[size] = w.hud_rows
+        shot = w.screenshot()
+        dark = (np.abs(shot.astype(int) - t).sum(axis=2) > 0)[: size[1] // 2, 8]  # the panel's left edge column
+        assert dark.mean() <= HUD_MAX_SHARE * 2 + 0.05  # of the top half: the panel, not more
+        w.close()
+    assert sizes == {(640, 360): 3, (1280, 720): 6}
+
+
 def test_a_double_click_on_the_picture_is_mpvs_key_event(window_cls):
     """Two left presses close in time and place give MBTN_LEFT_DBL (bound to fullscreen) after the
     second click; a third press starts a new pair; presses apart, or on the timeline, do not."""

@@ -44,6 +44,7 @@ VIEWS = ("tuned", "original", "split", "side", "diff")
 DIFF_GAIN = 4            # the diff view's gain; _diff() is written for exactly 4
 MAX_INITIAL_SIZE = (1600, 900)
 HELP_MIN_PX = 9           # the help page's smallest font: below this no one reads it
+HUD_MAX_SHARE = 0.4       # of the window's height, for the HUD panel with its detail lines
 DOUBLE_CLICK_S = 0.4      # two left presses this close in time ... (the common desktop default)
 DOUBLE_CLICK_PX = 4       # ... and in place make a double click (SDL reports no click count to pygame)
 
@@ -97,6 +98,9 @@ class Hud:
     """Everything the HUD shows; the player fills it each frame."""
     lines: list[str] = field(default_factory=list)
     """Text lines, top-left, monospace."""
+    details: list[str] = field(default_factory=list)
+    """More lines, under them, where there is room: left out where the panel would cover more than
+    HUD_MAX_SHARE of the window's height (at 640×360 the full panel covered 43 % of the picture)."""
     bars: list[tuple[str, float, float, bool]] = field(default_factory=list)
     """(label, value, vmax, selected) per level; drawn from a centred zero line
     over -vmax..vmax (values beyond are clipped and flagged)."""
@@ -652,7 +656,11 @@ class Window:
         pad = 8
 
         # ---- panel: lines + bars
-        lines = [self._fit(str(s), px, ww - 2 * pad - 12) for s in hud.lines]
+        rows = list(hud.lines)
+        if hud.details and (len(rows) + len(hud.details) + len(hud.bars)) * lh + 2 * pad <= HUD_MAX_SHARE * wh:
+            rows += hud.details
+        lines = [self._fit(str(s), px, ww - 2 * pad - 12) for s in rows]
+        self.hud_rows = len(lines)  # what was drawn (tests)
         bar_rows = []
         label_w = 0
         for label, value, vmax, selected in hud.bars:
