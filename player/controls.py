@@ -16,7 +16,7 @@ Property table (name: type, range):
   bypass     bool (show the original)
   view       tuned | original | split | side | diff
   split      float 0..1 (split-wipe position)
-  zoom       1 | 2 | 4;  center  "x,y" fractions
+  zoom       fit (0) | 1 | 2 | 4 | 8: screen pixels per frame pixel;  center  "x,y" fractions
   hud, help  bool
 """
 
@@ -35,7 +35,7 @@ from engine import compose
 from engine.compose import Mix
 
 VIEWS = ("tuned", "original", "split", "side", "diff")
-ZOOMS = (1, 2, 4)
+ZOOMS = (0, 1, 2, 4, 8)  # 0: the frame fitted to the window; else screen pixels per frame pixel
 COEFF_RANGE = (-1.0, 2.0)
 GAIN_RANGE = (0.0, 2.0)
 # Commands that change what the blend produces: their latency to the screen is measured.
@@ -52,7 +52,7 @@ class Controls:
     bypass: bool = False
     view: str = "tuned"
     split: float = 0.5
-    zoom: int = 1
+    zoom: int = 0  # ZOOMS: 0 fits the frame to the window
     center: tuple[float, float] = (0.5, 0.5)
     level: int = 1  # selected adjustable level, 1-based (adjustable_levels)
     hud: bool = True
@@ -165,9 +165,9 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
     if name == "zoom":
         if verb == "cycle":
             return replace(c, zoom=ZOOMS[(ZOOMS.index(c.zoom) + 1) % len(ZOOMS)])
-        z = int(parse_float(value))
+        z = 0 if value == "fit" else int(parse_float(value))
         if z not in ZOOMS:
-            raise CommandError(f"zoom must be one of {ZOOMS}")
+            raise CommandError(f"zoom must be fit or one of {', '.join(str(z) for z in ZOOMS[1:])} (screen pixels per frame pixel)")
         return replace(c, zoom=z)
     if name == "center":
         try:

@@ -532,7 +532,7 @@ class Player:
         elif name == "view":
             self.message(f"view {c.view}")
         elif name == "zoom":
-            self.message(f"zoom {c.zoom}:1")
+            self.message(f"zoom {c.zoom}:1 (screen pixels per frame pixel)" if c.zoom else "zoom: fit to the window")
         elif name == "level" or name.startswith("coeff"):
             n = c.level if name in ("level", "coeff") else int(name.split(".", 1)[1])
             i = ctl.level_index(n, self.levels)
@@ -688,7 +688,7 @@ class Player:
     def _view_key(self):
         c = self.controls
         # the message shown now, not only how many there were: one that expires is taken away, paused too
-        return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom > 1 else None, c.hud, c.help, self.paused,
+        return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom else None, c.hud, c.help, self.paused,
                 len(self._messages), self._current_message(), self.window.size)  # a resized window: drawn again
 
     def _current_message(self) -> str:
@@ -808,7 +808,7 @@ class Player:
             badges.append("BYPASS")
         if c.view != "tuned":
             badges.append(c.view.upper())
-        if c.zoom > 1:
+        if c.zoom:
             badges.append(f"{c.zoom}:1")
         if self.muted and self.info.has_audio:
             badges.append("MUTE")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from player.outputs.window import (DIFF_GAIN, VIEWS, Event, Hud, NullWindow,
-                                   compose_view, crop_rect, fit_size, letterbox_rect)
+from player.outputs.window import (DIFF_GAIN, VIEWS, Event, Hud, NullWindow, compose_view, crop_box,
+                                   crop_rect, fit_size, letterbox_rect)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,6 +252,26 @@ def test_window_draws_what_compose_view_composes(window_cls, view, zoom):
         lx = round(0.3 * cw) * zoom
         mask[:, max(0, lx - 1):lx + 2] = False
     assert np.array_equal(shot[:110][mask], want[:110][mask])
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 4, 8])
+def test_zoom_is_screen_pixels_per_frame_pixel(window_cls, ratio):
+    """Zoom N:1 puts each frame pixel on N×N screen pixels whatever the window's size (it was N
+    times the fitted size: "1:1" was fit, "4:1" 8 screen pixels at 2× fit), around the centre."""
+    o, t = frames(240, 320, seed=12)
+    w = window_cls(640, 360)                                  # the frame fits at 1.5×
+    w.show(o, t, zoom=ratio, center=(0.5, 0.5))
+    shot = w.screenshot()
+    ch, cw = min(240, -(-360 // ratio)), min(320, -(-640 // ratio))
+    y0, x0, _, _ = crop_box(240, 320, ch, cw, (0.5, 0.5))
+    dh, dw = min(360, ch * ratio), min(640, cw * ratio)
+    y, x = (360 - dh) // 2, (640 - dw) // 2
+    want = up(t[y0:y0 + ch, x0:x0 + cw], ratio)[:dh, :dw]
+    assert np.array_equal(shot[y:y + dh, x:x + dw], want)
+    if ratio == 1:                                            # smaller than the window: black around it
+        assert (dh, dw) == (240, 320) and not shot[:y].any() and not shot[:, :x].any()
+    w.show(o, t, zoom=0)                                      # fit: 1.5× (pygame's nearest scaling)
+    assert w.screenshot()[:, 80:560].std() > 0 and not w.screenshot()[:, :80].any()
 
 
 def test_window_letterboxes_and_scales(window_cls):

@@ -36,7 +36,7 @@ import pygame  # noqa: E402
 
 __all__ = [
     "VIEWS", "DIFF_GAIN", "MAX_INITIAL_SIZE", "DisplayUnavailable", "Event", "Hud",
-    "Window", "NullWindow", "compose_view", "crop_rect", "fit_size", "letterbox_rect",
+    "Window", "NullWindow", "compose_view", "crop_box", "crop_rect", "fit_size", "letterbox_rect",
     "key_name", "fmt_time",
 ]
 
@@ -157,7 +157,13 @@ def crop_rect(height: int, width: int, zoom: int, center: tuple[float, float]) -
     ``x0 + fx * crop_w``.
     """
     zoom = max(1, int(zoom))
-    ch, cw = -(-height // zoom), -(-width // zoom)
+    return crop_box(height, width, -(-height // zoom), -(-width // zoom), center)
+
+
+def crop_box(height: int, width: int, ch: int, cw: int, center: tuple[float, float]) -> tuple[int, int, int, int]:
+    """A ``ch`` x ``cw`` crop of a ``height`` x ``width`` frame centred on ``center`` (fractions),
+    clamped inside the frame: (y0, x0, ch, cw)."""
+    ch, cw = min(max(1, ch), height), min(max(1, cw), width)
     cx, cy = float(center[0]), float(center[1])
     x0 = int(round(cx * width - cw / 2))
     y0 = int(round(cy * height - ch / 2))
@@ -202,20 +208,17 @@ def _put_half(dst: np.ndarray, src: np.ndarray) -> None:
 
 
 def _compose_small(original: np.ndarray, tuned: np.ndarray, view: str, split: float,
-                   zoom: int, center: tuple[float, float]) -> np.ndarray:
-    """The view composed at crop resolution (before the zoom upscale).
+                   crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The view composed from the ``crop`` (y0, x0, h, w) of both frames, at its resolution
+    (None: the whole frames).
 
     May return ``original`` / ``tuned`` (or a view of them) without copying.
     """
     _check_frames(original, tuned)
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
-    zoom = int(zoom)
-    if zoom < 1:
-        raise ValueError(f"zoom must be >= 1, got {zoom}")
-    h, w = tuned.shape[:2]
-    if zoom > 1:
-        y0, x0, ch, cw = crop_rect(h, w, zoom, center)
+    if crop is not None:
+        y0, x0, ch, cw = crop
         o = original[y0:y0 + ch, x0:x0 + cw]
         t = tuned[y0:y0 + ch, x0:x0 + cw]
     else:
@@ -260,8 +263,11 @@ def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", s
     No overlays (split line, labels): the window draws those.
     May return ``tuned`` or ``original`` itself (no copy) for those views at zoom 1.
     """
-    small = _compose_small(original, tuned, view, split, zoom, center)
     zoom = int(zoom)
+    if zoom < 1:
+        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    h, w = tuned.shape[:2]
+    small = _compose_small(original, tuned, view, split, crop_rect(h, w, zoom, center) if zoom > 1 else None)
     if zoom == 1:
         return small
     h, w = tuned.shape[:2]
@@ -572,23 +578,29 @@ class Window:
     # ------------------------------------------------------------------ show
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
-             zoom: int = 1, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
+             zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
              help_lines: list[str] | None = None) -> None:
         """Draw one frame pair in ``view`` (see :func:`compose_view`), letterboxed into
         the window, then the HUD and the help page if given, and flip."""
         if self._closed:
             return
-        small = _compose_small(original, tuned, view, split, zoom, center)
-        if not small.flags.c_contiguous:
-            small = np.ascontiguousarray(small)
-        zoom = int(zoom)
+        ratio = max(0, int(zoom))  # screen pixels per frame pixel; 0: the frame fitted to the window
         fh, fw = tuned.shape[:2]
-        sh, sw = small.shape[:2]
         screen = pygame.display.get_surface()
         ww, wh = screen.get_size()
         self._size = (ww, wh)
         self._frame_size = (fw, fh)
-        x, y, dw, dh = letterbox_rect(fw, fh, ww, wh)
+        if ratio == 0:
+            crop = None
+            x, y, dw, dh = letterbox_rect(fw, fh, ww, wh)
+        else:  # as many frame pixels as the window holds at this ratio, around the centre
+            crop = crop_box(fh, fw, -(-wh // ratio), -(-ww // ratio), center)
+            dw, dh = min(ww, crop[3] * ratio), min(wh, crop[2] * ratio)
+            x, y = (ww - dw) // 2, (wh - dh) // 2
+        small = _compose_small(original, tuned, view, split, crop)
+        if not small.flags.c_contiguous:
+            small = np.ascontiguousarray(small)
+        sh, sw = small.shape[:2]
         self._video_rect = vr = pygame.Rect(x, y, dw, dh)
 
         # letterbox bars
@@ -601,18 +613,14 @@ class Window:
 
         self._frame_ref = small
         surf = pygame.image.frombuffer(small.data, (sw, sh), "RGB")
-        if zoom == 1 and (dw, dh) == (sw, sh):
+        tw, th = (dw, dh) if ratio == 0 else (sw * ratio, sh * ratio)  # nearest neighbour: pixels stay square
+        if (tw, th) == (sw, sh):
             screen.blit(surf, (x, y))
         else:
-            # the crop upscaled zoom x covers (sw*zoom, sh*zoom) >= (fw, fh) native pixels;
-            # scale it so that fw x fh native pixels land on dw x dh, cut the excess
-            tw = max(1, round(sw * zoom * dw / fw))
-            th = max(1, round(sh * zoom * dh / fh))
-            scaled = pygame.transform.scale(surf, (tw, th))
-            screen.blit(scaled, (x, y), pygame.Rect(0, 0, dw, dh))
+            screen.blit(pygame.transform.scale(surf, (tw, th)), (x, y), pygame.Rect(0, 0, dw, dh))
 
         px = max(12, min(20, wh // 45))
-        self._view_overlay(screen, vr, view, split, zoom, sw, px, hud is not None and hud.timeline)
+        self._view_overlay(screen, vr, view, split, tw / sw, sw, px, hud is not None and hud.timeline)
         self._timeline = None
         if hud is not None:
             self._draw_hud(screen, hud, px)
@@ -622,15 +630,14 @@ class Window:
 
     # ------------------------------------------------------------------ overlays
 
-    def _view_overlay(self, screen, vr: pygame.Rect, view: str, split: float, zoom: int,
+    def _view_overlay(self, screen, vr: pygame.Rect, view: str, split: float, scale: float,
                       small_w: int, px: int, has_hud: bool) -> None:
         lh = self._font(px).get_linesize()
         bottom = min(vr.bottom, screen.get_height() - (self._timeline_height(px) if has_hud else 0))
         label_y = bottom - lh - 6
         if view == "split":
             sx = _split_column(small_w, split)
-            fw = self._frame_size[0]
-            lx = vr.x + round(sx * zoom * vr.w / fw)
+            lx = vr.x + round(sx * scale)
             lx = min(max(lx, vr.x), vr.right - 1)
             screen.fill((255, 255, 255), (lx, vr.y, 1, vr.h))
             self._label(screen, "original", lx - 6, label_y, px, "right")
@@ -869,9 +876,10 @@ class NullWindow:
         return []
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
-             zoom: int = 1, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
+             zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
              help_lines: list[str] | None = None) -> None:
-        img = compose_view(original, tuned, view, split, zoom, center)
+        # its screen is the frame's own size: a ratio is the crop factor there (0, fit: the frame)
+        img = compose_view(original, tuned, view, split, max(1, int(zoom)), center)
         if img is original or img is tuned:
             img = img.copy()                   # the caller may reuse its frame buffers
         self.last = img
