@@ -712,7 +712,8 @@ class Player:
             self._measure(p)  # before the HUD is drawn: paused, nothing redraws it after this edit
         c = self.controls
         self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
-                         hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None)
+                         hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None,
+                         tuned_label="original (bypass)" if c.bypass else "tuned")  # both halves are the original
         t = time.monotonic()
         self._last_show = self._view_key()
         if again:

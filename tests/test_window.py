@@ -274,6 +274,17 @@ def test_zoom_is_screen_pixels_per_frame_pixel(window_cls, ratio):
     assert w.screenshot()[:, 80:560].std() > 0 and not w.screenshot()[:, :80].any()
 
 
+def test_split_and_side_labels_say_bypass(window_cls):
+    """With bypass on both halves are the original: the tuned side's label says so."""
+    o, t = frames(240, 320, seed=13)
+    w = window_cls(320, 240)
+    shots = []
+    for label in ("tuned", "original (bypass)"):
+        w.show(o, o, view="split", split=0.3, tuned_label=label)
+        shots.append(w.screenshot()[200:, 100:].astype(int))  # right of the line, the labels' row
+    assert np.abs(shots[0] - shots[1]).sum() > 0
+
+
 def test_window_letterboxes_and_scales(window_cls):
     w = window_cls(320, 240)
     o, t = frames(120, 160, seed=10)                # half size: nearest upscale x2, exact

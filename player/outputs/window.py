@@ -579,7 +579,7 @@ class Window:
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
              zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
-             help_lines: list[str] | None = None) -> None:
+             help_lines: list[str] | None = None, tuned_label: str = "tuned") -> None:
         """Draw one frame pair in ``view`` (see :func:`compose_view`), letterboxed into
         the window, then the HUD and the help page if given, and flip."""
         if self._closed:
@@ -620,7 +620,7 @@ class Window:
             screen.blit(pygame.transform.scale(surf, (tw, th)), (x, y), pygame.Rect(0, 0, dw, dh))
 
         px = max(12, min(20, wh // 45))
-        self._view_overlay(screen, vr, view, split, tw / sw, sw, px, hud is not None and hud.timeline)
+        self._view_overlay(screen, vr, view, split, tw / sw, sw, px, hud is not None and hud.timeline, tuned_label)
         self._timeline = None
         if hud is not None:
             self._draw_hud(screen, hud, px)
@@ -631,7 +631,7 @@ class Window:
     # ------------------------------------------------------------------ overlays
 
     def _view_overlay(self, screen, vr: pygame.Rect, view: str, split: float, scale: float,
-                      small_w: int, px: int, has_hud: bool) -> None:
+                      small_w: int, px: int, has_hud: bool, tuned_label: str = "tuned") -> None:
         lh = self._font(px).get_linesize()
         bottom = min(vr.bottom, screen.get_height() - (self._timeline_height(px) if has_hud else 0))
         label_y = bottom - lh - 6
@@ -641,13 +641,13 @@ class Window:
             lx = min(max(lx, vr.x), vr.right - 1)
             screen.fill((255, 255, 255), (lx, vr.y, 1, vr.h))
             self._label(screen, "original", lx - 6, label_y, px, "right")
-            self._label(screen, "tuned", lx + 7, label_y, px, "left")
+            self._label(screen, tuned_label, lx + 7, label_y, px, "left")
         elif view == "side":
             half = vr.w // 2
             img_bottom = vr.y + (vr.h + (vr.h + 1) // 2) // 2   # the halves are centred vertically
             ly = min(img_bottom + 4, label_y)
             self._label(screen, "original", vr.x + half // 2, ly, px, "center")
-            self._label(screen, "tuned", vr.x + half + (vr.w - half) // 2, ly, px, "center")
+            self._label(screen, tuned_label, vr.x + half + (vr.w - half) // 2, ly, px, "center")
         elif view == "diff":
             self._label(screen, f"|tuned \u2212 original| \u00d7{DIFF_GAIN}", vr.x + 8, label_y, px)
         elif view == "original":
@@ -877,7 +877,7 @@ class NullWindow:
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
              zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
-             help_lines: list[str] | None = None) -> None:
+             help_lines: list[str] | None = None, tuned_label: str = "tuned") -> None:
         # its screen is the frame's own size: a ratio is the crop factor there (0, fit: the frame)
         img = compose_view(original, tuned, view, split, max(1, int(zoom)), center)
         if img is original or img is tuned:
