@@ -428,6 +428,35 @@ def test_a_held_key_repeats_until_released_or_a_new_window(window_cls):
     w.set_fullscreen(False)
 
 
+def test_dragging_along_the_timeline_seeks_as_it_goes(window_cls):
+    """Press on the timeline, drag, let go: seeks as it moves (at most every SCRUB_S) and where it
+    is let go; the drag moves neither the split nor the zoom centre (no "mouse" events)."""
+    import pygame
+    from player.outputs.window import SCRUB_S
+    w = window_cls(320, 240)
+    w.show(*frames(240, 320), hud=sample_hud())
+    track = w._timeline[0]
+    y = track.centery
+    pygame.event.clear()
+
+    def post(kind, x, **kw):
+        pygame.event.post(pygame.event.Event(kind, pos=(x, y), **kw))
+
+    post(pygame.MOUSEBUTTONDOWN, track.x, button=1)
+    assert [(e.kind, e.key, e.x) for e in w.poll()] == [("click", "timeline", 0.0)]
+    post(pygame.MOUSEMOTION, track.x + track.w // 4, rel=(1, 0), buttons=(1, 0, 0))
+    assert w.poll() == []                                     # not yet: at most every SCRUB_S
+    time.sleep(SCRUB_S + 0.02)
+    evs = w.poll()
+    assert [(e.kind, e.key) for e in evs] == [("click", "timeline")] and evs[0].x == pytest.approx(0.25, abs=0.01)
+    post(pygame.MOUSEMOTION, track.x + track.w // 2, rel=(1, 0), buttons=(1, 0, 0))
+    post(pygame.MOUSEBUTTONUP, track.x + track.w // 2, button=1)
+    evs = w.poll()
+    assert [(e.kind, e.key) for e in evs] == [("click", "timeline")] and evs[0].x == pytest.approx(0.5, abs=0.01)
+    post(pygame.MOUSEMOTION, track.x + track.w, rel=(1, 0), buttons=(0, 0, 0))
+    assert [e.kind for e in w.poll()] == ["mouse"]            # the drag is over
+
+
 def test_fullscreen_fills_the_screen_and_gives_the_window_back(window_cls):
     import pygame
     o, t = frames(240, 320, seed=5)

@@ -47,6 +47,7 @@ HELP_MIN_PX = 9           # the help page's smallest font: below this no one rea
 HUD_MAX_SHARE = 0.4       # of the window's height, for the HUD panel with its detail lines
 DOUBLE_CLICK_S = 0.4      # two left presses this close in time ... (the common desktop default)
 DOUBLE_CLICK_PX = 4       # ... and in place make a double click (SDL reports no click count to pygame)
+SCRUB_S = 0.1             # dragging along the timeline seeks at most this often (each seek restarts decoding)
 
 
 class DisplayUnavailable(Exception):
@@ -67,7 +68,9 @@ class Event:
       ``"click"``  mouse button pressed; ``x``/``y`` as for "mouse", ``button``
                    the button.  When the press is on the HUD timeline, ``key`` is
                    ``"timeline"`` and ``x`` is the fraction (0..1) along the
-                   timeline (i.e. of the duration) instead.
+                   timeline (i.e. of the duration) instead; dragging the pressed
+                   left button along it sends more such clicks (at most every
+                   SCRUB_S, and where it is let go).
       ``"resize"`` the window was resized; ``x``/``y`` are its new width and
                    height in pixels.
 
@@ -390,6 +393,7 @@ class Window:
         self._windowed = (w, h)          # the size to go back to when fullscreen ends
         self.fullscreen = False
         self._last_press = (-1.0, (0, 0))  # time and place of the last left press on the picture
+        self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
 
     # ------------------------------------------------------------------ basics
 
@@ -455,6 +459,10 @@ class Window:
         fy = (pos[1] - r.y + 0.5) / max(1, r.h)
         return min(max(fx, 0.0), 1.0), min(max(fy, 0.0), 1.0)
 
+    def _along_timeline(self, pos) -> float:
+        track = self._timeline[0] if self._timeline is not None else pygame.Rect(0, 0, max(1, self._size[0]), 1)
+        return min(max((pos[0] - track.x) / max(1, track.w), 0.0), 1.0)
+
     def poll(self) -> list[Event]:
         """Pending pygame events as :class:`Event` s (see there), oldest first."""
         if self._closed:
@@ -475,6 +483,15 @@ class Window:
                 self._held.pop(e.key, None)
             elif t == pygame.WINDOWFOCUSLOST:
                 self._held.clear()  # input focus lost: the releases go elsewhere
+            elif t == pygame.MOUSEMOTION and self._scrub is not None:  # dragging the playhead
+                if getattr(e, "buttons", (0, 0, 0))[0]:
+                    self._scrub[1] = self._along_timeline(e.pos)
+                else:
+                    self._scrub = None  # released where the window did not see it
+            elif t == pygame.MOUSEBUTTONUP and e.button == 1 and self._scrub is not None:
+                if self._scrub[1] is not None:  # where it was let go: always
+                    out.append(Event("click", "timeline", x=self._scrub[1], y=0.5, button=1))
+                self._scrub = None
             elif t == pygame.MOUSEMOTION:
                 fx, fy = self._fraction(e.pos)
                 held = getattr(e, "buttons", (0, 0, 0))
@@ -490,9 +507,9 @@ class Window:
                     continue                 # 4/5: the wheel, reported by MOUSEWHEEL
                 tl = self._timeline
                 if tl is not None and tl[1].collidepoint(e.pos):
-                    track = tl[0]
-                    fx = min(max((e.pos[0] - track.x) / max(1, track.w), 0.0), 1.0)
-                    out.append(Event("click", "timeline", x=fx, y=0.5, button=e.button))
+                    out.append(Event("click", "timeline", x=self._along_timeline(e.pos), y=0.5, button=e.button))
+                    if e.button == 1:  # held and moved, it drags the playhead (mpv's OSC)
+                        self._scrub = [time.monotonic(), None]
                 else:
                     fx, fy = self._fraction(e.pos)
                     out.append(Event("click", x=fx, y=fy, button=e.button))
@@ -511,6 +528,9 @@ class Window:
                 self._help_cache = None
                 out.append(Event("resize", x=float(e.w), y=float(e.h)))
         now = time.monotonic()
+        if self._scrub is not None and self._scrub[1] is not None and now - self._scrub[0] >= SCRUB_S:
+            out.append(Event("click", "timeline", x=self._scrub[1], y=0.5, button=1))
+            self._scrub = [now, None]
         for held in self._held.values():
             if now >= held[1]:  # one repeat per poll at most: a stalled loop does not get a burst
                 out.append(Event("key", held[0], repeat=True))
