@@ -55,6 +55,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("ctrl+o", "preset-load", "load presets A/B (--preset file, else rcd-presets.json)"),
     ("z", "cycle zoom", "zoom fit, 1:1 … 8:1 (screen:frame pixels) at the mouse"),
     ("s", "screenshot", "screenshot: original + tuned PNG pair"),
+    ("S", "screenshot-view", "screenshot of the view as shown (split, side…), no HUD"),
     ("R", "record", "start / stop recording the tuned frames"),
     ("i", "cycle hud", "show / hide the HUD"),
     ("f", "cycle fullscreen", "fullscreen on / off"),

@@ -90,7 +90,7 @@ def default_cache_bytes() -> int:
 # The first word of every command a script may send (Player._command, controls.apply): a script
 # is checked when it loads, not when playback reaches a mistyped line.
 SCRIPT_VERBS = {"quit", "cycle", "set", "add", "seek", "frame-step", "frame-back-step", "ab-loop", "ab-loop-clear",
-                "autotune", "preset-store", "preset-flip", "preset-save", "preset-load", "screenshot", "record"}
+                "autotune", "preset-store", "preset-flip", "preset-save", "preset-load", "screenshot", "screenshot-view", "record"}
 
 
 def load_script(path: str) -> list[tuple[float, str]]:
@@ -467,6 +467,8 @@ class Player:
             self._output_property(verb, args[0], args[1] if len(args) > 1 else None)
         elif verb == "screenshot":
             self.screenshot(args[0] if args else self.cfg.screenshot_dir)
+        elif verb == "screenshot-view":
+            self.screenshot(args[0] if args else self.cfg.screenshot_dir, view=True)
         elif verb == "record":
             from player.record import RecordError
 
@@ -586,7 +588,9 @@ class Player:
         if self.audio_decoder is not None:
             self.audio_decoder.seek(t, self.epoch)
 
-    def screenshot(self, folder: str) -> None:
+    def screenshot(self, folder: str, view: bool = False) -> None:
+        """The original and tuned PNG pair of the frame on screen; with `view`, one PNG of the view
+        as shown (split, side by side, difference…) at the frame's size, without the HUD."""
         if self.last is None:
             raise ctl.CommandError("no frame on screen yet")
         d = Path(folder)
@@ -594,13 +598,20 @@ class Player:
         # Copies first: the tuned frame is one of the compositor's rotating buffers, which it fills
         # again four frames on — during the PNG encoding, while playing (the pair differed by 4–8 frames).
         original, tuned = self.last.frame.rgb.copy(), self.last.tuned.copy()
+        c = self.controls
+        if view:
+            from player.outputs.window import compose_view
+
+            pngs = {c.view: compose_view(original, tuned, c.view, c.split)}
+        else:
+            pngs = {"original": original, "tuned": tuned}
         try:
             d.mkdir(parents=True, exist_ok=True)
-            write_png(d / f"{stem}-original.png", original)
-            write_png(d / f"{stem}-tuned.png", tuned)
+            for name, rgb in pngs.items():
+                write_png(d / f"{stem}-{name}.png", rgb)
         except OSError as e:
             raise ctl.CommandError(f"cannot write screenshot to {d}: {e.strerror}") from None
-        self.message(f"screenshot {d / stem}-{{original,tuned}}.png")
+        self.message(f"screenshot {d / stem}-{{{','.join(pngs)}}}.png" if len(pngs) > 1 else f"screenshot {d / stem}-{c.view}.png")
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:

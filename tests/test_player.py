@@ -906,6 +906,21 @@ def test_a_seek_says_where_it_went_and_the_hud_gives_the_frame_number(tmp_path, 
     assert hud.frame == read_frame_index(p.last.frame.rgb) == round(p.last.frame.pts * 30)
 
 
+def test_a_screenshot_of_the_view_is_what_the_view_shows(tmp_path, weights, clip):
+    """S: one PNG of the view on screen (here a split at a quarter) at the frame's size, no HUD."""
+    from PIL import Image
+    from player.keymap import KEYMAP
+
+    shots = tmp_path / "shots"
+    p, _, _ = play(tmp_path, weights, clip, duration=1.0, screenshot_dir=str(shots),
+                   script=[(0.3, "set view split; set split 0.25"), (0.4, "cycle pause"), (0.6, KEYMAP["S"])])
+    (png,) = shots.glob("*.png")
+    assert png.name.endswith("-split.png")
+    want = compose_view(p.last.frame.rgb, p.last.tuned, "split", 0.25)
+    assert np.array_equal(np.asarray(Image.open(png)), want)
+    assert not np.array_equal(want, p.last.tuned)  # the left quarter is the original
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 
