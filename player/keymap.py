@@ -95,7 +95,7 @@ def help_lines() -> list[str]:
         if desc:
             rows.setdefault(desc, []).append(SHOWN_AS.get(key, key))
     return [f"{' / '.join(keys):<16} {desc}" for desc, keys in rows.items()] + [
-        "mouse            split position (split view), zoom centre"]
+        "mouse            split position (split view), zoom centre (split view: drag)"]
 
 
 def markdown_table() -> str:

@@ -689,10 +689,13 @@ class Player:
             if cmd and (not ev.repeat or keymap.repeatable(cmd)):
                 self.command(cmd)
         elif ev.kind == "mouse":
+            # The pointer moves the split (split view) or the zoom's centre; in split view a drag
+            # moves the centre and leaves the split (both at once kept the zoomed detail on one side).
             c = self.controls
-            if c.view == "split":
+            if c.view == "split" and not ev.button:
                 self._set_controls(ctl.apply(c, f"set split {ev.x:.4f}", self.context()))
-            self._set_controls(ctl.apply(self.controls, f"set center {ev.x:.4f},{ev.y:.4f}", self.context()))
+            else:  # tracked unzoomed too: z zooms in where the pointer is
+                self._set_controls(ctl.apply(c, f"set center {ev.x:.4f},{ev.y:.4f}", self.context()))
         elif ev.kind == "click" and ev.key == "timeline" and self.info.duration > 0:
             self.command(f"seek {ev.x * self.info.duration:.3f} absolute")
 

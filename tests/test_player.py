@@ -921,6 +921,23 @@ def test_a_screenshot_of_the_view_is_what_the_view_shows(tmp_path, weights, clip
     assert not np.array_equal(want, p.last.tuned)  # the left quarter is the original
 
 
+def test_in_split_view_a_move_wipes_and_a_drag_pans_the_zoom(tmp_path, weights, clip):
+    """The pointer moved both the split and the zoom's centre, so the zoomed detail always sat on
+    one side of the wipe; in split view a move now wipes and a drag pans."""
+    from player.outputs.window import Event
+
+    events = iter([[Event("mouse", x=0.3, y=0.4)], [Event("mouse", x=0.7, y=0.6, button=1)],
+                   [Event("mouse", x=0.2, y=0.2)]])
+
+    def setup(p):
+        poll = p.window.poll
+        p.window.poll = lambda: poll() + (next(events, []) if p.frames_presented > 3 else [])
+
+    p, _, _ = play(tmp_path, weights, clip, duration=0.8, setup=setup,
+                   script=[(0.0, "set view split"), (0.0, "set zoom 2"), (0.0, "set center 0.5,0.5")])
+    assert p.controls.split == pytest.approx(0.2) and p.controls.center == pytest.approx((0.7, 0.6))
+
+
 def test_the_readme_lists_every_key_binding():
     from player.keymap import markdown_table
 
