@@ -537,8 +537,8 @@ class Recorder(threading.Thread):
             # the source's timeline, which a re-render from the track needs — said once, counted
             self.frames_skipped += 1
             if self.frames_skipped == 1:
-                self.notice(f"recording: frames shown again (a loop's next pass, a seek back) are not recorded; "
-                            f"R twice starts a new file")
+                self.notice("recording: frames shown again (a loop's next pass, a seek back) are not recorded; "
+                            "R twice starts a new file")
             return
         self._push_held()
         self._held = _Item(pts, duration, rgb.copy() if copy else rgb, state)

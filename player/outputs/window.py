@@ -394,6 +394,8 @@ class Window:
         self.fullscreen = False
         self._last_press = (-1.0, (0, 0))  # time and place of the last left press on the picture
         self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
+        self.hud_rows = 0  # text lines of the last HUD panel drawn (tests)
+        self.help_fits = True  # the last help page held every line
 
     # ------------------------------------------------------------------ basics
 
