@@ -425,6 +425,12 @@ def test_a_held_key_repeats_until_released_or_a_new_window(window_cls):
     w.set_fullscreen(True)
     time.sleep(0.45)
     assert [e for e in w.poll() if e.kind == "key"] == []    # the old window's key is forgotten
+    pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_f, mod=0, scancode=0))  # SDL's, at the switch
+    down(pygame.K_f, "f")                                    # still held: X's autorepeat in the new window
+    assert [e for e in w.poll() if e.kind == "key"] == []
+    time.sleep(0.6)                                          # SWITCH_GUARD_S after the switch: a new press
+    down(pygame.K_f, "f")
+    assert [e.key for e in w.poll() if e.kind == "key"] == ["f"]
     w.set_fullscreen(False)
 
 

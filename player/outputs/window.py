@@ -47,6 +47,8 @@ HELP_MIN_PX = 9           # the help page's smallest font: below this no one rea
 HUD_MAX_SHARE = 0.4       # of the window's height, for the HUD panel with its detail lines
 DOUBLE_CLICK_S = 0.4      # two left presses this close in time ... (the common desktop default)
 DOUBLE_CLICK_PX = 4       # ... and in place make a double click (SDL reports no click count to pygame)
+SWITCH_GUARD_S = 1.0      # after fullscreen on/off, presses of the keys held then are dropped this long (X's
+                          # autorepeat delay is 660 ms by default; a second f within it is not taken either)
 SCRUB_S = 0.1             # dragging along the timeline seeks at most this often (each seek restarts decoding)
 
 
@@ -382,6 +384,7 @@ class Window:
         # held keys. Repeats are marked, so the player can leave toggles unrepeated, as mpv does.
         self._repeat = (key_repeat[0] / 1000.0, key_repeat[1] / 1000.0) if key_repeat else None
         self._held: dict[int, list] = {}  # pygame key code → [name, time of its next repeat]
+        self._switch_guard: dict[int, float] = {}  # key code → until when its presses are dropped (set_fullscreen)
         self._video_rect = pygame.Rect(letterbox_rect(*self._frame_size, *self._size))
         self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
         self._frame_ref = None           # keeps the array behind the frombuffer surface alive
@@ -423,7 +426,13 @@ class Window:
             flags = pygame.RESIZABLE if self._resizable else 0
             if pygame.display.set_mode(self._windowed, flags).get_size() != self._windowed:
                 pygame.display.set_mode(self._windowed, flags)  # SDL's dummy driver keeps the full size once
-        self._held.clear()  # pressed in the old window, released in none (see __init__)
+        # The keys held now were pressed in the old window and may be released in none (see
+        # __init__). One still held makes a fresh press in the new window (X's autorepeat): held f
+        # toggled fullscreen every half second. Their presses are dropped for SWITCH_GUARD_S,
+        # released or not: SDL releases every key when the old window goes, so a release says nothing.
+        until = time.monotonic() + SWITCH_GUARD_S
+        self._switch_guard = {k: until for k in self._held}
+        self._held.clear()
         self.fullscreen = bool(on)
         self._help_cache = None
 
@@ -475,6 +484,8 @@ class Window:
             t = e.type
             if t == pygame.QUIT:
                 out.append(Event("quit"))
+            elif t == pygame.KEYDOWN and time.monotonic() < self._switch_guard.get(e.key, 0.0):
+                continue  # still held from before a fullscreen switch (set_fullscreen)
             elif t == pygame.KEYDOWN:
                 name = key_name(e.key, getattr(e, "mod", 0), getattr(e, "unicode", ""))
                 if name:
