@@ -404,7 +404,9 @@ class Player:
             to = self.clamp_position(base + t)
             self.seek(to)
             from player.outputs.window import fmt_time
-            self.message(f"{fmt_time(to)} #{round(to * self.info.fps)}"
+
+            n = round(to * self.info.fps)  # the frame it lands on, at that frame's time (as the timeline)
+            self.message(f"{fmt_time(n / self.info.fps)} #{n}"
                          + (f" / {fmt_time(self.info.duration)}" if self.info.duration > 0 else ""))
         elif verb == "frame-step":
             self.set_paused(True)
@@ -495,8 +497,7 @@ class Player:
             if verb == "cycle":
                 raise ctl.CommandError("volume: use add or set")
             v = ctl.parse_float(value) + (self.volume if verb == "add" else 0)
-            self.volume = int(round(min(max(v, 0), VOLUME_MAX)))
-            self.muted = False if verb == "add" else self.muted  # turning it up or down is meant to be heard
+            self.volume = int(round(min(max(v, 0), VOLUME_MAX)))  # muted stays muted, as in mpv
             self.message(f"volume {self.volume} %" + (" (muted)" if self.muted else ""))
         elif name == "mute":
             if verb == "add":
