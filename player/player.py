@@ -603,7 +603,8 @@ class Player:
         if view:
             from player.outputs.window import compose_view
 
-            pngs = {c.view: compose_view(original, tuned, c.view, c.split)}
+            both = c.view == "side"  # full resolution, as the window shows it: twice the width
+            pngs = {c.view: np.concatenate([original, tuned], axis=1) if both else compose_view(original, tuned, c.view, c.split)}
         else:
             pngs = {"original": original, "tuned": tuned}
         try:

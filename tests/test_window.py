@@ -237,7 +237,7 @@ def test_a_hidden_hud_still_shows_the_message_and_key_badges(window_cls):
     assert np.array_equal(shot[-20:], t[-20:])  # no timeline
 
 
-@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("view", [v for v in VIEWS if v != "side"])  # the window's side view: below
 @pytest.mark.parametrize("zoom", [1, 2, 4])
 def test_window_draws_what_compose_view_composes(window_cls, view, zoom):
     o, t = frames(240, 320, seed=9)
@@ -283,6 +283,21 @@ def test_split_and_side_labels_say_bypass(window_cls):
         w.show(o, o, view="split", split=0.3, tuned_label=label)
         shots.append(w.screenshot()[200:, 100:].astype(int))  # right of the line, the labels' row
     assert np.abs(shots[0] - shots[1]).sum() > 0
+
+
+@pytest.mark.parametrize("ratio", [0, 1, 2])
+def test_side_by_side_shows_each_frame_at_full_resolution(window_cls, ratio):
+    """Each half of the window holds one frame at `ratio` screen pixels per frame pixel (fit: the
+    frame fitted to its half) — it was one frame-size image of two half-resolution halves."""
+    o, t = frames(240, 320, seed=14)
+    w = window_cls(640, 240)
+    w.show(o, t, view="side", zoom=ratio, center=(0.5, 0.5))
+    shot = w.screenshot()[:110]                               # above the labels
+    if ratio in (0, 1):                                       # a 320×240 half holds the frame exactly
+        want_o, want_t = o[:110], t[:110]
+    else:                                                     # 160×120 frame pixels around the centre, ×2
+        want_o, want_t = up(o[60:180, 80:240], 2)[:110], up(t[60:180, 80:240], 2)[:110]
+    assert np.array_equal(shot[:, :320], want_o) and np.array_equal(shot[:, 320:], want_t)
 
 
 def test_window_letterboxes_and_scales(window_cls):

@@ -4,7 +4,8 @@ This module owns everything that is drawn and everything the user types or
 clicks, and nothing else:
 
 * composing the chosen *view* of a frame pair -- ``tuned``, ``original``,
-  ``split``, ``side`` (side by side) or ``diff`` (|tuned - original| x4) -- with
+  ``split``, ``side`` (side by side: in the window each frame in its half at full
+  resolution, in :func:`compose_view` both at half) or ``diff`` (|tuned - original| x4) -- with
   an optional nearest-neighbour zoom crop (:func:`compose_view`, pure numpy,
   shared by :class:`Window` and :class:`NullWindow` so headless runs and tests
   exercise the same view logic);
@@ -396,6 +397,7 @@ class Window:
         self._windowed = (w, h)          # the size to go back to when fullscreen ends
         self.fullscreen = False
         self._last_press = (-1.0, (0, 0))  # time and place of the last left press on the picture
+        self._halves: tuple | None = None  # side by side: the (left, right) image rects
         self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
         self.hud_rows = 0  # text lines of the last HUD panel drawn (tests)
         self.help_fits = True  # the last help page held every line
@@ -466,6 +468,8 @@ class Window:
 
     def _fraction(self, pos) -> tuple[float, float]:
         r = self._video_rect
+        if self._halves is not None and pos[0] >= self._halves[1].x:  # side by side: the same point in either half
+            r = self._halves[1]
         fx = (pos[0] - r.x + 0.5) / max(1, r.w)
         fy = (pos[1] - r.y + 0.5) / max(1, r.h)
         return min(max(fx, 0.0), 1.0), min(max(fy, 0.0), 1.0)
@@ -623,6 +627,11 @@ class Window:
         ww, wh = screen.get_size()
         self._size = (ww, wh)
         self._frame_size = (fw, fh)
+        self._halves = None
+        if view == "side":  # each frame in its half of the window, at full resolution
+            self._show_side(screen, original, tuned, ratio, center)
+            self._overlays(screen, view, split, 1.0, fw, hud, help_lines, tuned_label)
+            return
         if ratio == 0:
             crop = None
             x, y, dw, dh = letterbox_rect(fw, fh, ww, wh)
@@ -652,14 +661,49 @@ class Window:
         else:
             screen.blit(pygame.transform.scale(surf, (tw, th)), (x, y), pygame.Rect(0, 0, dw, dh))
 
-        px = max(12, min(20, wh // 45))
-        self._view_overlay(screen, vr, view, split, tw / sw, sw, px, hud is not None and hud.timeline, tuned_label)
+        self._overlays(screen, view, split, tw / sw, sw, hud, help_lines, tuned_label)
+
+    def _overlays(self, screen, view, split, scale, small_w, hud, help_lines, tuned_label) -> None:
+        """The view's labels, the HUD and the help page; then flip."""
+        px = max(12, min(20, screen.get_height() // 45))
+        self._view_overlay(screen, self._video_rect, view, split, scale, small_w, px,
+                           hud is not None and hud.timeline, tuned_label)
         self._timeline = None
         if hud is not None:
             self._draw_hud(screen, hud, px)
         if help_lines is not None:
             self._draw_help(screen, help_lines, px)
         pygame.display.flip()
+
+    def _show_side(self, screen, original: np.ndarray, tuned: np.ndarray, ratio: int,
+                   center: tuple[float, float]) -> None:
+        """Side by side: original in the left half of the window, tuned in the right, each at
+        `ratio` screen pixels per frame pixel around `center` (0: fitted to its half). It was one
+        frame-size image of two halves at half resolution: half the noise, in the view for it."""
+        ww, wh = screen.get_size()
+        fh, fw = tuned.shape[:2]
+        half = ww // 2
+        if ratio == 0:
+            y0, x0, ch, cw = 0, 0, fh, fw
+            _, _, tw, th = letterbox_rect(fw, fh, half, wh)
+        else:
+            y0, x0, ch, cw = crop_box(fh, fw, -(-wh // ratio), -(-half // ratio), center)
+            tw, th = cw * ratio, ch * ratio
+        dw, dh = min(half, tw), min(wh, th)
+        screen.fill((0, 0, 0))
+        refs, rects = [], []
+        for i, img in enumerate((original, tuned)):
+            part = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
+            refs.append(part)
+            surf = pygame.image.frombuffer(part.data, (cw, ch), "RGB")
+            if (tw, th) != (cw, ch):
+                surf = pygame.transform.scale(surf, (tw, th))
+            r = pygame.Rect(i * half + (half - dw) // 2, (wh - dh) // 2, dw, dh)
+            screen.blit(surf, r.topleft, pygame.Rect(0, 0, dw, dh))
+            rects.append(r)
+        self._frame_ref = refs
+        self._halves = tuple(rects)
+        self._video_rect = rects[0]
 
     # ------------------------------------------------------------------ overlays
 
@@ -675,12 +719,9 @@ class Window:
             screen.fill((255, 255, 255), (lx, vr.y, 1, vr.h))
             self._label(screen, "original", lx - 6, label_y, px, "right")
             self._label(screen, tuned_label, lx + 7, label_y, px, "left")
-        elif view == "side":
-            half = vr.w // 2
-            img_bottom = vr.y + (vr.h + (vr.h + 1) // 2) // 2   # the halves are centred vertically
-            ly = min(img_bottom + 4, label_y)
-            self._label(screen, "original", vr.x + half // 2, ly, px, "center")
-            self._label(screen, tuned_label, vr.x + half + (vr.w - half) // 2, ly, px, "center")
+        elif view == "side" and self._halves is not None:
+            for r, text in zip(self._halves, ("original", tuned_label)):
+                self._label(screen, text, r.centerx, min(r.bottom + 4, label_y), px, "center")
         elif view == "diff":
             self._label(screen, f"|tuned \u2212 original| \u00d7{DIFF_GAIN}", vr.x + 8, label_y, px)
         elif view == "original":
