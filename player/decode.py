@@ -121,7 +121,8 @@ class FileSource:
             if c is not self.container:
                 c.close()
             c = self._containers[kind] = av.open(self.path)
-            c.streams.video[0].thread_type = "AUTO"
+            if kind == "video":
+                c.streams.video[0].thread_type = "AUTO"
         stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
         yield from (self._video(c, stream, start) if kind == "video" else self._audio(c, stream, start))
 

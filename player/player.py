@@ -159,10 +159,10 @@ class AudioFeed:
             out.fill(0.0)
             return
         n, filled, first, epoch = len(out), 0, None, clock.epoch
-        # The media time out[0] will be heard at, by the clock as it runs. Until the sound of this
-        # epoch has started, sound that is not due yet waits in silence, to the sample; once it
-        # has, the sound is the clock and is never held back.
-        heard = clock.now() + latency
+        # Until the sound of this epoch has started, sound that is not due yet waits in silence, to
+        # the sample (`heard`: the media time out[0] will be heard at, by the clock as it runs);
+        # once it has, the sound is the clock and is never held back.
+        heard = None if self.started else clock.now() + latency
         while filled < n:
             if self._chunk is None:
                 item = self.audio_q.get_nowait()
@@ -174,10 +174,10 @@ class AudioFeed:
             pcm = self._chunk.pcm
             if first is None:
                 pts = self._chunk.pts + self._off / AUDIO_RATE
-                gap = int(round((pts - heard) * AUDIO_RATE)) - filled
-                if gap > 0 and not self.started:  # the sound starts later than the picture: silence
-                    k = min(gap, n - filled)      # until it is due (synced to it, the clock jumped
-                    out[filled : filled + k] = 0.0  # ahead and the video up to it was dropped)
+                gap = 0 if heard is None else int(round((pts - heard) * AUDIO_RATE)) - filled
+                if gap > 0:  # the sound starts later than the picture: silence until it is due
+                    k = min(gap, n - filled)  # (synced to it, the clock jumped ahead and the
+                    out[filled : filled + k] = 0.0  # video up to it was dropped)
                     filled += k
                     continue
                 first = (pts, filled)  # the first source sample, and where it is in `out`
@@ -405,7 +405,7 @@ class Player:
             self.seek(to)
             from player.outputs.window import fmt_time
 
-            n = round(to * self.info.fps)  # the frame it lands on, at that frame's time (as the timeline)
+            n = self.frame_number(to)  # the frame it lands on, at that frame's time (as the timeline)
             self.message(f"{fmt_time(n / self.info.fps)} #{n}"
                          + (f" / {fmt_time(self.info.duration)}" if self.info.duration > 0 else ""))
         elif verb == "frame-step":
@@ -426,10 +426,10 @@ class Player:
             pos = self.position()
             if a is None:
                 self.loop = (pos, None)
-                self.message(f"loop A = {pos:.3f} s (#{round(pos * self.info.fps)})")
+                self.message(f"loop A = {pos:.3f} s (#{self.frame_number(pos)})")
             elif b is None and pos > a:
                 self.loop = (a, pos)
-                self.message(f"loop {a:.3f} – {pos:.3f} s (#{round(a * self.info.fps)} – #{round(pos * self.info.fps)})")
+                self.message(f"loop {a:.3f} – {pos:.3f} s (#{self.frame_number(a)} – #{self.frame_number(pos)})")
             else:
                 self.loop = (None, None)
                 self.message("loop cleared")
@@ -570,6 +570,10 @@ class Player:
         self.paused = paused
         self.clock.set_paused(paused or self.compositor.buffering)
 
+    def frame_number(self, t: float) -> int:
+        """The frame at time t, counted at the nominal rate (mpv's estimated-frame-number)."""
+        return int(round(t * self.info.fps))
+
     def clamp_position(self, t: float) -> float:
         """t within the file: from 0 to half a frame before its end (where the duration is known)."""
         dur = self.info.duration
@@ -613,7 +617,8 @@ class Player:
                 write_png(d / f"{stem}-{name}.png", rgb)
         except OSError as e:
             raise ctl.CommandError(f"cannot write screenshot to {d}: {e.strerror}") from None
-        self.message(f"screenshot {d / stem}-{{{','.join(pngs)}}}.png" if len(pngs) > 1 else f"screenshot {d / stem}-{c.view}.png")
+        names = ",".join(pngs)
+        self.message(f"screenshot {d / stem}-{{{names}}}.png" if len(pngs) > 1 else f"screenshot {d / stem}-{names}.png")
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -833,7 +838,7 @@ class Player:
             badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
-        return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=int(round(p.frame.pts * self.info.fps)),
+        return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=self.frame_number(p.frame.pts),
                    duration=self.info.duration,
                    cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
 

@@ -209,7 +209,7 @@ class MediaWriter:
         self._encoded_sample = 0
         self.audio_gaps = 0
         self.frames = 0
-        self.fps = float(rate)
+        self._frame_ticks = max(1, int(round(1 / (rate * VIDEO_TIME_BASE))))  # a nominal frame's duration
         self._held_packet = None  # video: muxed once the next one gives its duration (_mux_video)
         self.last_pts: float | None = None
         self.encode_ms: list[float] = []
@@ -321,7 +321,7 @@ class MediaWriter:
             for pkt in self.vstream.encode():
                 self._mux_video(pkt)
             if self._held_packet is not None:  # the last one: a nominal frame's duration
-                self._held_packet.duration = max(1, int(round(1.0 / self.fps / VIDEO_TIME_BASE)))
+                self._held_packet.duration = self._frame_ticks
                 self.container.mux(self._held_packet)
                 self._held_packet = None
             if self.astream is not None:

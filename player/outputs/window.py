@@ -276,7 +276,6 @@ def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", s
     small = _compose_small(original, tuned, view, split, crop_rect(h, w, zoom, center) if zoom > 1 else None)
     if zoom == 1:
         return small
-    h, w = tuned.shape[:2]
     up = np.repeat(np.repeat(small, zoom, axis=0), zoom, axis=1)
     return np.ascontiguousarray(up[:h, :w])
 
@@ -643,7 +642,7 @@ class Window:
         if not small.flags.c_contiguous:
             small = np.ascontiguousarray(small)
         sh, sw = small.shape[:2]
-        self._video_rect = vr = pygame.Rect(x, y, dw, dh)
+        self._video_rect = pygame.Rect(x, y, dw, dh)
 
         # letterbox bars
         if dh < wh:
