@@ -130,7 +130,7 @@ class CompositorThread(threading.Thread):
             epoch = item.epoch if isinstance(item, EndOfStream) else item.frame.epoch
             if epoch == clock.epoch:
                 return item
-            self.ready_q.get()
+            self.ready_q.pop_if_head(item)
 
     def _ready_ahead_s(self) -> float:
         n = len(self.ready_q)
@@ -154,7 +154,8 @@ class CompositorThread(threading.Thread):
 
             if p.paused:
                 if item is not None and (self.current is None or p.take_step()):
-                    self.ready_q.get()
+                    if not self.ready_q.pop_if_head(item):
+                        continue  # a seek cleared the queue since the peek
                     clock.sync(item.frame.pts, epoch=item.frame.epoch)
                     self._present(item)
                 elif self.current is not None and p.controls.serial != self._serial:
@@ -197,7 +198,8 @@ class CompositorThread(threading.Thread):
                     continue
                 time.sleep(min(IDLE_SLEEP_S * 2, pts - now - BLEND_AHEAD_S))
                 continue
-            self.ready_q.get()
+            if not self.ready_q.pop_if_head(item):
+                continue  # a seek cleared the queue since the peek
             if pts + item.frame.duration < now - LATE_DROP_S and time.monotonic() - self._last_present < MIN_DISPLAY_RATE_S:
                 nxt = self._next()
                 if isinstance(nxt, Prepared) and nxt.frame.pts <= now:

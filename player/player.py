@@ -644,6 +644,8 @@ class Player:
                     self._on_event(ev)
                 self._loop_and_end()
                 p = self.slot.take(timeout=0.004)
+                if p is not None and p.frame.epoch != self.epoch:
+                    p = None  # blended before a seek made since: the picture waits for the seek's frame
                 if p is not None:
                     self._show(p)
                 elif self._last_show is not None and self._view_changed():

@@ -1,7 +1,8 @@
 """A bounded, closeable FIFO (Python 3.11's queue.Queue has no shutdown).
 
 close() wakes every blocked put() and get(); after it, put() returns False and get() raises
-Closed once the queue is empty. clear() drops everything (used on seek). One lock and one
+Closed once the queue is empty. clear() drops everything (used on seek), so a consumer that
+peeks removes what it peeked with pop_if_head(), never get(). One lock and one
 condition protect `_items` and `_closed`.
 """
 
@@ -61,6 +62,17 @@ class ClosableQueue:
             item = self._items.popleft()
             self._cond.notify_all()
             return item
+
+    def pop_if_head(self, item) -> bool:
+        """Remove `item` if it is still at the head; False if it is not. A consumer that peeked,
+        then decided, must not `get()` instead: a seek may have cleared the queue in between, and
+        `get()` would block for, then swallow, the first frame after the seek."""
+        with self._cond:
+            if not self._items or self._items[0] is not item:
+                return False
+            self._items.popleft()
+            self._cond.notify_all()
+            return True
 
     def snapshot(self) -> list:
         with self._cond:

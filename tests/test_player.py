@@ -156,6 +156,60 @@ def test_seek_lands_on_the_right_timestamp(tmp_path, weights, clip):
     assert read_frame_index(first.original) == 60
 
 
+def test_a_seek_between_the_compositors_peek_and_take_keeps_the_first_frame_after_it(tmp_path, weights, clip):
+    """A seek that clears the ready queue after the compositor peeked at its head: the compositor
+    used to `get()` anyway, which waited for — and swallowed — the seek's target frame (CI saw #61
+    shown first after `seek 2.0`). The seek is made here from inside that peek, every time."""
+
+    def setup(p):
+        peek, done = p.ready_q.peek, []
+
+        def peek_then_seek():
+            item = peek()
+            if (not done and threading.current_thread() is p.compositor and item is not None
+                    and getattr(item, "frame", None) is not None and item.frame.pts >= 0.5):
+                done.append(item.frame.pts)
+                p.seek(2.0)  # the queue is cleared under the peeked frame
+            return item
+
+        p.ready_q.peek = peek_then_seek
+
+    _, shown, _ = play(tmp_path, weights, clip, duration=1.2, mode="live", setup=setup)
+    first = next(s for s in shown if s.epoch == 1)
+    assert read_frame_index(first.original) == 60 and abs(first.pts - 2.0) < 0.5 / 30
+
+
+def test_a_frame_blended_before_a_seek_is_not_shown_after_it(tmp_path, weights, clip):
+    def setup(p):
+        put, seen = p.slot.put, []
+
+        def seek_then_put(item):
+            if not seen and item.frame.pts >= 0.5:
+                seen.append(item.frame.pts)
+                p.seek(2.0)  # made while this frame was being blended
+            put(item)
+
+        p.slot.put = seek_then_put
+        p.seen = seen
+
+    p, shown, _ = play(tmp_path, weights, clip, duration=1.2, mode="live", setup=setup)
+    assert p.seen and any(s.epoch == 1 for s in shown)
+    assert all(s.pts < p.seen[0] for s in shown if s.epoch == 0)
+
+
+def test_the_ready_queue_removes_only_the_frame_that_was_peeked():
+    from player.queues import ClosableQueue
+
+    q = ClosableQueue(4)
+    old, new = object(), object()
+    q.put(old)
+    assert q.peek() is old
+    q.clear()  # a seek
+    q.put(new)
+    assert not q.pop_if_head(old) and q.peek() is new
+    assert q.pop_if_head(new) and len(q) == 0 and not q.pop_if_head(new)
+
+
 def test_loop_repeats_the_section(tmp_path, weights, clip):
     _, shown, _ = play(tmp_path, weights, clip, loop=(1.0, 1.5), duration=2.2, mode="live")
     pts = [s.pts for s in shown]
