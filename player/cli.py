@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="live: drop late frames; cache: render cache ahead of the playhead (default: chosen from the measured speed)")
     ap.add_argument("--cache-mb", type=int, default=0, metavar="N", help="render-cache budget in MiB (default: 1/4 of RAM, at most 8 GiB)")
     ap.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds")
+    ap.add_argument("--speed", type=float, default=1.0, metavar="X",
+                    help="play at X times normal speed, 0.25–4 (the sound keeps its pitch; { } change it)")
     ap.add_argument("--loop", type=float, nargs=2, metavar=("A", "B"), help="loop the section A–B seconds")
     ap.add_argument("--preset", metavar="FILE", help="load tuning presets (JSON, as saved with ctrl+s)")
     ap.add_argument("--headless", action="store_true", help="no window, no sound device: null outputs that still run in real time")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--track cannot be combined with --preset or --strength")
     if args.render:
         given = [o for o, v in (("--script", args.script), ("--start", args.start), ("--duration", args.duration),
-                                ("--loop", args.loop)) if v]
+                                ("--loop", args.loop), ("--speed", args.speed != 1.0)) if v]
         if given:
             ap.error(f"{', '.join(given)}: not with --render, which renders the whole input (or, with --track, a "
                      f"recording's span and tuning); record with them, then --render --track")
@@ -167,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--start needs seconds >= 0, got {args.start}")
     if args.loop is not None and not (all(math.isfinite(v) for v in args.loop) and 0 <= args.loop[0] < args.loop[1]):
         ap.error(f"--loop A B needs 0 <= A < B, got {args.loop[0]:g} {args.loop[1]:g}")
+    from player.clock import SPEED_MAX, SPEED_MIN
+
+    if not SPEED_MIN <= args.speed <= SPEED_MAX:  # (not NaN either)
+        ap.error(f"--speed needs {SPEED_MIN:g} to {SPEED_MAX:g}, got {args.speed:g}")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         ap.error(f"--duration needs seconds > 0, got {args.duration}")
     if args.cache_mb < 0:
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from player.player import Player, PlayerConfig, PlayerError
 
     cfg = PlayerConfig(input=args.input, weights=args.weights, device=args.device, precision=args.precision,
-                       mode=args.mode, cache_mb=args.cache_mb, start=args.start,
+                       mode=args.mode, cache_mb=args.cache_mb, start=args.start, speed=args.speed,
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
                        screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, demo_fps=args.demo_fps,

@@ -22,6 +22,7 @@ import numpy as np
 from player import colour as col
 from player.frames import AudioChunk, VideoFrame
 from player.queues import ClosableQueue
+from player.tempo import stretch
 
 AUDIO_RATE = 48000  # every source is resampled to this; the JACK/CI servers and most devices run at it
 AUDIO_CHANNELS = 2
@@ -221,9 +222,10 @@ class DecodeThread(threading.Thread):
     def __init__(self, source, kind: str, queue: ClosableQueue, start: float = 0.0):
         super().__init__(name=f"decode-{kind}", daemon=True)
         self.source, self.kind, self.queue = source, kind, queue
-        self._lock = threading.Lock()  # protects _seek_to, _epoch
+        self._lock = threading.Lock()  # protects _seek_to, _epoch, _speed
         self._seek_to: float | None = start
         self._epoch = 0
+        self._speed = 1.0  # audio: played at this speed, pitch kept (player/tempo.py)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self.error: BaseException | None = None
@@ -234,6 +236,12 @@ class DecodeThread(threading.Thread):
             self._seek_to, self._epoch = max(0.0, t), epoch
             self.done = False
         self._wake.set()
+
+    def set_speed(self, speed: float, t: float, epoch: int) -> None:
+        """Audio from t on at `speed` (what is queued at the old speed is the caller's to drop)."""
+        with self._lock:
+            self._speed = speed
+        self.seek(t, epoch)
 
     def stop(self) -> None:
         self._halt.set()
@@ -254,13 +262,16 @@ class DecodeThread(threading.Thread):
         try:
             while not self._halt.is_set():
                 with self._lock:
-                    start, self._seek_to, epoch = self._seek_to, None, self._epoch
+                    start, self._seek_to, epoch, speed = self._seek_to, None, self._epoch, self._speed
                 if start is None:
                     self._wake.wait(0.1)
                     self._wake.clear()
                     continue
                 last = 0.0
-                for item in self.source.read(start, self.kind):
+                items = self.source.read(start, self.kind)
+                if self.kind == "audio":
+                    items = stretch(items, speed, AUDIO_RATE, AUDIO_CHANNELS)
+                for item in items:
                     item.epoch = epoch
                     if not self._put(item):
                         break

@@ -497,7 +497,7 @@ class DemoSource:
 
     def _noisy_rows(self, r0: int, r1: int, j: int, clean: np.ndarray, noisy: np.ndarray, dirty) -> None:
         """Rows r0:r1 of noisy frame j from the canvas, the noise bank and the LUTs."""
-        H, W = self.height, self.width
+        W = self.width
         oy, ox = int(self._pan_y[j]), int(self._pan_x[j])
         k, dy, dx = int(self._nk[j]), int(self._ndy[j]), int(self._ndx[j])
         z = self._bank[k, dy + r0:dy + r1, dx:dx + W]

@@ -24,8 +24,10 @@ class VideoFrame:
 @dataclass
 class AudioChunk:
     pts: float  # seconds of the first sample
-    pcm: np.ndarray  # (n, channels) float32 in [-1, 1]
+    pcm: np.ndarray  # (n, channels) float32 in [-1, 1], as played
     epoch: int
+    speed: float = 1.0  # media seconds per played second: each sample advances the pts by speed / rate
+    source: np.ndarray | None = None  # at speed ≠ 1: the unstretched samples of the same span (recordings)
 
 
 @dataclass

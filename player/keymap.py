@@ -2,8 +2,8 @@
 
 Keys follow mpv where mpv has a binding (space pause, arrows seek, shift+arrows 1 s, `,` `.` frame
 step, `l` A-B loop, `s` screenshot, `i` stats/HUD, `f` and double click fullscreen, ESC leaves it,
-`m` mute, `/` `*` volume, `q` quit); the denoise controls take the free keys (mpv's UP/DOWN, `[`
-`]` and `9` `0` among them). The README's table and the on-screen help page are generated from
+`m` mute, `/` `*` volume, `{` `}` speed, `q` quit); the denoise controls take the free keys (mpv's
+UP/DOWN, `[` `]`, BACKSPACE and `9` `0` among them, so normal speed is shift+BACKSPACE). The README's table and the on-screen help page are generated from
 this one table.
 """
 
@@ -61,6 +61,9 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("f", "cycle fullscreen", "fullscreen on / off"),
     ("MBTN_LEFT_DBL", "cycle fullscreen", "fullscreen on / off"),
     ("ESCAPE", "set fullscreen no; set help no", "leave fullscreen, close the help page"),
+    ("{", "multiply speed 0.5", "half speed (down to 0.25×; the sound keeps its pitch)"),
+    ("}", "multiply speed 2", "double speed (up to 4×)"),
+    ("shift+BACKSPACE", "set speed 1", "normal speed"),
     ("m", "cycle mute", "mute on / off"),
     ("*", "add volume 2", "volume +2 %"),
     ("/", "add volume -2", "volume −2 %"),

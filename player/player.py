@@ -30,7 +30,7 @@ from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
 from player import controls as ctl
 from player import keymap
-from player.clock import Clock
+from player.clock import SPEED_MAX, SPEED_MIN, Clock
 from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
 from player.frames import Presented
@@ -47,6 +47,7 @@ MESSAGE_S = 1.5  # how long an OSD message stays
 LOOP_EPS = 0.02
 PRESET_FILE = "rcd-presets.json"
 VOLUME_MAX = 130  # per cent, as mpv's volume-max: above 100 amplifies (and may clip)
+SPEED_AUDIO_LEAD_S = 0.1  # a speed change restarts the sound this far ahead: it decodes meanwhile
 
 
 class PlayerError(Exception):
@@ -62,6 +63,7 @@ class PlayerConfig:
     mode: str = "auto"  # auto | live | cache
     cache_mb: int = 0  # 0: a quarter of RAM, at most 8 GiB
     start: float = 0.0
+    speed: float = 1.0  # playback speed, SPEED_MIN..SPEED_MAX
     loop: tuple[float, float] | None = None
     preset: str | None = None
     headless: bool = False
@@ -89,7 +91,7 @@ def default_cache_bytes() -> int:
 
 # The first word of every command a script may send (Player._command, controls.apply): a script
 # is checked when it loads, not when playback reaches a mistyped line.
-SCRIPT_VERBS = {"quit", "cycle", "set", "add", "seek", "frame-step", "frame-back-step", "ab-loop", "ab-loop-clear",
+SCRIPT_VERBS = {"quit", "cycle", "set", "add", "multiply", "seek", "frame-step", "frame-back-step", "ab-loop", "ab-loop-clear",
                 "autotune", "preset-store", "preset-flip", "preset-save", "preset-load", "screenshot", "screenshot-view", "record"}
 
 
@@ -140,12 +142,17 @@ class AudioFeed:
         self._chunk = None
         self._off = 0
         self.underflows = 0
-        self.started = False  # audio of the current epoch has been heard
+        self._heard: tuple[int, float] | None = None  # (epoch, speed) whose sound has been heard
         self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
         self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
+    @property
+    def started(self) -> bool:
+        """The sound of the current epoch, at the current speed, has been heard."""
+        return self._heard == (self.clock.epoch, self.clock.speed)
+
     def reset(self) -> None:
-        self._chunk, self._off, self.started = None, 0, False
+        self._chunk, self._off, self._heard = None, 0, None
 
     def fill(self, out: np.ndarray, latency: float, at: float) -> None:
         try:
@@ -158,47 +165,56 @@ class AudioFeed:
         if clock.paused:
             out.fill(0.0)
             return
-        n, filled, first, epoch = len(out), 0, None, clock.epoch
+        n, filled, first, epoch, speed = len(out), 0, None, clock.epoch, clock.speed
+        started = self._heard == (epoch, speed)  # (not from `reset`, which another thread calls)
+        if self._chunk is not None and (self._chunk.epoch, self._chunk.speed) != (epoch, speed):
+            self._chunk = None  # from before a seek or a speed change
         # Until the sound of this epoch has started, sound that is not due yet waits in silence, to
         # the sample (`heard`: the media time out[0] will be heard at, by the clock as it runs);
         # once it has, the sound is the clock and is never held back.
-        heard = None if self.started else clock.now() + latency
+        heard = None if started else clock.now() + latency * speed
         while filled < n:
             if self._chunk is None:
                 item = self.audio_q.get_nowait()
                 if item is None:
                     break
-                if item.epoch != epoch:
+                if item.epoch != epoch or item.speed != speed:  # from before a seek or a speed change
                     continue
                 self._chunk, self._off = item, 0
-            pcm = self._chunk.pcm
+            chunk = self._chunk
+            pcm = chunk.pcm
             if first is None:
-                pts = self._chunk.pts + self._off / AUDIO_RATE
-                gap = 0 if heard is None else int(round((pts - heard) * AUDIO_RATE)) - filled
+                pts = chunk.pts + self._off * speed / AUDIO_RATE
+                gap = 0 if heard is None else int(round((pts - heard) / speed * AUDIO_RATE)) - filled
                 if gap > 0:  # the sound starts later than the picture: silence until it is due
                     k = min(gap, n - filled)  # (synced to it, the clock jumped ahead and the
                     out[filled : filled + k] = 0.0  # video up to it was dropped)
                     filled += k
                     continue
-                first = (pts, filled)  # the first source sample, and where it is in `out`
+                first = (pts, filled)  # the first sample played, and where it is in `out`
             take = min(n - filled, len(pcm) - self._off)
             out[filled : filled + take] = pcm[self._off : self._off + take]
-            if self.tap is not None:  # recording: a view of what was output, never blocks
-                self.tap.put(self._chunk.pts + self._off / AUDIO_RATE, pcm[self._off : self._off + take])
+            if self.tap is not None:  # recording: a view of the source's samples just output, never blocks
+                if chunk.source is None:
+                    self.tap.put(chunk.pts + self._off / AUDIO_RATE, pcm[self._off : self._off + take])
+                else:  # played faster or slower: the unstretched samples of the same span
+                    k = len(chunk.source) / len(pcm)  # ≈ speed; exact at the chunk's ends
+                    s0, s1 = round(self._off * k), round((self._off + take) * k)
+                    self.tap.put(chunk.pts + s0 / AUDIO_RATE, chunk.source[s0:s1])
             filled += take
             self._off += take
             if self._off >= len(pcm):
                 self._chunk = None
         if filled < n:
             out[filled:].fill(0.0)
-            if self.started and not self.player.audio_ended():
+            if started and not self.player.audio_ended():
                 self.underflows += 1
         gain = self.gain
         if gain != 1.0:
             np.multiply(out, gain, out=out)  # in place: the callback does not allocate
         if first is not None:
-            self.started = True
-            clock.sync(first[0] - first[1] / AUDIO_RATE - latency, at=at, epoch=epoch)
+            self._heard = (epoch, speed)
+            clock.sync(first[0] - (first[1] / AUDIO_RATE + latency) * speed, at=at, epoch=epoch)
 
 
 class Player:
@@ -290,6 +306,10 @@ class Player:
         self.clock.reset(start, 0)
         self.decoder = DecodeThread(self.source, "video", self.video_q, start)
         self.audio_decoder = DecodeThread(self.source, "audio", self.audio_q, start) if self.info.has_audio else None
+        if cfg.speed != 1.0:
+            self.clock.set_speed(cfg.speed)
+            if self.audio_decoder is not None:
+                self.audio_decoder.set_speed(cfg.speed, start, 0)
         cache_bytes = cfg.cache_mb * (1 << 20) if cfg.cache_mb > 0 else default_cache_bytes()
         self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes, self.lanes)
         self.compositor = CompositorThread(self, self.ready_q, self.slot)
@@ -465,6 +485,12 @@ class Player:
             self.message(f"presets saved to {path}")
         elif verb == "preset-load":
             self._load_presets(args[0] if args else self.preset_file)
+        elif verb in ("set", "add", "multiply") and args[:1] == ["speed"]:
+            if len(args) < 2:
+                raise ctl.CommandError(f"{verb} speed: needs a value")
+            v = ctl.parse_float(args[1])
+            speed = v if verb == "set" else self.clock.speed + v if verb == "add" else self.clock.speed * v
+            self.set_speed(speed)
         elif verb in ("cycle", "set", "add") and args[:1] in (["volume"], ["mute"], ["fullscreen"]):
             self._output_property(verb, args[0], args[1] if len(args) > 1 else None)
         elif verb == "screenshot":
@@ -483,6 +509,18 @@ class Player:
             new = ctl.apply(old, cmd, self.context())
             self._set_controls(new)
             self._osd_for(cmd, new)
+
+    def set_speed(self, speed: float) -> None:
+        """Play at `speed` (SPEED_MIN..SPEED_MAX) from the frame on screen on; the sound keeps its pitch."""
+        speed = round(min(max(speed, SPEED_MIN), SPEED_MAX), 6)  # 0.5 × 2 is 1 again, exactly
+        if speed != self.clock.speed:
+            self.clock.set_speed(speed)
+            if self.audio_decoder is not None:  # what is queued was stretched for the old speed
+                self.audio_q.clear()
+                self.feed.reset()
+                lead = 0.0 if self.paused else SPEED_AUDIO_LEAD_S * speed
+                self.audio_decoder.set_speed(speed, self.clock.now() + lead, self.epoch)
+        self.message(f"speed {speed:g}×")
 
     def _keep_edits(self) -> None:
         """Edits belong to the preset on screen, as with a plugin's A/B: a flip threw them away."""
@@ -728,7 +766,7 @@ class Player:
         if not again:
             # Present at the frame's time: the compositor blends slightly ahead.
             if not self.paused and p.frame.epoch == self.clock.epoch:
-                wait = p.frame.pts - self.clock.now()
+                wait = (p.frame.pts - self.clock.now()) / self.clock.speed  # wall seconds
                 if 0 < wait < 0.1:
                     time.sleep(wait)
         if not again and self.paused:
@@ -749,7 +787,7 @@ class Player:
             if changed:
                 self._edit_latency.append((t - changed) * 1000.0)
         if not self.paused and p.frame.epoch == self.clock.epoch and not self.compositor.buffering:
-            self._av_offsets.append((p.frame.pts - self.clock.now()) * 1000.0)
+            self._av_offsets.append((p.frame.pts - self.clock.now()) / self.clock.speed * 1000.0)  # as seen and heard
             self._present_times.append(t)
         self.frames_presented += 1
         self.frames_presented_epoch += 1
@@ -834,6 +872,8 @@ class Player:
             badges.append(c.view.upper())
         if c.zoom:
             badges.append(f"{c.zoom}:1")
+        if self.clock.speed != 1.0:
+            badges.append(f"{self.clock.speed:g}×")
         if self.muted and self.info.has_audio:
             badges.append("MUTE")
         if self.presets:  # which preset the picture shows (edits go to it: preset-flip)

@@ -356,7 +356,7 @@ class BackboneWorker(threading.Thread):
         if self.mode == "live" and not self.probing and not clock.paused and self.player.frames_presented_epoch > 0:
             # Late already, or late by the time the backbone would be done with it: skip it
             # and spend the inference on a frame that can still be shown on time.
-            ready_at = clock.now() + self._expected_s()
+            ready_at = clock.now() + self._expected_s() * clock.speed  # wall seconds → media seconds
             if frame.pts < ready_at - EARLY_DROP_S:
                 self.dropped_early += 1
                 return

@@ -197,6 +197,101 @@ def test_a_frame_blended_before_a_seek_is_not_shown_after_it(tmp_path, weights, 
     assert all(s.pts < p.seen[0] for s in shown if s.epoch == 0)
 
 
+def test_the_clock_runs_at_its_speed(monkeypatch):
+    from player import clock as clock_mod
+
+    now = [100.0]
+    monkeypatch.setattr(clock_mod.time, "monotonic", lambda: now[0])
+    c = clock_mod.Clock()
+    c.reset(10.0, 0)
+    c.set_paused(False)
+    now[0] += 1.0
+    assert c.now() == pytest.approx(11.0)
+    c.set_speed(0.5)  # the time now stays where it is
+    assert c.now() == pytest.approx(11.0)
+    now[0] += 1.0
+    assert c.now() == pytest.approx(11.5)
+    c.set_paused(True)
+    now[0] += 5.0
+    assert c.now() == pytest.approx(11.5)
+    c.set_speed(2.0)
+    c.set_paused(False)
+    now[0] += 1.0
+    assert c.now() == pytest.approx(13.5)
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0])
+def test_tempo_keeps_the_pitch_and_ties_every_sample_to_source_time(speed):
+    from player.frames import AudioChunk
+    from player.tempo import stretch
+
+    t = np.arange(48000 * 2) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    pcm = np.stack([tone, tone], 1)  # (n, 2)
+    chunks = [AudioChunk(pts=5.0 + i / 48000, pcm=pcm[i:i + 1024], epoch=3) for i in range(0, len(pcm), 1024)]
+    out = list(stretch(chunks, speed, 48000, 2))
+    played = np.concatenate([c.pcm for c in out])
+    assert len(played) == pytest.approx(len(pcm) / speed, rel=0.05)  # less the filter's last ~40 ms
+    n = 48000 // 2
+    seg = played[len(played) // 2 - n // 2: len(played) // 2 + n // 2, 0]
+    hz = np.argmax(np.abs(np.fft.rfft(seg * np.hanning(len(seg))))) * 48000 / len(seg)
+    assert hz == pytest.approx(440, abs=3)  # the pitch is kept
+    assert out[0].pts == 5.0 and all(c.epoch == 3 and c.speed == speed for c in out)
+    for a, b in zip(out, out[1:]):  # each played sample is speed/rate of source time
+        assert b.pts == pytest.approx(a.pts + len(a.pcm) * speed / 48000, abs=1 / 48000)
+    source = np.concatenate([c.source for c in out])  # the unstretched samples, in order, none twice
+    assert np.array_equal(source, pcm[: len(source)])
+
+
+def test_playback_speed_changes_the_pace_of_picture_and_clock(tmp_path, weights, clip):
+    def setup(p):
+        show = p._show
+
+        def timed(presented, again=False):
+            if not again:
+                p.marks.append((time.monotonic(), presented.frame.pts, p.clock.speed))
+            show(presented, again)
+
+        p.marks = []
+        p._show = timed
+
+    script = [(0.3, "multiply speed 0.5"), (1.3, "multiply speed 4"), (2.1, "set speed 1")]
+    p, shown, stats = play(tmp_path, weights, clip, script=script, duration=2.4, mode="live", setup=setup)
+    pts = [s.pts for s in shown]
+    assert pts == sorted(pts)
+
+    def pace(speed):  # media seconds per wall second over the frames shown at that speed
+        m = [(t, x) for t, x, sp in p.marks if sp == speed]
+        m = m[len(m) // 4:]  # past the change
+        return (m[-1][1] - m[0][1]) / (m[-1][0] - m[0][0])
+
+    assert pace(0.5) == pytest.approx(0.5, rel=0.2)
+    assert pace(2.0) == pytest.approx(2.0, rel=0.2)
+    assert p.clock.speed == 1.0 and p.controls.serial == 0  # speed is not a tuning edit
+    assert any(m == "speed 0.5×" for m in p.notices + [m for _, m in p._messages])
+
+
+def test_playback_starts_at_the_speed_asked_for_with_its_sound(tmp_path, weights, clip):
+    """--speed 2: the clock runs at twice the wall's pace from the first frame, and the sound,
+    stretched to it, is what sets the clock (the audio feed started)."""
+    heard = []
+
+    def setup(p):
+        sync = p.clock.sync
+
+        def tapped(pts, at=None, epoch=None):
+            heard.append((time.monotonic() if at is None else at, pts))
+            sync(pts, at, epoch)
+
+        p.clock.sync = tapped
+
+    p, shown, _ = play(tmp_path, weights, clip, duration=1.0, mode="live", speed=2.0, setup=setup)
+    assert p.feed.started and len(heard) > 20
+    (t0, x0), (t1, x1) = heard[len(heard) // 3], heard[-1]  # the sound's own clock updates
+    assert (x1 - x0) / (t1 - t0) == pytest.approx(2.0, rel=0.15)
+    assert shown[-1].pts > 1.5
+
+
 def test_the_ready_queue_removes_only_the_frame_that_was_peeked():
     from player.queues import ClosableQueue
 
@@ -618,6 +713,12 @@ def test_help_lists_the_options():
         assert opt in r.stdout
 
 
+@pytest.mark.parametrize("speed", ["9", "0", "nan"])
+def test_a_bad_speed_is_a_bad_option(speed):
+    r = run_cli("--headless", "--speed", speed)
+    assert r.returncode == 2 and "--speed needs 0.25 to 4" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
 @pytest.mark.parametrize("loop", [("-1", "1"), ("1", "0.5"), ("1", "nan")])
 def test_a_bad_loop_is_a_bad_option(loop):
     r = run_cli("--headless", "--loop", *loop)
@@ -626,9 +727,11 @@ def test_a_bad_loop_is_a_bad_option(loop):
 
 # ---- real outputs --------------------------------------------------------------------------------
 @pytest.mark.audio
-def test_real_audio_through_portaudio_keeps_av_sync(tmp_path, weights, clip):
+@pytest.mark.parametrize("speed", ["1", "0.5"])  # at 0.5 the sound is stretched, pitch kept
+def test_real_audio_through_portaudio_keeps_av_sync(tmp_path, weights, clip, speed):
     stats_file = tmp_path / "stats.json"
-    r = run_cli(clip, "--weights", weights, "--duration", "2.5", "--stats-json", stats_file, timeout=120)
+    r = run_cli(clip, "--weights", weights, "--duration", "2.5", "--stats-json", stats_file, "--speed", speed,
+                timeout=120)
     assert r.returncode == 0, r.stderr
     stats = json.loads(stats_file.read_text())
     assert stats["audio_output"] != "null", stats

@@ -85,6 +85,20 @@ def dominant_hz(mono: np.ndarray, rate: int = 48000) -> float:
     return float(np.argmax(spec) * rate / len(mono))
 
 
+def assert_source_audio(rec: np.ndarray, src: np.ndarray, start_pts: float) -> None:
+    """The recording's audio is the source's from start_pts on, to the sample (its first and last
+    50 ms apart: the AAC encoder's edges)."""
+    s0 = round(start_pts * 48000)
+    body = rec[:, 2400:-2400]
+
+    def err(offset):
+        seg = src[:, s0 + offset + 2400: s0 + offset + 2400 + body.shape[1]]
+        return float(np.abs(seg - body[:, : seg.shape[1]]).max())
+
+    errors = {off: err(off) for off in (-2, -1, 0, 1, 2)}
+    assert min(errors, key=errors.get) == 0 and errors[0] < 0.01, errors
+
+
 # --------------------------------------------------------------------------- a scripted session
 
 @pytest.fixture(scope="module")
@@ -133,15 +147,23 @@ def test_recorded_audio_is_the_source_audio_of_the_span(session):
     """Sample-exact: the recording's audio is the source's from the first recorded frame's pts."""
     track = json.loads(session["track"].read_text())
     rec, src = decode_audio(session["out"]), decode_audio(session["clip"])
-    s0 = round(track["start_pts"] * 48000)
-    body = rec[:, 2400:-2400]
+    assert_source_audio(rec, src, track["start_pts"])
 
-    def err(offset):
-        seg = src[:, s0 + offset + 2400: s0 + offset + 2400 + body.shape[1]]
-        return float(np.abs(seg - body[:, : seg.shape[1]]).max())
 
-    errors = {off: err(off) for off in (-2, -1, 0, 1, 2)}
-    assert min(errors, key=errors.get) == 0 and errors[0] < 0.01, errors
+def test_a_recording_made_at_half_speed_keeps_the_source_sound(clip, weights, tmp_path):
+    """Played at 0.5× the sound is stretched (pitch kept); what is recorded is still the source's
+    sound, sample-exact, at the source's pace."""
+    out = tmp_path / "slow.mp4"
+    script = tmp_path / "script.txt"
+    script.write_text(f"0.0 set speed 0.5\n0.3 record {out}\n1.6 record\n")
+    run_player(clip, "--weights", weights, "--headless", "--script", script, "--threads", "1", check=True)
+    track = json.loads(Path(str(out) + ".json").read_text())
+    span = track["end_pts"] - track["start_pts"]
+    assert span == pytest.approx(0.65, abs=0.2)  # 1.3 s of playback at half speed
+    rec, src = decode_audio(out), decode_audio(clip)
+    assert rec.shape[1] / 48000 == pytest.approx(span, abs=0.06)
+    assert dominant_hz(rec[0]) == pytest.approx(440, abs=3)
+    assert_source_audio(rec, src, track["start_pts"])
 
 
 def test_tuning_track(session, weights, clip):
