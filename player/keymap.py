@@ -61,7 +61,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("f", "cycle fullscreen", "fullscreen on / off"),
     ("MBTN_LEFT_DBL", "cycle fullscreen", "fullscreen on / off"),
     ("ESCAPE", "set fullscreen no; set help no", "leave fullscreen, close the help page"),
-    ("{", "multiply speed 0.5", "half speed (down to 0.25×; the sound keeps its pitch)"),
+    ("{", "multiply speed 0.5", "half speed (to 0.25×; the sound keeps its pitch)"),
     ("}", "multiply speed 2", "double speed (up to 4×)"),
     ("shift+BACKSPACE", "set speed 1", "normal speed"),
     ("m", "cycle mute", "mute on / off"),
@@ -97,8 +97,9 @@ def help_lines() -> list[str]:
     for key, cmd, desc in BINDINGS:
         if desc:
             rows.setdefault(desc, []).append(SHOWN_AS.get(key, key))
-    return [f"{' / '.join(keys):<16} {desc}" for desc, keys in rows.items()] + [
-        "mouse            split position (split view), zoom centre (split view: drag)"]
+    rows["split position (split view), zoom centre (split view: drag)"] = ["mouse"]
+    width = max(len(" / ".join(keys)) for keys in rows.values())
+    return [f"{' / '.join(keys):<{width}} {desc}" for desc, keys in rows.items()]
 
 
 def markdown_table() -> str:

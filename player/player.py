@@ -485,6 +485,8 @@ class Player:
             self.message(f"presets saved to {path}")
         elif verb == "preset-load":
             self._load_presets(args[0] if args else self.preset_file)
+        elif verb == "cycle" and args == ["help"] and self.controls.help and self.window.next_help_page():
+            pass  # turned to the next page of a help page longer than the window (the last one closes)
         elif verb in ("set", "add", "multiply") and args[:1] == ["speed"]:
             if len(args) < 2:
                 raise ctl.CommandError(f"{verb} speed: needs a value")
@@ -749,8 +751,9 @@ class Player:
     def _view_key(self):
         c = self.controls
         # the message shown now, not only how many there were: one that expires is taken away, paused too
-        return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom else None, c.hud, c.help, self.paused,
-                len(self._messages), self._current_message(), self.window.size)  # a resized window: drawn again
+        return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom else None, c.hud, c.help, self.window.help_page,
+                self.paused, len(self._messages), self._current_message(),
+                self.window.size)  # a resized window: drawn again
 
     def _current_message(self) -> str:
         """The OSD message on screen now: the latest one, for MESSAGE_S (asked on every pass of the

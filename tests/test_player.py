@@ -292,6 +292,22 @@ def test_playback_starts_at_the_speed_asked_for_with_its_sound(tmp_path, weights
     assert shown[-1].pts > 1.5
 
 
+def test_question_mark_turns_the_help_pages_then_closes_them(tmp_path, weights, clip):
+    turns, states = [True, False], []  # a window with two help pages
+
+    def setup(p):
+        def next_help_page():
+            states.append(p.controls.help)
+            return turns.pop(0)
+
+        p.window.next_help_page = next_help_page
+
+    script = [(0.2, "cycle help"), (0.4, "cycle help"), (0.6, "cycle help")]
+    p, _, _ = play(tmp_path, weights, clip, script=script, duration=0.8, setup=setup)
+    assert states == [True, True] and not turns  # asked on the 2nd and 3rd press, help open both times
+    assert p.controls.help is False  # the third press, past the last page, closed it
+
+
 def test_the_ready_queue_removes_only_the_frame_that_was_peeked():
     from player.queues import ClosableQueue
 

@@ -228,6 +228,31 @@ def test_the_help_page_fits_a_small_window(window_cls):
     assert not w.help_fits
 
 
+def test_a_help_page_longer_than_a_small_window_turns_its_pages(window_cls):
+    """At 640×360 the bindings do not fit at a readable size: the page is cut into pages that `?`
+    turns (the last one closes), each line whole — not cut off at the bottom as it was."""
+    from player.keymap import help_lines
+
+    o, t = frames(360, 640, seed=11)
+    w = window_cls(640, 360)
+    w.show(o, t, help_lines=help_lines())
+    first = w.screenshot().copy()
+    assert w.help_pages >= 2 and w.help_fits
+    shots = [first]
+    for _ in range(w.help_pages - 1):
+        assert w.next_help_page()
+        w.show(o, t, help_lines=help_lines())
+        shots.append(w.screenshot().copy())
+    assert not any(np.array_equal(a, b) for a, b in zip(shots, shots[1:]))
+    assert not w.next_help_page() and w.help_page == 0  # past the last page: the caller closes it
+    w.show(o, t, help_lines=help_lines())
+    assert np.array_equal(w.screenshot(), first)
+    w.close()  # (one SDL display)
+    big = window_cls(800, 450)
+    big.show(o, t, help_lines=help_lines())
+    assert big.help_pages == 1 and not big.next_help_page()
+
+
 def test_a_hidden_hud_still_shows_the_message_and_key_badges(window_cls):
     o, t = frames(240, 320, seed=10)
     w = window_cls(320, 240)

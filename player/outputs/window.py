@@ -399,7 +399,8 @@ class Window:
         self._halves: tuple | None = None  # side by side: the (left, right) image rects
         self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
         self.hud_rows = 0  # text lines of the last HUD panel drawn (tests)
-        self.help_fits = True  # the last help page held every line
+        self.help_fits = True  # every line of the last help page could be read in full
+        self.help_page, self.help_pages = 0, 1  # the help page shown, of how many (small windows page it)
 
     # ------------------------------------------------------------------ basics
 
@@ -672,6 +673,8 @@ class Window:
             self._draw_hud(screen, hud, px)
         if help_lines is not None:
             self._draw_help(screen, help_lines, px)
+        else:
+            self.help_page = 0  # opened again, it starts at its first page
         pygame.display.flip()
 
     def _show_side(self, screen, original: np.ndarray, tuned: np.ndarray, ratio: int,
@@ -883,9 +886,17 @@ class Window:
         # playhead
         screen.fill((255, 255, 255), (px_pos - 1, track.y - 4, 3, track.h + 8))
 
+    def next_help_page(self) -> bool:
+        """Turn to the help page after the one shown; False (and back to the first) after the last."""
+        self.help_page += 1
+        if self.help_page < self.help_pages:
+            return True
+        self.help_page = 0
+        return False
+
     def _draw_help(self, screen, help_lines: list[str], px: int) -> None:
         ww, wh = screen.get_size()
-        key = (tuple(str(s) for s in help_lines), ww, wh, px)
+        key = (tuple(str(s) for s in help_lines), ww, wh, px, self.help_page)
         if self._help_cache is None or self._help_cache[0] != key:
             page = pygame.Surface((ww, wh)).convert()
             page.fill(_BG)
@@ -901,18 +912,35 @@ class Window:
                 ncol = next((n for n in (1, 2) if rows * n >= len(lines) and widest <= (ww - 2 * margin) // n), 0)
                 if ncol:
                     break
-            self.help_fits = bool(ncol)
-            ncol = ncol or 2  # nothing fits: the smallest font in two columns, lines cut
+            footer = None
+            if not ncol:  # more lines than the window holds: pages (`?` turns them), at the largest
+                # font whose lines fit a column, as mpv's console pages its list
+                size = next((z for z in range(px, HELP_MIN_PX - 1, -1)
+                             if max(self._font(z).size(line)[0] for line in lines) + 12 <= ww - 2 * margin), HELP_MIN_PX)
+                font = self._font(size)
+                lh = font.get_linesize()
+                rows = max(1, (wh - 2 * margin) // lh - 1)  # the last row: which page, and how to turn it
+                widest = max(font.size(line)[0] for line in lines) + 12
+                ncol = 2 if widest <= (ww - 2 * margin) // 2 else 1
+                per_page = rows * ncol
+                self.help_pages = -(-len(lines) // per_page)
+                self.help_page %= self.help_pages
+                lines = lines[self.help_page * per_page:(self.help_page + 1) * per_page]
+                last = self.help_page + 1 == self.help_pages
+                footer = f"page {self.help_page + 1}/{self.help_pages}: ? {'closes' if last else 'for the next'}"
+            else:
+                self.help_pages, self.help_page = 1, 0
+            self.help_fits = widest <= ww - 2 * margin  # every line can be read in full, on some page
             per_col = -(-len(lines) // ncol)
             col_w = (ww - 2 * margin) // ncol
             for i, line in enumerate(lines):
                 c, r = divmod(i, per_col)
-                if r >= rows:
-                    continue                   # does not fit even in two columns
                 s = font.render(line, True, _FG)
                 if s.get_width() > col_w - 12:
                     s = s.subsurface((0, 0, max(1, col_w - 12), s.get_height()))
                 page.blit(s, (margin + c * col_w, margin + r * lh))
+            if footer:
+                page.blit(font.render(footer, True, _FG), (margin, margin + rows * lh))
             page.set_alpha(self.help_alpha)
             self._help_cache = (key, page)
         screen.blit(self._help_cache[1], (0, 0))
@@ -937,9 +965,13 @@ class NullWindow:
         self.last_help: list[str] | None = None
         self.closed = False
         self.fullscreen = False
+        self.help_page = 0  # no pages: the help lines are kept whole in last_help
 
     def set_fullscreen(self, on: bool) -> None:
         self.fullscreen = bool(on)  # nothing to fill: kept so the player's state reads the same
+
+    def next_help_page(self) -> bool:
+        return False
 
     @property
     def size(self) -> tuple[int, int]:
