@@ -253,6 +253,25 @@ def test_a_help_page_longer_than_a_small_window_turns_its_pages(window_cls):
     assert big.help_pages == 1 and not big.next_help_page()
 
 
+@pytest.mark.parametrize("size", [(320, 240), (480, 270), (1280, 720)])
+def test_badges_clear_the_panel_the_timeline_and_each_other(window_cls, size):
+    """Eight badges with a full HUD: beside the panel where there is room, else in rows below it —
+    at 320×240 they were stacked one per row into the timeline."""
+    w_, h_ = size
+    o, t = frames(h_, w_, seed=12)
+    w = window_cls(w_, h_)
+    badges = ["PAUSED", "BYPASS", "SPLIT", "2:1", "0.5×", "MUTE", "PRESET A", "REC ●"]
+    w.show(o, t, hud=sample_hud(lines=["strength 10.4 (AutoTune) removed σ 9.8", "character +0.00 luma ×1.00"],
+                                badges=badges, message=""))
+    rects = w.badge_rects
+    assert len(rects) == len(badges)
+    timeline_top = h_ - w._timeline_height(max(12, min(20, h_ // 45)))
+    for i, r in enumerate(rects):
+        assert not r.colliderect(w.panel_rect) and r.bottom <= timeline_top and r.right <= w_, (i, r)
+        assert not any(r.colliderect(q) for q in rects[i + 1:]), (i, r)
+    assert sorted(rects, key=lambda r: (r.y, r.x)) == rects  # read in the order given
+
+
 def test_a_hidden_hud_still_shows_the_message_and_key_badges(window_cls):
     o, t = frames(240, 320, seed=10)
     w = window_cls(320, 240)

@@ -399,6 +399,8 @@ class Window:
         self._halves: tuple | None = None  # side by side: the (left, right) image rects
         self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
         self.hud_rows = 0  # text lines of the last HUD panel drawn (tests)
+        self.panel_rect = pygame.Rect(0, 0, 0, 0)  # the last HUD panel and badges drawn (tests)
+        self.badge_rects: list[pygame.Rect] = []
         self.help_fits = True  # every line of the last help page could be read in full
         self.help_page, self.help_pages = 0, 1  # the help page shown, of how many (small windows page it)
 
@@ -792,33 +794,51 @@ class Window:
 
         panel_bottom = pad - 4 + height + 8 if (width and height) else 0
         panel_right = pad - 6 + width + 12 if (width and height) else 0
+        self.panel_rect = pygame.Rect(pad - 6, pad - 4, panel_right - (pad - 6), panel_bottom - (pad - 4))
 
-        # ---- badges, top-right, right to left; where the row would run into the panel, stacked
-        # down the right edge instead (below the panel where even that does not clear it)
+        # ---- badges, top-right, in rows read left to right and set flush right: beside the panel
+        # where there is room, else below it (stacked one per row, they ran into the timeline in
+        # small windows)
         words = [str(b) for b in hud.badges if str(b)]
-        badges_bottom = 0
         rendered = [self._render(word, px) for word in words]
-        row_w = sum(r.get_width() + 16 for r in rendered)
-        widest = max((r.get_width() + 10 for r in rendered), default=0)
-        stacked = ww - pad - row_w <= panel_right
-        by = pad if ww - pad - widest > panel_right or not stacked else max(pad, panel_bottom + 4)
-        bx = ww - pad
-        pairs = list(zip(words, rendered))
-        for word, s in (pairs if stacked else reversed(pairs)):  # a stack reads top-down in the given order
-            w, h = s.get_size()
-            bx = (ww - pad if stacked else bx) - (w + 10)
-            colour = next((c for k, c in _BADGE_COLOURS if word.upper().startswith(k)), None)
-            r = pygame.Rect(bx, by - 2, w + 10, h + 4)
-            if colour is None:
-                self._darken(screen, r)
-            else:
-                screen.fill(colour, r)
-            screen.blit(s, (bx + 5, by))
-            badges_bottom = r.bottom
-            if stacked:
-                by += h + 8
-            else:
-                bx -= 6
+        step = max((r.get_height() for r in rendered), default=0) + 12  # a badge's height and the gap
+
+        def room(y: int) -> int:  # the width free for badges in a row at y
+            return ww - pad - (panel_right + 6 if y < panel_bottom else pad)
+
+        rows: list[list] = [[]]
+        y, used = pad, 0
+        for word, r in zip(words, rendered):
+            need = r.get_width() + 10 + (6 if rows[-1] else 0)
+            if rows[-1] and used + need > room(y):
+                rows.append([])
+                y, used, need = y + step, 0, need - 6
+            if not rows[-1] and need > room(y) and y < panel_bottom:
+                y = max(y, panel_bottom + 4)  # not even one beside the panel: below it
+            if not rows[-1]:
+                rows[-1].append(y)
+            rows[-1].append((word, r))
+            used += need
+        badges_bottom, bx = 0, ww
+        self.badge_rects = []
+        for row in rows:
+            if len(row) < 2:
+                continue
+            by, items = row[0], row[1:]
+            x = ww - pad - (sum(r.get_width() + 10 for _, r in items) + 6 * (len(items) - 1))
+            bx = min(bx, x)
+            for word, r in items:
+                w, h = r.get_size()
+                colour = next((c for k, c in _BADGE_COLOURS if word.upper().startswith(k)), None)
+                box = pygame.Rect(x, by - 2, w + 10, h + 4)
+                if colour is None:
+                    self._darken(screen, box)
+                else:
+                    screen.fill(colour, box)
+                screen.blit(r, (x + 5, by))
+                badges_bottom = box.bottom
+                self.badge_rects.append(box)
+                x += w + 16
 
         # ---- transient message
         if hud.message:
