@@ -20,7 +20,10 @@ from player.decode import EndOfStream
 from player.frames import Prepared, Presented
 from player.queues import Closed
 
-BLEND_AHEAD_S = 0.012  # blend this early so the frame is ready when due (a 720p blend takes a few ms)
+BLEND_AHEAD_S = 0.012  # blend at least this early so the frame is ready when due (a 720p blend takes a few ms)
+# ... and earlier where blends take longer (a 3840×2160 frame's takes 40–120 ms on a 2-core CPU):
+# this many times the recent median blend, so a slow blend does not make every frame late.
+BLEND_AHEAD_MARGIN = 1.25
 LATE_DROP_S = 0.040  # drop a frame this late when the next one is already due
 MIN_DISPLAY_RATE_S = 0.100  # never drop so much that the picture freezes: show ≥ 10 fps
 REBLEND_IF_NEXT_AFTER_S = 0.008  # re-blend the frame on screen after an edit unless the next is this close
@@ -132,6 +135,12 @@ class CompositorThread(threading.Thread):
                 return item
             self.ready_q.pop_if_head(item)
 
+    def _ahead_s(self) -> float:
+        """How long before its time a frame is blended, in media seconds."""
+        recent = self.blend_ms[-9:]
+        wall = max(BLEND_AHEAD_S, BLEND_AHEAD_MARGIN * float(np.median(recent)) / 1000.0) if recent else BLEND_AHEAD_S
+        return wall * self.player.clock.speed
+
     def _ready_ahead_s(self) -> float:
         n = len(self.ready_q)
         return n / max(self.player.info.fps, 1.0)
@@ -185,18 +194,35 @@ class CompositorThread(threading.Thread):
                     self.buffering = True  # the clock is already paused (start, seek or underrun)
                     time.sleep(IDLE_SLEEP_S)
                     continue
-                if self.current is None:
-                    clock.sync(item.frame.pts, epoch=item.frame.epoch)
+                # The frame is blended while the clock still waits, so the first frame after a wait
+                # is shown on time however long its blend takes (a 4K blend ran the clock 0.1–0.2 s
+                # ahead of the picture at every resume: 1.1 s behind after 15, and the next 14
+                # frames were dropped late).
+                # And where frames came too late before the wait (blends slower than the frames, as
+                # at 4K on a CPU), the clock, which ran on, goes back to the picture, and the sound
+                # with it: each wait ended that far behind, and the lag grew from wait to wait.
+                first = self.current is None
+                behind = not first and clock.now() > item.frame.pts + item.frame.duration / 2
+                if not self.ready_q.pop_if_head(item):
+                    continue  # a seek cleared the queue since the peek
                 self.buffering = False
+                self._present(item)
+                if first or behind:
+                    clock.sync(item.frame.pts, epoch=item.frame.epoch)
+                if behind:
+                    p.restart_sound(item.frame.pts, item.frame.epoch)
                 clock.set_paused(p.paused)
+                continue
 
             now = clock.now()
             pts = item.frame.pts
-            if pts > now + BLEND_AHEAD_S:
-                if self.current is not None and p.controls.serial != self._serial and pts > now + REBLEND_IF_NEXT_AFTER_S:
+            ahead = self._ahead_s()
+            if pts > now + ahead:
+                if (self.current is not None and p.controls.serial != self._serial
+                        and pts > now + ahead + REBLEND_IF_NEXT_AFTER_S):
                     self._present(self.current)
                     continue
-                time.sleep(min(IDLE_SLEEP_S * 2, pts - now - BLEND_AHEAD_S))
+                time.sleep(min(IDLE_SLEEP_S * 2, (pts - now - ahead) / clock.speed))
                 continue
             if not self.ready_q.pop_if_head(item):
                 continue  # a seek cleared the queue since the peek

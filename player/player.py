@@ -2,7 +2,8 @@
 
 Owns the threads (decode → backbone → compositor), the clock, the queues, the outputs (window,
 sound), the controls snapshot and every command. Lower parts never call up except through the
-few narrow hooks they are given (`notice`, `on_end_of_stream`, `take_step`, `audio_ended`);
+few narrow hooks they are given (`notice`, `on_end_of_stream`, `take_step`, `audio_ended`,
+`restart_sound`);
 the main thread polls everything else.
 
     DecodeThread(video) ── video_q ──► BackboneWorker ── ready_q ──► CompositorThread ── slot ──► main thread
@@ -44,6 +45,9 @@ JOIN_TIMEOUT_S = 3.0
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by SIGINT
 STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsampled), for the HUD
 MESSAGE_S = 1.5  # how long an OSD message stays
+# A frame handed over early waits for its time, up to this long (the compositor blends up to 1.25
+# blends ahead: 0.15 s for a 4K frame on a 2-core CPU); a longer wait means the clock jumped.
+SHOW_WAIT_MAX_S = 0.25
 LOOP_EPS = 0.02
 PRESET_FILE = "rcd-presets.json"
 VOLUME_MAX = 130  # per cent, as mpv's volume-max: above 100 amplifies (and may clip)
@@ -143,6 +147,7 @@ class AudioFeed:
         self._off = 0
         self.underflows = 0
         self._heard: tuple[int, float] | None = None  # (epoch, speed) whose sound has been heard
+        self._generation = 0  # reset() count: a fill that a reset overtook sets nothing
         self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
         self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
@@ -153,6 +158,7 @@ class AudioFeed:
 
     def reset(self) -> None:
         self._chunk, self._off, self._heard = None, 0, None
+        self._generation += 1
 
     def fill(self, out: np.ndarray, latency: float, at: float) -> None:
         try:
@@ -166,6 +172,7 @@ class AudioFeed:
             out.fill(0.0)
             return
         n, filled, first, epoch, speed = len(out), 0, None, clock.epoch, clock.speed
+        generation = self._generation
         started = self._heard == (epoch, speed)  # (not from `reset`, which another thread calls)
         if self._chunk is not None and (self._chunk.epoch, self._chunk.speed) != (epoch, speed):
             self._chunk = None  # from before a seek or a speed change
@@ -212,7 +219,9 @@ class AudioFeed:
         gain = self.gain
         if gain != 1.0:
             np.multiply(out, gain, out=out)  # in place: the callback does not allocate
-        if first is not None:
+        if generation != self._generation:  # reset while filling: what it took is from before
+            self._chunk = None
+        elif first is not None:
             self._heard = (epoch, speed)
             clock.sync(first[0] - (first[1] / AUDIO_RATE + latency) * speed, at=at, epoch=epoch)
 
@@ -296,6 +305,7 @@ class Player:
         # Pipeline.
         self.clock = Clock()
         self.epoch = 0
+        self._sound_lock = threading.Lock()  # a seek and a restart of the sound, one at a time
         self.video_q = ClosableQueue(VIDEO_QUEUE_FRAMES)
         self.audio_q = ClosableQueue(max(8, int(AUDIO_QUEUE_S * AUDIO_RATE / 1024)))
         self.ready_q = ClosableQueue(3)
@@ -517,11 +527,8 @@ class Player:
         speed = round(min(max(speed, SPEED_MIN), SPEED_MAX), 6)  # 0.5 × 2 is 1 again, exactly
         if speed != self.clock.speed:
             self.clock.set_speed(speed)
-            if self.audio_decoder is not None:  # what is queued was stretched for the old speed
-                self.audio_q.clear()
-                self.feed.reset()
-                lead = 0.0 if self.paused else SPEED_AUDIO_LEAD_S * speed
-                self.audio_decoder.set_speed(speed, self.clock.now() + lead, self.epoch)
+            lead = 0.0 if self.paused else SPEED_AUDIO_LEAD_S * speed
+            self.restart_sound(self.clock.now() + lead, self.epoch, speed)  # what is queued was stretched for the old speed
         self.message(f"speed {speed:g}×")
 
     def _keep_edits(self) -> None:
@@ -621,17 +628,31 @@ class Player:
 
     def seek(self, t: float) -> None:
         t = self.clamp_position(t)
-        self.epoch += 1
-        self.clock.set_paused(True)
-        self.clock.reset(t, self.epoch)
-        for q in (self.video_q, self.audio_q, self.ready_q):
-            q.clear()
-        self.feed.reset()
-        self._ended = None
-        self.frames_presented_epoch = 0
-        self.decoder.seek(t, self.epoch)
-        if self.audio_decoder is not None:
-            self.audio_decoder.seek(t, self.epoch)
+        with self._sound_lock:
+            self.epoch += 1
+            self.clock.set_paused(True)
+            self.clock.reset(t, self.epoch)
+            for q in (self.video_q, self.audio_q, self.ready_q):
+                q.clear()
+            self.feed.reset()
+            self._ended = None
+            self.frames_presented_epoch = 0
+            self.decoder.seek(t, self.epoch)
+            if self.audio_decoder is not None:
+                self.audio_decoder.seek(t, self.epoch)
+
+    def restart_sound(self, t: float, epoch: int, speed: float | None = None) -> None:
+        """The sound from t on (at `speed`), what is queued dropped: it waits, in silence, until the
+        clock reaches t. For a speed change, and for the compositor when a wait for frames left
+        the clock ahead of the picture. Ignored when a seek has come since `epoch`."""
+        if self.audio_decoder is None:
+            return
+        with self._sound_lock:  # a seek between the check and the decoder's restart lost the sound
+            if epoch != self.epoch:
+                return
+            self.audio_q.clear()
+            self.feed.reset()
+            self.audio_decoder.set_speed(self.clock.speed if speed is None else speed, t, epoch)
 
     def screenshot(self, folder: str, view: bool = False) -> None:
         """The original and tuned PNG pair of the frame on screen; with `view`, one PNG of the view
@@ -770,7 +791,7 @@ class Player:
             # Present at the frame's time: the compositor blends slightly ahead.
             if not self.paused and p.frame.epoch == self.clock.epoch:
                 wait = (p.frame.pts - self.clock.now()) / self.clock.speed  # wall seconds
-                if 0 < wait < 0.1:
+                if 0 < wait < SHOW_WAIT_MAX_S:
                     time.sleep(wait)
         if not again and self.paused:
             self._measure(p)  # before the HUD is drawn: paused, nothing redraws it after this edit
