@@ -51,7 +51,6 @@ SHOW_WAIT_MAX_S = 0.25
 LOOP_EPS = 0.02
 PRESET_FILE = "rcd-presets.json"
 VOLUME_MAX = 130  # per cent, as mpv's volume-max: above 100 amplifies (and may clip)
-SPEED_AUDIO_LEAD_S = 0.1  # a speed change restarts the sound this far ahead: it decodes meanwhile
 
 
 class PlayerError(Exception):
@@ -148,6 +147,7 @@ class AudioFeed:
         self.underflows = 0
         self._heard: tuple[int, float] | None = None  # (epoch, speed) whose sound has been heard
         self._generation = 0  # reset() count: a fill that a reset overtook sets nothing
+        self.played_to: tuple[int, float] | None = None  # (epoch, source time after the last sample output)
         self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
         self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
@@ -201,13 +201,15 @@ class AudioFeed:
                 first = (pts, filled)  # the first sample played, and where it is in `out`
             take = min(n - filled, len(pcm) - self._off)
             out[filled : filled + take] = pcm[self._off : self._off + take]
-            if self.tap is not None:  # recording: a view of the source's samples just output, never blocks
-                if chunk.source is None:
-                    self.tap.put(chunk.pts + self._off / AUDIO_RATE, pcm[self._off : self._off + take])
+            if generation == self._generation:  # (not once a reset has overtaken this fill)
+                if chunk.source is None:  # the source's samples just output
+                    s0, s1, source, t0 = self._off, self._off + take, pcm, chunk.pts
                 else:  # played faster or slower: the unstretched samples of the same span
                     k = len(chunk.source) / len(pcm)  # ≈ speed; exact at the chunk's ends
-                    s0, s1 = round(self._off * k), round((self._off + take) * k)
-                    self.tap.put(chunk.pts + s0 / AUDIO_RATE, chunk.source[s0:s1])
+                    s0, s1, source, t0 = round(self._off * k), round((self._off + take) * k), chunk.source, chunk.source_pts
+                self.played_to = (epoch, t0 + s1 / AUDIO_RATE)
+                if self.tap is not None:  # recording: a view of them, never blocks
+                    self.tap.put(t0 + s0 / AUDIO_RATE, source[s0:s1])
             filled += take
             self._off += take
             if self._off >= len(pcm):
@@ -527,8 +529,7 @@ class Player:
         speed = round(min(max(speed, SPEED_MIN), SPEED_MAX), 6)  # 0.5 × 2 is 1 again, exactly
         if speed != self.clock.speed:
             self.clock.set_speed(speed)
-            lead = 0.0 if self.paused else SPEED_AUDIO_LEAD_S * speed
-            self.restart_sound(self.clock.now() + lead, self.epoch, speed)  # what is queued was stretched for the old speed
+            self.restart_sound(None, self.epoch, speed)  # what is queued was stretched for the old speed
         self.message(f"speed {speed:g}×")
 
     def _keep_edits(self) -> None:
@@ -641,17 +642,23 @@ class Player:
             if self.audio_decoder is not None:
                 self.audio_decoder.seek(t, self.epoch)
 
-    def restart_sound(self, t: float, epoch: int, speed: float | None = None) -> None:
+    def restart_sound(self, t: float | None, epoch: int, speed: float | None = None) -> None:
         """The sound from t on (at `speed`), what is queued dropped: it waits, in silence, until the
-        clock reaches t. For a speed change, and for the compositor when a wait for frames left
-        the clock ahead of the picture. Ignored when a seek has come since `epoch`."""
+        clock reaches t. t None: from the first sample not played yet (a speed change: nothing
+        skipped, nothing twice — a recording's sound stays whole). For a speed change, and for the
+        compositor when a wait for frames left the clock ahead of the picture. Ignored when a seek
+        has come since `epoch`."""
         if self.audio_decoder is None:
             return
         with self._sound_lock:  # a seek between the check and the decoder's restart lost the sound
             if epoch != self.epoch:
                 return
+            started = self.feed.started
             self.audio_q.clear()
             self.feed.reset()
+            if t is None:  # (read after the reset: no sample is output between)
+                played = self.feed.played_to
+                t = played[1] if started and played is not None and played[0] == epoch else self.clock.now()
             self.audio_decoder.set_speed(self.clock.speed if speed is None else speed, t, epoch)
 
     def screenshot(self, folder: str, view: bool = False) -> None:

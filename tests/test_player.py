@@ -236,11 +236,32 @@ def test_tempo_keeps_the_pitch_and_ties_every_sample_to_source_time(speed):
     seg = played[len(played) // 2 - n // 2: len(played) // 2 + n // 2, 0]
     hz = np.argmax(np.abs(np.fft.rfft(seg * np.hanning(len(seg))))) * 48000 / len(seg)
     assert hz == pytest.approx(440, abs=3)  # the pitch is kept
-    assert out[0].pts == 5.0 and all(c.epoch == 3 and c.speed == speed for c in out)
+    assert out[0].source_pts == 5.0 and all(c.epoch == 3 and c.speed == speed for c in out)
     for a, b in zip(out, out[1:]):  # each played sample is speed/rate of source time
         assert b.pts == pytest.approx(a.pts + len(a.pcm) * speed / 48000, abs=1 / 48000)
-    source = np.concatenate([c.source for c in out])  # the unstretched samples, in order, none twice
-    assert np.array_equal(source, pcm[: len(source)])
+        assert b.source_pts == pytest.approx(a.source_pts + len(a.source) / 48000, abs=1e-9)
+    source = np.concatenate([c.source for c in out])  # the unstretched samples, in order, none twice, all
+    assert np.array_equal(source, pcm)
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 1.5])  # (at 2–4× it was within 4 ms anyway)
+def test_tempo_times_its_sound_where_the_source_under_it_lies(speed):
+    """The source under a stretched chunk's sample lies at the chunk's time for it (atempo runs
+    7–14 ms off k · speed, which put the sound ahead of or behind the picture): found by matching
+    5 ms of output against white noise the offset was not measured on."""
+    from player.frames import AudioChunk
+    from player.tempo import stretch
+
+    x = np.random.default_rng(7).standard_normal(48000 * 2).astype(np.float32)
+    out = list(stretch([AudioChunk(pts=1.0, pcm=x[:, None], epoch=0)], speed, 48000, 1))
+    y = np.concatenate([c.pcm[:, 0] for c in out])
+    label = np.concatenate([(c.pts - 1.0) * 48000 + np.arange(len(c.pcm)) * speed for c in out])  # source index
+    errors = []
+    for k in range(4800, len(y) - 9600, len(y) // 60):
+        lo = max(0, int(label[k]) - 2400)
+        c = np.correlate(x[lo:lo + 4800 + 240], y[k:k + 240], "valid")
+        errors.append((lo + int(np.argmax(c)) - label[k]) / 48.0)  # ms
+    assert abs(float(np.median(errors))) < 4.0, np.percentile(errors, [10, 50, 90])
 
 
 def test_playback_speed_changes_the_pace_of_picture_and_clock(tmp_path, weights, clip):
@@ -306,6 +327,26 @@ def test_question_mark_turns_the_help_pages_then_closes_them(tmp_path, weights, 
     p, _, _ = play(tmp_path, weights, clip, script=script, duration=0.8, setup=setup)
     assert states == [True, True] and not turns  # asked on the 2nd and 3rd press, help open both times
     assert p.controls.help is False  # the third press, past the last page, closed it
+
+
+def test_a_speed_change_right_after_a_seek_keeps_the_sound_from_the_seek_on(tmp_path, weights, clip):
+    """`seek 2; set speed 2`: the sound starts at the seek's target. It started 0.1 s × speed
+    later: the sound restarted ahead, as if it had been playing (the first 0.2 s never heard)."""
+    heard = []
+
+    def setup(p):
+        put = p.feed.tap.put
+
+        def tapped(pts, pcm):
+            heard.append((p.epoch, pts))
+            put(pts, pcm)
+
+        p.feed.tap.put = tapped
+
+    play(tmp_path, weights, clip, script=[(0.5, "seek 2.0 absolute; set speed 2")], duration=1.0, setup=setup)
+    after = [t for e, t in heard if e == 1]
+    assert after and abs(after[0] - 2.0) < 0.03, after[:3]
+    assert all(b >= a for a, b in zip(after, after[1:]))
 
 
 def test_the_ready_queue_removes_only_the_frame_that_was_peeked():
