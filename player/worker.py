@@ -271,7 +271,7 @@ class BackboneWorker(threading.Thread):
         timed = len(self.infer_ms) - AUTO_WARMUP_FRAMES
         if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
             return
-        interval_ms = 1000.0 / self.player.info.fps
+        interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often
         # what a frame costs: `lanes` frames are in inference at once
         typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]) / self.lanes
         if typical > AUTO_HEADROOM * interval_ms:
@@ -329,8 +329,10 @@ class BackboneWorker(threading.Thread):
     def waiting_at_loop_end(self) -> bool:
         """A frame past the loop's end is held and every frame before it handed on: nothing more
         comes until the player seeks back to A (the compositor must not wait for more, and the
-        player must seek even if the frames up to B were dropped late)."""
-        return self._held is not None and not self._jobs
+        player must seek even if the frames up to B were dropped late). Of the current epoch: held
+        from before the seek to A, it made the player seek to A twice."""
+        held = self._held
+        return held is not None and held.epoch == self.player.clock.epoch and not self._jobs
 
     def _next_frame(self, timeout: float):
         """The held frame if there is one, else the next decoded item."""

@@ -372,6 +372,22 @@ def test_loop_repeats_the_section(tmp_path, weights, clip):
     assert all(read_frame_index(s.original) == 30 for s in starts)
 
 
+def test_each_pass_of_a_loop_seeks_once(tmp_path, weights, clip):
+    """The frame held past B before a wrap's seek is no reason to seek again: the player sought
+    to A twice on some wraps (the frames the first seek decoded thrown away)."""
+    from player.frames import VideoFrame
+
+    p, shown, _ = play(tmp_path, weights, clip, loop=(1.0, 1.4), duration=2.0, mode="live")
+    wraps = sum(1 for a, b in zip(shown, shown[1:]) if b.pts < a.pts)
+    assert wraps >= 2 and p.epoch in (wraps, wraps + 1)  # (+1: a wrap due as the run ended)
+    w, rgb = p.worker, np.zeros((2, 2, 3), np.uint8)
+    w._jobs.clear()
+    w._held = VideoFrame(index=0, pts=1.5, duration=1 / 30, rgb=rgb, epoch=p.clock.epoch - 1)  # before the seek
+    assert not w.waiting_at_loop_end
+    w._held = VideoFrame(index=0, pts=1.5, duration=1 / 30, rgb=rgb, epoch=p.clock.epoch)
+    assert w.waiting_at_loop_end
+
+
 def test_pause_and_control_change_reblend_the_frame_on_screen(tmp_path, weights, clip):
     script = [(0.5, "cycle pause"), (0.8, "set strength 30"), (1.1, "set strength 0")]
     _, shown, _ = play(tmp_path, weights, clip, script=script, duration=1.5)
