@@ -199,18 +199,21 @@ class CompositorThread(threading.Thread):
                 # ahead of the picture at every resume: 1.1 s behind after 15, and the next 14
                 # frames were dropped late).
                 # And where frames came too late before the wait (blends slower than the frames, as
-                # at 4K on a CPU), the clock, which ran on, goes back to the picture, and the sound
-                # with it: each wait ended that far behind, and the lag grew from wait to wait.
+                # at 4K on a CPU), the clock, which ran on, goes back to the picture: each wait ended
+                # that far behind, and the lag grew from wait to wait. The sound goes on from where
+                # it stopped (from the start of the packet holding that point: ≤ 21 ms again) once
+                # the picture gets there, silent till then: sent back with the clock, it repeated
+                # 0.2–0.3 s at every resume.
                 first = self.current is None
                 behind = not first and clock.now() > item.frame.pts + item.frame.duration / 2
                 if not self.ready_q.pop_if_head(item):
                     continue  # a seek cleared the queue since the peek
-                self.buffering = False
-                self._present(item)
-                if first or behind:
+                if first or behind:  # (before the frame goes to the display, which reads the clock)
                     clock.sync(item.frame.pts, epoch=item.frame.epoch)
                 if behind:
-                    p.restart_sound(item.frame.pts, item.frame.epoch)
+                    p.restart_sound(None, item.frame.epoch)
+                self.buffering = False
+                self._present(item)
                 clock.set_paused(p.paused)
                 continue
 

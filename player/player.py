@@ -644,10 +644,10 @@ class Player:
 
     def restart_sound(self, t: float | None, epoch: int, speed: float | None = None) -> None:
         """The sound from t on (at `speed`), what is queued dropped: it waits, in silence, until the
-        clock reaches t. t None: from the first sample not played yet (a speed change: nothing
-        skipped, nothing twice — a recording's sound stays whole). For a speed change, and for the
-        compositor when a wait for frames left the clock ahead of the picture. Ignored when a seek
-        has come since `epoch`."""
+        clock reaches t. t None: from the first sample not played yet — nothing skipped, nothing
+        twice, and a recording's sound stays whole. For a speed change, and for the compositor
+        when a wait for frames left the clock ahead of the picture (the clock goes back, the sound
+        waits for it). Ignored when a seek has come since `epoch`."""
         if self.audio_decoder is None:
             return
         with self._sound_lock:  # a seek between the check and the decoder's restart lost the sound

@@ -389,6 +389,9 @@ class BackboneWorker(threading.Thread):
                 job.bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget
                 self._size_ready_queue(job.bases)
                 self.cache.put(job.key, job.bases, self.player.clock.now(), self.player.loop)
+            elif self.probing:  # kept as well: were they not, a loop's first frames, played while `auto`
+                # timed the backbone, were inferred again on its second pass (a 6 s wait at the wrap)
+                self.cache.put(job.key, self.denoiser.compact(bases), self.player.clock.now(), self.player.loop)
         self._jobs.popleft()
         if job.frame.epoch != self.player.clock.epoch:
             return  # a seek came while it was in inference

@@ -213,6 +213,27 @@ def _put_half(dst: np.ndarray, src: np.ndarray) -> None:
         dst[...] = src[::2, ::2][:, :n]
 
 
+def _wrap_help(lines: list[str], font, width: int) -> list[str]:
+    """Help lines ("KEYS   what it does", the descriptions in one column) in lines of at most
+    `width` pixels: a long description goes on under its own column."""
+    starts = [len(line) - len(line.split("  ", 1)[1].lstrip()) for line in lines if "  " in line]
+    col = max(set(starts), key=starts.count) if starts else 0  # where the descriptions start
+    out = []
+    for line in lines:
+        if font.size(line)[0] <= width or len(line) <= col:
+            out.append(line)
+            continue
+        cur, fresh = line[:col], True  # the keys, padded to the column; no description word yet
+        for word in line[col:].split():
+            trial = cur + ("" if fresh or cur.endswith(" ") else " ") + word
+            if not fresh and font.size(trial)[0] > width:
+                out.append(cur)
+                cur, trial = " " * col, " " * col + word
+            cur, fresh = trial, False
+        out.append(cur)
+    return out
+
+
 def _compose_small(original: np.ndarray, tuned: np.ndarray, view: str, split: float,
                    crop: tuple[int, int, int, int] | None) -> np.ndarray:
     """The view composed from the ``crop`` (y0, x0, h, w) of both frames, at its resolution
@@ -940,6 +961,10 @@ class Window:
                 font = self._font(size)
                 lh = font.get_linesize()
                 rows = max(1, (wh - 2 * margin) // lh - 1)  # the last row: which page, and how to turn it
+                if max(font.size(line)[0] for line in lines) + 12 > ww - 2 * margin:
+                    # not even the smallest font holds the longest lines (320 px): they wrap, cut they
+                    # lost their last words
+                    lines = _wrap_help(lines, font, ww - 2 * margin - 12)
                 widest = max(font.size(line)[0] for line in lines) + 12
                 ncol = 2 if widest <= (ww - 2 * margin) // 2 else 1
                 per_page = rows * ncol
