@@ -10,6 +10,7 @@ edit shows without waiting for the next frame and never runs the network.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 
@@ -67,6 +68,7 @@ class CompositorThread(threading.Thread):
         self.player, self.ready_q, self.slot = player, ready_q, slot
         self.current: Prepared | None = None
         self.blend_ms: list[float] = []
+        self._blend_ahead_s = BLEND_AHEAD_S  # wall seconds; from the recent blends (_present)
         self.dropped_late = 0
         # Playback starts buffering: the clock (and the sound) stay paused until the first frames
         # are prepared. Started running, the sound played the 0.6 s the quality model takes to
@@ -115,6 +117,7 @@ class CompositorThread(threading.Thread):
             strength = compose.strength_of(coeffs, b.levels)  # the strength knob's value; luma/chroma gains apart
         ms = (time.perf_counter() - t0) * 1000.0
         self.blend_ms.append(ms)
+        self._blend_ahead_s = max(BLEND_AHEAD_S, BLEND_AHEAD_MARGIN * statistics.median(self.blend_ms[-9:]) / 1000.0)
         self._serial = c.serial
         self._last_present = time.monotonic()
         self.current = prep
@@ -137,9 +140,7 @@ class CompositorThread(threading.Thread):
 
     def _ahead_s(self) -> float:
         """How long before its time a frame is blended, in media seconds."""
-        recent = self.blend_ms[-9:]
-        wall = max(BLEND_AHEAD_S, BLEND_AHEAD_MARGIN * float(np.median(recent)) / 1000.0) if recent else BLEND_AHEAD_S
-        return wall * self.player.clock.speed
+        return self._blend_ahead_s * self.player.clock.speed
 
     def _ready_ahead_s(self) -> float:
         n = len(self.ready_q)
@@ -211,7 +212,7 @@ class CompositorThread(threading.Thread):
                 if first or behind:  # (before the frame goes to the display, which reads the clock)
                     clock.sync(item.frame.pts, epoch=item.frame.epoch)
                 if behind:
-                    p.restart_sound(None, item.frame.epoch)
+                    p.restart_sound(item.frame.epoch)
                 self.buffering = False
                 self._present(item)
                 clock.set_paused(p.paused)

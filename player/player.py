@@ -529,7 +529,7 @@ class Player:
         speed = round(min(max(speed, SPEED_MIN), SPEED_MAX), 6)  # 0.5 × 2 is 1 again, exactly
         if speed != self.clock.speed:
             self.clock.set_speed(speed)
-            self.restart_sound(None, self.epoch, speed)  # what is queued was stretched for the old speed
+            self.restart_sound(self.epoch, speed)  # what is queued was stretched for the old speed
         self.message(f"speed {speed:g}×")
 
     def _keep_edits(self) -> None:
@@ -642,12 +642,12 @@ class Player:
             if self.audio_decoder is not None:
                 self.audio_decoder.seek(t, self.epoch)
 
-    def restart_sound(self, t: float | None, epoch: int, speed: float | None = None) -> None:
-        """The sound from t on (at `speed`), what is queued dropped: it waits, in silence, until the
-        clock reaches t. t None: from the first sample not played yet — nothing skipped, nothing
-        twice, and a recording's sound stays whole. For a speed change, and for the compositor
-        when a wait for frames left the clock ahead of the picture (the clock goes back, the sound
-        waits for it). Ignored when a seek has come since `epoch`."""
+    def restart_sound(self, epoch: int, speed: float | None = None) -> None:
+        """The sound again (at `speed`) from the first sample not played yet, what is queued
+        dropped: nothing skipped, nothing twice, and a recording's sound stays whole; it waits, in
+        silence, until the clock gets there. For a speed change, and for the compositor when a
+        wait for frames left the clock ahead of the picture (the clock goes back, the sound waits
+        for it). Ignored when a seek has come since `epoch`."""
         if self.audio_decoder is None:
             return
         with self._sound_lock:  # a seek between the check and the decoder's restart lost the sound
@@ -656,9 +656,8 @@ class Player:
             started = self.feed.started
             self.audio_q.clear()
             self.feed.reset()
-            if t is None:  # (read after the reset: no sample is output between)
-                played = self.feed.played_to
-                t = played[1] if started and played is not None and played[0] == epoch else self.clock.now()
+            played = self.feed.played_to  # (read after the reset: no sample is output between)
+            t = played[1] if started and played is not None and played[0] == epoch else self.clock.now()
             self.audio_decoder.set_speed(self.clock.speed if speed is None else speed, t, epoch)
 
     def screenshot(self, folder: str, view: bool = False) -> None:

@@ -68,10 +68,9 @@ class Tempo:
     def __init__(self, speed: float, rate: int, channels: int, offset: float | None = None):
         self.speed, self.rate, self.channels = float(speed), rate, channels
         self.offset = source_offset(self.speed, rate) if offset is None else offset
-        layout = "stereo" if channels == 2 else "mono"
-        self._layout = layout
+        self._layout = "stereo" if channels == 2 else "mono"
         g = av.filter.Graph()
-        nodes = [g.add_abuffer(format="flt", layout=layout, sample_rate=rate, time_base=Fraction(1, rate))]
+        nodes = [g.add_abuffer(format="flt", layout=self._layout, sample_rate=rate, time_base=Fraction(1, rate))]
         nodes += [g.add("atempo", f"{f:.6f}") for f in atempo_factors(self.speed)]
         nodes.append(g.add("abuffersink"))
         g.link_nodes(*nodes).configure()

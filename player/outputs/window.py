@@ -827,25 +827,22 @@ class Window:
         def room(y: int) -> int:  # the width free for badges in a row at y
             return ww - pad - (panel_right + 6 if y < panel_bottom else pad)
 
-        rows: list[list] = [[]]
-        y, used = pad, 0
+        rows: list[tuple[int, list]] = []  # (y, [(word, rendered)])
+        used = 0
         for word, r in zip(words, rendered):
-            need = r.get_width() + 10 + (6 if rows[-1] else 0)
-            if rows[-1] and used + need > room(y):
-                rows.append([])
-                y, used, need = y + step, 0, need - 6
-            if not rows[-1] and need > room(y) and y < panel_bottom:
-                y = max(y, panel_bottom + 4)  # not even one beside the panel: below it
-            if not rows[-1]:
-                rows[-1].append(y)
-            rows[-1].append((word, r))
-            used += need
+            w = r.get_width() + 10
+            if rows and used + 6 + w <= room(rows[-1][0]):
+                rows[-1][1].append((word, r))
+                used += 6 + w
+                continue
+            y = rows[-1][0] + step if rows else pad
+            if w > room(y) and y < panel_bottom:
+                y = panel_bottom + 4  # not even one beside the panel: below it
+            rows.append((y, [(word, r)]))
+            used = w
         badges_bottom, bx = 0, ww
         self.badge_rects = []
-        for row in rows:
-            if len(row) < 2:
-                continue
-            by, items = row[0], row[1:]
+        for by, items in rows:
             x = ww - pad - (sum(r.get_width() + 10 for _, r in items) + 6 * (len(items) - 1))
             bx = min(bx, x)
             for word, r in items:
@@ -957,11 +954,11 @@ class Window:
             if not ncol:  # more lines than the window holds: pages (`?` turns them), at the largest
                 # font whose lines fit a column, as mpv's console pages its list
                 size = next((z for z in range(px, HELP_MIN_PX - 1, -1)
-                             if max(self._font(z).size(line)[0] for line in lines) + 12 <= ww - 2 * margin), HELP_MIN_PX)
-                font = self._font(size)
+                             if max(self._font(z).size(line)[0] for line in lines) + 12 <= ww - 2 * margin), None)
+                font = self._font(size or HELP_MIN_PX)
                 lh = font.get_linesize()
                 rows = max(1, (wh - 2 * margin) // lh - 1)  # the last row: which page, and how to turn it
-                if max(font.size(line)[0] for line in lines) + 12 > ww - 2 * margin:
+                if size is None:
                     # not even the smallest font holds the longest lines (320 px): they wrap, cut they
                     # lost their last words
                     lines = _wrap_help(lines, font, ww - 2 * margin - 12)
