@@ -91,6 +91,20 @@ def parse_bool(s: str) -> bool:
     raise CommandError(f"not yes/no: {s!r}")
 
 
+def property_args(verb: str, args: list[str]) -> tuple[str, str | None]:
+    """(name, value) of a property command: "cycle NAME" takes no value, "set|add|multiply NAME
+    VALUE" exactly one — a mistyped "set speed 2 3" said nothing and set 2."""
+    if not args:
+        raise CommandError(f"{verb}: needs a property name")
+    name, rest = args[0], args[1:]
+    if verb == "cycle" and rest:
+        raise CommandError(f"cycle {name}: takes no value, got {' '.join(rest)!r}")
+    if verb != "cycle" and len(rest) != 1:
+        raise CommandError(f"{verb} {name}: needs a value" if not rest else
+                           f"{verb} {name}: takes one value, got {' '.join(rest)!r}")
+    return name, rest[0] if rest else None
+
+
 def current_coeffs(mix: Mix, ctx: Context) -> torch.Tensor:
     auto = ctx.auto if ctx.auto is not None else torch.full((len(ctx.levels),), 1.0 / len(ctx.levels), dtype=torch.float64)
     c, _ = compose.coefficients(mix.with_(luma=1.0, chroma=1.0), ctx.levels, auto)
@@ -117,13 +131,12 @@ def apply(c: Controls, command: str, ctx: Context) -> Controls:
     verb, args = parts[0], parts[1:]
     mix = c.mix
     if verb == "autotune":  # the reset point: AutoTune's coefficients, luma and chroma gains ×1
+        if args:
+            raise CommandError(f"autotune: takes no arguments, got {' '.join(args)!r}")
         return with_mix(c, Mix())
     if verb not in ("set", "add", "cycle") or not args:
         raise CommandError(f"unknown command: {command!r}")
-    name = args[0]
-    value = args[1] if len(args) > 1 else None
-    if verb in ("set", "add") and value is None:
-        raise CommandError(f"{verb} {name}: needs a value")
+    name, value = property_args(verb, args)
 
     if name == "strength":
         if verb == "set" and value == "auto":

@@ -98,6 +98,14 @@ SCRIPT_VERBS = {"quit", "cycle", "set", "add", "multiply", "seek", "frame-step",
                 "autotune", "preset-store", "preset-flip", "preset-save", "preset-load", "screenshot", "screenshot-view", "record"}
 
 
+# Arguments (fewest, most) of the player's own verbs; the path verbs (preset-save, preset-load,
+# screenshot, screenshot-view, record) take the rest of the line, and the property verbs one name
+# and one value (controls.property_args).
+PLAYER_VERB_ARGS = {"quit": (0, 0), "seek": (1, 2), "frame-step": (0, 0), "frame-back-step": (0, 0),
+                    "ab-loop": (0, 0), "ab-loop-clear": (0, 0), "preset-store": (0, 1), "preset-flip": (0, 0)}
+PLAYER_PROPERTIES = {"pause", "loop-a", "loop-b", "speed", "volume", "mute", "fullscreen"}
+
+
 def load_script(path: str) -> list[tuple[float, str]]:
     """Lines 'TIME COMMAND'; blank lines and # comments ignored."""
     try:
@@ -424,14 +432,27 @@ class Player:
         if not parts:
             return
         verb, args = parts[0], parts[1:]
+        path = cmd.partition(" ")[2].strip()  # a path argument is the rest of the line (spaces and all)
+        if verb in PLAYER_VERB_ARGS:
+            lo, hi = PLAYER_VERB_ARGS[verb]
+            if not lo <= len(args) <= hi:
+                what = "no arguments" if hi == 0 else f"{lo}–{hi} arguments" if lo < hi else f"{lo} argument" + "s" * (lo > 1)
+                raise ctl.CommandError(f"{verb}: takes {what}, got {len(args)}" + (f" ({' '.join(args)})" if args else ""))
+        name = value = None  # one of the player's own properties, if the command sets one
+        if verb in ("cycle", "set", "add", "multiply") and args[:1] and args[0] in PLAYER_PROPERTIES:
+            name, value = ctl.property_args(verb, args)  # "cycle NAME" / "set|add|multiply NAME VALUE"
+            if verb == "multiply" and name != "speed":
+                raise ctl.CommandError(f"multiply {name}: only speed multiplies (use add or set)")
         if verb == "quit":
             self._quit = True
-        elif verb == "cycle" and args[:1] == ["pause"] or verb == "set" and args[:1] == ["pause"]:
-            self.set_paused(not self.paused if verb == "cycle" else ctl.parse_bool(args[1]))
+        elif name == "pause":
+            if verb not in ("cycle", "set"):
+                raise ctl.CommandError("pause: use cycle or set")
+            self.set_paused(not self.paused if verb == "cycle" else ctl.parse_bool(value))
         elif verb == "seek":
-            if not args:
-                raise ctl.CommandError("seek needs seconds")
             t = ctl.parse_float(args[0])
+            if args[1:] and args[1] not in ("relative", "absolute"):
+                raise ctl.CommandError(f"seek: the second argument is relative or absolute, got {args[1]!r}")
             base = 0.0 if args[1:2] == ["absolute"] else self.position()
             to = self.clamp_position(base + t)
             self.seek(to)
@@ -468,11 +489,15 @@ class Player:
         elif verb == "ab-loop-clear":
             self.loop = (None, None)
             self.message("loop cleared")
-        elif verb == "set" and args[:1] in (["loop-a"], ["loop-b"]):
-            v = ctl.parse_float(args[1])
-            self.loop = (v, self.loop[1]) if args[0] == "loop-a" else (self.loop[0], v)
+        elif name in ("loop-a", "loop-b"):
+            if verb != "set":
+                raise ctl.CommandError(f"{name}: use set")
+            v = ctl.parse_float(value)
+            self.loop = (v, self.loop[1]) if name == "loop-a" else (self.loop[0], v)
         elif verb == "preset-store":
             side = (args or ["A"])[0].upper()
+            if side not in ("A", "B"):
+                raise ctl.CommandError(f"preset-store: the preset is A or B, got {args[0]!r}")
             self.presets[side] = self.controls.mix
             self._preset_side = side  # what is on screen is this preset now: the next flip goes to the other
             self.message(f"preset {side} stored")
@@ -486,7 +511,7 @@ class Player:
             self._set_controls(ctl.with_mix(self.controls, mix))
             self.message(f"preset {side}")
         elif verb == "preset-save":
-            path = args[0] if args else self.preset_file
+            path = path or self.preset_file
             self._keep_edits()
             data = {k: ctl.mix_to_json(v, ctl.PRESET_DECIMALS) for k, v in self.presets.items()}
             data.setdefault("A", ctl.mix_to_json(self.controls.mix, ctl.PRESET_DECIMALS))
@@ -496,26 +521,26 @@ class Player:
                 raise ctl.CommandError(f"cannot write {path}: {e.strerror}") from None
             self.message(f"presets saved to {path}")
         elif verb == "preset-load":
-            self._load_presets(args[0] if args else self.preset_file)
+            self._load_presets(path or self.preset_file)
         elif verb == "cycle" and args == ["help"] and self.controls.help and self.window.next_help_page():
             pass  # turned to the next page of a help page longer than the window (the last one closes)
-        elif verb in ("set", "add", "multiply") and args[:1] == ["speed"]:
-            if len(args) < 2:
-                raise ctl.CommandError(f"{verb} speed: needs a value")
-            v = ctl.parse_float(args[1])
+        elif name == "speed":
+            if verb == "cycle":
+                raise ctl.CommandError("speed: use set, add or multiply")
+            v = ctl.parse_float(value)
             speed = v if verb == "set" else self.clock.speed + v if verb == "add" else self.clock.speed * v
             self.set_speed(speed)
-        elif verb in ("cycle", "set", "add") and args[:1] in (["volume"], ["mute"], ["fullscreen"]):
-            self._output_property(verb, args[0], args[1] if len(args) > 1 else None)
+        elif name in ("volume", "mute", "fullscreen"):
+            self._output_property(verb, name, value)
         elif verb == "screenshot":
-            self.screenshot(args[0] if args else self.cfg.screenshot_dir)
+            self.screenshot(path or self.cfg.screenshot_dir)
         elif verb == "screenshot-view":
-            self.screenshot(args[0] if args else self.cfg.screenshot_dir, view=True)
+            self.screenshot(path or self.cfg.screenshot_dir, view=True)
         elif verb == "record":
             from player.record import RecordError
 
             try:  # `record` toggles; `record FILE` starts recording to FILE (the rest of the line)
-                self.recording.toggle(cmd.partition(" ")[2].strip())
+                self.recording.toggle(path)
             except RecordError as e:
                 raise ctl.CommandError(str(e)) from None
         else:
@@ -539,8 +564,6 @@ class Player:
 
     def _output_property(self, verb: str, name: str, value: str | None) -> None:
         """volume (0..VOLUME_MAX %), mute and fullscreen: how the outputs play, not what the blend makes."""
-        if verb in ("set", "add") and value is None:
-            raise ctl.CommandError(f"{verb} {name}: needs a value")
         if name == "volume":
             if verb == "cycle":
                 raise ctl.CommandError("volume: use add or set")

@@ -1254,3 +1254,21 @@ def test_number_keys_select_every_level_above_zero():
         c = apply(apply(Controls(), KEYMAP["2"], ctx), KEYMAP["+"], ctx)  # the second level above 0
         changed = [i for i, v in enumerate(c.mix.coeffs) if abs(v - 0.1) > 1e-9]
         assert changed == [level_index(2, ctx.levels)] and ctx.levels[changed[0]] > 0
+
+
+def test_a_command_with_the_wrong_arguments_is_refused_and_changes_nothing(tmp_path, weights, clip):
+    """"set speed 2 3" set 2 and said nothing; "set pause" and "set loop-a" ended playback with
+    an IndexError; "preset-store C" stored a preset no flip could reach. Each is a notice now, and
+    nothing changes; a path argument keeps its spaces."""
+    bad = ["set speed 2 3", "set pause", "set loop-a", "cycle bypass yes", "add strength", "set strength 5 6",
+           "autotune now", "seek 1 2", "ab-loop 3", "preset-store C", "add pause 1", "multiply volume 2",
+           "cycle speed", "quit now"]
+    saved = tmp_path / "my presets.json"
+    p, _, stats = play(tmp_path, weights, clip, duration=1.0,
+                       script=[(0.2, "; ".join(bad)), (0.3, "set strength 9; preset-store"), (0.4, f"preset-save {saved}")])
+    for cmd in bad:
+        assert sum(n.startswith(f"{cmd}: ") for n in p.notices) == 1, (cmd, p.notices)
+    assert p.clock.speed == 1.0 and not p.paused and p.loop == (None, None) and not p.controls.bypass
+    assert set(p.presets) == {"A"} and p.presets["A"].strength == 9.0
+    assert stats["frames_presented"] >= 25  # played to the end: nothing raised
+    assert json.loads(saved.read_text())["A"]["strength"] == 9.0

@@ -644,3 +644,24 @@ def test_real_window_on_x_display(real_display):
             child.kill()
             child.wait()
     assert child.returncode == 0, child.stderr.read()
+
+
+@pytest.mark.parametrize("size", [(200, 150), (240, 180)])
+def test_in_a_very_small_window_the_hud_keeps_clear_of_the_timeline(window_cls, size):
+    """At 200×150 the panel (5 lines and 9 level bars) ran over the timeline: the bars go first,
+    then lines; badges that do not fit above the timeline are left out; the message stays above it."""
+    w_, h_ = size
+    o, t = frames(h_, w_, seed=13)
+    w = window_cls(w_, h_)
+    lines = ["strength 10.4 (AutoTune)", "removed σ 9.8  input σ̂ 11", "character +0.00", "luma ×1.00 chroma ×1.00",
+             "backbone 80 ms"]
+    bars = [(str(i), 0.1 * i, 1.0, i == 2) for i in range(1, 10)]
+    w.show(o, t, hud=sample_hud(lines=lines, bars=bars, badges=["PAUSED", "BYPASS", "SPLIT", "2:1", "MUTE", "REC ●"],
+                                message="strength 12.0 (character +0.00)"))
+    timeline_top = h_ - w._timeline_height(max(12, min(20, h_ // 45)))
+    assert 1 <= w.hud_rows <= len(lines) and w.panel_rect.bottom <= timeline_top
+    assert w.badge_rects and all(r.bottom <= timeline_top for r in w.badge_rects)
+    shot = w.screenshot()
+    assert not np.array_equal(shot[timeline_top:], t[timeline_top:])  # the timeline is drawn
+    w.show(o, t, hud=sample_hud(lines=lines, bars=bars, badges=[], message="", timeline=False))
+    assert w.panel_rect.bottom <= h_ and w.hud_rows <= len(lines)

@@ -765,11 +765,16 @@ class Window:
         rows = list(hud.lines)
         if hud.details and (len(rows) + len(hud.details) + len(hud.bars)) * lh + 2 * pad <= HUD_MAX_SHARE * wh:
             rows += hud.details
+        # In a window too small for all of it, the panel keeps clear of the timeline: the level
+        # bars go first, then the last lines (at 200×150 it ran over the timeline).
+        room = max(0, (wh - (self._timeline_height(px) if hud.timeline else 0) - 2 * pad) // lh)
+        bars = list(hud.bars) if len(rows) + len(hud.bars) <= room else []
+        rows = rows[:room]
         lines = [self._fit(str(s), px, ww - 2 * pad - 12) for s in rows]
         self.hud_rows = len(lines)  # what was drawn (tests)
         bar_rows = []
         label_w = 0
-        for label, value, vmax, selected in hud.bars:
+        for label, value, vmax, selected in bars:
             ls = self._render(("\u25b6 " if selected else "  ") + str(label), px,
                               _ACCENT if selected else _FG)
             label_w = max(label_w, ls.get_width())
@@ -842,7 +847,10 @@ class Window:
             used = w
         badges_bottom, bx = 0, ww
         self.badge_rects = []
+        floor = wh - (self._timeline_height(px) if hud.timeline else 0)
         for by, items in rows:
+            if by + step - 8 > floor:
+                break  # rows that would run into the timeline are left out (a very small window)
             x = ww - pad - (sum(r.get_width() + 10 for _, r in items) + 6 * (len(items) - 1))
             bx = min(bx, x)
             for word, r in items:
@@ -871,7 +879,10 @@ class Window:
                 my = panel_bottom + 8          # keep clear of the panel
             if words and mx + mw + 10 > bx and my < badges_bottom:
                 my = badges_bottom + 8         # and of the badges
-            self._darken(screen, pygame.Rect(mx - 10, my - 4, mw + 20, mh + 8))
+            covers = my + mh + 8 > floor
+            if covers:
+                my = pad  # no room between them and the timeline: over the panel, for the message's time
+            self._darken(screen, pygame.Rect(mx - 10, my - 4, mw + 20, mh + 8), self.help_alpha if covers else None)
             screen.blit(ms, (mx, my))
 
         # ---- timeline
