@@ -978,6 +978,10 @@ class Player:
             "display_fps": round(fps, 2),
             "av_offset_ms_p95": _round(percentile(np.abs(steady), 95) if steady else None),
             "audio_underflows": self.feed.underflows + getattr(self.sound, "underflows", 0),
+            # which side: the feed had no sound ready (the player's fault) / the device reported an
+            # underflow of its own (a JACK dummy server's xruns land there, with the feed at 0)
+            "audio_underflows_feed": self.feed.underflows,
+            "audio_underflows_device": getattr(self.sound, "underflows", 0),
             "backbone_ms_p50": _round(percentile(bb, 50)),
             "blend_ms_p50": _round(percentile(self.compositor.blend_ms, 50)),
             "edit_latency_ms_p50": _round(percentile(self._edit_latency, 50)),

@@ -78,6 +78,7 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
                 "audio_underflows", "backbone_ms_p50", "blend_ms_p50", "edit_latency_ms_p50", "edit_latency_ms_p95",
                 "reinference_ms_p50", "mode", "device", "peak_rss_mb"):
         assert key in stats
+    assert stats["audio_underflows"] == stats["audio_underflows_feed"] + stats["audio_underflows_device"]
     assert stats["device"] == "cpu" and stats["backbone_ms_p50"] > 0
     assert stats["precision"] in ("float32", "bfloat16")
     from engine import native
