@@ -62,6 +62,10 @@ class Slot:
         return item
 
 
+def _epoch_of(item) -> int:
+    return item.epoch if isinstance(item, EndOfStream) else item.frame.epoch
+
+
 class CompositorThread(threading.Thread):
     def __init__(self, player, ready_q, slot: Slot):
         super().__init__(name="compositor", daemon=True)
@@ -133,8 +137,7 @@ class CompositorThread(threading.Thread):
                 if self.ready_q.closed:
                     raise Closed
                 return None
-            epoch = item.epoch if isinstance(item, EndOfStream) else item.frame.epoch
-            if epoch == clock.epoch:
+            if _epoch_of(item) == clock.epoch:
                 return item
             self.ready_q.pop_if_head(item)
 
@@ -155,6 +158,9 @@ class CompositorThread(threading.Thread):
                 self.current = None
                 self.eos = None
             item = self._next()
+            if self.current is not None and item is not None and _epoch_of(item) != self.current.frame.epoch:
+                self.current = None  # a seek between the check above and the peek: this is its first frame
+                self.eos = None
             if isinstance(item, EndOfStream):
                 if self.eos is None:
                     self.eos = item
@@ -168,6 +174,7 @@ class CompositorThread(threading.Thread):
                         continue  # a seek cleared the queue since the peek
                     clock.sync(item.frame.pts, epoch=item.frame.epoch)
                     self._present(item)
+                    clock.set_waiting(False, epoch=item.frame.epoch)  # the frame is there; the user's pause holds it
                 elif self.current is not None and p.controls.serial != self._serial:
                     self._present(self.current)
                 else:
@@ -180,7 +187,7 @@ class CompositorThread(threading.Thread):
                 # sound) running: the worker's early drops catch up and the picture degrades to a
                 # lower rate instead of stalling.
                 if (p.worker.mode == "cache" or p.worker.probing) and not self.buffering and self.current is not None and self.eos is None:
-                    self._set_buffering(True)
+                    self._set_buffering(True, self.current.frame.epoch)
                 if self.current is not None and p.controls.serial != self._serial:
                     self._present(self.current)
                 time.sleep(IDLE_SLEEP_S)
@@ -192,7 +199,7 @@ class CompositorThread(threading.Thread):
                 # frames the worker held back until the player's seek to A, which waited for them)
                 full = len(self.ready_q) >= min(needed, self.ready_q.maxsize) or p.worker.waiting_at_loop_end
                 if not full and not self._decoder_done():
-                    self.buffering = True  # the clock is already paused (start, seek or underrun)
+                    self.buffering = True  # the clock already waits (start, seek or underrun)
                     time.sleep(IDLE_SLEEP_S)
                     continue
                 # The frame is blended while the clock still waits, so the first frame after a wait
@@ -215,7 +222,7 @@ class CompositorThread(threading.Thread):
                     p.restart_sound(item.frame.epoch)
                 self.buffering = False
                 self._present(item)
-                clock.set_paused(p.paused)
+                clock.set_waiting(False, epoch=item.frame.epoch)  # (not if a seek came meanwhile)
                 continue
 
             now = clock.now()
@@ -240,7 +247,7 @@ class CompositorThread(threading.Thread):
     def _decoder_done(self) -> bool:
         return any(isinstance(x, EndOfStream) for x in self.ready_q.snapshot())
 
-    def _set_buffering(self, on: bool) -> None:
+    def _set_buffering(self, on: bool, epoch: int) -> None:
         if on != self.buffering:
             self.buffering = on
-            self.player.clock.set_paused(on or self.player.paused)
+            self.player.clock.set_waiting(on, epoch=epoch)

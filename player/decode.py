@@ -26,6 +26,7 @@ from player.tempo import stretch
 
 AUDIO_RATE = 48000  # every source is resampled to this; the JACK/CI servers and most devices run at it
 AUDIO_CHANNELS = 2
+AUDIO_PTS_JITTER_S = 0.002  # audio timestamps within this of contiguous are container rounding (Matroska: 1 ms)
 DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
 PUT_POLL_S = 0.05  # blocked puts wake this often to notice a seek or a stop
 
@@ -156,11 +157,20 @@ class FileSource:
 
     def _audio(self, c, stream, start: float):
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE)
+        anchor, since = None, 0  # a contiguous run's first pts, and the samples since it
         for frame in self._packets(c, stream):
             t = frame.time
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
                 apts = float(out.time) if out.time is not None else (t or 0.0)
+                # A chunk that starts where the last one ended, give or take the container's
+                # rounding, is placed by the sample count: Matroska's 1 ms timestamps put every
+                # 1024-sample chunk 16 samples early, which a recording cut out of the sound.
+                if anchor is not None and abs(apts - (anchor + since / AUDIO_RATE)) <= AUDIO_PTS_JITTER_S:
+                    apts = anchor + since / AUDIO_RATE
+                else:
+                    anchor, since = apts, 0  # the first chunk, or a real gap or jump
+                since += len(pcm)
                 if apts + len(pcm) / AUDIO_RATE < start:
                     continue
                 yield AudioChunk(pts=apts, pcm=pcm, epoch=0)
@@ -222,9 +232,13 @@ class DecodeThread(threading.Thread):
     def __init__(self, source, kind: str, queue: ClosableQueue, start: float = 0.0):
         super().__init__(name=f"decode-{kind}", daemon=True)
         self.source, self.kind, self.queue = source, kind, queue
-        self._lock = threading.Lock()  # protects _seek_to, _epoch, _speed
+        self._lock = threading.Lock()  # protects _seek_to, _epoch, _speed, serial
         self._seek_to: float | None = start
         self._epoch = 0
+        # The pass: every seek or restart makes a new one, and audio chunks carry theirs. A restart
+        # of the sound keeps epoch and speed, and the chunk a blocked put was holding went into the
+        # queue right after the clear made room: up to 10 s ahead (a file's whole audio queue).
+        self.serial = 0
         self._speed = 1.0  # audio: played at this speed, pitch kept (player/tempo.py)
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -234,8 +248,14 @@ class DecodeThread(threading.Thread):
     def seek(self, t: float, epoch: int) -> None:
         with self._lock:
             self._seek_to, self._epoch = max(0.0, t), epoch
+            self.serial += 1
             self.done = False
         self._wake.set()
+
+    def invalidate(self) -> None:
+        """What it puts from now on is stale, until the next seek (set_speed) says where to go on."""
+        with self._lock:
+            self.serial += 1
 
     def set_speed(self, speed: float, t: float, epoch: int) -> None:
         """Audio from t on at `speed` (what is queued at the old speed is the caller's to drop)."""
@@ -262,7 +282,7 @@ class DecodeThread(threading.Thread):
         try:
             while not self._halt.is_set():
                 with self._lock:
-                    start, self._seek_to, epoch, speed = self._seek_to, None, self._epoch, self._speed
+                    start, self._seek_to, epoch, speed, run = self._seek_to, None, self._epoch, self._speed, self.serial
                 if start is None:
                     self._wake.wait(0.1)
                     self._wake.clear()
@@ -273,6 +293,8 @@ class DecodeThread(threading.Thread):
                     items = stretch(items, speed, AUDIO_RATE, AUDIO_CHANNELS)
                 for item in items:
                     item.epoch = epoch
+                    if self.kind == "audio":
+                        item.run = run
                     if not self._put(item):
                         break
                     if isinstance(item, VideoFrame):

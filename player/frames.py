@@ -29,6 +29,7 @@ class AudioChunk:
     speed: float = 1.0  # media seconds per played second: each sample advances the pts by speed / rate
     source: np.ndarray | None = None  # at speed ≠ 1: the unstretched samples of the same span (recordings)
     source_pts: float = 0.0  # ... and the time of its first sample
+    run: int = 0  # the audio decoder's pass (DecodeThread.serial): a restart without a seek changes only this
 
 
 @dataclass

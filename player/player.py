@@ -181,6 +181,8 @@ class AudioFeed:
             return
         n, filled, first, epoch, speed = len(out), 0, None, clock.epoch, clock.speed
         generation = self._generation
+        decoder = self.player.audio_decoder
+        run = decoder.serial if decoder is not None else None
         started = self._heard == (epoch, speed)  # (not from `reset`, which another thread calls)
         if self._chunk is not None and (self._chunk.epoch, self._chunk.speed) != (epoch, speed):
             self._chunk = None  # from before a seek or a speed change
@@ -193,8 +195,8 @@ class AudioFeed:
                 item = self.audio_q.get_nowait()
                 if item is None:
                     break
-                if item.epoch != epoch or item.speed != speed:  # from before a seek or a speed change
-                    continue
+                if item.epoch != epoch or item.speed != speed or run is not None and item.run != run:
+                    continue  # from before a seek, a speed change or a restart of the sound
                 self._chunk, self._off = item, 0
             chunk = self._chunk
             pcm = chunk.pcm
@@ -298,7 +300,8 @@ class Player:
             self._load_presets(cfg.preset, startup=True)
         self.script = load_script(cfg.script) if cfg.script else []
         self._script_i = 0
-        self._step = threading.Event()
+        self._steps = 0  # frame-steps the compositor has not taken yet (paused)
+        self._step_lock = threading.Lock()
         self._ended: EndOfStream | None = None
         self._quit = False
         self._edit_latency: list[float] = []
@@ -404,10 +407,33 @@ class Player:
         self._ended = eos
 
     def take_step(self) -> bool:
-        if self._step.is_set():
-            self._step.clear()
-            return True
-        return False
+        """The compositor, paused: may it show the next frame (one frame-step)?"""
+        with self._step_lock:
+            if self._steps > 0:
+                self._steps -= 1
+                return True
+            return False
+
+    def _frame_step(self) -> None:
+        """One frame on from where the steps asked for so far lead: the next prepared frame when
+        it is that frame's successor, else a seek there. (A step right after a seek stepped from
+        the frame shown before it; two steps before the compositor took the first moved one frame.)"""
+        last = self.last
+        if last is not None and last.frame.epoch != self.epoch:  # a seek's frame not shown yet
+            self.seek(self.clock.now() + 1.0 / self.info.fps)  # (the clock waits at the seek's target)
+            return
+        with self._step_lock:
+            pending = self._steps
+        chain = [last.frame] if last is not None else []  # the frame on screen, then those prepared
+        chain += [x.frame for x in self.ready_q.snapshot() if getattr(x, "frame", None) is not None and x.frame.epoch == self.epoch]
+        if last is None or len(chain) > pending + 1 and all(
+                abs(b.pts - (a.pts + a.duration)) < 0.5 * a.duration for a, b in zip(chain[: pending + 1], chain[1 : pending + 2])):
+            with self._step_lock:
+                self._steps += 1
+            return
+        # the next frame was dropped (live mode) or is not prepared yet: go there exactly
+        base = chain[min(pending, len(chain) - 1)]
+        self.seek(base.pts + base.duration * (1 + pending - min(pending, len(chain) - 1)))
 
     def audio_ended(self) -> bool:
         d = self.audio_decoder
@@ -463,17 +489,14 @@ class Player:
                          + (f" / {fmt_time(self.info.duration)}" if self.info.duration > 0 else ""))
         elif verb == "frame-step":
             self.set_paused(True)
-            nxt, last = self.ready_q.peek(), self.last
-            successor = (last is None or getattr(nxt, "frame", None) is not None and nxt.frame.epoch == self.epoch
-                         and abs(nxt.frame.pts - (last.frame.pts + last.frame.duration)) < 0.5 * last.frame.duration)
-            if successor:
-                self._step.set()
-            else:  # the next frame was dropped (live mode) or is not decoded yet: go there exactly
-                self.seek(last.frame.pts + last.frame.duration)
+            self._frame_step()
         elif verb == "frame-back-step":
             self.set_paused(True)
-            if self.last is not None:
-                self.seek(self.last.frame.pts - self.last.frame.duration)
+            last = self.last
+            if last is not None and last.frame.epoch != self.epoch:  # a seek's frame not shown yet
+                self.seek(self.clock.now() - 1.0 / self.info.fps)
+            elif last is not None:
+                self.seek(last.frame.pts - last.frame.duration)
         elif verb == "ab-loop":
             a, b = self.loop
             pos = self.position()
@@ -639,7 +662,7 @@ class Player:
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
-        self.clock.set_paused(paused or self.compositor.buffering)
+        self.clock.set_paused(paused)
 
     def frame_number(self, t: float) -> int:
         """The frame at time t, counted at the nominal rate (mpv's estimated-frame-number)."""
@@ -654,12 +677,13 @@ class Player:
         t = self.clamp_position(t)
         with self._sound_lock:
             self.epoch += 1
-            self.clock.set_paused(True)
-            self.clock.reset(t, self.epoch)
+            self.clock.reset(t, self.epoch)  # (stopped until the compositor has the seek's first frame)
             for q in (self.video_q, self.audio_q, self.ready_q):
                 q.clear()
             self.feed.reset()
             self._ended = None
+            with self._step_lock:
+                self._steps = 0
             self.frames_presented_epoch = 0
             self.decoder.seek(t, self.epoch)
             if self.audio_decoder is not None:
@@ -676,11 +700,15 @@ class Player:
         with self._sound_lock:  # a seek between the check and the decoder's restart lost the sound
             if epoch != self.epoch:
                 return
-            started = self.feed.started
+            self.audio_decoder.invalidate()  # first: a chunk it puts after the clear is not played
             self.audio_q.clear()
             self.feed.reset()
-            played = self.feed.played_to  # (read after the reset: no sample is output between)
-            t = played[1] if started and played is not None and played[0] == epoch else self.clock.now()
+            # Where the sound of this epoch stopped, at whatever speed it played (read after the
+            # reset: no sample is output between); the clock where none has played yet. (It went by
+            # `feed.started`, which a speed change had already made false: the clock's time, which
+            # missed the last sample played by up to a fill, and a recording lost or repeated it.)
+            played = self.feed.played_to
+            t = played[1] if played is not None and played[0] == epoch else self.clock.now()
             self.audio_decoder.set_speed(self.clock.speed if speed is None else speed, t, epoch)
 
     def screenshot(self, folder: str, view: bool = False) -> None:
@@ -761,6 +789,8 @@ class Player:
                 raise PlayerError(f"{t.name} thread failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     def _loop_and_end(self) -> None:
+        if self._ended is not None and self._ended.epoch != self.epoch:
+            self._ended = None  # the compositor's end of a pass that a seek has since replaced
         a, b = self.loop
         if a is not None and b is not None and not self.paused and self.last is not None:
             if (self.last.frame.epoch == self.epoch and self.last.frame.pts >= b - LOOP_EPS or self._ended is not None
@@ -778,7 +808,8 @@ class Player:
                 self._quit = True
 
     def slot_empty_and_drained(self) -> bool:
-        return len(self.ready_q) <= 1 and self.compositor.eos is not None
+        eos = self.compositor.eos
+        return len(self.ready_q) <= 1 and eos is not None and eos.epoch == self.epoch
 
     def _on_event(self, ev) -> None:
         if ev.kind == "quit":

@@ -361,7 +361,7 @@ class BackboneWorker(threading.Thread):
             ready_at = clock.now() + self._expected_s() * clock.speed  # wall seconds → media seconds
             if frame.pts < ready_at - EARLY_DROP_S:
                 self.dropped_early += 1
-                return
+                return True  # (taken: returning None, it read as "held", and a free lane waited)
         key = int(round(frame.pts * 1000))
         bases = self.cache.get(key)
         if bases is not None:

@@ -206,6 +206,10 @@ def test_the_clock_runs_at_its_speed(monkeypatch):
     c = clock_mod.Clock()
     c.reset(10.0, 0)
     c.set_paused(False)
+    assert c.paused  # a seek waits for its first frame
+    c.set_waiting(False, epoch=1)  # a wait from another epoch ends nothing
+    assert c.paused
+    c.set_waiting(False, epoch=0)
     now[0] += 1.0
     assert c.now() == pytest.approx(11.0)
     c.set_speed(0.5)  # the time now stays where it is

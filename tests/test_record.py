@@ -167,6 +167,22 @@ def test_a_recording_made_at_other_speeds_keeps_the_source_sound(clip, weights, 
     assert_source_audio(rec, src, track["start_pts"])
 
 
+def test_a_matroska_source_with_pcm_sound_is_recorded_sample_exact(weights, tmp_path):
+    """Matroska stores times in whole milliseconds: each 1024-sample PCM chunk arrived 16 samples
+    (1/3 ms) before where the last one ended, and the recorder cut those samples out as an overlap."""
+    from media import make_test_clip
+
+    clip = make_test_clip(tmp_path / "pcm.mkv", seconds=2.0, audio_codec="pcm_s16le")
+    out = tmp_path / "rec.mp4"
+    script = tmp_path / "script.txt"
+    script.write_text(f"0.2 record {out}\n1.6 record\n")
+    run_player(clip, "--weights", weights, "--headless", "--script", script, "--threads", "1", check=True)
+    with av.open(str(clip)) as c:  # the source as float stereo at 48 kHz
+        rs = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+        src = np.concatenate([g.to_ndarray() for f in c.decode(audio=0) for g in rs.resample(f)], axis=1)
+    assert_source_audio(decode_audio(out), src, json.loads(Path(str(out) + ".json").read_text())["start_pts"])
+
+
 def test_tuning_track(session, weights, clip):
     from engine import checkpoint
 
