@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of playback")
     ap.add_argument("--script", metavar="FILE", help="lines 'TIME COMMAND' applied when playback reaches TIME seconds")
     ap.add_argument("--stats-json", metavar="FILE", help="write playback statistics to FILE at exit")
-    ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots go (default: .)")
+    ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots and R's recordings go (default: .)")
     ap.add_argument("--demo-size", type=_size, default=None, metavar="WxH",
                     help="size of the demo source (default: 1280x720, or 960x540 / 640x360 where the model "
                          "is too slow for 1280x720 at the demo's frame rate)")
@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--render and --record cannot be combined")
     if args.render and args.track and (args.preset or args.strength is not None):
         ap.error("--track cannot be combined with --preset or --strength")
+    if args.render and args.preset and args.strength is not None:
+        ap.error("--preset and --strength: choose one (--strength renders a fixed strength, --preset its preset A)")
     if args.render:
         given = [o for o, v in (("--script", args.script), ("--start", args.start), ("--duration", args.duration),
                                 ("--loop", args.loop), ("--speed", args.speed != 1.0)) if v]

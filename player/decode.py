@@ -26,6 +26,7 @@ from player.tempo import stretch
 
 AUDIO_RATE = 48000  # every source is resampled to this; the JACK/CI servers and most devices run at it
 AUDIO_CHANNELS = 2
+SEEK_EPS_S = 1e-6  # a seek half a frame after a frame still lands on it (9.62 − 0.02 > 9.60 in floats)
 AUDIO_PTS_JITTER_S = 0.002  # audio timestamps within this of contiguous are container rounding (Matroska: 1 ms)
 DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
 PUT_POLL_S = 0.05  # blocked puts wake this often to notice a seek or a stop
@@ -138,6 +139,7 @@ class FileSource:
     def _video(self, c, stream, start: float):
         index, last_pts = 0, -math.inf
         nominal = 1.0 / self.info.fps
+        skipped = None  # (frame, pts) of the last frame before `start`
         for frame in self._packets(c, stream):
             t = frame.time
             if t is None:  # no timestamps (a raw .h264 stream): the frame rate's, from 0
@@ -147,13 +149,19 @@ class FileSource:
             if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
                 pts = last_pts + 1e-3
             last_pts = pts
-            if pts < start - nominal / 2:
+            if pts < start - nominal / 2 - SEEK_EPS_S:
+                skipped = (frame, pts)
                 continue
-            rgb = frame.to_ndarray(format="rgb24", src_colorspace=self.info.colour.matrix, threads=1)
-            if self.quarter_turns:
-                rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
-            yield VideoFrame(index=index, pts=pts, duration=nominal, rgb=rgb, epoch=0)
+            yield self._frame(frame, index, pts, nominal)
             index += 1
+        if index == 0 and skipped is not None:  # a seek past the last frame (the end of a longer
+            yield self._frame(skipped[0], 0, skipped[1], nominal)  # sound, a rounded duration): that frame
+
+    def _frame(self, frame, index: int, pts: float, duration: float) -> VideoFrame:
+        rgb = frame.to_ndarray(format="rgb24", src_colorspace=self.info.colour.matrix, threads=1)
+        if self.quarter_turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
+        return VideoFrame(index=index, pts=pts, duration=duration, rgb=rgb, epoch=0)
 
     def _audio(self, c, stream, start: float):
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE)

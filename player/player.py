@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint, native
+from engine import checkpoint, compose, native
 from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
@@ -103,11 +103,49 @@ SCRIPT_VERBS = {"quit", "cycle", "set", "add", "multiply", "seek", "frame-step",
 # and one value (controls.property_args).
 PLAYER_VERB_ARGS = {"quit": (0, 0), "seek": (1, 2), "frame-step": (0, 0), "frame-back-step": (0, 0),
                     "ab-loop": (0, 0), "ab-loop-clear": (0, 0), "preset-store": (0, 1), "preset-flip": (0, 0)}
-PLAYER_PROPERTIES = {"pause", "loop-a", "loop-b", "speed", "volume", "mute", "fullscreen"}
+PLAYER_PROPERTIES = {"pause": ("cycle", "set"), "loop-a": ("set",), "loop-b": ("set",), "speed": ("set", "add", "multiply"),
+                     "volume": ("set", "add"), "mute": ("cycle", "set"), "fullscreen": ("cycle", "set")}  # → their verbs
 
 
-def load_script(path: str) -> list[tuple[float, str]]:
-    """Lines 'TIME COMMAND'; blank lines and # comments ignored."""
+def check_command(cmd: str, levels) -> tuple[str | None, str | None]:
+    """Raise CommandError for a command that cannot run — an unknown verb or property, the wrong
+    number of arguments, a value of the wrong kind — whatever the player's state; else (name,
+    value) of the player property it sets, if any. A script is checked with it when it loads."""
+    parts = cmd.split()
+    verb, args = parts[0], parts[1:]
+    if verb not in SCRIPT_VERBS:
+        raise ctl.CommandError(f"unknown command {verb!r}")
+    if verb in PLAYER_VERB_ARGS:
+        lo, hi = PLAYER_VERB_ARGS[verb]
+        if not lo <= len(args) <= hi:
+            what = "no arguments" if hi == 0 else f"{lo}–{hi} arguments" if lo < hi else f"{lo} argument" + "s" * (lo > 1)
+            raise ctl.CommandError(f"{verb}: takes {what}, got {len(args)}" + (f" ({' '.join(args)})" if args else ""))
+        if verb == "seek":
+            ctl.parse_float(args[0])
+            if args[1:] and args[1] not in ("relative", "absolute"):
+                raise ctl.CommandError(f"seek: the second argument is relative or absolute, got {args[1]!r}")
+        if verb == "preset-store" and args and args[0].upper() not in ("A", "B"):
+            raise ctl.CommandError(f"preset-store: the preset is A or B, got {args[0]!r}")
+        return None, None
+    if verb not in ("cycle", "set", "add", "multiply", "autotune"):
+        return None, None  # the path verbs: the rest of the line is the path
+    if verb != "autotune" and args[:1] and args[0] in PLAYER_PROPERTIES:
+        name, value = ctl.property_args(verb, args)  # "cycle NAME" / "set|add|multiply NAME VALUE"
+        allowed = PLAYER_PROPERTIES[name]
+        if verb not in allowed:
+            raise ctl.CommandError(f"{name}: use {' or '.join(allowed)}")
+        if value is not None and not (name.startswith("loop-") and value == "no"):
+            (ctl.parse_bool if name in ("pause", "mute", "fullscreen") else ctl.parse_float)(value)
+        return name, value
+    if verb == "multiply":
+        raise ctl.CommandError(f"multiply {' '.join(args[:1])}: only speed multiplies (use add or set)")
+    ctl.apply(ctl.Controls(), cmd, ctl.Context(levels=tuple(levels)))  # a property of the blend or the view: tried on defaults
+    return None, None
+
+
+def load_script(path: str, levels=None) -> list[tuple[float, str]]:
+    """Lines 'TIME COMMAND'; blank lines and # comments ignored. With the model's `levels`, every
+    command is checked (check_command), else only its verb."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -132,6 +170,11 @@ def load_script(path: str) -> list[tuple[float, str]]:
             if verb not in SCRIPT_VERBS:
                 raise PlayerError(f"{path}:{n}: {f'unknown command {verb!r}' if verb else 'no command'} "
                                   f"(commands: README.md, 'Command line')")
+            if levels is not None:
+                try:
+                    check_command(part.strip(), levels)
+                except ctl.CommandError as e:
+                    raise PlayerError(f"{path}:{n}: {part.strip()}: {e}") from None
         out.append((t, cmd))
     return sorted(out, key=lambda x: x[0])
 
@@ -298,7 +341,7 @@ class Player:
             self.notice(f"{cfg.preset}: a new preset file: ctrl+s saves presets A and B there")  # a new tuning session
         elif cfg.preset:
             self._load_presets(cfg.preset, startup=True)
-        self.script = load_script(cfg.script) if cfg.script else []
+        self.script = load_script(cfg.script, self.levels) if cfg.script else []
         self._script_i = 0
         self._steps = 0  # frame-steps the compositor has not taken yet (paused)
         self._step_lock = threading.Lock()
@@ -459,26 +502,13 @@ class Player:
             return
         verb, args = parts[0], parts[1:]
         path = cmd.partition(" ")[2].strip()  # a path argument is the rest of the line (spaces and all)
-        if verb in PLAYER_VERB_ARGS:
-            lo, hi = PLAYER_VERB_ARGS[verb]
-            if not lo <= len(args) <= hi:
-                what = "no arguments" if hi == 0 else f"{lo}–{hi} arguments" if lo < hi else f"{lo} argument" + "s" * (lo > 1)
-                raise ctl.CommandError(f"{verb}: takes {what}, got {len(args)}" + (f" ({' '.join(args)})" if args else ""))
-        name = value = None  # one of the player's own properties, if the command sets one
-        if verb in ("cycle", "set", "add", "multiply") and args[:1] and args[0] in PLAYER_PROPERTIES:
-            name, value = ctl.property_args(verb, args)  # "cycle NAME" / "set|add|multiply NAME VALUE"
-            if verb == "multiply" and name != "speed":
-                raise ctl.CommandError(f"multiply {name}: only speed multiplies (use add or set)")
+        name, value = check_command(cmd, self.levels)  # a player property's name and value, if it sets one
         if verb == "quit":
             self._quit = True
         elif name == "pause":
-            if verb not in ("cycle", "set"):
-                raise ctl.CommandError("pause: use cycle or set")
             self.set_paused(not self.paused if verb == "cycle" else ctl.parse_bool(value))
         elif verb == "seek":
             t = ctl.parse_float(args[0])
-            if args[1:] and args[1] not in ("relative", "absolute"):
-                raise ctl.CommandError(f"seek: the second argument is relative or absolute, got {args[1]!r}")
             base = 0.0 if args[1:2] == ["absolute"] else self.position()
             to = self.clamp_position(base + t)
             self.seek(to)
@@ -513,14 +543,17 @@ class Player:
             self.loop = (None, None)
             self.message("loop cleared")
         elif name in ("loop-a", "loop-b"):
-            if verb != "set":
-                raise ctl.CommandError(f"{name}: use set")
-            v = ctl.parse_float(value)
-            self.loop = (v, self.loop[1]) if name == "loop-a" else (self.loop[0], v)
+            v = None if value == "no" else ctl.parse_float(value)  # "no" clears it, as in mpv
+            if v is not None and not 0 <= v:
+                raise ctl.CommandError(f"{name} needs seconds >= 0 (or no), got {value}")
+            a, b = (v, self.loop[1]) if name == "loop-a" else (self.loop[0], v)
+            if a is not None and b is not None and not a < b:  # (A ≥ B sought back to A on every pass)
+                raise ctl.CommandError(f"the loop needs A < B, got A {a:g} s, B {b:g} s")
+            self.loop = (a, b)
+            self.message("loop cleared" if a is None and b is None else f"loop {a:.3f} – {b:.3f} s" if a is not None and b is not None
+                         else f"loop A = {a:.3f} s" if a is not None else f"loop B = {b:.3f} s")
         elif verb == "preset-store":
             side = (args or ["A"])[0].upper()
-            if side not in ("A", "B"):
-                raise ctl.CommandError(f"preset-store: the preset is A or B, got {args[0]!r}")
             self.presets[side] = self.controls.mix
             self._preset_side = side  # what is on screen is this preset now: the next flip goes to the other
             self.message(f"preset {side} stored")
@@ -548,8 +581,6 @@ class Player:
         elif verb == "cycle" and args == ["help"] and self.controls.help and self.window.next_help_page():
             pass  # turned to the next page of a help page longer than the window (the last one closes)
         elif name == "speed":
-            if verb == "cycle":
-                raise ctl.CommandError("speed: use set, add or multiply")
             v = ctl.parse_float(value)
             speed = v if verb == "set" else self.clock.speed + v if verb == "add" else self.clock.speed * v
             self.set_speed(speed)
@@ -588,19 +619,13 @@ class Player:
     def _output_property(self, verb: str, name: str, value: str | None) -> None:
         """volume (0..VOLUME_MAX %), mute and fullscreen: how the outputs play, not what the blend makes."""
         if name == "volume":
-            if verb == "cycle":
-                raise ctl.CommandError("volume: use add or set")
             v = ctl.parse_float(value) + (self.volume if verb == "add" else 0)
             self.volume = int(round(min(max(v, 0), VOLUME_MAX)))  # muted stays muted, as in mpv
             self.message(f"volume {self.volume} %" + (" (muted)" if self.muted else ""))
         elif name == "mute":
-            if verb == "add":
-                raise ctl.CommandError("mute: use cycle or set")
             self.muted = not self.muted if verb == "cycle" else ctl.parse_bool(value)
             self.message("mute" if self.muted else f"volume {self.volume} %")
         else:  # fullscreen
-            if verb == "add":
-                raise ctl.CommandError("fullscreen: use cycle or set")
             on = not self.window.fullscreen if verb == "cycle" else ctl.parse_bool(value)
             if on != self.window.fullscreen:
                 self.window.set_fullscreen(on)
@@ -643,13 +668,15 @@ class Player:
     def _load_presets(self, path: str, startup: bool = False) -> None:
         error = PlayerError if startup else ctl.CommandError
         try:
-            self.presets = ctl.read_presets(path)
+            presets = ctl.read_presets(path)
         except ctl.CommandError as e:
             raise error(str(e)) from None
-        first = self.presets.get("A") or self.presets.get("B")
-        self._preset_side = "A" if "A" in self.presets else "B"
-        if first.coeffs is not None and len(first.coeffs) != len(self.levels):
-            raise error(f"{path}: preset has {len(first.coeffs)} coefficients, the model has {len(self.levels)} levels")
+        for side, mix in presets.items():  # all of them, before any is taken (B's were not: a flip to it crashed)
+            if mix.coeffs is not None and len(mix.coeffs) != len(self.levels):
+                raise error(f"{path}: preset {side} has {len(mix.coeffs)} coefficients, the model has {len(self.levels)} levels")
+        self.presets = presets
+        first = presets.get("A") or presets.get("B")
+        self._preset_side = "A" if "A" in presets else "B"
         self._set_controls(ctl.with_mix(self.controls, first))
         self.message(f"presets loaded from {path}")
 
@@ -726,8 +753,12 @@ class Player:
             from player.outputs.window import compose_view
 
             both = c.view == "side"  # full resolution, as the window shows it: twice the width
-            pngs = {c.view: np.concatenate([original, tuned], axis=1) if both else compose_view(original, tuned, c.view, c.split)}
+            shown = np.concatenate([original, tuned], axis=1) if both else compose_view(original, tuned, c.view, c.split)
+            pngs = {c.view + ("-bypass" if c.bypass else ""): shown}  # bypassed, "tuned" shows the original
         else:
+            b = self.last.bases
+            if c.bypass and b is not None:  # the screen shows the original: the pair's tuned is blended here
+                tuned = self.denoiser.blend(b, coeffs=compose.gains_np(compose.mix_coefficients_np(c.mix, b.levels, b.auto), c.mix))
             pngs = {"original": original, "tuned": tuned}
         try:
             d.mkdir(parents=True, exist_ok=True)

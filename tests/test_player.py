@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint
+from engine import checkpoint, compose
 from engine.model import PRESETS, RCDNet
 from media import read_frame_index
 from player.outputs.window import compose_view
@@ -1265,15 +1265,58 @@ def test_a_command_with_the_wrong_arguments_is_refused_and_changes_nothing(tmp_p
     """"set speed 2 3" set 2 and said nothing; "set pause" and "set loop-a" ended playback with
     an IndexError; "preset-store C" stored a preset no flip could reach. Each is a notice now, and
     nothing changes; a path argument keeps its spaces."""
+    from player.player import PlayerError, load_script
+
     bad = ["set speed 2 3", "set pause", "set loop-a", "cycle bypass yes", "add strength", "set strength 5 6",
            "autotune now", "seek 1 2", "ab-loop 3", "preset-store C", "add pause 1", "multiply volume 2",
-           "cycle speed", "quit now"]
+           "cycle speed", "quit now", "set strength abc", "set strenght 5", "set view sideways", "set coeff.9 1",
+           "set loop-a 3; set loop-b 1"]
     saved = tmp_path / "my presets.json"
     p, _, stats = play(tmp_path, weights, clip, duration=1.0,
-                       script=[(0.2, "; ".join(bad)), (0.3, "set strength 9; preset-store"), (0.4, f"preset-save {saved}")])
-    for cmd in bad:
-        assert sum(n.startswith(f"{cmd}: ") for n in p.notices) == 1, (cmd, p.notices)
-    assert p.clock.speed == 1.0 and not p.paused and p.loop == (None, None) and not p.controls.bypass
-    assert set(p.presets) == {"A"} and p.presets["A"].strength == 9.0
-    assert stats["frames_presented"] >= 25  # played to the end: nothing raised
-    assert json.loads(saved.read_text())["A"]["strength"] == 9.0
+                       script=[(0.3, "set strength 9; preset-store"), (0.4, f"preset-save {saved}")])
+    assert stats["frames_presented"] >= 25 and json.loads(saved.read_text())["A"]["strength"] == 9.0
+    for cmd in bad:  # while playing: a notice, and nothing changes
+        p.command(cmd)
+        assert sum(n.startswith(cmd.split(";")[-1].strip() + ": ") for n in p.notices) == 1, (cmd, p.notices)
+    assert p.clock.speed == 1.0 and not p.paused and p.loop == (3.0, None) and not p.controls.bypass
+    assert set(p.presets) == {"A"} and p.presets["A"].strength == 9.0 and p.controls.mix.strength == 9.0
+    for cmd in bad[:-1]:  # in a script: refused before playback, naming the file and the line
+        script = tmp_path / "script.txt"
+        script.write_text(f"# a comment\n0.5 {cmd}\n")
+        with pytest.raises(PlayerError, match=f"^{script}:2: {cmd}: "):
+            load_script(str(script), PRESETS["live"].levels)
+
+
+def test_a_seek_to_the_end_while_paused_shows_the_last_frame(tmp_path, weights, make_clip):
+    """A seek past the end goes to half a frame before it; in floats that put the last frame a hair
+    before the decoder's bound (31 frames at 30 fps: 1.0 − 1/60 > 1.0), so nothing was shown and
+    the picture stayed where it was. Past the last frame (sound longer than the picture), that frame."""
+    clip = make_clip(seconds=31 / 30, audio=False)
+    p, shown, _ = play(tmp_path, weights, clip, duration=1.2, script=[(0.2, "cycle pause"), (0.3, "seek 100")])
+    assert read_frame_index(shown[-1].original) == 30 and shown[-1].epoch == p.epoch
+    from player.decode import FileSource
+
+    src = FileSource(str(clip))
+    (last,) = list(src.read(5.0, "video"))
+    assert read_frame_index(last.rgb) == 30
+    src.close()
+    bad = tmp_path / "presets.json"
+    bad.write_text(json.dumps({"A": {"strength": 12}, "B": {"coeffs": [0, 0.5, 0.5]}}))
+    p.command(f"preset-load {bad}")  # B has 3 coefficients for 6 levels: refused, and nothing taken
+    assert any("preset B has 3 coefficients" in n for n in p.notices) and p.presets == {}
+
+
+def test_a_screenshot_in_bypass_still_saves_the_tuned_frame(tmp_path, weights, clip):
+    """Bypassed, the screen shows the original, and the pair's -tuned.png was the original too; it is
+    the tuned frame for the current settings now, and the view's PNG says it was bypassed."""
+    from PIL import Image
+
+    shots = tmp_path / "shots"
+    p, _, _ = play(tmp_path, weights, clip, duration=1.0, screenshot_dir=str(shots),
+                   script=[(0.2, "cycle pause; set strength 20"), (0.4, "cycle bypass"), (0.6, "screenshot; screenshot-view")])
+    pngs = {f.name.split("-")[-1]: np.asarray(Image.open(f)) for f in shots.glob("*.png")}
+    assert set(pngs) == {"original.png", "tuned.png", "bypass.png"}
+    b = p.last.bases
+    want = p.denoiser.blend(b, coeffs=compose.gains_np(compose.mix_coefficients_np(p.controls.mix, b.levels, b.auto), p.controls.mix))
+    assert np.array_equal(pngs["tuned.png"], want) and not np.array_equal(want, pngs["original.png"])
+    assert np.array_equal(pngs["bypass.png"], pngs["original.png"])  # what the screen showed

@@ -581,6 +581,7 @@ def test_read_only_directory_fails_before_playback(tmp_path):
     (["--start", "1"], "--start: not with --render"),
     (["--script", "s.txt", "--duration", "2"], "--script, --duration: not with --render"),
     (["--loop", "0", "1"], "--loop: not with --render"),
+    (["--strength", "12", "--preset", "p.json"], "--preset and --strength: choose one"),  # (--preset was ignored)
 ])
 def test_render_refuses_playback_options(clip, tmp_path, extra, message):
     """--render plays nothing: options that shape playback are refused, not silently ignored."""
