@@ -38,7 +38,8 @@ class Slot:
 
     def __init__(self):
         self._item: Presented | None = None
-        self._lock = threading.Lock()  # protects _item and replaced
+        self._taken: Presented | None = None  # the last item taken (being shown, or on screen)
+        self._lock = threading.Lock()  # protects _item, _taken and replaced
         self._event = threading.Event()
         self.replaced = 0  # frames blended but never shown (the display was busy): late drops
 
@@ -53,11 +54,17 @@ class Slot:
     def empty(self) -> bool:
         return not self._event.is_set()
 
+    def held(self) -> tuple[Presented | None, Presented | None]:
+        """(the item not taken yet, the one taken last): frames the main thread holds or will."""
+        with self._lock:
+            return self._item, self._taken
+
     def take(self, timeout: float) -> Presented | None:
         if not self._event.wait(timeout):
             return None
         with self._lock:
             item, self._item = self._item, None
+            self._taken = item
             self._event.clear()
         return item
 
@@ -99,10 +106,15 @@ class CompositorThread(threading.Thread):
 
     # ---- helpers ---------------------------------------------------------------------------
     def _buffer(self, h: int, w: int) -> np.ndarray:
-        """Rotating preallocated output frames (the display and the recorder may still hold the
-        previous ones)."""
+        """Rotating preallocated output frames, never one the main thread holds (on screen, being
+        shown, or waiting in the slot: at most three of the four). Going round blindly, a main
+        thread slower than four blends had its frame overwritten as it drew or recorded it."""
         bufs = self._out.setdefault((h, w), [np.empty((h, w, 3), np.uint8) for _ in range(4)])
-        self._out_i = (self._out_i + 1) % len(bufs)
+        held = {id(x.tuned) for x in (self.player.last, *self.slot.held()) if x is not None}
+        for _ in bufs:
+            self._out_i = (self._out_i + 1) % len(bufs)
+            if id(bufs[self._out_i]) not in held:
+                break
         return bufs[self._out_i]
 
     def _present(self, prep: Prepared) -> None:

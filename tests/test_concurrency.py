@@ -222,3 +222,25 @@ def test_early_drop_says_it_took_the_frame(tmp_path, weights, clip):
     assert w._admit(late, None) is True and w.dropped_early == 1
 
 
+
+
+def test_the_compositor_never_blends_into_a_frame_the_main_thread_is_showing(tmp_path, weights, clip):
+    """Four rotating output buffers, taken blindly: a display slower than four blends (a stall, a
+    4K frame) had the frame it was drawing or recording overwritten under it."""
+    torn = []
+
+    def setup(p):
+        show = p.window.show
+
+        def slow_show(original, tuned, **kw):
+            before = tuned.copy()
+            time.sleep(0.2)  # the compositor blends (and replaces unshown frames in the slot) meanwhile
+            if not np.array_equal(before, tuned):
+                torn.append(p.frames_presented)
+            show(original, tuned, **kw)
+
+        p.window.show = slow_show
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=1.2, mode="live", script=[(0.0, "set strength 20")], setup=setup)
+    assert stats["frames_dropped_late"] > 4 and len(shown) >= 4  # blends went on while the display slept
+    assert not torn, f"frames overwritten while shown: {torn}"
