@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("kernels.c", "heads.c"))
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("kernels.c", "heads.c", "view.c"))
 LIBRARY_STEM = "kernels"  # the built library: kernels-<hash of the sources and flags>.so
 # -mavx2 -mfma -mf16c rather than -march=native: the cached library then runs on every AVX2 CPU
 # (all of which have FMA and F16C), and the kernels are written in those intrinsics anyway.
@@ -168,6 +168,8 @@ def _load() -> None:
         lib.rcd_gram_cov.restype = ctypes.c_int
         lib.rcd_heads.argtypes = [ctypes.POINTER(_HeadsParams), p, p, ctypes.c_double, p, p]
         lib.rcd_heads.restype = ctypes.c_int
+        lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
+        lib.rcd_absdiff4.restype = ctypes.c_int
         _lib, why_not = lib, ""
         return
 
@@ -188,6 +190,19 @@ def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray,
     rc = kernel(x.data_ptr(), wp2, x.shape[1], c1, wm.data_ptr(), out.ctypes.data, h, w, threads)
     if rc != 0:
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
+
+
+def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """min(4·|a − b|, 255) of two uint8 (H, W, 3) frames (views with strided rows too) as a new
+    contiguous array in one pass; None where the kernels are not in use or the layout does not fit."""
+    lib = library()
+    if (lib is None or a.shape != b.shape or a.dtype != np.uint8 or b.dtype != np.uint8 or a.ndim != 3
+            or any(x.strides[1:] != (x.shape[2], 1) for x in (a, b))):
+        return None
+    h, w, c = a.shape
+    out = np.empty((h, w, c), np.uint8)
+    lib.rcd_absdiff4(a.ctypes.data, a.strides[0], b.ctypes.data, b.strides[0], out.ctypes.data, h, w * c)
+    return out
 
 
 class Gram(NamedTuple):

