@@ -185,6 +185,12 @@ def percentile(values, q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+# A later chunk starting more than AUDIO_HOLE_MIN_S after the sound played so far is a hole in the
+# source's sound, played as silence (shorter: timestamp jitter); more than AUDIO_HOLE_MAX_S, a jump
+# of the timestamps themselves (joined captures), which the clock follows.
+AUDIO_HOLE_MIN_S, AUDIO_HOLE_MAX_S = 0.005, 10.0
+
+
 class AudioFeed:
     """What the sound device's callback pulls from: chunks of the current epoch, or silence.
 
@@ -199,6 +205,7 @@ class AudioFeed:
         self._heard: tuple[int, float] | None = None  # (epoch, speed) whose sound has been heard
         self._generation = 0  # reset() count: a fill that a reset overtook sets nothing
         self.played_to: tuple[int, float] | None = None  # (epoch, source time after the last sample output)
+        self._next: tuple[int, float, float] | None = None  # (epoch, speed, pts after the last sample output)
         self.tap = None  # recording: record.AudioTap, fed with views of the samples output (appends only)
         self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
@@ -208,7 +215,7 @@ class AudioFeed:
         return self._heard == (self.clock.epoch, self.clock.speed)
 
     def reset(self) -> None:
-        self._chunk, self._off, self._heard = None, 0, None
+        self._chunk, self._off, self._heard, self._next = None, 0, None, None
         self._generation += 1
 
     def fill(self, out: np.ndarray, latency: float, at: float) -> None:
@@ -233,6 +240,7 @@ class AudioFeed:
         # the sample (`heard`: the media time out[0] will be heard at, by the clock as it runs);
         # once it has, the sound is the clock and is never held back.
         heard = None if started else clock.now() + latency * speed
+        nxt = self._next[2] if self._next is not None and self._next[:2] == (epoch, speed) else None
         while filled < n:
             if self._chunk is None:
                 item = self.audio_q.get_nowait()
@@ -243,6 +251,15 @@ class AudioFeed:
                 self._chunk, self._off = item, 0
             chunk = self._chunk
             pcm = chunk.pcm
+            if self._off == 0 and nxt is not None and AUDIO_HOLE_MIN_S < chunk.pts - nxt < AUDIO_HOLE_MAX_S:
+                # A hole in the source's sound (a stream with packets missing): silence while the
+                # clock runs on. Played straight on, the clock jumped the hole and the picture in it
+                # was dropped.
+                k = min(int(round((chunk.pts - nxt) / speed * AUDIO_RATE)), n - filled)
+                out[filled : filled + k] = 0.0
+                filled += k
+                nxt += k * speed / AUDIO_RATE
+                continue
             if first is None:
                 pts = chunk.pts + self._off * speed / AUDIO_RATE
                 gap = 0 if heard is None else int(round((pts - heard) / speed * AUDIO_RATE)) - filled
@@ -265,6 +282,7 @@ class AudioFeed:
                     self.tap.put(t0 + s0 / AUDIO_RATE, source[s0:s1])
             filled += take
             self._off += take
+            nxt = chunk.pts + self._off * speed / AUDIO_RATE
             if self._off >= len(pcm):
                 self._chunk = None
         if filled < n:
@@ -276,7 +294,10 @@ class AudioFeed:
             np.multiply(out, gain, out=out)  # in place: the callback does not allocate
         if generation != self._generation:  # reset while filling: what it took is from before
             self._chunk = None
-        elif first is not None:
+            return
+        if nxt is not None:
+            self._next = (epoch, speed, nxt)
+        if first is not None:
             self._heard = (epoch, speed)
             clock.sync(first[0] - (first[1] / AUDIO_RATE + latency) * speed, at=at, epoch=epoch)
 

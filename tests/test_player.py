@@ -1320,3 +1320,45 @@ def test_a_screenshot_in_bypass_still_saves_the_tuned_frame(tmp_path, weights, c
     want = p.denoiser.blend(b, coeffs=compose.gains_np(compose.mix_coefficients_np(p.controls.mix, b.levels, b.auto), p.controls.mix))
     assert np.array_equal(pngs["tuned.png"], want) and not np.array_equal(want, pngs["original.png"])
     assert np.array_equal(pngs["bypass.png"], pngs["original.png"])  # what the screen showed
+
+
+def _clip_with_a_hole_in_its_sound(path, seconds=3.0, hole=(1.0, 2.0)):
+    """320×240 at 30 fps (frame index barcodes) with a 440 Hz tone that has no packets in `hole`."""
+    import av
+    from fractions import Fraction
+
+    from media import synth_frame
+
+    with av.open(str(path), "w") as o:
+        v = o.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
+        a = o.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        for i in range(int(seconds * 30)):
+            f = av.VideoFrame.from_ndarray(synth_frame(i, 320, 240), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 30)
+            for pkt in v.encode(f):
+                o.mux(pkt)
+        for pkt in v.encode():
+            o.mux(pkt)
+        for k in range(0, int(seconds * 48000), 1024):
+            if hole[0] <= k / 48000 < hole[1]:
+                continue
+            x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(k, k + 1024) / 48000)).astype(np.float32)
+            f = av.AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")
+            f.sample_rate, f.pts, f.time_base = 48000, k, Fraction(1, 48000)
+            for pkt in a.encode(f):
+                o.mux(pkt)
+        for pkt in a.encode():
+            o.mux(pkt)
+    return path
+
+
+def test_a_hole_in_the_sound_plays_as_silence_and_every_frame_is_shown(tmp_path, weights):
+    """No audio packets from 1 s to 2 s: the chunk after the hole was played straight on, the clock
+    (which follows the sound) jumped a second, and the 30 frames in the hole were dropped."""
+    clip = _clip_with_a_hole_in_its_sound(tmp_path / "hole.mp4")
+    p, shown, stats = play(tmp_path, weights, clip, duration=3.5, mode="live")
+    assert [read_frame_index(s.original) for s in shown] == list(range(90))
+    assert stats["frames_dropped_early"] + stats["frames_dropped_late"] == 0 and stats["audio_underflows"] == 0
+    assert stats["av_offset_ms_p95"] < 40
