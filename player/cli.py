@@ -223,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     finally:
         if player is not None:
-            player.close()
+            try:
+                player.close()
+            except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while it finishes: stop now, in one line
+                print("rcd-player: interrupted again while closing: a recording may be left as its .part file",
+                      file=sys.stderr)
+                code = 130
     stats = player.stats() if player is not None else None
     if stats is not None and stats.get("record_errors") and code == 0:
         code = EXIT_FAILED  # playback went on, but a recording asked for was not made whole: say so

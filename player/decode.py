@@ -26,6 +26,10 @@ from player.tempo import stretch
 
 AUDIO_RATE = 48000  # every source is resampled to this; the JACK/CI servers and most devices run at it
 AUDIO_CHANNELS = 2
+# Timestamps that jump by more than this (captures joined end to end, a transport stream's clock
+# reset) are a join, not a pause: the file's times after it are shifted so that playback, recordings
+# and renders go straight on (a recording of such a file filled ten hours of silence, and the memory).
+TIMESTAMP_JUMP_S = 10.0
 SEEK_EPS_S = 1e-6  # a seek half a frame after a frame still lands on it (9.62 − 0.02 > 9.60 in floats)
 AUDIO_PTS_JITTER_S = 0.002  # audio timestamps within this of contiguous are container rounding (Matroska: 1 ms)
 DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
@@ -139,13 +143,18 @@ class FileSource:
     def _video(self, c, stream, start: float):
         index, last_pts = 0, -math.inf
         nominal = 1.0 / self.info.fps
+        jump = max(TIMESTAMP_JUMP_S, 10 * nominal)  # (a slide show's frames may lie minutes apart)
+        shift = 0.0  # subtracted from the file's times after a jump
         skipped = None  # (frame, pts) of the last frame before `start`
         for frame in self._packets(c, stream):
             t = frame.time
             if t is None:  # no timestamps (a raw .h264 stream): the frame rate's, from 0
                 pts = last_pts + nominal if last_pts > -math.inf else 0.0
             else:
-                pts = float(t)
+                pts = float(t) - shift
+            if last_pts > -math.inf and abs(pts - last_pts - nominal) > jump:  # a join: the next frame
+                shift += pts - last_pts - nominal
+                pts = last_pts + nominal
             if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
                 pts = last_pts + 1e-3
             last_pts = pts
@@ -166,11 +175,15 @@ class FileSource:
     def _audio(self, c, stream, start: float):
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE)
         anchor, since = None, 0  # a contiguous run's first pts, and the samples since it
+        shift = 0.0  # as in _video: subtracted after a jump of the timestamps
         for frame in self._packets(c, stream):
             t = frame.time
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
-                apts = float(out.time) if out.time is not None else (t or 0.0)
+                apts = (float(out.time) if out.time is not None else (t or 0.0)) - shift
+                if anchor is not None and abs(apts - (anchor + since / AUDIO_RATE)) > TIMESTAMP_JUMP_S:
+                    shift += apts - (anchor + since / AUDIO_RATE)  # a join: on from where the sound was
+                    apts = anchor + since / AUDIO_RATE
                 # A chunk that starts where the last one ended, give or take the container's
                 # rounding, is placed by the sample count: Matroska's 1 ms timestamps put every
                 # 1024-sample chunk 16 samples early, which a recording cut out of the sound.

@@ -54,6 +54,7 @@ FRAGMENT_US = 250_000  # MP4: a fragment at least every 0.25 s (and at every key
 CLUSTER_MS = 250  # Matroska: a cluster at least every 0.25 s
 INTERLEAVE_US = 1_000_000  # the muxer never holds packets longer than this waiting for the other stream
 AUDIO_GAP_TOLERANCE = 48  # samples (1 ms): closer than this to contiguous counts as contiguous
+MAX_SILENCE_S = 10.0  # a longer gap in the sound is a jump of the timestamps (joined captures): not filled
 
 
 def _queue_cap_bytes() -> int:
@@ -208,6 +209,7 @@ class MediaWriter:
         self._next_sample = 0  # relative to origin: where the next pending sample goes
         self._encoded_sample = 0
         self.audio_gaps = 0
+        self.audio_jumps = 0  # forward jumps of the source's timestamps over MAX_SILENCE_S: sound joined there
         self.frames = 0
         self._frame_ticks = max(1, int(round(1 / (rate * VIDEO_TIME_BASE))))  # a nominal frame's duration
         self._held_packet = None  # video: muxed once the next one gives its duration (_mux_video)
@@ -253,6 +255,8 @@ class MediaWriter:
             return  # entirely before what we have (overlap after a backward seek, or preroll)
         if start < end_of_pending:
             pcm = pcm[end_of_pending - start:]
+        elif start > end_of_pending + AUDIO_RATE * MAX_SILENCE_S:
+            self.audio_jumps += 1  # the timestamps jump (joined captures): hours of silence would fill the memory
         elif start > end_of_pending + AUDIO_GAP_TOLERANCE:
             self.audio_gaps += 1  # a forward seek, an underflow or a late start: silence keeps A/V in place
             self._push_silence(start - end_of_pending)
@@ -275,7 +279,7 @@ class MediaWriter:
         if final:
             have = self._next_sample + self._pending_n
             if have < upto:
-                self._push_silence(upto - have)
+                self._push_silence(min(upto - have, int(AUDIO_RATE * MAX_SILENCE_S)))
             elif have > upto:
                 self._trim_pending(max(upto, self._next_sample) - self._next_sample)
             n = self._pending_n

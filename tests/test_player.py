@@ -1322,21 +1322,22 @@ def test_a_screenshot_in_bypass_still_saves_the_tuned_frame(tmp_path, weights, c
     assert np.array_equal(pngs["bypass.png"], pngs["original.png"])  # what the screen showed
 
 
-def _clip_with_a_hole_in_its_sound(path, seconds=3.0, hole=(1.0, 2.0)):
-    """320×240 at 30 fps (frame index barcodes) with a 440 Hz tone that has no packets in `hole`."""
+def _clip_with_a_hole_in_its_sound(path, seconds=3.0, hole=(1.0, 2.0), first=0, offset=0.0, fmt=None):
+    """320×240 at 30 fps (frame index barcodes from `first`) with a 440 Hz tone that has no packets
+    in `hole`; `offset` seconds added to every timestamp."""
     import av
     from fractions import Fraction
 
     from media import synth_frame
 
-    with av.open(str(path), "w") as o:
+    with av.open(str(path), "w", format=fmt) as o:
         v = o.add_stream("libx264", rate=30)
         v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
         a = o.add_stream("aac", rate=48000)
         a.layout = "stereo"
         for i in range(int(seconds * 30)):
-            f = av.VideoFrame.from_ndarray(synth_frame(i, 320, 240), format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, 30)
+            f = av.VideoFrame.from_ndarray(synth_frame(first + i, 320, 240), format="rgb24")
+            f.pts, f.time_base = i + round(offset * 30), Fraction(1, 30)
             for pkt in v.encode(f):
                 o.mux(pkt)
         for pkt in v.encode():
@@ -1346,7 +1347,7 @@ def _clip_with_a_hole_in_its_sound(path, seconds=3.0, hole=(1.0, 2.0)):
                 continue
             x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(k, k + 1024) / 48000)).astype(np.float32)
             f = av.AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")
-            f.sample_rate, f.pts, f.time_base = 48000, k, Fraction(1, 48000)
+            f.sample_rate, f.pts, f.time_base = 48000, k + round(offset * 48000), Fraction(1, 48000)
             for pkt in a.encode(f):
                 o.mux(pkt)
         for pkt in a.encode():
@@ -1362,3 +1363,22 @@ def test_a_hole_in_the_sound_plays_as_silence_and_every_frame_is_shown(tmp_path,
     assert [read_frame_index(s.original) for s in shown] == list(range(90))
     assert stats["frames_dropped_early"] + stats["frames_dropped_late"] == 0 and stats["audio_underflows"] == 0
     assert stats["av_offset_ms_p95"] < 40
+
+
+def test_captures_joined_end_to_end_play_record_and_render_straight_on(tmp_path, weights):
+    """Two transport streams joined (cat a.ts b.ts), the second ten hours later by its clock: a
+    recording filled the jump with silence until the memory ran out; now the times after a jump of
+    over TIMESTAMP_JUMP_S are shifted to go straight on."""
+    parts = [_clip_with_a_hole_in_its_sound(tmp_path / f"{k}.ts", seconds=1.0, hole=(9, 9), first=30 * k,
+                                            offset=36000.0 * k, fmt="mpegts") for k in range(2)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    out = tmp_path / "rec.mkv"
+    p, shown, stats = play(tmp_path, weights, joined, duration=2.5, mode="live", record=str(out))
+    assert [read_frame_index(s.original) for s in shown] == list(range(60))
+    assert np.allclose(np.diff([s.pts for s in shown]), 1 / 30, atol=2e-3)
+    assert stats["record_frames"] == 60 and stats["peak_rss_mb"] < 2000
+    import av
+
+    with av.open(str(out)) as c:
+        assert c.duration / 1e6 == pytest.approx(2.0, abs=0.1)
