@@ -210,6 +210,11 @@ class AudioFeed:
         self.gain = 1.0  # volume × (not muted), set by the main thread; recordings keep the source level
 
     @property
+    def idle(self) -> bool:
+        """No chunk part-played."""
+        return self._chunk is None
+
+    @property
     def started(self) -> bool:
         """The sound of the current epoch, at the current speed, has been heard."""
         return self._heard == (self.clock.epoch, self.clock.speed)
@@ -856,8 +861,17 @@ class Player:
         if self._ended is not None and self.last is not None and self.slot_empty_and_drained():
             if self.demo is not None and not self.no_display:
                 self.seek(0.0)  # the demo loops forever in a window
-            elif not self.paused:
+            elif not self.paused and self._played_out():
                 self._quit = True
+
+    def _played_out(self) -> bool:
+        """The last frame has had its time on screen and the sound has played to its end. (Playback
+        ended as the last frame came up: a 1 fps clip lost its last second of sound, a recording
+        of it was padded with silence, and a single-frame clip with sound ended at once.)"""
+        f = self.last.frame
+        if self.clock.now() < f.pts + f.duration - 1e-3:
+            return False
+        return self.audio_ended() and len(self.audio_q) == 0 and self.feed.idle
 
     def slot_empty_and_drained(self) -> bool:
         eos = self.compositor.eos

@@ -1382,3 +1382,19 @@ def test_captures_joined_end_to_end_play_record_and_render_straight_on(tmp_path,
 
     with av.open(str(out)) as c:
         assert c.duration / 1e6 == pytest.approx(2.0, abs=0.1)
+
+
+def test_playback_ends_after_the_last_frames_time_and_the_sound(tmp_path, weights, make_clip):
+    """A 1 fps clip ended as its last frame came up: the last second of sound was never played,
+    and a recording of it was padded with silence there."""
+    import av
+
+    clip = make_clip(fps=1, seconds=4.0)
+    out = tmp_path / "rec.mkv"
+    p, shown, stats = play(tmp_path, weights, clip, duration=8.0, mode="live", record=str(out))
+    assert [read_frame_index(s.original) for s in shown] == [0, 1, 2, 3]
+    assert p.clock.now() >= 3.95
+    with av.open(str(out)) as c:
+        pcm = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)[0]
+    tail = pcm[int(3.4 * 48000): int(3.9 * 48000)]
+    assert len(tail) > 0.4 * 48000 and np.sqrt((tail ** 2).mean()) > 0.1  # the tone, not silence
