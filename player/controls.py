@@ -229,11 +229,18 @@ def mix_to_json(mix: Mix, decimals: int | None = None) -> dict:
             "luma": r(mix.luma), "chroma": r(mix.chroma)}
 
 
+MIX_KEYS = ("strength", "character", "coeffs", "luma", "chroma")  # a preset's settings, as mix_to_json writes them
+
+
 def mix_from_json(d: dict) -> Mix:
     """A mix from JSON (a preset or a track), every value checked against the range its command
     allows: a NaN or 1e309 strength used to render every pixel white."""
     if not isinstance(d, dict):
         raise CommandError(f"invalid preset: expected an object like {{\"strength\": 12}}, got {type(d).__name__}")
+    unknown = [k for k in d if k not in MIX_KEYS]
+    if unknown or not d:  # a misspelt key ("strenght") loaded as AutoTune without a word
+        raise CommandError(f"invalid preset: {f'unknown key {unknown[0]!r}' if unknown else 'no settings'} "
+                           f"(keys: {', '.join(MIX_KEYS)}; or presets A and B of them)")
 
     coeffs = d.get("coeffs")
     if coeffs is not None and not isinstance(coeffs, list):
@@ -270,7 +277,10 @@ def read_presets(path: str) -> dict[str, Mix]:
     data = read_json(path, "preset file", CommandError)
     try:
         if isinstance(data, dict) and ("A" in data or "B" in data):
-            return {k: mix_from_json(v) for k, v in data.items() if k in ("A", "B")}
+            other = [k for k in data if k not in ("A", "B")]
+            if other:
+                raise CommandError(f"invalid preset file: unknown preset {other[0]!r} (presets are A and B)")
+            return {k: mix_from_json(v) for k, v in data.items()}
         return {"A": mix_from_json(data)}
     except CommandError as e:
         raise CommandError(f"{path}: {e}") from None

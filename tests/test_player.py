@@ -1398,3 +1398,16 @@ def test_playback_ends_after_the_last_frames_time_and_the_sound(tmp_path, weight
         pcm = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)[0]
     tail = pcm[int(3.4 * 48000): int(3.9 * 48000)]
     assert len(tail) > 0.4 * 48000 and np.sqrt((tail ** 2).mean()) > 0.1  # the tone, not silence
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"strenght": 20}', "unknown key 'strenght'"), ('{"a": {"strength": 20}}', "unknown key 'a'"),
+    ('{"A": {"strength": 20}, "C": {"strength": 5}}', "unknown preset 'C'"), ("{}", "no settings")])
+def test_a_preset_with_a_misspelt_key_is_refused(tmp_path, text, message):
+    """They loaded as AutoTune without a word (a render with such a preset ran at AutoTune)."""
+    from player.controls import CommandError, read_presets
+
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=message):
+        read_presets(str(path))
