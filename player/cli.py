@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         from player import render
 
         return render.main(args)
-    if args.record:
+    if args.record is not None:
         from player.record import RecordError, check_target
 
         try:

@@ -242,6 +242,8 @@ def _as_stereo(pcm: np.ndarray) -> np.ndarray:
 
 
 def _one_line(e: Exception) -> str:
+    if isinstance(e, av.error.FFmpegError) and getattr(e, "strerror", None):
+        return e.strerror  # FFmpeg's words without its errno and the file name, which the caller says
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
 

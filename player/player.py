@@ -147,7 +147,7 @@ def load_script(path: str, levels=None) -> list[tuple[float, str]]:
     """Lines 'TIME COMMAND'; blank lines and # comments ignored. With the model's `levels`, every
     command is checked (check_command), else only its verb."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # (a byte-order mark, as some editors write, is skipped)
     except OSError as e:
         raise PlayerError(f"{path}: cannot read script ({e.strerror})") from None
     except UnicodeDecodeError:

@@ -81,6 +81,10 @@ class RecordError(Exception):
 
 # ---- naming ------------------------------------------------------------------------------------
 def container_format(path: str | os.PathLike) -> str:
+    if str(path).strip() == "":
+        raise RecordError("the output file name is empty")
+    if os.path.isdir(path):
+        raise RecordError(f"{path}: is a directory: name a file in it (.mp4, .mov or .mkv)")
     ext = Path(path).suffix.lower()
     fmt = CONTAINERS.get(ext)
     if fmt is None:
@@ -101,10 +105,8 @@ def _temp_candidates(target: Path):
 def claim_temp(target: str | os.PathLike, force: bool) -> Path:
     """Validate the target and create its temporary file (exclusively: a part file left by a
     killed recording is never overwritten). Returns the temporary path. Raises RecordError."""
+    container_format(target)  # (before Path(), which reads "" as ".")
     target = Path(target)
-    container_format(target)
-    if target.is_dir():
-        raise RecordError(f"{target}: is a directory")
     for p in (target, sidecar_path(target)):
         if p.exists() and not force:
             raise RecordError(f"{p}: already exists (use --force to overwrite)")

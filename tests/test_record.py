@@ -551,10 +551,12 @@ def test_existing_file_is_not_overwritten(clip, weights, tmp_path):
 @pytest.mark.parametrize("target, message", [
     ("missing-dir/x.mp4", "does not exist"),
     ("x.avi", "use .mp4, .mov or .mkv"),
+    ("", "is a directory: name a file in it"),  # (tmp_path itself)
+    (None, "the output file name is empty"),  # --record "": nothing was recorded, without a word
 ])
 def test_unwritable_or_unsupported_target_fails_before_playback(tmp_path, target, message):
     # the weights do not exist either: the recording target is checked first, before anything loads
-    r = run_player("--headless", "--record", tmp_path / target, "--weights", tmp_path / "none.pt",
+    r = run_player("--headless", "--record", "" if target is None else tmp_path / target, "--weights", tmp_path / "none.pt",
                    "--duration", "1", timeout=60)
     assert r.returncode != 0
     errs = error_lines(r)
