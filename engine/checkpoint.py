@@ -75,8 +75,9 @@ def load(name_or_path: str | os.PathLike, map_location="cpu") -> tuple[RCDNet, d
         raise CheckpointError(f"{path}: no such weights file{hint}")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a weights file")
-    if path.resolve().parent == WEIGHTS_DIR:
-        expected = shipped_sums().get(path.name)
+    real = path.resolve()  # (through a symlink too: the link's own name bypassed the check)
+    if real.parent == WEIGHTS_DIR:
+        expected = shipped_sums().get(real.name)
         if expected is not None and sha256(path) != expected:
             raise CheckpointError(f"{path}: sha256 does not match weights/SHA256SUMS (file modified or damaged)")
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose
 from engine import decorrelate as nd
-from engine.images import check_output, list_images, read_rgb
+from engine.images import MIN_SIDE, check_output, list_images, read_rgb
 from engine.model import PRESETS, RCDNet, count_flops, param_count
 
 BEST_STRENGTHS = tuple(float(s) for s in range(0, 61))  # one strength for the whole set, character 0
@@ -85,11 +86,20 @@ def noise_seed(seed: int, index: int, sigma: float) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+def is_grey(img: np.ndarray) -> bool:
+    """uint8 (H, W, 3) with its three channels equal (a grey file, replicated by read_rgb)."""
+    return bool(np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
+
+
 def add_noise(clean: np.ndarray, sigma: float, seed: int, index: int) -> torch.Tensor:
-    """clean uint8 (H, W, 3) → noisy (1, 3, H, W) float32 in [0, 1] units, not clipped, not quantised."""
+    """clean uint8 (H, W, 3) → noisy (1, 3, H, W) float32 in [0, 1] units, not clipped, not quantised.
+    A grey image gets grey noise, one field in all three channels: with a field per channel it was a
+    colour image whose three noisy copies of each pixel a model can average (three CSet5 images made
+    grey, σ 25: `live` 28.7–31.6 dB that way, 22.7–23.4 with grey noise)."""
     x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255.0
     gen = torch.Generator().manual_seed(noise_seed(seed, index, sigma))
-    return x + (sigma / 255.0) * torch.randn(x.shape, generator=gen)
+    shape = (1, 1) + x.shape[2:] if is_grey(clean) else x.shape
+    return x + (sigma / 255.0) * torch.randn(shape, generator=gen)
 
 
 def psnr_of(est: torch.Tensor, clean8: torch.Tensor) -> float:
@@ -273,13 +283,18 @@ def _json_safe(x):
 
 
 # ---- command line -------------------------------------------------------------------------------
+SIGMA_MAX = 255.0  # noise std beyond the 8-bit range itself; from ~1e8 float32 loses the calibration
+
+
 def parse_sigmas(text: str) -> list[float]:
     try:
-        sigmas = [float(t) for t in text.split(",") if t.strip()]
+        sigmas = [float(t) for t in text.split(",")]
     except ValueError:
         raise EvalError(f"--sigma: expected comma-separated numbers, got {text!r}") from None
-    if not sigmas or any(not math.isfinite(s) or s < 0 for s in sigmas):
-        raise EvalError(f"--sigma: expected non-negative numbers, got {text!r}")
+    if not sigmas or any(not math.isfinite(s) or not 0 <= s <= SIGMA_MAX for s in sigmas):
+        raise EvalError(f"--sigma: expected numbers from 0 to {SIGMA_MAX:g} (8-bit units), got {text!r}")
+    if len(set(sigmas)) != len(sigmas):
+        raise EvalError(f"--sigma: {text!r} names a σ twice")
     return sigmas
 
 
@@ -303,6 +318,9 @@ def load_images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
             out.append((p.name, read_rgb(p)))
         except Exception as e:  # Pillow raises many types for damaged files
             raise EvalError(f"{p}: cannot read image: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        h, w = out[-1][1].shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise EvalError(f"{p}: {w}×{h} pixels, too small (at least {MIN_SIDE}×{MIN_SIDE})")
     return out
 
 
@@ -330,6 +348,8 @@ def run(args) -> dict:
         raise EvalError(f"--limit must be at least 1, got {args.limit}")
     if args.seed < 0:
         raise EvalError(f"--seed must be non-negative, got {args.seed}")
+    if args.threads < 0:
+        raise EvalError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     sigmas = parse_sigmas(args.sigma)
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise EvalError(f"--plot {args.plot}: use one of {', '.join(PLOT_SUFFIXES)}")
@@ -363,8 +383,13 @@ def run(args) -> dict:
         "results": results,
     }
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    try:  # whole or not at all: a full disk left half a JSON file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise EvalError(f"{out}: cannot write the results ({e.strerror})") from None
 
     m = report["model"]
     print(f"model {m['name']}: {m['params'] / 1e6:.3f} M params, {m['gflops_per_720p_frame']:.2f} GFLOP per 1280×720 frame, "
@@ -372,7 +397,10 @@ def run(args) -> dict:
     print(f"{len(images)} images from {args.images}, seed {args.seed}")
     print(format_table(results))
     if args.plot:
-        plot(args.plot, results, curves, f"{m['name']} on {Path(args.images).name} ({len(images)} images)")
+        try:
+            plot(args.plot, results, curves, f"{m['name']} on {Path(args.images).name} ({len(images)} images)")
+        except OSError as e:
+            raise EvalError(f"{args.plot}: cannot write the plot ({e.strerror}); the results are in {out}") from None
         print(f"plot: {args.plot}")
     print(f"json: {out}")
     return report
@@ -385,6 +413,9 @@ def main(argv=None) -> int:
     except (checkpoint.CheckpointError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as e:  # engine.images reports a missing or empty folder this way
         if isinstance(e.code, str):
             msg = e.code if e.code.startswith("error:") else f"error: {e.code}"

@@ -396,15 +396,22 @@ def main(argv=None):
     if not 0.0 <= args.synthetic < 1.0:
         raise SystemExit(f"error: --synthetic {args.synthetic:g}: the share must be in [0, 1)")
     for name, v, lo in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--patch", args.patch, 16),
-                        ("--head-samples", args.head_samples, 1)):
+                        ("--head-samples", args.head_samples, 1), ("--val-every", args.val_every, 1),
+                        ("--ns-iters", args.ns_iters if args.ns_iters is not None else 1, 1), ("--seed", args.seed, 0),
+                        ("--threads", args.threads, 0)):
         if v < lo:
             raise SystemExit(f"error: {name} must be at least {lo}, got {v}")
     for name, v in (("--lr", args.lr), ("--budget-s", args.budget_s)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise SystemExit(f"error: {name} must be a positive number, got {v}")
-    if Path(args.out).is_dir():
-        raise SystemExit(f"error: --out {args.out} is a directory (give a checkpoint file path)")
-    from engine.images import check_output
+    from engine.images import EXTENSIONS, check_output
+
+    if Path(args.out).suffix.lower() in EXTENSIONS:  # (--out v.png over a validation image wrote a checkpoint there)
+        raise SystemExit(f"error: --out {args.out}: an image file name; a checkpoint goes to a .pt file")
+    state_path = Path(args.out).with_name(Path(args.out).name + ".state")
+    if args.resume and not state_path.is_file() and Path(args.out).exists():
+        raise SystemExit(f"error: --resume: {state_path}: no training state to resume from, and {args.out} exists "
+                         f"(it would be overwritten by a run from step 0)")
 
     why = check_output(args.out, "checkpoint")  # now, not after the first checkpoint interval
     if why:
@@ -458,12 +465,17 @@ def main(argv=None):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps, pct_start=0.02,
                                                 final_div_factor=100.0)
     out = Path(args.out)
-    state_path = out.with_name(out.name + ".state")
     step, wall0, history = 0, 0.0, []
+    if args.resume and not state_path.exists():
+        print(f"--resume: no training state at {state_path} yet: starting from step 0")
     if args.resume and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+        try:
+            st = torch.load(state_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+        except Exception as e:  # torch raises many kinds for a damaged or foreign file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SystemExit(f"error: --resume: {state_path}: not a training state of this {args.preset!r} model ({first})") from None
         if st.get("total_steps") == args.steps:
             sched.load_state_dict(st["sched"])
         else:  # a longer (or shorter) run: the same schedule stretched to the new length
@@ -502,10 +514,12 @@ def main(argv=None):
                 "precision": "bf16" if args.amp else "fp32",
             }
             checkpoint.save(model, out, meta)
+            tmp = state_path.with_name(f".{state_path.name}.tmp")  # whole or not at all (Ctrl-C left it torn)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "total_steps": args.steps, "step": step, "wall": time.time() - t0, "history": history,
                         "np_rng": rng.bit_generator.state, "gen": gen.get_state(),
-                        "torch_rng": torch.get_rng_state()}, state_path)
+                        "torch_rng": torch.get_rng_state()}, tmp)
+            os.replace(tmp, state_path)
     bar.close()
     print(json.dumps(history[-1]) if history else "no validation run")
 
@@ -536,4 +550,8 @@ def heads_only(model, args, init_meta: dict, train_images, val_images, rng, gen,
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the checkpoint and its state are each written whole: --resume goes on
+        print("interrupted: --resume goes on from the last checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None

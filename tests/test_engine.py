@@ -1109,6 +1109,31 @@ def test_evaluate_noise_is_seeded_float_and_unclipped():
     assert not torch.equal(a - 250 / 255, (ev.add_noise(clean, 25.0, 0, 0) - 250 / 255) * 2)  # and σ
 
 
+def test_evaluate_gives_grey_images_grey_noise_and_reads_16_bit_grey(tmp_path):
+    """A grey image got a noise field per channel: three noisy copies of each pixel to average. And
+    Pillow's conversion clipped a 16-bit grey image to white."""
+    from PIL import Image
+
+    from engine.images import read_rgb
+
+    grey = np.repeat(np.arange(64, dtype=np.uint8).reshape(8, 8)[..., None] * 3, 3, axis=2)
+    n = ev.add_noise(grey, 25.0, 0, 0)
+    assert torch.equal(n[0, 0], n[0, 1]) and torch.equal(n[0, 0], n[0, 2])
+    colour = grey.copy()
+    colour[0, 0, 1] += 1
+    n = ev.add_noise(colour, 25.0, 0, 0)
+    assert not torch.equal(n[0, 0], n[0, 1])
+    Image.fromarray(grey[..., 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    assert np.array_equal(read_rgb(tmp_path / "g16.png"), grey)
+
+
+@pytest.mark.parametrize("sigma, message", [("15,,25", "comma-separated"), ("1e40", "from 0 to 255"),
+                                            ("25,25", "names a σ twice")])
+def test_evaluate_refuses_a_malformed_sigma_list(sigma, message):
+    with pytest.raises(ev.EvalError, match=message):
+        ev.parse_sigmas(sigma)
+
+
 def test_evaluate_missing_folder_is_one_line_error_exit_2(tmp_path):
     r = _run(["engine.evaluate", "--random-init", "live", "--images", str(tmp_path / "nowhere"),
               "--json", str(tmp_path / "o.json")])

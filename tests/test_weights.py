@@ -101,6 +101,15 @@ def test_train_command_runs_end_to_end_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stdout + r.stderr
     assert checkpoint.load(out)[1]["steps"] == 3
+    # a state that is not there, or not a state: refused in one line, the checkpoint untouched
+    before = out.read_bytes()
+    state = tmp_path / "m.pt.state"
+    for damage in (lambda: state.unlink(), lambda: state.write_bytes(b"garbage")):
+        damage()
+        r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().startswith("error: --resume:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert out.read_bytes() == before
 
 
 def test_train_init_fine_tunes_a_checkpoint_and_records_ns_iters(tmp_path):
