@@ -95,14 +95,23 @@ class PatchSampler:
         return torch.from_numpy(out)
 
 
-def make_noisy(clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Noisy copy of clean (B, 3, P, P), drawn with gen on gen's device (clean must be there too)."""
+def make_noisy(clean: torch.Tensor, gen: torch.Generator, grey_share: float = 0.0) -> torch.Tensor:
+    """Noisy copy of clean (B, 3, P, P), drawn with gen on gen's device (clean must be there too).
+    `grey_share` of the Gaussian patches get grey noise, one field in all three channels: what a
+    monochrome picture holds, and what is left of a camera's noise after its ISP's chroma noise
+    reduction (the shipped models, trained without it, leave such noise almost untouched). Drawn
+    after everything else, so a run without it draws exactly what it drew before."""
     b = clean.shape[0]
     sigma = torch.rand(b, generator=gen, device=gen.device) * noise.SIGMA_MAX
     noisy = noise.gaussian(clean, sigma, gen)
     cam = torch.rand(b, generator=gen, device=gen.device) < CAMERA_SHARE
     if cam.any():
         noisy[cam] = noise.camera(clean[cam], gen)
+    if grey_share > 0:
+        grey = (torch.rand(b, generator=gen, device=gen.device) < grey_share) & ~cam
+        if grey.any():
+            n = torch.randn((int(grey.sum()), 1) + tuple(clean.shape[2:]), generator=gen, device=clean.device)
+            noisy[grey] = clean[grey] + n * (sigma[grey].view(-1, 1, 1, 1) / 255.0)  # (k, 1, P, P) → all channels
     return noisy
 
 
@@ -189,7 +198,7 @@ def validate_plain(model: RCDNet, images: list[np.ndarray], sigma: float = VAL_S
 
 @torch.no_grad()
 def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.random.Generator,
-                    gen: torch.Generator, device: torch.device) -> dict:
+                    gen: torch.Generator, device: torch.device, grey_share: float = 0.0) -> dict:
     """What Router and AutoTune see, and what their loss needs, for n noisy crops (backbone frozen).
 
     Per crop: the covariance of [raw maps; noisy], the pooled backbone features and the noise
@@ -205,7 +214,7 @@ def head_statistics(model: RCDNet, images: list[np.ndarray], n: int, rng: np.ran
         y, x = rng.integers(im.shape[0] - side + 1), rng.integers(im.shape[1] - side + 1)
         crop = np.ascontiguousarray(np.rot90(im[y : y + side, x : x + side], rng.integers(4)))
         clean = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, s, s)
-        noisy = make_noisy(clean.to(gen.device), gen).cpu()
+        noisy = make_noisy(clean.to(gen.device), gen, grey_share).cpu()
         raw, f = model.raw_maps(noisy.to(device).contiguous(memory_format=torch.channels_last))
         raw = raw.reshape(1, l, -1).cpu()  # (1, L, M)
         covs.append(nd.covariance(torch.cat([raw, noisy.reshape(1, 1, -1)], dim=1))[0])
@@ -283,7 +292,7 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     if device.type == "cuda":
         u8 = u8.pin_memory().to(device, non_blocking=True)
     clean = u8.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
-    noisy = make_noisy(clean, gen)
+    noisy = make_noisy(clean, gen, args.grey_noise)
     if args.plain:
         loss, blend_loss = plain_loss_fn(model, clean, noisy, amp=args.amp)
     else:
@@ -389,10 +398,15 @@ def main(argv=None):
     ap.add_argument("--synthetic", type=float, default=0.0, metavar="SHARE",
                     help="share of training images that are generated charts (engine/synthetic.py: dead "
                          "leaves, gratings, zone plates, text), in [0, 1); default 0")
+    ap.add_argument("--grey-noise", type=float, default=0.0, metavar="SHARE",
+                    help="share of the Gaussian-noise patches whose noise is grey (one field in R, G and B: "
+                         "monochrome pictures, luma noise left by an ISP's chroma NR), in [0, 1]; default 0")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.heads_only and not args.init:
         raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
+    if not 0.0 <= args.grey_noise <= 1.0:
+        raise SystemExit(f"error: --grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
     if not 0.0 <= args.synthetic < 1.0:
         raise SystemExit(f"error: --synthetic {args.synthetic:g}: the share must be in [0, 1)")
     for name, v, lo in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--patch", args.patch, 16),
@@ -528,7 +542,7 @@ def heads_only(model, args, init_meta: dict, train_images, val_images, rng, gen,
     t0 = time.time()
     before = validate(model, val_images)
     print(f"before: val σ={VAL_SIGMA:g} AutoTune {before['psnr_autotune']:.2f} dB")
-    stats = head_statistics(model, train_images, args.head_samples, rng, gen, device)
+    stats = head_statistics(model, train_images, args.head_samples, rng, gen, device, args.grey_noise)
     history = fit_heads(model.cpu(), stats, args.steps, args.lr or 1e-3, 64, args.seed)
     model.to(device)
     after = validate(model, val_images)

@@ -296,3 +296,19 @@ def test_train_plain_pretrains_only_the_backbone_and_feeds_init(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "psnr_autotune" in checkpoint.load(tmp_path / "r.pt")[1]["val_history"][-1]
+
+
+def test_grey_noise_share_gives_some_patches_one_field_in_all_channels():
+    """--grey-noise: that share of the Gaussian patches gets grey noise; without it the draws are
+    exactly those before the option existed (the shipped weights' commands reproduce)."""
+    from engine.train import make_noisy
+
+    clean = torch.rand(64, 3, 16, 16)
+    a = make_noisy(clean, torch.Generator().manual_seed(5))
+    b = make_noisy(clean, torch.Generator().manual_seed(5), 0.0)
+    assert torch.equal(a, b)
+    c = make_noisy(clean, torch.Generator().manual_seed(5), 1.0)
+    n = c - clean
+    grey = ((n[:, 0] - n[:, 1]).abs().amax(dim=(1, 2)) < 1e-6) & ((n[:, 0] - n[:, 2]).abs().amax(dim=(1, 2)) < 1e-6)
+    assert 30 <= int(grey.sum()) < 64  # all but the camera-noise patches (30 %)
+    assert torch.equal(c[~grey], a[~grey])  # (the others as before)
