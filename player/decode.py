@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +57,7 @@ class SourceInfo:
     has_audio: bool
     path: str | None = None
     colour: col.Colour | None = None  # the YUV matrix frames are decoded with (None: guessed from the size)
+    sar: Fraction = Fraction(1)  # pixel aspect ratio (width / height of one pixel; anamorphic video ≠ 1)
 
 
 class FileSource:
@@ -96,9 +98,11 @@ class FileSource:
         # PyAV's rotation is the counter-clockwise angle; np.rot90 turns counter-clockwise too.
         self.quarter_turns = int(round(getattr(first, "rotation", 0) / 90.0)) % 4
         width, height = (first.height, first.width) if self.quarter_turns % 2 else (first.width, first.height)
+        sar = self.vstream.sample_aspect_ratio or self.vstream.codec_context.sample_aspect_ratio
+        sar = Fraction(sar) if sar and 0.1 <= sar <= 10 else Fraction(1)  # (0/1 and absurd values: square)
         self.info = SourceInfo(name=p.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
-                               colour=col.of_frame(first))
+                               colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar)
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 

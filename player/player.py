@@ -450,7 +450,7 @@ class Player:
             self.no_display = True
             return NullWindow(self.info.width, self.info.height)
         try:
-            return Window(self.info.width, self.info.height, title=f"rcd-player — {self.info.name}")
+            return Window(self.info.width, self.info.height, title=f"rcd-player — {self.info.name}", sar=self.info.sar)
         except DisplayUnavailable as e:
             # Start where we can: play once without a window rather than refuse.
             self.notice(f"{e}; playing once without a window")

@@ -157,7 +157,7 @@ class MediaWriter:
     same bitstream out."""
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool,
-                 colour: col.Colour | None = None, lossless: bool = False):
+                 colour: col.Colour | None = None, lossless: bool = False, sar: Fraction = Fraction(1)):
         import av
 
         self.origin = origin
@@ -188,6 +188,8 @@ class MediaWriter:
         cc.framerate = rate
         cc.gop_size = max(1, int(round(float(rate))))  # a keyframe every second: the crash-safety unit
         cc.thread_count = 1  # x264 with threads > 1 is not bit-reproducible
+        if sar != 1:
+            cc.sample_aspect_ratio = sar  # an anamorphic source's pixel shape goes with its pixels
         # The source's matrix (player/colour.py), written with the tags that say so: the frames go
         # file → RGB → file with one matrix, and players read them back with it.
         self.colour = colour or col.guess(width, height)
@@ -501,8 +503,9 @@ class Recorder(threading.Thread):
 
     def __init__(self, target: Path, force: bool, fps: float, has_audio: bool, tap: AudioTap | None,
                  meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None,
-                 lossless: bool = False):
+                 lossless: bool = False, sar: Fraction = Fraction(1)):
         super().__init__(name="recorder", daemon=True)
+        self.sar = sar
         self.target, self.force, self.fps = Path(target), force, fps
         self.tmp = claim_temp(self.target, force)
         self.fmt = container_format(self.target)
@@ -628,7 +631,7 @@ class Recorder(threading.Thread):
         if self.writer is None:
             h, w = item.rgb.shape[:2]
             self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio,
-                                      colour=self.colour, lossless=self.lossless)
+                                      colour=self.colour, lossless=self.lossless, sar=self.sar)
             meta = self.meta_fn()
             meta.update(encoder_meta(self.writer))
             meta["recording"] = str(self.target)
@@ -710,7 +713,7 @@ class Recording:
     def start(self, target: Path) -> None:
         p = self.player
         rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice,
-                       colour=p.info.colour, lossless=self.lossless)
+                       colour=p.info.colour, lossless=self.lossless, sar=p.info.sar)
         self._used.add(str(Path(target).resolve()))
         rec.start()
         self.current = rec

@@ -210,7 +210,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
                 writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
-                                            audio=info.has_audio, colour=info.colour, lossless=lossless)
+                                            audio=info.has_audio, colour=info.colour, lossless=lossless, sar=info.sar)
                 out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)

@@ -637,3 +637,30 @@ def test_lossless_render_keeps_every_pixel(make_clip, weights, tmp_path):
         assert c.streams.video[0].codec_context.pix_fmt == "gbrp"  # H.264 RGB (High 4:4:4)
     track = json.loads(Path(str(out) + ".json").read_text())
     assert track["video"]["codec"] == "libx264rgb" and track["video"]["qp"] == 0
+
+
+def test_an_anamorphic_source_is_recorded_with_its_pixel_aspect(weights, tmp_path):
+    """A 176×144 clip with 12:11 pixels was recorded with square ones (a 4:3 picture came out 11:9)."""
+    from fractions import Fraction
+
+    from media import make_test_clip
+
+    clip = tmp_path / "pal.mp4"
+    make_test_clip(clip, width=176, height=144, seconds=1.0, audio=False)
+    with av.open(str(clip)) as c:  # the same pictures, tagged 12:11 (as a PAL DV camera writes them)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(clip), "w") as o:
+        s = o.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 176, 144, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(12, 11)
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 30)
+            for pkt in s.encode(f):
+                o.mux(pkt)
+        for pkt in s.encode():
+            o.mux(pkt)
+    out = tmp_path / "rec.mkv"
+    run_player(clip, "--weights", weights, "--headless", "--record", out, "--duration", "0.8", check=True)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].sample_aspect_ratio == Fraction(12, 11)

@@ -676,3 +676,16 @@ def test_in_a_very_small_window_the_hud_keeps_clear_of_the_timeline(window_cls, 
     assert not np.array_equal(shot[timeline_top:], t[timeline_top:])  # the timeline is drawn
     w.show(o, t, hud=sample_hud(lines=lines, bars=bars, badges=[], message="", timeline=False))
     assert w.panel_rect.bottom <= h_ and w.hud_rows <= len(lines)
+
+
+def test_an_anamorphic_frame_is_shown_at_its_pixel_aspect(window_cls):
+    """176×144 with 12:11 pixels (PAL 4:3) is 4:3 on screen: the window opens at 192×144 and the
+    frame fills it; fitted into a 400×144 window it is 192 wide, not 176 (the pixel aspect was
+    ignored: pictures squeezed)."""
+    o, t = frames(144, 176, seed=14)
+    w = window_cls(176, 144, sar=12 / 11)
+    assert w.size == (192, 144)
+    w.show(o, t)
+    assert tuple(w._video_rect) == (0, 0, 192, 144)
+    shot = w.screenshot()
+    assert shot.shape == (144, 192, 3) and shot[:, 0].any() and shot[:, -1].any()

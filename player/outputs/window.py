@@ -384,10 +384,11 @@ class Window:
     help_alpha = 232
 
     def __init__(self, width: int, height: int, title: str = "rcd-player", resizable: bool = True,
-                 key_repeat: tuple[int, int] = (350, 40)):
+                 key_repeat: tuple[int, int] = (350, 40), sar: float = 1.0):
         self._closed = True
         self._frame_size = (max(1, int(width)), max(1, int(height)))
-        w, h = fit_size(*self._frame_size)
+        self._sar = float(sar)  # pixel aspect: fitted to the window, an anamorphic frame is shown at its shape
+        w, h = fit_size(self._shown_width(self._frame_size[0]), self._frame_size[1])
         try:
             pygame.display.init()
             pygame.font.init()
@@ -412,7 +413,7 @@ class Window:
         self._repeat = (key_repeat[0] / 1000.0, key_repeat[1] / 1000.0) if key_repeat else None
         self._held: dict[int, list] = {}  # pygame key code → [name, time of its next repeat]
         self._switch_guard: dict[int, float] = {}  # key code → until when its presses are dropped (set_fullscreen)
-        self._video_rect = pygame.Rect(letterbox_rect(*self._frame_size, *self._size))
+        self._video_rect = pygame.Rect(letterbox_rect(self._shown_width(self._frame_size[0]), self._frame_size[1], *self._size))
         self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
         self._frame_ref = None           # keeps the array behind the frombuffer surface alive
         self._fonts: dict[int, pygame.font.Font] = {}
@@ -432,6 +433,10 @@ class Window:
         self.help_page, self.help_pages = 0, 1  # the help page shown, of how many (small windows page it)
 
     # ------------------------------------------------------------------ basics
+
+    def _shown_width(self, fw: int) -> int:
+        """A frame's width on screen at one screen pixel per frame line (its pixel aspect applied)."""
+        return max(1, round(fw * self._sar))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -663,7 +668,7 @@ class Window:
             return
         if ratio == 0:
             crop = None
-            x, y, dw, dh = letterbox_rect(fw, fh, ww, wh)
+            x, y, dw, dh = letterbox_rect(self._shown_width(fw), fh, ww, wh)
         else:  # as many frame pixels as the window holds at this ratio, around the centre
             crop = crop_box(fh, fw, -(-wh // ratio), -(-ww // ratio), center)
             dw, dh = min(ww, crop[3] * ratio), min(wh, crop[2] * ratio)
@@ -716,7 +721,7 @@ class Window:
         half = ww // 2
         if ratio == 0:
             y0, x0, ch, cw = 0, 0, fh, fw
-            _, _, tw, th = letterbox_rect(fw, fh, half, wh)
+            _, _, tw, th = letterbox_rect(self._shown_width(fw), fh, half, wh)
         else:
             y0, x0, ch, cw = crop_box(fh, fw, -(-wh // ratio), -(-half // ratio), center)
             tw, th = cw * ratio, ch * ratio
