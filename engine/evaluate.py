@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose
 from engine import decorrelate as nd
-from engine.images import MIN_SIDE, check_output, list_images, read_rgb
+from engine.images import check_output, list_images, read_rgb, too_small
 from engine.model import PRESETS, RCDNet, count_flops, param_count
 
 BEST_STRENGTHS = tuple(float(s) for s in range(0, 61))  # one strength for the whole set, character 0
@@ -318,9 +318,9 @@ def load_images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
             out.append((p.name, read_rgb(p)))
         except Exception as e:  # Pillow raises many types for damaged files
             raise EvalError(f"{p}: cannot read image: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-        h, w = out[-1][1].shape[:2]
-        if min(h, w) < MIN_SIDE:
-            raise EvalError(f"{p}: {w}×{h} pixels, too small (at least {MIN_SIDE}×{MIN_SIDE})")
+        why = too_small(p, out[-1][1])
+        if why:
+            raise EvalError(why)
     return out
 
 

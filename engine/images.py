@@ -49,9 +49,16 @@ def load_folder(folder: str | Path) -> list[np.ndarray]:
             out.append(read_rgb(p))
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # Pillow: UnidentifiedImageError (an OSError), truncated data
             raise SystemExit(f"error: {p}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        if min(out[-1].shape[:2]) < MIN_SIDE:
-            raise SystemExit(f"error: {p}: {out[-1].shape[1]}×{out[-1].shape[0]} pixels, too small (at least {MIN_SIDE}×{MIN_SIDE})")
+        why = too_small(p, out[-1])
+        if why:
+            raise SystemExit(f"error: {why}")
     return out
+
+
+def too_small(path, img: np.ndarray) -> str:
+    """'' if an image has the MIN_SIDE it needs, else one line naming the file."""
+    h, w = img.shape[:2]
+    return f"{path}: {w}×{h} pixels, too small (at least {MIN_SIDE}×{MIN_SIDE})" if min(h, w) < MIN_SIDE else ""
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> None:

@@ -83,10 +83,6 @@ class Clock:
         """Stopped: by the user or waiting for frames."""
         return self._paused
 
-    @property
-    def waiting(self) -> bool:
-        return self._waiting
-
     def reset(self, pts: float, epoch: int) -> None:
         """A seek: new epoch, time jumps to pts, and the clock waits for the seek's first frame."""
         with self._lock:

@@ -185,14 +185,16 @@ class FileSource:
             for out in resampler.resample(frame):
                 pcm = out.to_ndarray().reshape(-1, AUDIO_CHANNELS)  # packed float32 (n, 2)
                 apts = (float(out.time) if out.time is not None else (t or 0.0)) - shift
-                if anchor is not None and abs(apts - (anchor + since / AUDIO_RATE)) > TIMESTAMP_JUMP_S:
-                    shift += apts - (anchor + since / AUDIO_RATE)  # a join: on from where the sound was
-                    apts = anchor + since / AUDIO_RATE
-                # A chunk that starts where the last one ended, give or take the container's
-                # rounding, is placed by the sample count: Matroska's 1 ms timestamps put every
-                # 1024-sample chunk 16 samples early, which a recording cut out of the sound.
-                if anchor is not None and abs(apts - (anchor + since / AUDIO_RATE)) <= AUDIO_PTS_JITTER_S:
-                    apts = anchor + since / AUDIO_RATE
+                expected = None if anchor is None else anchor + since / AUDIO_RATE  # where the last chunk ended
+                # A chunk that starts there, give or take the container's rounding, is placed by the
+                # sample count: Matroska's 1 ms timestamps put every 1024-sample chunk 16 samples
+                # early, which a recording cut out of the sound. One far from it is a join: the
+                # sound goes on from there.
+                if expected is not None and abs(apts - expected) > TIMESTAMP_JUMP_S:
+                    shift += apts - expected
+                    apts = expected
+                if expected is not None and abs(apts - expected) <= AUDIO_PTS_JITTER_S:
+                    apts = expected
                 else:
                     anchor, since = apts, 0  # the first chunk, or a real gap or jump
                 since += len(pcm)

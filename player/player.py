@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import checkpoint, compose, native
+from engine import checkpoint, native
 from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
@@ -107,10 +107,12 @@ PLAYER_PROPERTIES = {"pause": ("cycle", "set"), "loop-a": ("set",), "loop-b": ("
                      "volume": ("set", "add"), "mute": ("cycle", "set"), "fullscreen": ("cycle", "set")}  # → their verbs
 
 
-def check_command(cmd: str, levels) -> tuple[str | None, str | None]:
+def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
     """Raise CommandError for a command that cannot run — an unknown verb or property, the wrong
     number of arguments, a value of the wrong kind — whatever the player's state; else (name,
-    value) of the player property it sets, if any. A script is checked with it when it loads."""
+    value) of the player property it sets, if any. A script is checked with it when it loads.
+    With the model's `levels`, a property of the blend or the view is tried on default controls
+    too (a script's check; when a command runs, controls.apply checks it as it applies it)."""
     parts = cmd.split()
     verb, args = parts[0], parts[1:]
     if verb not in SCRIPT_VERBS:
@@ -139,7 +141,8 @@ def check_command(cmd: str, levels) -> tuple[str | None, str | None]:
         return name, value
     if verb == "multiply":
         raise ctl.CommandError(f"multiply {' '.join(args[:1])}: only speed multiplies (use add or set)")
-    ctl.apply(ctl.Controls(), cmd, ctl.Context(levels=tuple(levels)))  # a property of the blend or the view: tried on defaults
+    if levels is not None:
+        ctl.apply(ctl.Controls(), cmd, ctl.Context(levels=tuple(levels)))
     return None, None
 
 
@@ -528,7 +531,7 @@ class Player:
             return
         verb, args = parts[0], parts[1:]
         path = cmd.partition(" ")[2].strip()  # a path argument is the rest of the line (spaces and all)
-        name, value = check_command(cmd, self.levels)  # a player property's name and value, if it sets one
+        name, value = check_command(cmd)  # a player property's name and value, if it sets one
         if verb == "quit":
             self._quit = True
         elif name == "pause":
@@ -784,7 +787,7 @@ class Player:
         else:
             b = self.last.bases
             if c.bypass and b is not None:  # the screen shows the original: the pair's tuned is blended here
-                tuned = self.denoiser.blend(b, coeffs=compose.gains_np(compose.mix_coefficients_np(c.mix, b.levels, b.auto), c.mix))
+                tuned = self.denoiser.blend(b, c.mix)
             pngs = {"original": original, "tuned": tuned}
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -1068,17 +1071,18 @@ class Player:
         steady = self._av_offsets[5:] if len(self._av_offsets) > 10 else self._av_offsets
         ts = self._present_times
         fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
+        feed_underflows, device_underflows = self.feed.underflows, getattr(self.sound, "underflows", 0)
         return {
             "frames_presented": self.frames_presented,
             "frames_dropped_early": self.worker.dropped_early,
             "frames_dropped_late": self.compositor.dropped_late + self.slot.replaced,
             "display_fps": round(fps, 2),
             "av_offset_ms_p95": _round(percentile(np.abs(steady), 95) if steady else None),
-            "audio_underflows": self.feed.underflows + getattr(self.sound, "underflows", 0),
+            "audio_underflows": feed_underflows + device_underflows,
             # which side: the feed had no sound ready (the player's fault) / the device reported an
             # underflow of its own (a JACK dummy server's xruns land there, with the feed at 0)
-            "audio_underflows_feed": self.feed.underflows,
-            "audio_underflows_device": getattr(self.sound, "underflows", 0),
+            "audio_underflows_feed": feed_underflows,
+            "audio_underflows_device": device_underflows,
             "backbone_ms_p50": _round(percentile(bb, 50)),
             "blend_ms_p50": _round(percentile(self.compositor.blend_ms, 50)),
             "edit_latency_ms_p50": _round(percentile(self._edit_latency, 50)),

@@ -213,7 +213,6 @@ class MediaWriter:
         self._next_sample = 0  # relative to origin: where the next pending sample goes
         self._encoded_sample = 0
         self.audio_gaps = 0
-        self.audio_jumps = 0  # forward jumps of the source's timestamps over MAX_SILENCE_S: sound joined there
         self.frames = 0
         self._frame_ticks = max(1, int(round(1 / (rate * VIDEO_TIME_BASE))))  # a nominal frame's duration
         self._held_packet = None  # video: muxed once the next one gives its duration (_mux_video)
@@ -259,11 +258,9 @@ class MediaWriter:
             return  # entirely before what we have (overlap after a backward seek, or preroll)
         if start < end_of_pending:
             pcm = pcm[end_of_pending - start:]
-        elif start > end_of_pending + AUDIO_RATE * MAX_SILENCE_S:
-            self.audio_jumps += 1  # the timestamps jump (joined captures): hours of silence would fill the memory
-        elif start > end_of_pending + AUDIO_GAP_TOLERANCE:
+        elif AUDIO_GAP_TOLERANCE < start - end_of_pending <= AUDIO_RATE * MAX_SILENCE_S:
             self.audio_gaps += 1  # a forward seek, an underflow or a late start: silence keeps A/V in place
-            self._push_silence(start - end_of_pending)
+            self._push_silence(start - end_of_pending)  # (longer: a jump of the timestamps, not filled)
         self._pending.append(pcm)
         self._pending_n += len(pcm)
 

@@ -778,9 +778,10 @@ class Window:
             rows += hud.details
         # In a window too small for all of it, the panel keeps clear of the timeline: the level
         # bars go first, then the last lines (at 200×150 it ran over the timeline).
-        room = max(0, (wh - (self._timeline_height(px) if hud.timeline else 0) - 2 * pad) // lh)
-        bars = list(hud.bars) if len(rows) + len(hud.bars) <= room else []
-        rows = rows[:room]
+        floor = wh - (self._timeline_height(px) if hud.timeline else 0)  # the timeline's top
+        free_rows = max(0, (floor - 2 * pad) // lh)
+        bars = list(hud.bars) if len(rows) + len(hud.bars) <= free_rows else []
+        rows = rows[:free_rows]
         lines = [self._fit(str(s), px, ww - 2 * pad - 12) for s in rows]
         self.hud_rows = len(lines)  # what was drawn (tests)
         bar_rows = []
@@ -858,7 +859,6 @@ class Window:
             used = w
         badges_bottom, bx = 0, ww
         self.badge_rects = []
-        floor = wh - (self._timeline_height(px) if hud.timeline else 0)
         for by, items in rows:
             if by + step - 8 > floor:
                 break  # rows that would run into the timeline are left out (a very small window)
