@@ -1377,7 +1377,9 @@ def test_captures_joined_end_to_end_play_record_and_render_straight_on(tmp_path,
     p, shown, stats = play(tmp_path, weights, joined, duration=2.5, mode="live", record=str(out))
     assert [read_frame_index(s.original) for s in shown] == list(range(60))
     assert np.allclose(np.diff([s.pts for s in shown]), 1 / 30, atol=2e-3)
-    assert stats["record_frames"] == 60 and stats["peak_rss_mb"] < 2000
+    # (peak RSS is the whole pytest process's, earlier tests included: about 2 GB; filling the
+    # 10 h jump with silence needs 13.8 GB more)
+    assert stats["record_frames"] == 60 and stats["peak_rss_mb"] < 8000
     import av
 
     with av.open(str(out)) as c:
