@@ -194,7 +194,7 @@ class Denoiser:
     def blend_kernel(self) -> str:
         """Which code blends, in words (bench, HUD): the native kernel, or torch and why."""
         if self.native_blend:
-            return "native one-pass C kernel"
+            return f"native one-pass C kernel ({native.isa()})"
         return "torch" if self.device.type != "cpu" else f"torch; native kernel not used: {native.why_not or 'off'}"
 
     @torch.no_grad()

@@ -41,6 +41,10 @@ LIBRARY_STEM = "kernels"  # the built library: kernels-<hash of the sources and 
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared"]
 COMPILE_TIMEOUT_S = 60
 ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
+# "0" keeps the kernels that have an AVX-512 version (the blend) on their AVX2 version; both give the
+# same bytes, so this only changes speed (and lets the tests compare the two on one machine).
+ENV_AVX512 = "RCD_NATIVE_AVX512"
+ISA_NAMES = {2: "AVX2", 3: "AVX-512"}
 
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -171,8 +175,26 @@ def _load() -> None:
         lib.rcd_heads.restype = ctypes.c_int
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
+        lib.rcd_set_isa.argtypes = [ctypes.c_int]
+        lib.rcd_set_isa.restype = ctypes.c_int
+        lib.rcd_set_isa(2 if os.environ.get(ENV_AVX512, "1") == "0" else 3)
         _lib, why_not = lib, ""
         return
+
+
+def isa() -> str:
+    """The instruction set of the kernels that have two versions ("AVX-512" or "AVX2"); '' without
+    the kernels."""
+    lib = library()
+    return "" if lib is None else ISA_NAMES[lib.rcd_set_isa(-1)]
+
+
+def set_isa(name: str) -> str:
+    """"AVX2", or "best" (what this CPU has), for the kernels with two versions; returns the one now in
+    use. For tests and benchmarks: not while a kernel runs."""
+    lib = library()
+    assert lib is not None, why_not
+    return ISA_NAMES[lib.rcd_set_isa({"AVX2": 2, "best": 3}[name])]
 
 
 def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:

@@ -23,7 +23,7 @@ from engine import bench, checkpoint, compose
 from engine import decorrelate as nd
 from engine import evaluate as ev
 from engine.denoiser import Denoiser
-from engine.model import PRESETS, RCDNet, estimate_noise_sigma, param_count
+from engine.model import PRESETS, RCDConfig, RCDNet, estimate_noise_sigma, param_count
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET_NAMES = ("live", "quality")
@@ -263,7 +263,7 @@ def test_factored_statistics_equal_the_materialised_maps_statistics(models, pres
     with torch.no_grad():  # random heads: the transform and the coefficients depend on every statistic
         for fc in (model.router.fc, model.autotune.fc):
             fc.weight.copy_(0.05 * torch.randn(fc.weight.shape, generator=g))
-    den = Denoiser(copy.deepcopy(model), "cpu")
+    den = Denoiser(copy.deepcopy(model), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     den.native_stats = den.native_algebra = stats == "native"  # "torch": the statistics in torch, the algebra in NumPy
     if stats == "torch":
         den._heads.native = None
@@ -464,7 +464,7 @@ NATIVE_SIZES = [(1, 1), (2, 2), (7, 1), (1, 9), (17, 33), (40, 72), (64, 96)]
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_native_blend_gives_the_torch_blend_and_writes_every_pixel(models, preset):
-    """The one-pass C kernel (engine/csrc/blend.c) against the torch path, at odd, tiny and even
+    """The one-pass C kernel (engine/csrc/kernels.c) against the torch path, at odd, tiny and even
     sizes, on 1 and 3 threads (uneven bands); each output starts as all-0 and as all-255, so a
     pixel the kernel skipped differs from the torch frame in one of the two."""
     from engine import native
@@ -523,6 +523,40 @@ def test_compact_bases_blend_within_a_level_of_the_full_ones_in_half_the_bytes(m
     assert den.compact(big) is big
     big.x[0, 0] = float("nan")
     assert den.compact(big) is big
+
+
+@pytest.mark.parametrize("widths", [(16, 32, 40), (32, 64, 96), (13, 16, 16)])
+def test_avx512_blend_gives_the_avx2_bytes(widths):
+    """On a CPU with AVX-512 the blend runs a second kernel (kernels.c, blend_rows_c1_512): the
+    same FMA chains lane for lane, so every byte equals the AVX2 kernel's, from float32 and from
+    float16 (compact) bases, for the shipped widths (c1 16 and 32: specialised code) and an odd c1,
+    at odd, tiny and even sizes, on 1 and 3 threads."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    if native.set_isa("best") != "AVX-512":
+        pytest.skip("this CPU has no AVX-512")
+    torch.manual_seed(5)
+    den = Denoiser(RCDNet(RCDConfig(name="t", widths=widths)).eval(), "cpu")
+    mixes = (compose.Mix(), compose.Mix(strength=45.0, character=1.0, luma=2.0),
+             compose.Mix(strength=12.0, character=-0.7, chroma=0.2))
+    try:
+        for h, w in [*NATIVE_SIZES, (9, 130)]:
+            full = den.infer(textured(h, w, seed=h + 3 * w, lo=0, hi=255))
+            for bases in (full, den.compact(full)):
+                for mix in mixes:
+                    for threads in (1, 3):
+                        torch.set_num_threads(threads)
+                        out = {}
+                        for isa in ("AVX2", "best"):
+                            assert native.set_isa(isa) == {"AVX2": "AVX2", "best": "AVX-512"}[isa]
+                            out[isa] = np.full((h, w, 3), 7, np.uint8)
+                            den.blend(bases, mix, out=out[isa])
+                        assert np.array_equal(out["AVX2"], out["best"]), (widths, h, w, bases.x.dtype, mix, threads)
+    finally:
+        native.set_isa("best")
+        torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
@@ -761,7 +795,7 @@ def test_fused_backbone_gives_the_reference_features(models, preset):
         # float32 mean), so they agree to float32 summation error, about 1e-4 of the largest
         torch.testing.assert_close(f, f_ref, rtol=1e-4, atol=1e-5 * float(f_ref.abs().max()))
 
-    den = Denoiser(copy.deepcopy(models[preset]), "cpu")
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     assert den.fused_backbone and den.backbone_kernel.startswith("fused")
     rgb = textured(50, 70, seed=11, lo=0, hi=255)
     got = {}
@@ -780,7 +814,7 @@ def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypat
     from engine import fused
     from engine.denoiser import PROBE_SIZE
 
-    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     if not den.fused_backbone:
         pytest.skip("the fused path does not run here")
     calls = []
@@ -812,7 +846,7 @@ def test_fused_backbone_is_off_without_the_in_place_conv_add(models, monkeypatch
     monkeypatch.setattr(fused, "_conv_add_ok", None)
     monkeypatch.setattr(fused, "_conv_add_", lambda y, x, conv: y)  # a "fusion" that forgets the conv
     assert fused.available().startswith("this torch has no in-place")
-    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     assert not den.fused_backbone and "fused path not used" in den.backbone_kernel
 
 

@@ -83,7 +83,10 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
     assert stats["precision"] in ("float32", "bfloat16")
     from engine import native
 
-    assert (stats["blend_kernel"] == "native one-pass C kernel") == (native.library() is not None)
+    if native.library() is not None:  # the instruction set this CPU gets: AVX-512 where it has it
+        assert stats["blend_kernel"] == f"native one-pass C kernel ({native.isa()})"
+    else:
+        assert stats["blend_kernel"].startswith("torch")
 
 
 def test_without_native_kernels_the_player_says_so_and_plays_through_torch(tmp_path, weights, clip, monkeypatch):
@@ -110,7 +113,7 @@ def test_first_run_says_it_builds_the_native_kernels(tmp_path, weights, clip, mo
     assert native.will_build()
     _, shown, stats = play(tmp_path, weights, clip, duration=1.0)
     assert any(n.startswith("building the native CPU kernels") for n in stats["notices"])
-    assert stats["blend_kernel"] == "native one-pass C kernel" and len(shown) >= 5
+    assert stats["blend_kernel"].startswith("native one-pass C kernel (AVX") and len(shown) >= 5
     assert list((tmp_path / "cache").rglob("kernels-*.so")) and not native.will_build()
 
 

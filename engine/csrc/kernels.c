@@ -62,6 +62,20 @@ static inline const float *row_f32(const job_t *j, int64_t i, float *buf) {
     return buf;
 }
 
+/* The blend reads X once, front to back, and X (53 MB for the live model at 1080p) is not in cache
+ * when the player blends it. The hardware prefetchers alone left the kernel waiting on memory: on a
+ * 2-core Xeon (AVX-512), live model, 1080p, each blend followed by a 256 MB copy as engine.bench does,
+ * 2.14× the copy-bandwidth floor for the AVX2 kernel and 1.75× for the AVX-512 one; asking for the
+ * half-pixel BLEND_PREFETCH_BYTES ahead took them to 1.40× and 1.16× (4 and 16 KB ahead: about the
+ * same; 32 KB: worse). Prefetches past the end of X are harmless (they never fault). */
+#define BLEND_PREFETCH_BYTES 8192
+
+static inline __attribute__((always_inline)) void prefetch_ahead(const job_t *j, int64_t i, const int half) {
+    const int64_t bytes = j->k * (half ? 2 : 4);
+    const char *p = (const char *)j->x + i * bytes + BLEND_PREFETCH_BYTES;
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
 /* c1 and half are compile-time constants in each specialisation (blend_rows): for the shipped
  * models (c1 16, 32) the feature loop unrolls, and the float32 path carries no conversion. */
 static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1, const int half) {
@@ -79,6 +93,7 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
         for (int64_t x2 = 0; x2 < w2; x2++) {
             float buf[64];
             const float *r = half ? row_f32(j, y2 * j->wp2 + x2, buf) : line + x2 * j->k;
+            prefetch_ahead(j, y2 * j->wp2 + x2, half);
             __m256 a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
             __m128 a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
             __m256 e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
@@ -120,6 +135,108 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
     }
 }
 
+/* ---- the same blend with AVX-512 ----------------------------------------------------------------
+ *
+ * On CPUs with AVX-512 (F, VL, BW, DQ) a half-pixel's 12 outputs fit one 16-lane vector: one FMA per
+ * feature where AVX2 needs an 8-lane and a 4-lane one, and with 32 vector registers the weights of
+ * the shipped live model (c1 16) stay in registers for the whole frame instead of being loaded per
+ * half-pixel. The two FMA chains (even and odd features), the clamp and the truncation are those of
+ * blend_rows_c1 lane for lane, so both kernels give the same bytes (tests/test_engine.py). Built into
+ * the same library with a target attribute (the library still loads on AVX2-only CPUs) and chosen
+ * at run time (rcd_set_isa). Measured on a 2-core Xeon with AVX-512, live model, 2 threads: see
+ * README.md, "Engine timings". */
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define BLEND_MAX_C1 51 /* k = c1 + 13 ≤ 64 */
+
+static inline AVX512 __attribute__((always_inline)) void blend_rows_c1_512(const job_t *j, const int64_t c1, const int half) {
+    const int64_t w = j->w, h = j->h;
+    const int64_t w2 = (w + 1) / 2;
+    const float *wm = j->wm;
+    const __m512 b = _mm512_loadu_ps(wm + c1 * 16); /* outputs 0..11; lanes 12..15 unused */
+    const __m512 hi = _mm512_set1_ps(255.0f), lo = _mm512_setzero_ps();
+    __m512 wv[BLEND_MAX_C1];
+    for (int64_t q = 0; q < c1; q++) wv[q] = _mm512_loadu_ps(wm + q * 16);
+    for (int64_t y2 = j->y0; y2 < j->y1; y2++) {
+        uint8_t *row0 = j->out + (2 * y2) * w * 3;
+        uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
+        const float *line = half ? NULL : (const float *)j->x + y2 * j->wp2 * j->k;
+        const uint16_t *hline = half ? (const uint16_t *)j->x + y2 * j->wp2 * j->k : NULL;
+        for (int64_t x2 = 0; x2 < w2; x2++) {
+            prefetch_ahead(j, y2 * j->wp2 + x2, half);
+            __m512 a, e = _mm512_setzero_ps();
+            int64_t q = 0;
+            if (half) {  /* features converted in registers, each broadcast from there by a permute */
+                const uint16_t *hr = hline + x2 * j->k;
+                __m512 f[(BLEND_MAX_C1 + 15) / 16];
+                for (int64_t v = 0; 16 * v < c1; v++) {
+                    const int64_t left = c1 - 16 * v;
+                    const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+                    f[v] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, hr + 16 * v));
+                }
+                a = _mm512_add_ps(b, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(0x0fff, hr + c1 + 1)));
+#define FEATURE(q) _mm512_permutexvar_ps(_mm512_set1_epi32((int)((q) & 15)), f[(q) >> 4])
+                for (; q + 1 < c1; q += 2) {
+                    a = _mm512_fmadd_ps(FEATURE(q), wv[q], a);
+                    e = _mm512_fmadd_ps(FEATURE(q + 1), wv[q + 1], e);
+                }
+                if (q < c1) a = _mm512_fmadd_ps(FEATURE(q), wv[q], a);
+#undef FEATURE
+            } else {
+                const float *r = line + x2 * j->k;
+                a = _mm512_add_ps(b, _mm512_maskz_loadu_ps(0x0fff, r + c1 + 1));
+                for (; q + 1 < c1; q += 2) {
+                    a = _mm512_fmadd_ps(_mm512_set1_ps(r[q]), wv[q], a);
+                    e = _mm512_fmadd_ps(_mm512_set1_ps(r[q + 1]), wv[q + 1], e);
+                }
+                if (q < c1) a = _mm512_fmadd_ps(_mm512_set1_ps(r[q]), wv[q], a);
+            }
+            a = _mm512_add_ps(a, e);
+            a = _mm512_max_ps(_mm512_min_ps(a, hi), lo); /* as blend_rows_c1: NaN -> 255 */
+            const __m128i p8 = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(a)); /* 0..255: truncation is exact */
+            if (x2 + 1 < w2) {
+                _mm_storel_epi64((__m128i *)(row0 + 6 * x2), p8);
+                if (row1) _mm_storel_epi64((__m128i *)(row1 + 6 * x2), _mm_srli_si128(p8, 6));
+            } else {
+                uint8_t bytes[16];
+                _mm_storeu_si128((__m128i *)bytes, p8);
+                const size_t n = (2 * x2 + 1 < w) ? 6 : 3;
+                memcpy(row0 + 6 * x2, bytes, n);
+                if (row1) memcpy(row1 + 6 * x2, bytes + 6, n);
+            }
+        }
+    }
+}
+
+static AVX512 void blend_rows_512(const job_t *j, const int half) {
+    if (half) {
+        if (j->c1 == 16) blend_rows_c1_512(j, 16, 1);
+        else if (j->c1 == 32) blend_rows_c1_512(j, 32, 1);
+        else blend_rows_c1_512(j, j->c1, 1);
+    } else {
+        if (j->c1 == 16) blend_rows_c1_512(j, 16, 0);
+        else if (j->c1 == 32) blend_rows_c1_512(j, 32, 0);
+        else blend_rows_c1_512(j, j->c1, 0);
+    }
+}
+
+/* Which instruction set the kernels that have two versions use: 3 = AVX-512, 2 = AVX2. Set on the
+ * first call of rcd_set_isa (engine/native.py calls it on loading) from the CPU, or kept at AVX2 on
+ * request (RCD_NATIVE_AVX512=0, tests). */
+static int isa_level = 2;
+
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+}
+
+/* want: 3 = the best this CPU has, 2 = AVX2 only, -1 = no change. Returns the level in use. Not
+ * while a kernel runs. */
+int rcd_set_isa(int want) {
+    if (want >= 0) isa_level = (want >= 3 && cpu_has_avx512()) ? 3 : 2;
+    return isa_level;
+}
+
 static void blend_rows(const job_t *j, const int half) {
     if (half) {
         if (j->c1 == 16) blend_rows_c1(j, 16, 1);
@@ -149,11 +266,13 @@ static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const fl
     const int64_t h2 = (h + 1) / 2;
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
     const int64_t chunks = (h2 + BLEND_CHUNK - 1) / BLEND_CHUNK;
+    const int avx512 = isa_level >= 3 && c1 <= BLEND_MAX_C1;
 #pragma omp parallel for num_threads(n) schedule(dynamic, 1)
     for (int64_t i = 0; i < chunks; i++) {
         const int64_t y0 = BLEND_CHUNK * i, y1 = y0 + BLEND_CHUNK < h2 ? y0 + BLEND_CHUNK : h2;
         const job_t job = {x, wp2, k, c1, wm, out, h, w, y0, y1};
-        blend_rows(&job, half);
+        if (avx512) blend_rows_512(&job, half);
+        else blend_rows(&job, half);
     }
     return 0;
 }
