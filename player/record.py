@@ -3,8 +3,8 @@ encoder/muxer and tuning track that the offline render (player/render.py) shares
 
 Owns output naming and validation (container from the extension, never overwrite without
 --force, a temporary `.NAME.part.EXT` next to the target renamed when finished cleanly), the
-encoder settings (libx264 veryfast crf 18, threads=1 so a re-render is bit-identical, a keyframe
-every second, yuv420p — yuv444p for odd sizes — and AAC), crash safety (fragmented MP4 /
+encoder settings (libx264 veryfast crf 18, threads=1 and no AVX-512 code so that a re-render is
+bit-identical, a keyframe every second, yuv420p — yuv444p for odd sizes — and AAC), crash safety (fragmented MP4 /
 progressively written Matroska, packets flushed as written) and the JSON tuning track beside
 each recording (`FILE.json`).
 
@@ -47,6 +47,12 @@ X264_CRF = "18"
 # CRF 18 smooths away part of the very noise being tuned: about 4 of the demo's 8.7 σ in luma).
 # ultrafast: lossless noisy frames are large and slow to compress; speed matters more than size.
 LOSSLESS_CODEC, LOSSLESS_PIX_FMT, LOSSLESS_OPTIONS = "libx264rgb", "rgb24", {"preset": "ultrafast", "qp": "0"}
+# x264's AVX-512 code is not reproducible: on a Xeon with AVX-512 the same 30 frames encoded 20
+# times in one process gave 3 different files (the same sequence of them in every process: the
+# output follows the state of the heap), so a re-render did not match its recording. Held to its
+# code up to AVX2, which every AVX-512 CPU also has, all 40 encodes were the same file, at the same
+# speed (720p veryfast: 32–38 against 34–45 ms a frame). Only given where the CPU has AVX-512.
+X264_ASM_UP_TO_AVX2 = "MMX2,SSE,SSE2,SSE3,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,BMI1,BMI2,LZCNT,AVX2"
 AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 192_000
 AAC_FRAME = 1024
@@ -55,6 +61,25 @@ CLUSTER_MS = 250  # Matroska: a cluster at least every 0.25 s
 INTERLEAVE_US = 1_000_000  # the muxer never holds packets longer than this waiting for the other stream
 AUDIO_GAP_TOLERANCE = 48  # samples (1 ms): closer than this to contiguous counts as contiguous
 MAX_SILENCE_S = 10.0  # a longer gap in the sound is a jump of the timestamps (joined captures): not filled
+
+
+def _cpu_has_avx512() -> bool:
+    """Whether x264 would run its AVX-512 code here (Linux's CPU flags; elsewhere torch's view)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
+def x264_options(lossless: bool = False) -> dict:
+    """The encoder's options: preset and rate, and on AVX-512 CPUs x264 held to its reproducible code."""
+    opts = dict(LOSSLESS_OPTIONS) if lossless else {"preset": X264_PRESET, "crf": X264_CRF}
+    if _cpu_has_avx512():
+        opts["x264-params"] = f"asm={X264_ASM_UP_TO_AVX2}"
+    return opts
 
 
 def _queue_cap_bytes() -> int:
@@ -198,7 +223,7 @@ class MediaWriter:
         if lossless:  # RGB itself: no matrix, full range
             cc.colorspace, cc.color_range = col.SPC_RGB, col.RANGE_JPEG
         vs.time_base = VIDEO_TIME_BASE
-        vs.options = dict(LOSSLESS_OPTIONS) if lossless else {"preset": X264_PRESET, "crf": X264_CRF}
+        vs.options = x264_options(lossless)
         self.vstream = vs
         self.size = (height, width)
         self.astream = None
@@ -454,6 +479,9 @@ def encoder_meta(writer: MediaWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
     codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
+    params = x264_options(writer.lossless).get("x264-params")
+    if params:  # x264 held to its reproducible code (X264_ASM_UP_TO_AVX2)
+        codec["x264-params"] = params
     return {"video": {**codec, "threads": 1, "pix_fmt": writer.pix_fmt,
                       "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
                       "matrix": None if writer.lossless else writer.colour.name},

@@ -507,6 +507,29 @@ def test_irregular_timestamps_keep_their_order_and_times(tmp_path, ext):
     assert np.allclose([t for t, _ in got], times, atol=1e-3), [(round(t, 4), x) for (t, _), x in zip(got, times)]
 
 
+@pytest.mark.parametrize("lossless", [False, True])
+def test_the_same_frames_encode_to_the_same_file_every_time(tmp_path, lossless):
+    """What makes a re-render bit-identical to its recording: on CPUs with AVX-512, x264's AVX-512
+    code gave a different file on some encodes of the same frames in one process (player/record.py,
+    X264_ASM_UP_TO_AVX2)."""
+    from media import synth_frame
+    from player.record import MediaWriter
+
+    rng = np.random.default_rng(3)
+    frames = [np.clip(synth_frame(i, 160, 120).astype(np.int16) + rng.integers(-20, 21, (120, 160, 3)), 0, 255)
+              .astype(np.uint8) for i in range(20)]  # noisy: the encoder's decisions are not trivial
+    files = set()
+    for k in range(6):
+        path = tmp_path / f"e{k}.mkv"
+        w = MediaWriter(path, "matroska", 160, 120, 30.0, 0.0, False, lossless=lossless)
+        for i, f in enumerate(frames):
+            w.video(i / 30.0, f)
+        w.close(end_pts=len(frames) / 30.0)
+        with av.open(str(path)) as c:
+            files.add(b"".join(bytes(p) for p in c.demux(video=0) if p.size))
+    assert len(files) == 1
+
+
 def test_reblend_of_the_same_frame_keeps_the_last_version(tmp_path):
     from player.record import Recorder
 
