@@ -765,6 +765,36 @@ def test_native_first_layer_reads_the_padded_uint8_frame(co, h, w, hp, wp):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_avx512_backbone_kernels_give_the_avx2_floats():
+    """On a CPU with AVX-512 the first layer and the downsampling run 16-lane kernels (kernels.c,
+    inp_pixels_512, down_pixels_512): each output sums the same products in the same order as the
+    AVX2 kernels, so the floats are equal — for the cases above and for rows long enough for the
+    24-pixel blocks, output widths of 16 (one vector), 32 (two), 40 and 24 (an 8-lane tail)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    if native.set_isa("best") != "AVX-512":
+        pytest.skip("this CPU has no AVX-512")
+    g = torch.Generator().manual_seed(0)
+    try:
+        for c, co, h, w in [*DOWN_CASES, (16, 16, 2, 100), (3, 40, 4, 98)]:
+            e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+            weight, bias = torch.randn(co, c, 2, 2, generator=g), torch.randn(co, generator=g)
+            for threads in (1, 3):
+                got = {isa: native.set_isa(isa) and native.relu_down(e, weight, bias, threads) for isa in ("AVX2", "best")}
+                assert torch.equal(got["AVX2"], got["best"]), (c, co, h, w, threads)
+        for co, h, w, hp, wp in [*FIRST_CASES, (16, 5, 100, 8, 104), (40, 3, 60, 8, 64)]:
+            rgb = np.random.default_rng(co + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            weight, bias = torch.randn(co, 3, 4, 4, generator=g) / 255.0, torch.randn(co, generator=g)
+            for threads in (1, 3):
+                got = {isa: native.set_isa(isa) and native.first_conv(rgb, hp, wp, weight, bias, threads)
+                       for isa in ("AVX2", "best")}
+                assert torch.equal(got["AVX2"], got["best"]), (co, h, w, threads)
+    finally:
+        native.set_isa("best")
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_fused_backbone_gives_the_reference_features(models, preset):
     """engine/fused.py (the first layer from the uint8 frame with its padding, native downsampling,

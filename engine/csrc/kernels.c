@@ -17,8 +17,11 @@
  * uint8 copy), each reading or writing a frame-sized float buffer; here each half-pixel is read
  * once and its 2×2 pixels are written once (measured 1.35–1.6× the time of a copy of those bytes).
  *
- * x86-64 with AVX2, FMA and F16C only (the loader checks the CPU); built by engine/native.py with the
- * system C compiler and loaded with ctypes. Every other machine uses the torch path.
+ * x86-64 with AVX2, FMA and F16C (the loader checks the CPU); built by engine/native.py with the
+ * system C compiler and loaded with ctypes. Every other machine uses the torch path. The blend, the
+ * first layer and the downsampling also have AVX-512 versions, compiled into the same library with
+ * a target attribute and chosen at run time where the CPU has AVX-512 (rcd_set_isa); each gives the
+ * same bytes as its AVX2 version.
  */
 #if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
 #error "these kernels need AVX2, FMA and F16C (-mavx2 -mfma -mf16c)"
@@ -689,6 +692,80 @@ static inline __attribute__((always_inline)) void down_pixels(const float *e, in
         for (; x < w2; x++) down_pixels(e, w, c, wt, co, bias, out, y, x, v0, 1, NVC);                     \
     } while (0)
 
+/* As in the blend, the hardware prefetchers alone leave this pass waiting on memory: asking for
+ * each block's input rows 4 KB ahead took the live model's first downsampling at 720p from 4.2–4.5
+ * to 3.6–3.8 ms on one thread (2-core Xeon, each run after a 256 MB copy; 8 and 16 KB: a little
+ * slower than 4). */
+#define DOWN_PREFETCH_BYTES 4096
+/* The same with AVX-512: 16 outputs per vector, up to 24 accumulators (P × NVC ≤ 24 of the 32
+ * registers), so twice the outputs per FMA and per broadcast. Each output lane sums the same
+ * products in the same order as down_pixels: the same floats out (tests/test_engine.py). */
+static inline AVX512 __attribute__((always_inline)) void down_pixels_512(const float *e, int64_t w, int64_t c,
+                                                                         const float *wt, int64_t co,
+                                                                         const float *bias, float *out, int64_t y,
+                                                                         int64_t x0, int64_t v0, const int P,
+                                                                         const int NVC) {
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 acc[24][2];
+    if (DOWN_PREFETCH_BYTES > 0 && v0 == 0)
+        for (int ky = 0; ky < 2; ky++) {
+            const char *pf = (const char *)(e + ((2 * y + ky) * w + 2 * x0) * c) + DOWN_PREFETCH_BYTES;
+            for (int64_t o = 0; o < (int64_t)(2 * P * c * 4); o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
+#pragma GCC unroll 24
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NVC; v++) acc[p][v] = _mm512_loadu_ps(bias + 16 * (v0 + v));
+    for (int ky = 0; ky < 2; ky++)
+        for (int kx = 0; kx < 2; kx++) {
+            const float *in = e + ((2 * y + ky) * w + 2 * x0 + kx) * c;
+            const float *wk = wt + (ky * 2 + kx) * c * co + 16 * v0;
+            for (int64_t i = 0; i < c; i++) {
+                __m512 wv[2];
+#pragma GCC unroll 2
+                for (int v = 0; v < NVC; v++) wv[v] = _mm512_loadu_ps(wk + i * co + 16 * v);
+#pragma GCC unroll 24
+                for (int p = 0; p < P; p++) {
+                    const __m512 xv = _mm512_max_ps(_mm512_set1_ps(in[2 * p * c + i]), zero);
+#pragma GCC unroll 2
+                    for (int v = 0; v < NVC; v++) acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
+                }
+            }
+        }
+#pragma GCC unroll 24
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NVC; v++) _mm512_storeu_ps(out + (y * (w / 2) + x0 + p) * co + 16 * (v0 + v), acc[p][v]);
+}
+
+/* One output row with AVX-512: the outputs in chunks of two 16-lane vectors (12 pixels at a time)
+ * or one (24 pixels), then, where co is an odd multiple of 8, the last 8 with the AVX2 code
+ * (ROW8(1, 12), v0 in 8-lane vectors). */
+#define BY_CHUNKS_512(ROW, ROW8)                                                                           \
+    do {                                                                                                   \
+        for (int64_t v0 = 0; v0 < co / 16; v0 += 2) {                                                     \
+            if (co / 16 - v0 >= 2) ROW(2, 12);                                                             \
+            else ROW(1, 24);                                                                               \
+        }                                                                                                  \
+        if (co % 16) {                                                                                     \
+            const int64_t v0 = co / 8 - 1;                                                                 \
+            ROW8(1, 12);                                                                                   \
+        }                                                                                                  \
+    } while (0)
+
+#define DOWN_ROW_512(NVC, P)                                                                               \
+    do {                                                                                                   \
+        int64_t x = 0;                                                                                     \
+        for (; x + P <= w2; x += P) down_pixels_512(e, w, c, wt, co, bias, out, y, x, v0, P, NVC);         \
+        for (; x < w2; x++) down_pixels_512(e, w, c, wt, co, bias, out, y, x, v0, 1, NVC);                 \
+    } while (0)
+
+static AVX512 void relu_down_row_512(const float *e, int64_t w, int64_t c, const float *wt, const float *bias,
+                                     int64_t co, float *out, int64_t y) {
+    const int64_t w2 = w / 2;
+    BY_CHUNKS_512(DOWN_ROW_512, DOWN_ROW);
+}
+
 int rcd_relu_down(const float *e, int64_t h, int64_t w, int64_t c, const float *wt, const float *bias, int64_t co,
                   float *out, int threads) {
     if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || co < 8 || co % 8) return 1;
@@ -696,8 +773,10 @@ int rcd_relu_down(const float *e, int64_t h, int64_t w, int64_t c, const float *
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
 #pragma omp parallel for num_threads(n) schedule(static)
     for (int64_t t = 0; t < n; t++)
-        for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++)
-            BY_CHUNKS(DOWN_ROW);
+        for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++) {
+            if (isa_level >= 3) relu_down_row_512(e, w, c, wt, bias, co, out, y);
+            else BY_CHUNKS(DOWN_ROW);
+        }
     return 0;
 }
 
@@ -764,6 +843,49 @@ static inline __attribute__((always_inline)) void inp_pixels(const float *rows, 
         for (; x < w2; x++) inp_pixels(rows, len, wt, co, bias, orow, x, v0, 1, NVC);                     \
     } while (0)
 
+/* inp_pixels with AVX-512, as down_pixels_512 is to down_pixels. */
+static inline AVX512 __attribute__((always_inline)) void inp_pixels_512(const float *rows, int64_t len,
+                                                                        const float *wt, int64_t co,
+                                                                        const float *bias, float *out, int64_t x0,
+                                                                        int64_t v0, const int P, const int NVC) {
+    __m512 acc[24][2];
+#pragma GCC unroll 24
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NVC; v++) acc[p][v] = _mm512_loadu_ps(bias + 16 * (v0 + v));
+    for (int ky = 0; ky < 4; ky++) {
+        const float *in = rows + ky * len + 6 * x0;
+        const float *wk = wt + ky * 12 * co + 16 * v0;
+        for (int j = 0; j < 12; j++) {
+            __m512 wv[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < NVC; v++) wv[v] = _mm512_loadu_ps(wk + j * co + 16 * v);
+#pragma GCC unroll 24
+            for (int p = 0; p < P; p++) {
+                const __m512 xv = _mm512_set1_ps(in[6 * p + j]);
+#pragma GCC unroll 2
+                for (int v = 0; v < NVC; v++) acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
+            }
+        }
+    }
+#pragma GCC unroll 24
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NVC; v++) _mm512_storeu_ps(out + (x0 + p) * co + 16 * (v0 + v), acc[p][v]);
+}
+
+#define INP_ROW_512(NVC, P)                                                                                \
+    do {                                                                                                   \
+        int64_t x = 0;                                                                                     \
+        for (; x + P <= w2; x += P) inp_pixels_512(rows, len, wt, co, bias, orow, x, v0, P, NVC);         \
+        for (; x < w2; x++) inp_pixels_512(rows, len, wt, co, bias, orow, x, v0, 1, NVC);                 \
+    } while (0)
+
+static AVX512 void inp_row_512(const float *rows, int64_t len, const float *wt, const float *bias, int64_t co,
+                               float *orow, int64_t w2) {
+    BY_CHUNKS_512(INP_ROW_512, INP_ROW);
+}
+
 int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, const float *wt, const float *bias,
             int64_t co, float *out, int threads) {
     if (h < 1 || w < 1 || hp < h || wp < w || hp % 2 || wp % 2 || co < 8 || co % 8) return 1;
@@ -780,7 +902,8 @@ int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, co
         for (int64_t y = h2 * t / n; y < h2 * (t + 1) / n; y++) {
             for (int ky = 0; ky < 4; ky++) inp_row_f32(rows + ky * len, rgb, h, w, hp, wp, 2 * y - 1 + ky);
             float *orow = out + y * w2 * co;
-            BY_CHUNKS(INP_ROW);
+            if (isa_level >= 3) inp_row_512(rows, len, wt, bias, co, orow, w2);
+            else BY_CHUNKS(INP_ROW);
         }
         free(rows);
     }
