@@ -795,6 +795,36 @@ def test_avx512_backbone_kernels_give_the_avx2_floats():
         native.set_isa("best")
 
 
+def test_avx512_statistics_are_the_avx2_statistics():
+    """The fill's statistics [d | 1]ᵀ·X and Σ X² with AVX-512 tiles (kernels.c, gram_run_512) sum the
+    same products in the same order per lane as the AVX2 tiles: equal float64 results, and the same
+    X and noise histogram, for the shipped c1 (16, 32) and others (odd, under and over 32)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    if native.set_isa("best") != "AVX-512":
+        pytest.skip("this CPU has no AVX-512")
+    try:
+        for c1, h, w in [(16, 40, 72), (32, 24, 64), (13, 30, 52), (8, 6, 10), (40, 32, 48), (24, 2, 300)]:
+            hp, wp = h + (-h % 8), w + (-w % 8)
+            rgb = np.random.default_rng(c1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            d = torch.randn(1, c1, hp // 2, wp // 2, generator=torch.Generator().manual_seed(c1))
+            d = d.contiguous(memory_format=torch.channels_last)
+            for threads in (1, 3):
+                got = {}
+                for isa in ("AVX2", "best"):
+                    native.set_isa(isa)
+                    x = torch.full(((hp // 2) * (wp // 2), c1 + 13), float("nan"))
+                    hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d, gram=True)
+                    got[isa] = (x, hist, stats.g, stats.sq)
+                (xa, ha, ga, sa), (xb, hb, gb, sb) = got["AVX2"], got["best"]
+                assert torch.equal(xa, xb) and np.array_equal(ha, hb), (c1, h, w, threads)
+                assert torch.equal(ga, gb) and torch.equal(sa, sb), (c1, h, w, threads)
+    finally:
+        native.set_isa("best")
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_fused_backbone_gives_the_reference_features(models, preset):
     """engine/fused.py (the first layer from the uint8 frame with its padding, native downsampling,

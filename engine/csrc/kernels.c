@@ -19,7 +19,7 @@
  *
  * x86-64 with AVX2, FMA and F16C (the loader checks the CPU); built by engine/native.py with the
  * system C compiler and loaded with ctypes. Every other machine uses the torch path. The blend, the
- * first layer and the downsampling also have AVX-512 versions, compiled into the same library with
+ * statistics, the first layer and the downsampling also have AVX-512 versions, compiled into the same library with
  * a target attribute and chosen at run time where the CPU has AVX-512 (rcd_set_isa); each gives the
  * same bytes as its AVX2 version.
  */
@@ -396,6 +396,83 @@ static const int gram_rb_max[GRAM_MAX_NV + 1] = {0, 8, 6, 4, 3, 2, 2, 1, 1};
     GT(5, 1) GT(5, 2) GT(6, 1) GT(6, 2) GT(7, 1) GT(8, 1)
 #define GS(NV) case NV: gram_sums(x, n, k, NV, sums, sq); break;
 
+/* gram_tile and gram_sums with AVX-512: two of their 8-column vectors in one 16-lane register (an
+ * odd last one through a masked load), so half the FMAs, and with 32 registers taller tiles
+ * (gram_rb_max_512: up to 24 accumulators). Every lane sums the same products over the same run
+ * in the same order as the AVX2 code, and the runs go into the float64 sums the same way: the same
+ * statistics, bit for bit (tests/test_engine.py). */
+static inline AVX512 __attribute__((always_inline)) __m512 load_pair(const float *r, int v, int NVB) {
+    return v + 1 < NVB ? _mm512_loadu_ps(r + 8 * v) : _mm512_maskz_loadu_ps(0x00ff, r + 8 * v);
+}
+
+static inline AVX512 __attribute__((always_inline)) void add_pair_pd(double *o, __m512 a, int two) {
+    _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o), _mm512_cvtps_pd(_mm512_castps512_ps256(a))));
+    if (two) {
+        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+        _mm512_storeu_pd(o + 8, _mm512_add_pd(_mm512_loadu_pd(o + 8), _mm512_cvtps_pd(hi)));
+    }
+}
+
+static inline AVX512 __attribute__((always_inline)) void gram_tile_512(const float *x, int64_t n, int64_t k,
+                                                                       int64_t b0, int64_t v0, const int RB,
+                                                                       const int NVB, double *out, int64_t ok) {
+    __m512 acc[12][GRAM_MAX_NV / 2];
+#pragma GCC unroll 12
+    for (int i = 0; i < RB; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVB; v += 2) acc[i][v / 2] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n; p++) {
+        const float *r = x + p * k;
+        __m512 rv[GRAM_MAX_NV / 2];
+#pragma GCC unroll 4
+        for (int v = 0; v < NVB; v += 2) rv[v / 2] = load_pair(r + 8 * v0, v, NVB);
+#pragma GCC unroll 12
+        for (int i = 0; i < RB; i++) {
+            const __m512 d = _mm512_set1_ps(r[b0 + i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NVB; v += 2) acc[i][v / 2] = _mm512_fmadd_ps(d, rv[v / 2], acc[i][v / 2]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < RB; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVB; v += 2) add_pair_pd(out + i * ok + 8 * (v0 + v), acc[i][v / 2], v + 1 < NVB);
+}
+
+static inline AVX512 __attribute__((always_inline)) void gram_sums_512(const float *x, int64_t n, int64_t k,
+                                                                       const int NV, double *sums, double *sq) {
+    __m512 s[GRAM_MAX_NV / 2], cs[GRAM_MAX_NV / 2];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v += 2) s[v / 2] = cs[v / 2] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n; p++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v += 2) {
+            const __m512 t = load_pair(x + p * k, v, NV);
+            s[v / 2] = _mm512_fmadd_ps(t, t, s[v / 2]);
+            cs[v / 2] = _mm512_add_ps(cs[v / 2], t);
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v += 2) {
+        add_pair_pd(sq + 8 * v, s[v / 2], v + 1 < NV);
+        add_pair_pd(sums + 8 * v, cs[v / 2], v + 1 < NV);
+    }
+}
+
+/* The most rows per AVX-512 tile for NVB 8-column vectors: up to 24 accumulators, at most 12 rows. */
+static const int gram_rb_max_512[GRAM_MAX_NV + 1] = {0, 12, 12, 12, 12, 8, 8, 6, 6};
+
+#define GT5(NVB, RB) case NVB * 16 + RB: gram_tile_512(x, n, k, b0, v0, RB, NVB, out, gk); break;
+#define GT5_ROWS_12(NVB)                                                                          \
+    GT5(NVB, 1) GT5(NVB, 2) GT5(NVB, 3) GT5(NVB, 4) GT5(NVB, 5) GT5(NVB, 6) GT5(NVB, 7) GT5(NVB, 8) \
+    GT5(NVB, 9) GT5(NVB, 10) GT5(NVB, 11) GT5(NVB, 12)
+#define GT5_ROWS_8(NVB) GT5(NVB, 1) GT5(NVB, 2) GT5(NVB, 3) GT5(NVB, 4) GT5(NVB, 5) GT5(NVB, 6) GT5(NVB, 7) GT5(NVB, 8)
+#define GT5_ALL                                                                                   \
+    GT5_ROWS_12(1) GT5_ROWS_12(2) GT5_ROWS_12(3) GT5_ROWS_12(4) GT5_ROWS_8(5) GT5_ROWS_8(6)       \
+    GT5(7, 1) GT5(7, 2) GT5(7, 3) GT5(7, 4) GT5(7, 5) GT5(7, 6)                                   \
+    GT5(8, 1) GT5(8, 2) GT5(8, 3) GT5(8, 4) GT5(8, 5) GT5(8, 6)
+#define GS5(NV) case NV: gram_sums_512(x, n, k, NV, sums, sq); break;
+
 /* One band's partial statistics, each block gk = 8·nv doubles per row: */
 typedef struct {
     double *dd;    /* (c1, gk): d_i · x_j for j from the vector holding column i to d's last vector */
@@ -411,8 +488,35 @@ static gram_part_t gram_part(double *base, int64_t c1, int64_t gk) {
     return p;
 }
 
+/* gram_run (below) with the AVX-512 tiles: the same tiling rule with taller tiles. */
+static AVX512 void gram_run_512(const float *x, int64_t n, int64_t k, int64_t c1, int64_t nv, const gram_part_t *p,
+                                int64_t gk) {
+    const int64_t nvd = (c1 + 7) / 8;
+    for (int64_t b0 = 0; b0 < c1;) {
+        const int64_t v0 = b0 / 8, nvb = nvd - v0;
+        const int64_t boundary = 8 * (v0 + 1) < c1 ? 8 * (v0 + 1) : c1;
+        const int64_t rb = boundary - b0 < gram_rb_max_512[nvb] ? boundary - b0 : gram_rb_max_512[nvb];
+        double *out = p->dd + b0 * gk;
+        switch ((int)(nvb * 16 + rb)) { GT5_ALL }
+        b0 += rb;
+    }
+    for (int64_t m0 = 0; m0 < GRAM_NOISY;) {
+        const int64_t rb = GRAM_NOISY - m0 < gram_rb_max_512[nvd] ? GRAM_NOISY - m0 : gram_rb_max_512[nvd];
+        const int64_t b0 = c1 + 1 + m0, v0 = 0;
+        double *out = p->nd + m0 * gk;
+        switch ((int)(nvd * 16 + rb)) { GT5_ALL }
+        m0 += rb;
+    }
+    double *sums = p->sums, *sq = p->sq;
+    switch ((int)nv) { GS5(1) GS5(2) GS5(3) GS5(4) GS5(5) GS5(6) GS5(7) GS5(8) }
+}
+
 /* += the statistics of n rows of X (stride k, nv vectors readable from each). */
 static void gram_run(const float *x, int64_t n, int64_t k, int64_t c1, int64_t nv, const gram_part_t *p, int64_t gk) {
+    if (isa_level >= 3) {
+        gram_run_512(x, n, k, c1, nv, p, gk);
+        return;
+    }
     const int64_t nvd = (c1 + 7) / 8;  /* d's vectors (the last may reach into the ones and noisy columns) */
     for (int64_t b0 = 0; b0 < c1;) {   /* d × d */
         const int64_t v0 = b0 / 8, nvb = nvd - v0;
