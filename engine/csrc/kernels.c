@@ -18,10 +18,10 @@
  * once and its 2×2 pixels are written once (measured 1.35–1.6× the time of a copy of those bytes).
  *
  * x86-64 with AVX2, FMA and F16C (the loader checks the CPU); built by engine/native.py with the
- * system C compiler and loaded with ctypes. Every other machine uses the torch path. The blend, the
- * statistics, the first layer and the downsampling also have AVX-512 versions, compiled into the same library with
- * a target attribute and chosen at run time where the CPU has AVX-512 (rcd_set_isa); each gives the
- * same bytes as its AVX2 version.
+ * system C compiler and loaded with ctypes. Every other machine uses the torch path. The blend,
+ * the statistics, the first layer and the downsampling also have AVX-512 versions, compiled into
+ * the same library with a target attribute and chosen at run time where the CPU has AVX-512
+ * (rcd_set_isa); each gives the same bytes as its AVX2 version.
  */
 #if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
 #error "these kernels need AVX2, FMA and F16C (-mavx2 -mfma -mf16c)"
