@@ -12,10 +12,10 @@ histogram and the statistics ND and AutoTune read); and for the backbone's fused
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
 torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 The blend, the fill's statistics, `relu_down` and `first_conv` also have AVX-512 versions, used
-where the CPU has it (`isa()`, `set_isa()`; the same bytes either way). And from engine/csrc/heads.c the per-frame
-algebra after those passes, `gram_cov` and `Heads` (Router, ND and AutoTune), which NumPy ran in
-about 150 calls of ~10 µs each. And from
-engine/csrc/view.c `absdiff4`, the player's difference view in one pass instead of six.
+where the CPU has it (`isa()`, `set_isa()`; the same bytes either way). And from
+engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads` (Router, ND
+and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
+`absdiff4`, the player's difference view in one pass instead of six.
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
 """
