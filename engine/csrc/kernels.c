@@ -55,16 +55,6 @@ typedef struct {
     int64_t y0, y1;   /* half-size rows of this job */
 } job_t;
 
-/* Row i of a float16 X converted to float32 into `buf` (k ≤ 64). */
-static inline const float *row_f32(const job_t *j, int64_t i, float *buf) {
-    const int64_t k = j->k;
-    const uint16_t *h = (const uint16_t *)j->x + i * k;
-    int64_t c = 0;
-    for (; c + 8 <= k; c += 8) _mm256_storeu_ps(buf + c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + c))));
-    for (; c < k; c++) buf[c] = _cvtsh_ss(h[c]);  /* the row's tail: no read past its end */
-    return buf;
-}
-
 /* The blend reads X once, front to back, and X (53 MB for the live model at 1080p) is not in cache
  * when the player blends it. The hardware prefetchers alone left the kernel waiting on memory: on a
  * 2-core Xeon (AVX-512), live model, 1080p, each blend followed by a 256 MB copy as engine.bench does,
@@ -93,26 +83,49 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
         uint8_t *row0 = j->out + (2 * y2) * w * 3;
         uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
         const float *line = half ? NULL : (const float *)j->x + y2 * j->wp2 * j->k;
+        const uint16_t *hline = half ? (const uint16_t *)j->x + y2 * j->wp2 * j->k : NULL;
         for (int64_t x2 = 0; x2 < w2; x2++) {
-            float buf[64];
-            const float *r = half ? row_f32(j, y2 * j->wp2 + x2, buf) : line + x2 * j->k;
             prefetch_ahead(j, y2 * j->wp2 + x2, half);
-            __m256 a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
-            __m128 a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
-            __m256 e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
-            __m128 e1 = _mm_setzero_ps();
+            __m256 a0, e0 = _mm256_setzero_ps();  /* odd features sum apart: two FMA chains, not one */
+            __m128 a1, e1 = _mm_setzero_ps();
             int64_t q = 0;
-            for (; q + 1 < c1; q += 2) {
-                const __m256 d = _mm256_broadcast_ss(r + q), e = _mm256_broadcast_ss(r + q + 1);
-                a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
-                a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
-                e0 = _mm256_fmadd_ps(e, _mm256_loadu_ps(wm + q * 16 + 16), e0);
-                e1 = _mm_fmadd_ps(_mm256_castps256_ps128(e), _mm_loadu_ps(wm + q * 16 + 24), e1);
-            }
-            if (q < c1) {
-                const __m256 d = _mm256_broadcast_ss(r + q);
-                a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
-                a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+            if (half) {  /* float16 X: the features converted in registers and broadcast from there
+                            (converting the row into a buffer and reading it back took 2.3× as long) */
+                const uint16_t *hr = hline + x2 * j->k;
+                __m256 f[(64 + 7) / 8];  /* features 8 at a time: the last read stays in the row (k ≥ c1 + 13) */
+                for (int64_t v = 0; 8 * v < c1; v++) f[v] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hr + 8 * v)));
+                a0 = _mm256_add_ps(b0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hr + c1 + 1))));
+                a1 = _mm_add_ps(b1, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(hr + c1 + 9))));
+#define FEATURE8(q) _mm256_permutevar8x32_ps(f[(q) >> 3], _mm256_set1_epi32((int)((q) & 7)))
+                for (; q + 1 < c1; q += 2) {
+                    const __m256 d = FEATURE8(q), e = FEATURE8(q + 1);
+                    a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                    a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+                    e0 = _mm256_fmadd_ps(e, _mm256_loadu_ps(wm + q * 16 + 16), e0);
+                    e1 = _mm_fmadd_ps(_mm256_castps256_ps128(e), _mm_loadu_ps(wm + q * 16 + 24), e1);
+                }
+                if (q < c1) {
+                    const __m256 d = FEATURE8(q);
+                    a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                    a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+                }
+#undef FEATURE8
+            } else {
+                const float *r = line + x2 * j->k;
+                a0 = _mm256_add_ps(b0, _mm256_loadu_ps(r + c1 + 1));
+                a1 = _mm_add_ps(b1, _mm_loadu_ps(r + c1 + 9));
+                for (; q + 1 < c1; q += 2) {
+                    const __m256 d = _mm256_broadcast_ss(r + q), e = _mm256_broadcast_ss(r + q + 1);
+                    a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                    a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+                    e0 = _mm256_fmadd_ps(e, _mm256_loadu_ps(wm + q * 16 + 16), e0);
+                    e1 = _mm_fmadd_ps(_mm256_castps256_ps128(e), _mm_loadu_ps(wm + q * 16 + 24), e1);
+                }
+                if (q < c1) {
+                    const __m256 d = _mm256_broadcast_ss(r + q);
+                    a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
+                    a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
+                }
             }
             a0 = _mm256_add_ps(a0, e0);
             a1 = _mm_add_ps(a1, e1);
