@@ -35,6 +35,9 @@ SEEK_EPS_S = 1e-6  # a seek half a frame after a frame still lands on it (9.62 â
 AUDIO_PTS_JITTER_S = 0.002  # audio timestamps within this of contiguous are container rounding (Matroska: 1 ms)
 DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
 PUT_POLL_S = 0.05  # blocked puts wake this often to notice a seek or a stop
+# An audio stream none of whose first packets decode (damaged, or a codec this FFmpeg lacks) is
+# not played: the video runs on the wall clock and the player says why. About 1 s of AAC.
+AUDIO_PROBE_PACKETS = 48
 
 
 class MediaError(Exception):
@@ -58,6 +61,7 @@ class SourceInfo:
     path: str | None = None
     colour: col.Colour | None = None  # the YUV matrix frames are decoded with (None: guessed from the size)
     sar: Fraction = Fraction(1)  # pixel aspect ratio (width / height of one pixel; anamorphic video â‰  1)
+    audio_problem: str = ""  # why the file's audio stream is not played (one line), if it has one that is not
 
 
 class FileSource:
@@ -80,6 +84,9 @@ class FileSource:
         self.vstream = self.container.streams.video[0]
         self.vstream.thread_type = "AUTO"
         self.astream = self.container.streams.audio[0] if self.container.streams.audio else None
+        audio_problem = self._audio_problem() if self.astream is not None else ""
+        if audio_problem:
+            self.astream = None
         rate = self.vstream.average_rate or self.vstream.guessed_rate or 30
         fps = float(rate) if rate else 30.0
         duration = 0.0
@@ -102,9 +109,28 @@ class FileSource:
         sar = Fraction(sar) if sar and 0.1 <= sar <= 10 else Fraction(1)  # (0/1 and absurd values: square)
         self.info = SourceInfo(name=p.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
-                               colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar)
+                               colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar,
+                               audio_problem=audio_problem)
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
+
+    def _audio_problem(self) -> str:
+        """'' if one of the first AUDIO_PROBE_PACKETS audio packets decodes (or none fails), else why
+        the sound cannot be played. Reads through a demuxer of its own."""
+        error = None
+        try:
+            with av.open(self.path) as c:
+                for n, packet in enumerate(c.demux(c.streams.audio[0])):
+                    if n >= AUDIO_PROBE_PACKETS:
+                        break
+                    try:
+                        if packet.decode():
+                            return ""
+                    except av.error.FFmpegError as e:
+                        error = e
+        except av.error.FFmpegError as e:
+            error = e
+        return f"the audio stream cannot be decoded ({_one_line(error)})" if error is not None else ""
 
     def _first_frame(self):
         try:

@@ -430,7 +430,7 @@ class Player:
         from player.outputs.audio import AudioUnavailable, NullSound, SoundOutput
 
         if not self.info.has_audio:
-            self.notice("no audio stream: video runs on the wall clock")
+            self.notice(f"{self.info.audio_problem or 'no audio stream'}: video runs on the wall clock")
             return NullSound(AUDIO_RATE, AUDIO_CHANNELS, self.feed)
         if self.cfg.headless or not self.cfg.audio:
             return NullSound(AUDIO_RATE, AUDIO_CHANNELS, self.feed)

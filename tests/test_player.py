@@ -1162,6 +1162,37 @@ def test_a_raw_h264_stream_without_timestamps_plays_and_seeks(tmp_path, weights,
     assert read_frame_index(shown[0].original) == 30
 
 
+def test_an_undecodable_audio_stream_is_named_and_the_video_plays_on_the_wall_clock(tmp_path, weights, clip):
+    """Every audio packet damaged (random bytes where the AAC was): the player said nothing and
+    played silently. Now it says why in one line, as for a file without sound, and plays every frame."""
+    import av
+
+    bad = tmp_path / "bad_audio.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip)) as src, av.open(str(bad), "w") as out:
+        vi, ai = src.streams.video[0], src.streams.audio[0]
+        vo, ao = out.add_stream_from_template(vi), out.add_stream_from_template(ai)
+        for packet in src.demux(vi, ai):
+            if packet.dts is None:
+                continue
+            if packet.stream is ai:
+                junk = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                junk.pts, junk.dts, junk.time_base, junk.stream = packet.pts, packet.dts, packet.time_base, ao
+                out.mux(junk)
+            else:
+                packet.stream = vo
+                out.mux(packet)
+    p, shown, stats = play(tmp_path, weights, bad, duration=1.0)
+    assert not p.info.has_audio
+    said = [n for n in p.notices if "audio" in n]
+    assert said == ["the audio stream cannot be decoded (Invalid data found when processing input): "
+                    "video runs on the wall clock"], p.notices
+    shown_idx = [read_frame_index(s.original) for s in shown]
+    assert len(shown_idx) >= 30 and shown_idx == list(range(len(shown_idx)))  # every frame, in order
+    _, _, good = play(tmp_path, weights, clip, duration=0.3)  # the intact file still plays its sound
+    assert not any("audio" in n for n in good["notices"])
+
+
 def test_a_recording_over_a_loop_says_what_it_leaves_out(tmp_path, weights, clip):
     """A recording follows the source's timeline: a loop's later passes are not recorded, and the
     player says so once, and in the closing line and the stats (it was silent)."""
