@@ -57,6 +57,12 @@ class RCDConfig:
     # which high-contrast detail inflates: on the built-in test chart (σ ≈ 12) AutoTune of the first
     # quality model removed σ ≈ 26 and lost 7 dB to the input. False in checkpoints saved before it.
     sigma_feature: bool = False
+    # A second backbone body for monochrome frames (R = G = B at every pixel: grey images, black-and-
+    # white film), sharing the head, Router and AutoTune, so its bases blend exactly as the colour
+    # ones. Noise in such a frame is identical in R, G and B, which a colour denoiser reads as
+    # picture; a colour backbone trained on a share of that noise too lost 0.3–0.5 dB on colour
+    # images (weights/README.md, which has what the mono backbones gain).
+    mono: bool = False
 
     def __post_init__(self):
         assert 4 <= len(self.levels) <= 12, f"L must be in 4..12, got {len(self.levels)}"
@@ -176,6 +182,11 @@ class Backbone(nn.Module):
         return d1, feats
 
 
+def is_mono(x: torch.Tensor) -> bool:
+    """Whether a batch (B, 3, H, W) holds monochrome images only: R = G = B exactly everywhere."""
+    return bool(torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]))
+
+
 def estimate_noise_sigma(green: torch.Tensor) -> torch.Tensor:
     """Noise std (B,) of frames from their green planes (B, H, W), in the planes' units:
     median |diagonal Haar detail| / 0.6745 over the 2×2 blocks (see MAD_TO_STD).
@@ -283,6 +294,9 @@ class RCDNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg)
+        if cfg.mono:
+            self.backbone_mono = Backbone(cfg)
+            self.backbone_mono.head = self.backbone.head  # one head: the bases of either blend the same way
         extra = 1 if cfg.sigma_feature else 0
         self.router = Router(self.backbone.feat_dim, cfg.levels, extra)
         self.autotune = AutoTune(self.backbone.feat_dim, cfg.num_levels, cfg.tau, extra)
@@ -297,13 +311,18 @@ class RCDNet(nn.Module):
         raw, feats = self.raw_maps(noisy)
         return self.decorrelate(raw, noisy.float(), feats, ns_iters)
 
+    def backbone_for(self, x: torch.Tensor) -> Backbone:
+        """The backbone for a batch (B, 3, H, W): the mono one where the model has it and every
+        image of the batch is monochrome, else the colour one."""
+        return self.backbone_mono if self.cfg.mono and is_mono(x) else self.backbone
+
     def raw_maps(self, noisy: torch.Tensor):
         """The backbone alone: noisy (B, 3, H, W), any H, W ≥ 1 (padded to PAD_MULTIPLE, cropped
         back) → raw maps (B, L, 3, H, W) float32, before normalisation and ND, and features (B, F)."""
         h, w = noisy.shape[2:]
         ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
         x = F.pad(noisy, (0, pw, 0, ph), mode="replicate") if ph or pw else noisy
-        raw, feats = self.backbone(x)
+        raw, feats = self.backbone_for(x)(x)
         return to_full_res(raw.float(), self.cfg.num_levels)[..., :h, :w], feats
 
     def decorrelate(self, raw, noisy, feats, ns_iters=None):

@@ -5,7 +5,10 @@ Owns the training loop of METHOD.md §4: random patches of clean images, synthet
 validation PSNR, and resumable checkpoints (PATH holds the model; PATH.state the optimiser,
 step and random state, so --resume continues exactly). With --init and --heads-only it also
 refits the two per-frame heads (Router, AutoTune) of a trained model with the backbone frozen, on
-cached statistics of noisy crops: minutes instead of hours (see `head_statistics`).
+cached statistics of noisy crops: minutes instead of hours (see `head_statistics`). With --init and
+--mono it trains the model's second backbone body for monochrome frames (RCDConfig.mono) on grey
+patches with grey noise, everything the two bodies share (head, Router, AutoTune) frozen, so the
+colour model is the --init file's, bit for bit.
 
 Noise mix (see engine/noise.py): CAMERA_SHARE of patches get realistic camera noise
 (Poisson–Gaussian, channel-correlated, clipped and quantised), the rest Gaussian noise with σ
@@ -35,7 +38,7 @@ from tqdm import tqdm
 from engine import checkpoint, decorrelate as nd, noise, synthetic
 from engine.denoiser import best_seconds, pick_dtype
 from engine.images import load_folder
-from engine.model import PRESETS, RCDNet, estimate_noise_sigma
+from engine.model import PRESETS, RCDNet, estimate_noise_sigma, is_mono
 
 LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
 CAMERA_SHARE = 0.3
@@ -66,6 +69,8 @@ BUDGET_PROBE = 30  # --budget-s: steps timed (on a throw-away copy) to size the 
 # --synthetic: side of the generated chart images (engine/synthetic.py); a 128-px patch still has
 # (384 − 128)² positions in each, and 161 of them (15 % beside the 912 photographs) take 20 s to make.
 SYNTHETIC_SIZE = 384
+# --mono: colour patches made grey with BT.601 luma (what grey files and monochrome video hold), on 8-bit steps.
+MONO_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def charbonnier(a, b):
@@ -95,18 +100,28 @@ class PatchSampler:
         return torch.from_numpy(out)
 
 
-def make_noisy(clean: torch.Tensor, gen: torch.Generator, grey_share: float = 0.0) -> torch.Tensor:
+def to_mono(clean: torch.Tensor) -> torch.Tensor:
+    """(B, 3, P, P) in [0, 1] → its BT.601 luma on 8-bit steps in all three channels."""
+    y = sum(w * clean[:, c : c + 1] for c, w in enumerate(MONO_WEIGHTS))  # (B, 1, P, P)
+    return (torch.round(y * 255.0) / 255.0).expand_as(clean).contiguous()
+
+
+def make_noisy(clean: torch.Tensor, gen: torch.Generator, grey_share: float = 0.0, mono: bool = False) -> torch.Tensor:
     """Noisy copy of clean (B, 3, P, P), drawn with gen on gen's device (clean must be there too).
     `grey_share` of the Gaussian patches get grey noise, one field in all three channels: what a
     monochrome picture holds, and what is left of a camera's noise after its ISP's chroma noise
     reduction (the shipped models, trained without it, leave such noise almost untouched). Drawn
-    after everything else, so a run without it draws exactly what it drew before."""
+    after everything else, so a run without it draws exactly what it drew before. mono: every
+    patch's noise is grey, the camera noise's too (its channel correlation 1), for grey patches."""
     b = clean.shape[0]
     sigma = torch.rand(b, generator=gen, device=gen.device) * noise.SIGMA_MAX
     noisy = noise.gaussian(clean, sigma, gen)
     cam = torch.rand(b, generator=gen, device=gen.device) < CAMERA_SHARE
     if cam.any():
-        noisy[cam] = noise.camera(clean[cam], gen)
+        ones = torch.ones(int(cam.sum()), device=gen.device) if mono else None
+        noisy[cam] = noise.camera(clean[cam], gen, corr=ones)
+    if mono:
+        grey_share = 1.0
     if grey_share > 0:
         grey = (torch.rand(b, generator=gen, device=gen.device) < grey_share) & ~cam
         if grey.any():
@@ -166,7 +181,10 @@ def _val_pairs(images: list[np.ndarray], sigma: float, seed: int):
     gen = torch.Generator().manual_seed(seed)
     for im in images:
         clean = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0
-        yield clean, noise.gaussian(clean, torch.tensor([sigma]), gen)
+        if is_mono(clean):  # a grey image gets grey noise (as engine.evaluate gives it)
+            yield clean, clean + noise.gaussian(clean[:, :1] * 0.0, torch.tensor([sigma]), gen)
+        else:
+            yield clean, noise.gaussian(clean, torch.tensor([sigma]), gen)
 
 
 @torch.no_grad()
@@ -292,7 +310,9 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     if device.type == "cuda":
         u8 = u8.pin_memory().to(device, non_blocking=True)
     clean = u8.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, P, P) in [0, 1]
-    noisy = make_noisy(clean, gen, args.grey_noise)
+    if args.mono:
+        clean = to_mono(clean)
+    noisy = make_noisy(clean, gen, args.grey_noise, args.mono)
     if args.plain:
         loss, blend_loss = plain_loss_fn(model, clean, noisy, amp=args.amp)
     else:
@@ -300,10 +320,24 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     opt.zero_grad(set_to_none=True)
     loss.backward()
     # The total norm is NaN or inf when any gradient is: one check (one device sync), not one per tensor.
-    total_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    total_norm = torch.nn.utils.clip_grad_norm_(trainable(model, args), GRAD_CLIP)
     if torch.isfinite(total_norm):
         opt.step()
     return blend_loss.detach()
+
+
+def trainable(model: RCDNet, args) -> list[torch.nn.Parameter]:
+    """The parameters this run trains (and marks so): all of them, or with --mono the mono
+    backbone's own (not the head, Router and AutoTune it shares with the colour model)."""
+    if not args.mono:
+        return list(model.parameters())
+    shared = {id(p) for p in model.backbone.head.parameters()}
+    own = [p for p in model.backbone_mono.parameters() if id(p) not in shared]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in own:
+        p.requires_grad_(True)
+    return own
 
 
 def fit_steps_to_budget(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, device: torch.device,
@@ -313,7 +347,7 @@ def fit_steps_to_budget(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Ge
     real run starts from the same weights and follows the schedule as if --steps had been given."""
     probe_model = RCDNet(model.cfg).to(device).to(memory_format=torch.channels_last)
     probe_model.load_state_dict(model.state_dict())
-    probe_opt = torch.optim.Adam(probe_model.parameters(), lr=opt.param_groups[0]["lr"] / 25.0)
+    probe_opt = torch.optim.Adam(trainable(probe_model, args), lr=opt.param_groups[0]["lr"] / 25.0)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
     probe_sampler = PatchSampler(sampler.images, sampler.patch, np.random.default_rng(args.seed + 1))
     times = []
@@ -401,10 +435,15 @@ def main(argv=None):
     ap.add_argument("--grey-noise", type=float, default=0.0, metavar="SHARE",
                     help="share of the Gaussian-noise patches whose noise is grey (one field in R, G and B: "
                          "monochrome pictures, luma noise left by an ISP's chroma NR), in [0, 1]; default 0")
+    ap.add_argument("--mono", action="store_true",
+                    help="with --init: train the model's backbone for monochrome frames (added, from the colour "
+                         "one, where --init has none) on grey patches with grey noise; the colour model stays as it is")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.heads_only and not args.init:
         raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
+    if args.mono and (not args.init or args.heads_only or args.plain):
+        raise SystemExit("error: --mono needs --init CHECKPOINT (the colour model it adds to), without --heads-only or --plain")
     if not 0.0 <= args.grey_noise <= 1.0:
         raise SystemExit(f"error: --grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
     if not 0.0 <= args.synthetic < 1.0:
@@ -449,6 +488,9 @@ def main(argv=None):
     args.synthetic_images = round(args.synthetic / (1.0 - args.synthetic) * len(train_images))
     train_images += synthetic.chart_images(args.synthetic_images, SYNTHETIC_SIZE, seed=args.seed + 1)
     val_images = load_folder(args.val)
+    if args.mono:  # validated on the same images made grey, with grey noise
+        val_images = [to_mono(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0)[0, 0].mul(255.0).round()
+                      .to(torch.uint8)[..., None].expand(-1, -1, 3).contiguous().numpy() for im in val_images]
     sampler = PatchSampler(train_images, args.patch, rng)
 
     cfg = PRESETS[args.preset]
@@ -462,9 +504,14 @@ def main(argv=None):
         cfg = init.cfg
     if args.ns_iters is not None:
         cfg = replace(cfg, ns_iters=args.ns_iters)
+    if args.mono:
+        cfg = replace(cfg, mono=True)
     model = RCDNet(cfg)
     if args.init:
-        model.load_state_dict(init.state_dict())
+        state = init.state_dict()
+        if args.mono and not init.cfg.mono:  # the mono body starts as a copy of the colour one
+            state.update({"backbone_mono." + k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+        model.load_state_dict(state)
         if args.heads_only:
             model = with_sigma_feature(model)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -473,7 +520,7 @@ def main(argv=None):
     args.amp = pick_amp(device, args.precision, model, args.patch)
     print(f"backbone precision: {'bfloat16 (autocast)' if args.amp else 'float32'}")
     lr = args.lr if args.lr is not None else LEARNING_RATE[args.preset]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(trainable(model, args), lr=lr)
     if args.budget_s:
         args.steps = fit_steps_to_budget(model, opt, sampler, gen, device, args)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps, pct_start=0.02,
@@ -525,7 +572,7 @@ def main(argv=None):
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, {device.type}",
                 "data": args.data, "val": args.val, "command": args.command,
                 "synthetic_images": args.synthetic_images, "val_history": history,
-                "precision": "bf16" if args.amp else "fp32",
+                "precision": "bf16" if args.amp else "fp32", "mono": args.mono,
             }
             checkpoint.save(model, out, meta)
             tmp = state_path.with_name(f".{state_path.name}.tmp")  # whole or not at all (Ctrl-C left it torn)

@@ -1006,6 +1006,7 @@ class Player:
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
             f"backbone {_last(self.worker.backbone_ms):6.1f} ms"
+            + (" (mono)" if b is not None and b.mono else "")  # the model's backbone for R = G = B frames
             + (f" ({self.worker.lanes} frames at once)" if self.worker.lanes > 1 else "")
             + f"  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",

@@ -1347,3 +1347,37 @@ def test_noise_estimate_is_robust_to_edges_and_texture_and_drives_the_denoiser()
     assert 9.0 < est < 12.0, est
     den = Denoiser(RCDNet(PRESETS["live"]), device="cpu")
     assert den.infer(noisy).sigma_est == pytest.approx(est, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- the monochrome backbone
+
+def test_a_mono_model_runs_its_mono_backbone_on_monochrome_frames_only(tmp_path):
+    """RCDConfig.mono: frames with R = G = B everywhere go through the second backbone, every other
+    frame through the colour one; the two share the head, so their bases blend alike. Checked
+    against two plain models each holding one of the backbones, and through a checkpoint."""
+    torch.manual_seed(21)
+    model = RCDNet(dataclasses.replace(PRESETS["live"], mono=True)).eval()
+    assert model.backbone_mono.head is model.backbone.head
+    colour_only, mono_only = RCDNet(PRESETS["live"]).eval(), RCDNet(PRESETS["live"]).eval()
+    state = model.state_dict()
+    colour_only.load_state_dict({k: v for k, v in state.items() if not k.startswith("backbone_mono.")})
+    mono_only.load_state_dict({("backbone." + k[len("backbone_mono."):] if k.startswith("backbone_mono.") else k): v
+                               for k, v in state.items() if not k.startswith("backbone.")})
+    colour = textured(40, 56, seed=3)
+    grey = np.repeat(colour[..., 1:2], 3, axis=2)
+    almost = grey.copy()
+    almost[39, 55, 0] ^= 1  # one value off: a colour frame
+    path = tmp_path / "mono.pt"
+    checkpoint.save(model, path)
+    loaded, _ = checkpoint.load(path)
+    assert loaded.backbone_mono.head is loaded.backbone.head
+    for m in (model, loaded):
+        den = Denoiser(copy.deepcopy(m), "cpu", precision="fp32")
+        for frame, ref_model, is_mono in ((grey, mono_only, True), (colour, colour_only, False), (almost, colour_only, False)):
+            b, ref = den.infer(frame), Denoiser(copy.deepcopy(ref_model), "cpu", precision="fp32").infer(frame)
+            assert b.mono == is_mono
+            assert torch.equal(b.x, ref.x) and torch.equal(b.auto, ref.auto)
+        with torch.no_grad():
+            for frame, ref_model in ((grey, mono_only), (colour, colour_only)):
+                (b0, c0), (b1, c1) = m(as_input(frame)), ref_model(as_input(frame))
+                assert torch.equal(b0, b1) and torch.equal(c0, c1)

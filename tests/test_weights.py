@@ -312,3 +312,40 @@ def test_grey_noise_share_gives_some_patches_one_field_in_all_channels():
     grey = ((n[:, 0] - n[:, 1]).abs().amax(dim=(1, 2)) < 1e-6) & ((n[:, 0] - n[:, 2]).abs().amax(dim=(1, 2)) < 1e-6)
     assert 30 <= int(grey.sum()) < 64  # all but the camera-noise patches (30 %)
     assert torch.equal(c[~grey], a[~grey])  # (the others as before)
+
+
+def test_train_mono_trains_only_the_monochrome_backbone_on_grey_patches(tmp_path):
+    """--mono: the model gains a backbone for R = G = B frames, trained on grey patches with grey
+    noise (camera noise too); everything of the colour model, and the head, Router and AutoTune the
+    two share, stays the --init file's."""
+    from engine.train import to_mono
+
+    clean = torch.rand(64, 3, 16, 16)
+    grey = to_mono(clean)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    noisy = make_noisy(grey, torch.Generator().manual_seed(5), mono=True)
+    assert torch.equal(noisy[:, 0], noisy[:, 1]) and torch.equal(noisy[:, 1], noisy[:, 2])
+    assert (noisy - grey).abs().amax(dim=(1, 2, 3)).min() > 0  # every patch has noise
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_png(data / f"{i}.png", chart(128, 128, i))
+    torch.manual_seed(6)
+    start = RCDNet(PRESETS["live"])
+    checkpoint.save(start, tmp_path / "start.pt")
+    r = subprocess.run([sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+                        "--init", str(tmp_path / "start.pt"), "--mono", "--out", str(tmp_path / "m.pt"), "--steps", "3",
+                        "--batch", "2", "--patch", "64", "--val-every", "3", "--threads", "1"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    model, meta = checkpoint.load(tmp_path / "m.pt")
+    assert model.cfg.mono and meta["mono"] and model.backbone_mono.head is model.backbone.head
+    before, after = start.state_dict(), model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the colour model, bit for bit
+    mono = {k: v for k, v in after.items() if k.startswith("backbone_mono.") and ".head." not in k}
+    changed = [k for k, v in mono.items() if not torch.equal(v, before["backbone." + k[len("backbone_mono."):]])]
+    assert len(changed) == len(mono), sorted(set(mono) - set(changed))
+    r = subprocess.run([sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
+                        "--mono", "--out", str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode != 0 and "--init" in r.stderr and "Traceback" not in r.stderr
