@@ -809,6 +809,7 @@ class Player:
         try:
             while not self._quit:
                 self._check_threads()
+                self.recording.check_errors()  # an encoder that failed: said now, paused too
                 now = time.monotonic()
                 dt, last_tick = now - last_tick, now
                 if self.frames_presented > 0 and not self.compositor.buffering:

@@ -779,7 +779,7 @@ class Recording:
     def present(self, p, controls) -> None:
         """A presented frame (not a re-show of the same one)."""
         self._seen[controls.serial] = (controls.mix, controls.bypass)
-        self._check_errors()
+        self.check_errors()
         rec = self.current
         if rec is None:
             return
@@ -808,7 +808,9 @@ class Recording:
                     return mix, False
         return controls.mix, False
 
-    def _check_errors(self) -> None:
+    def check_errors(self) -> None:
+        """Report a recording whose encoder failed (once) and stop counting it as running. The main
+        loop asks on every pass: paused, no frame is presented to ask on its way."""
         for rec in [self.current, *self.finished]:
             if rec is not None and rec.error is not None and id(rec) not in self._reported:
                 self._reported.add(id(rec))
@@ -830,6 +832,7 @@ class Recording:
 
     # ---- HUD, stats, shutdown ---------------------------------------------------------------
     def badges(self) -> list[str]:
+        self.check_errors()
         out = []
         rec = self.current
         if rec is not None:
@@ -859,7 +862,7 @@ class Recording:
         for r in self.finished:
             if r.is_alive():
                 r.join()
-        self._check_errors()
+        self.check_errors()
 
     def stats(self) -> dict:
         recs = self.all

@@ -687,3 +687,35 @@ def test_an_anamorphic_source_is_recorded_with_its_pixel_aspect(weights, tmp_pat
     run_player(clip, "--weights", weights, "--headless", "--record", out, "--duration", "0.8", check=True)
     with av.open(str(out)) as c:
         assert c.streams.video[0].sample_aspect_ratio == Fraction(12, 11)
+
+
+def test_an_encoder_that_fails_is_reported_and_its_badge_goes_without_another_frame(tmp_path):
+    """Paused, no frame is presented: the failure must still be said and REC ● taken down (it
+    stayed up until the next frame, and the notice came only at exit)."""
+    import shutil
+    from types import SimpleNamespace
+
+    from engine.compose import Mix
+    from player.record import Recording
+
+    notices = []
+    player = SimpleNamespace(info=SimpleNamespace(fps=FPS, has_audio=False, colour=None, sar=Fraction(1), name="x"),
+                             controls=SimpleNamespace(serial=0, mix=Mix(), bypass=False),
+                             notice=notices.append, message=lambda s: None)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    recording = Recording(player, None, force=False)
+    recording.start(gone / "r.mp4")
+    assert recording.badges() == ["REC ●"]
+    shutil.rmtree(gone)  # the disk goes away: the encoder cannot open its file
+    rec = recording.current
+    frame = np.zeros((32, 32, 3), np.uint8)
+    rec.present(0.0, 1 / FPS, frame, {})
+    rec.present(1 / FPS, 1 / FPS, frame, {})  # the first frame goes to the encoder
+    rec.join(timeout=30)
+    assert not rec.is_alive() and rec.error is not None
+    assert "REC ●" not in recording.badges()  # no present() since
+    assert len(notices) == 1 and notices[0].startswith(f"recording to {gone / 'r.mp4'} failed: "), notices
+    recording.check_errors()
+    assert len(notices) == 1  # said once
+    recording.close()
