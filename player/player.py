@@ -1093,6 +1093,7 @@ class Player:
             "edits": len(self._edit_latency),
             "mode": self.worker.mode,
             "backbone_lanes": self.worker.lanes,  # frames in inference at once
+            "frames_mono": self.worker.frames_mono,  # through the model's backbone for R = G = B frames
             "threads_per_lane": self.threads_per_lane,
             "device": self.denoiser.device.type,
             "precision": dtype_name(self.denoiser.dtype),  # the backbone's; float32 or bfloat16 on a CPU

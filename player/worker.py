@@ -233,6 +233,7 @@ class BackboneWorker(threading.Thread):
         self.lanes = max(1, lanes)  # frames in inference at once (plan_lanes)
         self.cache = RenderCache(cache_bytes)
         self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
+        self.frames_mono = 0  # frames through the model's monochrome backbone (R = G = B)
         self.infer_ms: list[float] = []  # the whole Denoiser.infer: how long a frame takes in its lane
         self.latency_ms: list[float] = []  # from taking a frame to its bases being ready in order (_hand_on)
         self._last_ready = 0.0  # when the last inferred frame's bases were ready in order (monotonic s)
@@ -384,6 +385,7 @@ class BackboneWorker(threading.Thread):
             self.latency_ms.append((ready - job.admitted) * 1000.0)
             self.infer_ms.append(bases.infer_ms)
             self.backbone_ms.append(bases.backbone_ms)
+            self.frames_mono += bases.mono
             self._decide_mode()
             if self.mode == "cache":
                 job.bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget

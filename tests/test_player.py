@@ -67,6 +67,24 @@ def play(tmp_path, weights, input, script=(), duration=2.0, setup=None, **kw):
 
 
 # ---- playback and controls -------------------------------------------------------------------
+def test_a_black_and_white_clip_runs_the_models_mono_backbone(tmp_path, make_clip):
+    """A model with a monochrome backbone runs it on every frame of a grey clip (R = G = B after
+    decoding), and the colour one on a colour clip; the HUD says which."""
+    import dataclasses
+
+    torch.manual_seed(3)
+    w = tmp_path / "mono.pt"
+    checkpoint.save(RCDNet(dataclasses.replace(PRESETS["live"], mono=True)), w)
+    grey = make_clip(seconds=1.0, pix_fmt="gray", audio=False)
+    p, shown, stats = play(tmp_path, w, grey, duration=0.8)
+    assert shown and all(np.array_equal(s.original[..., 0], s.original[..., 2]) for s in shown)
+    assert stats["frames_mono"] >= len(shown) > 0
+    assert any("(mono)" in line for line in p._hud(p.last).details)
+    p, shown, stats = play(tmp_path, w, make_clip(seconds=1.0, audio=False), duration=0.8)
+    assert shown and stats["frames_mono"] == 0
+    assert not any("(mono)" in line for line in p._hud(p.last).details)
+
+
 def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
     p, shown, stats = play(tmp_path, weights, clip, duration=2.0)
     assert stats["frames_presented"] >= 20
