@@ -31,6 +31,7 @@ import dataclasses
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,11 @@ class Bases:
     @property
     def nbytes(self) -> int:
         return self.x.numel() * self.x.element_size()
+
+
+# Free X buffers kept for reuse: what the frames in flight and queued at once in playback need
+# (two lanes, the ready queue, the compositor's frame), not what a render cache holds (float16 copies).
+X_POOL_MAX = 8
 
 
 def is_mono_frame(rgb: np.ndarray) -> bool:
@@ -186,6 +192,9 @@ class Denoiser:
         # The padded-input buffers (the torch path's) per thread: the player infers several frames
         # at once from as many threads (player/worker.py); everything else infer() uses is per call.
         self._local = threading.local()
+        # Freed X buffers of the last frame size, for the next frames (see _x_buffer).
+        self._x_free: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._x_lock = threading.Lock()
         # The head as an affine map from X's first columns [d | 1] to every raw map value of a
         # half-pixel, indexed (sub-pixel·colour k = 3s + c, level i, column), in 0..1 units.
         l, c1 = self.cfg.num_levels, self.c1
@@ -255,7 +264,7 @@ class Denoiser:
         frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
         x_in = None if fused_pass else frame.permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view
         h2, w2 = hp // 2, wp // 2
-        x = torch.empty(h2 * w2, self.c1 + 13, dtype=torch.float32, device=self.device)  # X = [d | 1 | noisy]
+        x = self._x_buffer(h2 * w2, self.c1 + 13)  # X = [d | 1 | noisy]
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
         d1 = None  # features that native.fill copies into X, from the fused backbone
         if fused_pass:
@@ -291,6 +300,33 @@ class Denoiser:
                      sigma_est=sigma, backbone_ms=backbone_ms, mono=mono,
                      infer_ms=(time.perf_counter() - t0) * 1000.0,
                      stats_ms=(time.perf_counter() - t_stats + (gram.seconds if gram else 0.0)) * 1000.0)
+
+    def _x_buffer(self, rows: int, cols: int) -> torch.Tensor:
+        """An uninitialised float32 X (rows, cols) on the device. On a CPU, the storage of an X that
+        is no longer referenced anywhere, where one of this size is free: X is the largest thing a
+        frame allocates (27 MB at 720p with `live`), and fresh memory is page-faulted in as it is
+        first written — in 720p playback three quarters of the player's page faults, with the kernel
+        zeroing pages 4–5 % of the CPU time, fell in the fill of X. The X handed out is a view of a
+        pooled buffer; when the view's last reference goes (the Bases, the caches, the queues
+        dropped it), a finaliser gives the buffer back."""
+        if self.device.type != "cpu":
+            return torch.empty(rows, cols, dtype=torch.float32, device=self.device)
+        key = (rows, cols)
+        with self._x_lock:
+            free = self._x_free.get(key)
+            buf = free.pop() if free else None
+        if buf is None:
+            buf = torch.empty(rows, cols, dtype=torch.float32)
+        x = buf.view(rows, cols)  # its own Python object: when it dies, buf is free again
+        weakref.finalize(x, self._x_release, key, buf)
+        return x
+
+    def _x_release(self, key: tuple[int, int], buf: torch.Tensor) -> None:
+        with self._x_lock:
+            if key not in self._x_free:  # a new frame size: the old size's buffers go
+                self._x_free = {key: []}
+            if len(self._x_free[key]) < X_POOL_MAX:
+                self._x_free[key].append(buf)
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

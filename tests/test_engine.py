@@ -1381,3 +1381,27 @@ def test_a_mono_model_runs_its_mono_backbone_on_monochrome_frames_only(tmp_path)
             for frame, ref_model in ((grey, mono_only), (colour, colour_only)):
                 (b0, c0), (b1, c1) = m(as_input(frame)), ref_model(as_input(frame))
                 assert torch.equal(b0, b1) and torch.equal(c0, c1)
+
+
+def test_bases_kept_are_never_overwritten_and_dropped_ones_are_reused(models):
+    """X buffers are pooled (a fresh one is page-faulted in on every frame): a frame's bases stay
+    as they were for as long as anything holds them, while the storage of bases dropped is what
+    the next frames fill."""
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu")
+    frames = [textured(48, 64, seed=s) for s in range(6)]
+    kept = den.infer(frames[0])
+    kept_x, kept_out = kept.x.clone(), den.blend(kept)
+    ptrs = set()
+    for f in frames[1:]:
+        b = den.infer(f)
+        ptrs.add(b.x.data_ptr())
+        assert not torch.equal(b.x, kept_x)
+        del b  # dropped: its buffer is free for the next frame
+    assert len(ptrs) == 1 and kept.x.data_ptr() not in ptrs
+    assert torch.equal(kept.x, kept_x) and np.array_equal(den.blend(kept), kept_out)
+    again = den.infer(frames[0])
+    assert torch.equal(again.x, kept_x)  # a reused buffer, filled whole: the same numbers as a fresh one
+    compact = den.compact(again)
+    del again
+    assert compact.x.dtype == torch.float16 and torch.equal(compact.x.float(), kept_x.half().float())
+    assert den.infer(frames[1]).x.data_ptr() in ptrs  # compact bases are copies: the float32 buffer went back
