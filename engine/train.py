@@ -106,6 +106,12 @@ def to_mono(clean: torch.Tensor) -> torch.Tensor:
     return (torch.round(y * 255.0) / 255.0).expand_as(clean).contiguous()
 
 
+def mono_image(im: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) → its grey version (`to_mono`), uint8 (H, W, 3)."""
+    grey = to_mono(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0)[0]  # (3, H, W), 8-bit steps
+    return grey.permute(1, 2, 0).mul(255.0).round().to(torch.uint8).contiguous().numpy()
+
+
 def make_noisy(clean: torch.Tensor, gen: torch.Generator, grey_share: float = 0.0, mono: bool = False) -> torch.Tensor:
     """Noisy copy of clean (B, 3, P, P), drawn with gen on gen's device (clean must be there too).
     `grey_share` of the Gaussian patches get grey noise, one field in all three channels: what a
@@ -182,7 +188,7 @@ def _val_pairs(images: list[np.ndarray], sigma: float, seed: int):
     for im in images:
         clean = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0
         if is_mono(clean):  # a grey image gets grey noise (as engine.evaluate gives it)
-            yield clean, clean + noise.gaussian(clean[:, :1] * 0.0, torch.tensor([sigma]), gen)
+            yield clean, noise.gaussian(clean[:, :1], torch.tensor([sigma]), gen).expand_as(clean)
         else:
             yield clean, noise.gaussian(clean, torch.tensor([sigma]), gen)
 
@@ -320,7 +326,7 @@ def train_step(model: RCDNet, opt, sampler: PatchSampler, gen: torch.Generator, 
     opt.zero_grad(set_to_none=True)
     loss.backward()
     # The total norm is NaN or inf when any gradient is: one check (one device sync), not one per tensor.
-    total_norm = torch.nn.utils.clip_grad_norm_(trainable(model, args), GRAD_CLIP)
+    total_norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], GRAD_CLIP)
     if torch.isfinite(total_norm):
         opt.step()
     return blend_loss.detach()
@@ -489,8 +495,7 @@ def main(argv=None):
     train_images += synthetic.chart_images(args.synthetic_images, SYNTHETIC_SIZE, seed=args.seed + 1)
     val_images = load_folder(args.val)
     if args.mono:  # validated on the same images made grey, with grey noise
-        val_images = [to_mono(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0)[0, 0].mul(255.0).round()
-                      .to(torch.uint8)[..., None].expand(-1, -1, 3).contiguous().numpy() for im in val_images]
+        val_images = [mono_image(im) for im in val_images]
     sampler = PatchSampler(train_images, args.patch, rng)
 
     cfg = PRESETS[args.preset]

@@ -42,6 +42,15 @@ def chart(h: int = 192, w: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def chart_folder(tmp_path: Path, n: int, h: int = 96, w: int = 128) -> Path:
+    """A folder of n generated chart images (training or validation data for the train command)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(n):
+        write_png(data / f"{i}.png", chart(h, w, i))
+    return data
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_raises_psnr_by_4db_at_sigma_25_and_strength_0_is_identity(name, device):
@@ -113,10 +122,7 @@ def test_train_command_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_train_init_fine_tunes_a_checkpoint_and_records_ns_iters(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        write_png(data / f"{i}.png", chart(96, 128, i))
+    data = chart_folder(tmp_path, 2)
     torch.manual_seed(3)
     start = RCDNet(PRESETS["live"])
     checkpoint.save(start, tmp_path / "start.pt", {})
@@ -167,10 +173,7 @@ def test_head_loss_in_closed_form_equals_the_pixel_loss():
 
 
 def test_train_heads_only_keeps_the_backbone_and_refits_the_heads(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        write_png(data / f"{i}.png", chart(128, 128, i))
+    data = chart_folder(tmp_path, 3, 128, 128)
     torch.manual_seed(4)
     start = RCDNet(PRESETS["live"])
     checkpoint.save(start, tmp_path / "start.pt", {"val_history": []})
@@ -248,10 +251,7 @@ def test_bf16_backbone_training_loss_matches_float32_and_keeps_nd_exact():
 
 
 def test_train_runs_in_bf16_on_a_cpu_and_records_it(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        write_png(data / f"{i}.png", chart(96, 128, i))
+    data = chart_folder(tmp_path, 2)
     out = tmp_path / "b.pt"
     r = subprocess.run([sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
                         "--out", str(out), "--steps", "2", "--val-every", "2", "--batch", "2", "--patch", "32",
@@ -281,10 +281,7 @@ def test_train_plain_pretrains_only_the_backbone_and_feeds_init(tmp_path):
     # The heads take no part: Router and AutoTune stay at their (zero) initialisation.
     assert not model.router.fc.weight.any() and not model.autotune.fc.weight.any()
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        write_png(data / f"{i}.png", chart(96, 128, i))
+    data = chart_folder(tmp_path, 2)
     base = [sys.executable, "-m", "engine.train", "--preset", "live", "--data", str(data), "--val", str(data),
             "--steps", "2", "--batch", "2", "--patch", "64", "--threads", "1", "--val-every", "2"]
     r = subprocess.run(base + ["--out", str(tmp_path / "p.pt"), "--plain"], capture_output=True, text=True,
@@ -327,10 +324,7 @@ def test_train_mono_trains_only_the_monochrome_backbone_on_grey_patches(tmp_path
     assert torch.equal(noisy[:, 0], noisy[:, 1]) and torch.equal(noisy[:, 1], noisy[:, 2])
     assert (noisy - grey).abs().amax(dim=(1, 2, 3)).min() > 0  # every patch has noise
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        write_png(data / f"{i}.png", chart(128, 128, i))
+    data = chart_folder(tmp_path, 3, 128, 128)
     torch.manual_seed(6)
     start = RCDNet(PRESETS["live"])
     checkpoint.save(start, tmp_path / "start.pt")
