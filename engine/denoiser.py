@@ -17,8 +17,8 @@ Storing c1 + 13 values per half-pixel instead of 12·L (+12) cuts the memory and
 blend reads by 2–3× — it is what makes every-frame blending and a deep render cache cheap.
 On a CPU the two per-frame passes over X (filling its [1 | noisy] columns with the statistics
 computed on the way, and the blend) run as C kernels where they build (engine/native.py), and the
-float32 backbone runs with its elementwise passes fused (engine/fused.py); torch computes the same
-numbers elsewhere. A model with a backbone for monochrome frames (RCDConfig.mono) runs it on
+backbone (float32 or bfloat16) runs with its elementwise passes fused (engine/fused.py); torch
+computes the same numbers elsewhere. A model with a backbone for monochrome frames (RCDConfig.mono) runs it on
 frames whose three channels are equal; it shares the colour one's head, so the bases are the same
 kind of record and blend alike.
 """
@@ -175,12 +175,12 @@ class Denoiser:
         # The blend on a CPU: the one-pass C kernel where it builds here (engine/native.py), else torch.
         self.native_blend = self.device.type == "cpu" and native.library() is not None
         self.native_stats = self.native_blend  # the fill of X and the statistics from the same library
-        # The fused float32 forward (engine/fused.py) where its kernels are here; its features go
-        # into X with the native fill, so it runs only beside native_stats. The precision probe
-        # times it against bfloat16, so bfloat16 must beat what float32 would really run.
+        # The fused forward (engine/fused.py) where its kernels are here, in float32 or bfloat16; its
+        # features go into X with the native fill, so it runs only beside native_stats. The precision
+        # probe times what each precision would really run.
         self._fused_ok = self.native_stats and fused.available(self.model.backbone) == ""
         self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
-        self.fused_backbone = self._fused_ok and self.dtype == torch.float32
+        self.fused_backbone = self._fused_ok and self._fused_runs(self.dtype)
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -207,6 +207,10 @@ class Denoiser:
         luma = np.asarray(compose.LUMA_WEIGHTS)
         self._blend_h2 = np.ascontiguousarray(np.einsum("sjcf,c->jsf", h, luma).reshape(l, 4 * (c1 + 1)))  # (L, 4(c1+1))
 
+    def _fused_runs(self, dtype: torch.dtype) -> bool:
+        """Whether the fused forward runs in `dtype` here (given that it runs in float32)."""
+        return dtype == torch.float32 or fused.available(self.model.backbone, dtype) == ""
+
     def _backbones(self) -> list:
         return [self.model.backbone] + ([self.model.backbone_mono] if self.model.cfg.mono else [])
 
@@ -214,7 +218,7 @@ class Denoiser:
     def backbone_kernel(self) -> str:
         """How the backbone runs, in words (bench, stats): fused, or torch's plain forward and why."""
         if self.fused_backbone and self.native_stats:
-            return "fused (oneDNN conv + add, native skip joins)"
+            return f"fused (oneDNN conv + add, native skip joins; {str(self.dtype).replace('torch.', '')})"
         if self.device.type != "cpu" or self.dtype != torch.float32:
             return f"torch ({self.device.type}, {str(self.dtype).replace('torch.', '')})"
         return f"torch; fused path not used: {fused.available(self.model.backbone) or 'off'}"
@@ -235,8 +239,8 @@ class Denoiser:
         rgb = np.ascontiguousarray(x[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy())  # the same frame, uint8
 
         def once():
-            if dtype == torch.float32 and self._fused_ok:
-                fused.features(self.model.backbone, rgb, *PROBE_SIZE)
+            if self._fused_ok and self._fused_runs(dtype):
+                fused.features(self.model.backbone, rgb, *PROBE_SIZE, dtype)
                 return
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 self.model.backbone.features(x)
@@ -268,7 +272,7 @@ class Denoiser:
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
         d1 = None  # features that native.fill copies into X, from the fused backbone
         if fused_pass:
-            d1, feats = fused.features(backbone, rgb, hp, wp)  # (1, c1, h2, w2) contiguous, (1, F)
+            d1, feats = fused.features(backbone, rgb, hp, wp, self.dtype)  # (1, c1, h2, w2) contiguous, (1, F)
         elif self.dtype == torch.float32:
             _, feats = backbone.features(x_in, out=d_view)  # features land in X, uncopied
         else:

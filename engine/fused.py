@@ -19,14 +19,23 @@ a pass over a frame-sized tensor. Here
   columns (native.fill), a pass it makes anyway.
 
 Together, alternating frames with the plain forward in one process: 32 against 46 ms per 720p
-frame for the live backbone, 70 against 101 at 1080p. The training code, other devices and the
-bfloat16 path run `model.Backbone.features`, the reference this path is tested against
-(tests/test_engine.py).
+frame for the live backbone, 70 against 101 at 1080p.
+
+In bfloat16 (CPUs where oneDNN runs it natively: AVX-512-BF16 or AMX) the convolutions are oneDNN's
+in bfloat16, the first layer and the downsamplings included (the native ones are float32 only), the
+residual adds are the same in-place conv + add, and the skip joins the native join on bfloat16
+tensors; what torch's autocast runs adds about fourteen frame-sized passes around the convolutions
+(casts of the input, weights and output, upsamplings, adds, relus). The features come back in
+bfloat16 and native.fill widens them into X.
+
+The training code, other devices and the plain paths run `model.Backbone.features`, the reference
+this path is tested against (tests/test_engine.py).
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,46 +46,79 @@ from torch import nn
 from engine import native
 from engine.model import Backbone
 
-_conv_add_ok: bool | None = None
+DTYPES = (torch.float32, torch.bfloat16)
+# How close the in-place conv + add must come to torch's conv and add, per dtype (the check below):
+# float32 rounding; in bfloat16 both round the product to 8 bits, in different orders.
+CHECK_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-2}
+
+_conv_add_ok: dict[torch.dtype, bool] = {}
 _lock = threading.Lock()
+# Each convolution's weight and bias in bfloat16, made once per module (and again should the
+# weights change: their version counter is part of the entry).
+_bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 
 
-def available(bb: Backbone | None = None) -> str:
-    """'' when this path can run here (for this backbone, where given), else why not (one line)."""
+def available(bb: Backbone | None = None, dtype: torch.dtype = torch.float32) -> str:
+    """'' when this path can run here in `dtype` (for this backbone, where given), else why not (one line)."""
     if native.library() is None:
         return f"native kernels not used: {native.why_not}"
+    if dtype not in DTYPES:
+        return f"no fused path in {str(dtype).replace('torch.', '')}"
     if bb is not None and any(c % 8 for c in (bb.inp.out_channels, bb.down1.out_channels, bb.down2.out_channels)):
         return "the backbone's widths are not multiples of 8 (the native kernels' vectors)"
-    if not _in_place_conv_add_works():
-        return "this torch has no in-place convolution + add (mkldnn._convolution_pointwise_)"
+    if not _in_place_conv_add_works(dtype):
+        return f"this torch has no in-place convolution + add in {str(dtype).replace('torch.', '')} (mkldnn._convolution_pointwise_)"
     return ""
 
 
-def _in_place_conv_add_works() -> bool:
-    """Does oneDNN's in-place conv + add exist here and give conv(x) + y? Checked once, on a tiny input:
-    the op is internal to torch (its compiler's CPU fusions use it), so a build may lack or change it."""
-    global _conv_add_ok
+def _in_place_conv_add_works(dtype: torch.dtype = torch.float32) -> bool:
+    """Does oneDNN's in-place conv + add exist here for `dtype` and give conv(x) + y? Checked once per
+    dtype, on a tiny input: the op is internal to torch (its compiler's CPU fusions use it), so a
+    build may lack or change it."""
     with _lock:
-        if _conv_add_ok is None:
+        if dtype not in _conv_add_ok:
             try:  # a local generator and no nn.Conv2d: the check must not move the global RNG
                 g = torch.Generator().manual_seed(0)
                 conv = SimpleNamespace(weight=torch.randn(8, 8, 3, 3, generator=g), bias=torch.randn(8, generator=g),
                                        padding=(1, 1), stride=(1, 1), dilation=(1, 1), groups=1)
-                x = torch.randn(1, 8, 6, 10, generator=g).contiguous(memory_format=torch.channels_last)
-                y = torch.randn(1, 8, 6, 10, generator=g).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    want = y + F.conv2d(x, conv.weight, conv.bias, padding=1)
-                    got = _conv_add_(y.clone(), x, conv)
-                _conv_add_ok = bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5))
+                x = torch.randn(1, 8, 6, 10, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+                y = torch.randn(1, 8, 6, 10, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():  # the reference in float32 on the same (rounded) numbers
+                    w, b = (t.float() for t in _weights(conv, dtype))
+                    want = y.float() + F.conv2d(x.float(), w, b, padding=1)
+                    got = _conv_add_(y.clone(), x, conv).float()
+                tol = CHECK_TOLERANCE[dtype]
+                _conv_add_ok[dtype] = bool(torch.allclose(got, want, rtol=tol, atol=tol * float(want.abs().max())))
             except (RuntimeError, AttributeError):
-                _conv_add_ok = False
-        return _conv_add_ok
+                _conv_add_ok[dtype] = False
+        return _conv_add_ok[dtype]
+
+
+def _weights(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convolution's (weight, bias) in `dtype`: its own in float32, a cached copy in bfloat16."""
+    if dtype == torch.float32:
+        return conv.weight, conv.bias
+    if isinstance(conv, SimpleNamespace):  # the check's stand-in: not cached
+        return conv.weight.to(dtype), conv.bias.to(dtype)
+    version = (conv.weight._version, conv.bias._version)
+    entry = _bf16_weights.get(conv)
+    if entry is None or entry[0] != version:
+        entry = (version, conv.weight.detach().to(dtype), conv.bias.detach().to(dtype))
+        _bf16_weights[conv] = entry
+    return entry[1], entry[2]
+
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """conv(x) in x's dtype (oneDNN on a channels_last CPU tensor)."""
+    w, b = _weights(conv, x.dtype)
+    return F.conv2d(x, w, b, conv.stride, conv.padding)
 
 
 def _conv_add_(y: torch.Tensor, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """y += conv(x), in place, in one oneDNN call (channels_last float32 on a CPU)."""
+    """y += conv(x), in place, in one oneDNN call (channels_last float32 or bfloat16 on a CPU)."""
+    w, b = _weights(conv, y.dtype)
     return torch.ops.mkldnn._convolution_pointwise_.binary(
-        y, x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        y, x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         "add", None, None, [], None)
 
 
@@ -90,32 +132,52 @@ def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None)
 
 
 def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int) -> torch.Tensor:
-    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling, in one native pass."""
+    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling: one native pass in float32, a
+    relu and oneDNN's convolution in bfloat16."""
     assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0)
-    return native.relu_down(x, conv.weight, conv.bias, threads)
+    if x.dtype == torch.float32:
+        return native.relu_down(x, conv.weight, conv.bias, threads)
+    return _conv(F.relu(x), conv)
 
 
-def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _first_layer(conv: nn.Conv2d, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype, threads: int) -> torch.Tensor:
+    """The first layer on rgb replicate-padded to hp × wp: (1, c1, hp/2, wp/2) channels_last. float32:
+    the native layer reads the uint8 frame itself; bfloat16: the frame converted (0..255 are exact in
+    bfloat16) and padded in one buffer, then oneDNN's convolution."""
+    if dtype == torch.float32:
+        return native.first_conv(rgb, hp, wp, conv.weight, conv.bias, threads)
+    h, w = rgb.shape[:2]
+    frame = torch.empty(hp, wp, 3, dtype=dtype)  # (hp, wp, 3), 0..255
+    frame[:h, :w].copy_(torch.from_numpy(rgb))
+    if wp > w:
+        frame[:h, w:] = frame[:h, w - 1 : w]
+    if hp > h:
+        frame[h:] = frame[h - 1 : h]
+    return _conv(frame.permute(2, 0, 1)[None], conv)  # the permuted view is channels_last
+
+
+def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """`bb.features(x)` fused, x being rgb replicate-padded to hp × wp: (1, c1, hp/2, wp/2)
-    channels_last contiguous features, (1, c3 + c2) statistics.
+    channels_last contiguous features in `dtype`, (1, c3 + c2) float32 statistics.
 
     rgb: (h, w, 3) uint8, C-contiguous, read as 0..255 (the Denoiser folds 1/255 into the first
-    layer); hp ≥ h and wp ≥ w multiples of 8. Call under no_grad or inference_mode (tensors are
-    updated in place). Needs `available(bb) == ''`."""
+    layer); hp ≥ h and wp ≥ w multiples of 8; dtype float32 or bfloat16. Call under no_grad or
+    inference_mode (tensors are updated in place). Needs `available(bb, dtype) == ''`."""
     threads = torch.get_num_threads()
-    e1 = native.first_conv(rgb, hp, wp, bb.inp.weight, bb.inp.bias, threads)  # (1, c1, hp/2, wp/2), signed
+    e1 = _first_layer(bb.inp, rgb, hp, wp, dtype, threads)  # (1, c1, hp/2, wp/2), signed
     e1, _ = _chain(bb.enc1, e1)
     e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, hp/4, wp/4)
     e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, hp/8, wp/8)
     e3 = F.relu(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics
-    d2, r2, s2 = native.up_add_relu(bb.up2(e3), e2, threads, abs_sum=len(bb.dec2) == 0)
+    d2, r2, s2 = native.up_add_relu(_conv(e3, bb.up2), e2, threads, abs_sum=len(bb.dec2) == 0)
     d2, r2 = _chain(bb.dec2, d2, r2)
     if r2 is None:
         r2, s2 = F.relu(d2), d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
-    d1, r1, _ = native.up_add_relu(bb.up1(r2), e1, threads)
+    d1, r1, _ = native.up_add_relu(_conv(r2, bb.up1), e1, threads)
     d1, _ = _chain(bb.dec1, d1, r1)
     pooled = (s2 / (d2.shape[2] * d2.shape[3])).float()[None]  # (1, c2): mean |d2|, as the reference
-    feats = torch.cat([e3.mean(dim=(2, 3)), pooled], dim=1)  # (1, c3 + c2)
+    feats = torch.cat([e3.mean(dim=(2, 3), dtype=torch.float32), pooled], dim=1)  # (1, c3 + c2)
     return d1, feats

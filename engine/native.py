@@ -163,10 +163,12 @@ def _load() -> None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
         lib.rcd_blend_f16.restype = ctypes.c_int
-        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, p, p, p, ctypes.c_int]
+        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
         lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
         lib.rcd_up_add_relu.restype = ctypes.c_int
+        lib.rcd_up_add_relu_bf16.argtypes = lib.rcd_up_add_relu.argtypes
+        lib.rcd_up_add_relu_bf16.restype = ctypes.c_int
         lib.rcd_relu_down.argtypes = [p, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
@@ -247,7 +249,8 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
     still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8), with the seconds spent on
     them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
-    (1, c1, hp/2, wp/2) channels_last, X's first c1 columns are copied from it in the same pass."""
+    (1, c1, hp/2, wp/2) channels_last, float32 or bfloat16, X's first c1 columns are copied from it in
+    the same pass."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
@@ -255,7 +258,8 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     h, w = rgb.shape[:2]
     assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
     if d is not None:
-        assert tuple(d.shape) == (1, c1, hp // 2, wp // 2) and d.dtype == torch.float32 and d.device.type == "cpu"
+        assert tuple(d.shape) == (1, c1, hp // 2, wp // 2) and d.dtype in (torch.float32, torch.bfloat16)
+        assert d.device.type == "cpu"
         assert d.is_contiguous(memory_format=torch.channels_last), "features must be channels_last"
     hist = np.zeros(511, np.int64)
     g = sq = None
@@ -264,7 +268,8 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
         assert h % 2 == 0 and w % 2 == 0, "the statistics in the fill need an even frame size"
         g, sq = torch.empty(c1 + 1, x.shape[1], dtype=torch.float64), torch.empty(x.shape[1], dtype=torch.float64)
     rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data,
-                      None if d is None else d.data_ptr(), None if g is None else g.data_ptr(),
+                      None if d is None else d.data_ptr(), d is not None and d.dtype == torch.bfloat16,
+                      None if g is None else g.data_ptr(),
                       None if sq is None else sq.data_ptr(), ctypes.byref(seconds), threads)
     if rc != 0:
         raise ValueError(f"native fill refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w} in {hp}×{wp}")
@@ -274,19 +279,21 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
 def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
                 abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A U-Net skip join in one pass: d = nearest-×2 upsampling of u, plus e; r = relu(d); with
-    abs_sum, Σ|d| per channel (c,) float64. u (1, c, h/2, w/2) and e (1, c, h, w): float32,
-    channels_last, CPU; d and r come back the same."""
+    abs_sum, Σ|d| per channel (c,) float64. u (1, c, h/2, w/2) and e (1, c, h, w): float32 or both
+    bfloat16, channels_last, CPU; d and r come back the same."""
     lib = library()
     assert lib is not None, why_not
     _, c, h, w = e.shape
+    assert u.dtype == e.dtype and e.dtype in (torch.float32, torch.bfloat16), f"u {u.dtype}, e {e.dtype}"
     for t in (u, e):
-        assert t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
+        assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
     assert tuple(u.shape) == (1, c, h // 2, w // 2) and e.shape[0] == 1, f"cannot join {tuple(u.shape)} to {tuple(e.shape)}"
     d = torch.empty_like(e, memory_format=torch.channels_last)
     r = torch.empty_like(e, memory_format=torch.channels_last)
     sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
-    rc = lib.rcd_up_add_relu(u.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(), h, w, c,
-                             None if sums is None else sums.data_ptr(), threads)
+    kernel = lib.rcd_up_add_relu if e.dtype == torch.float32 else lib.rcd_up_add_relu_bf16
+    rc = kernel(u.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(), h, w, c,
+                None if sums is None else sums.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native skip join refused its arguments: u {tuple(u.shape)}, e {tuple(e.shape)}")
     return d, r, sums

@@ -638,10 +638,10 @@ GRAM_CASES = [(16, 26, 42), (32, 26, 42), (5, 26, 42), (40, 10, 600), (51, 6, 2)
 def test_native_fill_statistics_equal_float64_products_on_any_thread_count(c1, h, w):
     """The statistics native.fill computes on the X it writes, [d | 1]ᵀ·X and Σ X² per column, against
     float64 products of the in-frame half-pixels: padding columns and rows skipped, every band of
-    rows counted once, whatever the number of threads, with features copied in or already in X.
-    The widths cover every tile shape of the kernel (c1 5…51: 3 to 8 vectors per row of X), lines
-    of one half-pixel (the copied last one only), runs of 128 with a remainder, and a frame with no
-    padding (its last half-pixel ends X's buffer)."""
+    rows counted once, whatever the number of threads, with features copied in (float32, or
+    bfloat16 widened exactly) or already in X. The widths cover every tile shape of the kernel
+    (c1 5…51: 3 to 8 vectors per row of X), lines of one half-pixel (the copied last one only), runs
+    of 128 with a remainder, and a frame with no padding (its last half-pixel ends X's buffer)."""
     from engine import native
 
     if native.library() is None:
@@ -651,17 +651,19 @@ def test_native_fill_statistics_equal_float64_products_on_any_thread_count(c1, h
     rgb = torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy()
     d = (torch.randn(1, c1, hp // 2, wp // 2, generator=gen) * 3.0 + 1.0).contiguous(memory_format=torch.channels_last)
     for threads in (1, 2, 5):
-        for with_d in (True, False):
+        for with_d in (torch.float32, torch.bfloat16, None):
             x = torch.full((hp // 2 * (wp // 2), k), float("nan"))
-            if not with_d:
+            feats = d if with_d is None else d.to(with_d)  # bfloat16 keeps channels_last
+            if with_d is None:
                 x[:, :c1] = d.permute(0, 2, 3, 1).reshape(-1, c1)
-            hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d if with_d else None, gram=True)
+            hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=None if with_d is None else feats, gram=True)
             assert not x.isnan().any()
+            assert torch.equal(x[:, :c1], feats.float().permute(0, 2, 3, 1).reshape(-1, c1)), (threads, with_d)
             inside = x.view(hp // 2, wp // 2, k)[: h // 2, : w // 2].reshape(-1, k).double()
             assert torch.allclose(stats.g, inside[:, : c1 + 1].T @ inside, rtol=1e-5, atol=1e-3), (threads, with_d)
             assert torch.allclose(stats.sq, (inside**2).sum(0), rtol=1e-5), (threads, with_d)
             assert stats.seconds > 0.0
-            hist_only, none = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d if with_d else None)
+            hist_only, none = native.fill(x, c1, rgb, hp, wp, 2, threads, d=None if with_d is None else feats)
             assert none is None and np.array_equal(hist_only, hist)
 
 
@@ -701,19 +703,22 @@ JOIN_CASES = [(16, 2, 2), (16, 6, 10), (32, 40, 64), (5, 4, 6), (40, 8, 14)]
 
 
 @pytest.mark.parametrize("c,h,w", JOIN_CASES, ids=[f"c{c}-{h}x{w}" for c, h, w in JOIN_CASES])
-def test_native_skip_join_equals_upsample_add_relu(c, h, w):
-    """rcd_up_add_relu: nearest-×2(u) + e, its relu and Σ|d| per channel, as torch computes them
-    (c = 5 takes the scalar tail only, c = 40 five full vectors), on 1 and 3 threads."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_native_skip_join_equals_upsample_add_relu(c, h, w, dtype):
+    """rcd_up_add_relu: nearest-×2(u) + e, its relu and Σ|d| per channel, as torch computes them in
+    float32 and in bfloat16, bit for bit (c = 5 takes the scalar tail only, c = 40 five full
+    vectors), on 1 and 3 threads."""
     from engine import native
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
     g = torch.Generator().manual_seed(c * 100 + h)
-    u = torch.randn(1, c, h // 2, w // 2, generator=g).contiguous(memory_format=torch.channels_last)
-    e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
-    want = F.interpolate(u, scale_factor=2.0) + e
+    u = torch.randn(1, c, h // 2, w // 2, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    e = torch.randn(1, c, h, w, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(u, scale_factor=2.0) + e  # in dtype: bfloat16 rounds each sum once
     for threads in (1, 3):
         d, r, sums = native.up_add_relu(u, e, threads, abs_sum=True)
+        assert d.dtype == r.dtype == dtype
         assert torch.equal(d, want) and torch.equal(r, F.relu(want)), threads
         assert d.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(sums, want.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
@@ -869,8 +874,54 @@ def test_fused_backbone_gives_the_reference_features(models, preset):
     torch.testing.assert_close(a.auto, b.auto, rtol=1e-5, atol=1e-7)
 
 
-def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypatch):
-    """bfloat16 must beat the fused float32 forward where that is what float32 runs, not the plain one."""
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_fused_bfloat16_backbone_is_as_accurate_as_autocast(models, preset):
+    """engine/fused.py in bfloat16 (oneDNN's bf16 convolutions, native bf16 skip joins) against the
+    float32 reference: within what torch's autocast, the plain bfloat16 forward, gets — a wrong
+    operand or a lost bias would be off by far more than bfloat16 rounding. Inside the Denoiser, the
+    bases it gives match the float32 ones to bfloat16 accuracy."""
+    from engine import fused
+
+    bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
+    if fused.available(bb, torch.bfloat16):
+        pytest.skip(fused.available(bb, torch.bfloat16))
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        for m in bb.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+    rms = lambda a, ref: float((a.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+    for h, w in ((8, 8), (1, 1), (17, 33), (64, 90)):
+        hp, wp = h + (-h % 8), w + (-w % 8)
+        rgb = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x = torch.from_numpy(rgb).float().permute(2, 0, 1)[None] / 255.0  # (1, 3, h, w), as the model reads it
+        x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate").contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            d_ref, f_ref = bb.features(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                d_auto, f_auto = bb.features(x)
+            bb.inp.weight.mul_(1.0 / 255.0)  # the fused path reads 0..255, as the Denoiser sets it up
+            d, f = fused.features(bb, rgb, hp, wp, torch.bfloat16)
+            bb.inp.weight.mul_(255.0)
+        assert d.dtype == torch.bfloat16 and d.is_contiguous(memory_format=torch.channels_last)
+        assert f.dtype == torch.float32 and f.shape == f_ref.shape
+        assert rms(d, d_ref) <= 1.5 * rms(d_auto, d_ref) + 2e-3, (h, w, rms(d, d_ref), rms(d_auto, d_ref))
+        assert rms(f, f_ref) <= 1.5 * rms(f_auto, f_ref) + 2e-3, (h, w, rms(f, f_ref), rms(f_auto, f_ref))
+
+    den = Denoiser(copy.deepcopy(models[preset]), "cpu", precision="bf16")
+    assert den.fused_backbone and den.backbone_kernel.startswith("fused") and "bfloat16" in den.backbone_kernel
+    ref = Denoiser(copy.deepcopy(models[preset]), "cpu", precision="fp32")
+    rgb = textured(50, 70, seed=11, lo=0, hi=255)
+    a, b = den.infer(rgb), ref.infer(rgb)
+    c1 = den.c1
+    assert rms(a.x[:, :c1], b.x[:, :c1]) < 0.02
+    assert torch.equal(a.x[:, c1:], b.x[:, c1:])  # the ones and the noisy frame are not the backbone's
+    torch.testing.assert_close(a.auto, b.auto, rtol=0.05, atol=0.02)
+
+
+def test_precision_probe_times_the_fused_paths_that_would_run(models, monkeypatch):
+    """bfloat16 must beat the fused float32 forward where that is what float32 runs, not the plain
+    one; and it is timed through its own fused forward where that runs."""
     from engine import fused
     from engine.denoiser import PROBE_SIZE
 
@@ -880,8 +931,11 @@ def test_precision_probe_times_the_float32_path_that_would_run(models, monkeypat
     calls = []
     real = fused.features
     monkeypatch.setattr(fused, "features", lambda *a: calls.append(a[2:]) or real(*a))
-    assert den._time_backbone(torch.float32, runs=1) > 0
-    assert calls and all(size == tuple(PROBE_SIZE) for size in calls)
+    dtypes = [torch.float32] + ([torch.bfloat16] if fused.available(den.model.backbone, torch.bfloat16) == "" else [])
+    for dtype in dtypes:
+        calls.clear()
+        assert den._time_backbone(dtype, runs=1) > 0
+        assert calls and all(a == (*PROBE_SIZE, dtype) for a in calls), dtype
 
 
 def test_loading_a_model_leaves_the_global_rng_alone(models, monkeypatch):
@@ -890,7 +944,7 @@ def test_loading_a_model_leaves_the_global_rng_alone(models, monkeypatch):
     from engine import fused
 
     den = Denoiser(copy.deepcopy(models["live"]), "cpu")
-    monkeypatch.setattr(fused, "_conv_add_ok", None)
+    monkeypatch.setattr(fused, "_conv_add_ok", {})
     torch.manual_seed(7)
     want = torch.rand(4)
     torch.manual_seed(7)
@@ -903,7 +957,7 @@ def test_fused_backbone_is_off_without_the_in_place_conv_add(models, monkeypatch
     """Where torch lacks oneDNN's in-place conv + add (or it gives other numbers), the plain forward runs."""
     from engine import fused
 
-    monkeypatch.setattr(fused, "_conv_add_ok", None)
+    monkeypatch.setattr(fused, "_conv_add_ok", {})
     monkeypatch.setattr(fused, "_conv_add_", lambda y, x, conv: y)  # a "fusion" that forgets the conv
     assert fused.available().startswith("this torch has no in-place")
     den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16

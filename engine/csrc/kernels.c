@@ -7,7 +7,8 @@
  *   ND and AutoTune need);
  * - rcd_blend: the uint8 frame from X and a blend's weights.
  * And passes of the backbone itself (engine/fused.py):
- * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel;
+ * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel
+ *   (rcd_up_add_relu_bf16: the same on bfloat16 tensors);
  * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e).
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
@@ -44,6 +45,37 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* bfloat16 (the upper half of a float32) for the bfloat16 backbone's tensors (engine/fused.py). To
+ * bf16 rounds to nearest, ties to even, as torch converts (inputs are finite: NaN is not handled). */
+static inline float bf16_to_f32(uint16_t v) {
+    const uint32_t b = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static inline __attribute__((always_inline)) __m256 bf16x8_load(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+static inline __attribute__((always_inline)) __m256 bf16x8_round(__m256 v) {  /* v rounded to bf16, as float32 */
+    __m256i b = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    b = _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    return _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+static inline __attribute__((always_inline)) void bf16x8_store(uint16_t *p, __m256 rounded) {  /* of bf16x8_round */
+    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(rounded), 16);
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
 }
 
 typedef struct {
@@ -586,7 +618,8 @@ static int gram_finish(const double *parts, int64_t n, int64_t k, int64_t c1, do
 /* ---- filling X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram ----
  *
  * With d (not NULL), X's feature columns are copied from it in the same pass (the fused backbone
- * leaves its features contiguous: writing them into X's strided rows cost as much as the copy).
+ * leaves its features contiguous: writing them into X's strided rows cost as much as the copy);
+ * d is float32, or bfloat16 with d_bf16 (the bfloat16 backbone's, widened exactly on the way).
  * For every half-pixel of the padded frame (hp/2 × wp/2): x[c1] = 1 and x[c1 + 1 ..] = its 2×2
  * pixels as floats (dy = 0, 1 of (dx, RGB)), the frame replicate-padded past its last row and
  * column, as engine/denoiser.py pads the backbone's input. In the same pass, the histogram of
@@ -609,7 +642,8 @@ static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64
 }
 
 int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
-             int64_t step, int64_t *hist, const float *d, double *g, double *sq, double *gram_s, int threads) {
+             int64_t step, int64_t *hist, const void *d, int d_bf16, double *g, double *sq, double *gram_s,
+             int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
     if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
@@ -634,8 +668,17 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
         int64_t *hl = part + t * 511;
         for (int64_t y2 = h2 * t / nb; y2 < h2 * (t + 1) / nb; y2++) {
             float *xr = x + y2 * wp2 * k;
-            if (d) {  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
-                const float *dr = d + y2 * wp2 * c1;
+            if (d && d_bf16) {  /* bfloat16 features (the bf16 backbone's), widened as they are copied */
+                const uint16_t *dr = (const uint16_t *)d + y2 * wp2 * c1;
+                if (c1 % 8 == 0) {
+                    for (int64_t x2 = 0; x2 < wp2; x2++)
+                        for (int64_t c = 0; c < c1; c += 8) _mm256_storeu_ps(xr + x2 * k + c, bf16x8_load(dr + x2 * c1 + c));
+                } else {
+                    for (int64_t x2 = 0; x2 < wp2; x2++)
+                        for (int64_t c = 0; c < c1; c++) xr[x2 * k + c] = bf16_to_f32(dr[x2 * c1 + c]);
+                }
+            } else if (d) {  /* the features, (h2·wp2, c1) contiguous: this row of X is written here anyway */
+                const float *dr = (const float *)d + y2 * wp2 * c1;
                 if (c1 % 8 == 0) {
                     for (int64_t x2 = 0; x2 < wp2; x2++)
                         for (int64_t c = 0; c < c1; c += 8) _mm256_storeu_ps(xr + x2 * k + c, _mm256_loadu_ps(dr + x2 * c1 + c));
@@ -702,11 +745,13 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
  */
 #define UP_MAX_C 256
 
-int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t h, int64_t w, int64_t c,
-                    double *abs_sum, int threads) {
+static inline __attribute__((always_inline)) int up_add_relu(const void *u, const void *e, void *d, void *r, int64_t h,
+                                                             int64_t w, int64_t c, double *abs_sum, int threads,
+                                                             const int bf16) {
     if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || c > UP_MAX_C) return 1;
     const int64_t nb = h < SUM_BANDS ? h : SUM_BANDS;  /* bands: see SUM_BANDS */
     const int64_t n = threads < 1 ? 1 : (threads > nb ? nb : threads);
+    const int64_t size = bf16 ? 2 : 4;  /* bytes per value */
     double *part = calloc((size_t)(nb * c), sizeof(double)); /* each band's Σ|d| */
     if (!part) return 2;
     const __m256 zero = _mm256_setzero_ps();
@@ -716,23 +761,40 @@ int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t 
         for (int64_t y = h * t / nb; y < h * (t + 1) / nb; y++) {
             float row_sum[UP_MAX_C];  /* float32 over one row (at most a few thousand values), float64 across rows */
             if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
-            const float *ur = u + (y / 2) * (w / 2) * c;
-            const int64_t o = y * w * c;
+            const char *ur = (const char *)u + (y / 2) * (w / 2) * c * size;
+            const int64_t o = y * w * c * size;
             for (int64_t x = 0; x < w; x++) {
-                const float *us = ur + (x / 2) * c, *es = e + o + x * c;
-                float *ds = d + o + x * c, *rs = r + o + x * c;
+                const char *us = ur + (x / 2) * c * size, *es = (const char *)e + o + x * c * size;
+                char *ds = (char *)d + o + x * c * size, *rs = (char *)r + o + x * c * size;
                 int64_t i = 0;
                 for (; i + 8 <= c; i += 8) {
-                    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(us + i), _mm256_loadu_ps(es + i));
-                    _mm256_storeu_ps(ds + i, v);
-                    _mm256_storeu_ps(rs + i, _mm256_max_ps(v, zero));
+                    __m256 v;
+                    if (bf16) {
+                        v = bf16x8_round(_mm256_add_ps(bf16x8_load((const uint16_t *)us + i),
+                                                       bf16x8_load((const uint16_t *)es + i)));
+                        bf16x8_store((uint16_t *)ds + i, v);
+                        bf16x8_store((uint16_t *)rs + i, _mm256_max_ps(v, zero));
+                    } else {
+                        v = _mm256_add_ps(_mm256_loadu_ps((const float *)us + i), _mm256_loadu_ps((const float *)es + i));
+                        _mm256_storeu_ps((float *)ds + i, v);
+                        _mm256_storeu_ps((float *)rs + i, _mm256_max_ps(v, zero));
+                    }
                     if (abs_sum) _mm256_storeu_ps(row_sum + i, _mm256_add_ps(_mm256_loadu_ps(row_sum + i),
                                                                               _mm256_andnot_ps(sign, v)));
                 }
                 for (; i < c; i++) {
-                    const float v = us[i] + es[i];
-                    ds[i] = v;
-                    rs[i] = v > 0.0f ? v : 0.0f;
+                    float v;
+                    if (bf16) {
+                        const uint16_t b = f32_to_bf16(bf16_to_f32(((const uint16_t *)us)[i]) +
+                                                       bf16_to_f32(((const uint16_t *)es)[i]));
+                        v = bf16_to_f32(b);
+                        ((uint16_t *)ds)[i] = b;
+                        ((uint16_t *)rs)[i] = v > 0.0f ? b : 0;
+                    } else {
+                        v = ((const float *)us)[i] + ((const float *)es)[i];
+                        ((float *)ds)[i] = v;
+                        ((float *)rs)[i] = v > 0.0f ? v : 0.0f;
+                    }
                     if (abs_sum) row_sum[i] += v < 0.0f ? -v : v;
                 }
             }
@@ -747,6 +809,19 @@ int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t 
         }
     free(part);
     return 0;
+}
+
+int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t h, int64_t w, int64_t c,
+                    double *abs_sum, int threads) {
+    return up_add_relu(u, e, d, r, h, w, c, abs_sum, threads, 0);
+}
+
+/* The same join on bfloat16 tensors (the bfloat16 backbone's, engine/fused.py): each sum in float32
+ * rounded once to bfloat16, as torch adds two bfloat16 tensors; r is relu of the rounded d and Σ|d|
+ * sums the rounded values. Bit-identical to torch's upsample, add and relu in bfloat16. */
+int rcd_up_add_relu_bf16(const uint16_t *u, const uint16_t *e, uint16_t *d, uint16_t *r, int64_t h, int64_t w,
+                         int64_t c, double *abs_sum, int threads) {
+    return up_add_relu(u, e, d, r, h, w, c, abs_sum, threads, 1);
 }
 
 /* ---- the backbone's downsampling: out = conv2x2/2(relu(e)) ---------------------------------------
