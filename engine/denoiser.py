@@ -113,10 +113,11 @@ F16_MAX = 65504.0  # the largest finite float16
 # bfloat16 backbone on a CPU only when a timing probe finds it at least this much faster than
 # float32: oneDNN runs bf16 natively with AVX-512-BF16 or AMX (about 5× for a 3×3 conv), but
 # emulates it slowly on plain AVX-512 and not at all on AVX2 (20× slower on a Zen 3). Where it is
-# native, a small margin is enough: bf16 costs at most 0.006 dB (CSet14, both models, σ 15–50,
-# through the player's path), and on a 2-core Xeon with AMX the live model's probe found bf16
-# 1.11–1.26× faster on one thread while 720p playback gained 0.7–2.4 fps over the fused float32
-# path (three alternating pairs of 10 s runs), so the earlier margin of 1.25 was a coin toss there.
+# native, a small margin is enough: bf16 costs at most 0.008 dB (CSet14, both models, σ 15–50,
+# uint8 noisy frames through infer and an AutoTune blend; the fused bf16 path as torch's autocast
+# within 0.001 dB). On a 2-core Xeon with AMX the live model's plain bf16 forward was 1.11–1.26×
+# faster than the fused float32 one on one thread, so the earlier margin of 1.25 was a coin toss
+# there; the fused bf16 forward is about 2× faster (engine/fused.py).
 BF16_MIN_SPEEDUP = 1.05
 # The probe times the model's own backbone on a frame this size: big enough for the convolutions
 # to run as they do on video, small enough to cost well under a second even where bf16 is slow.
