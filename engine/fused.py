@@ -122,11 +122,21 @@ def _conv_add_(y: torch.Tensor, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tenso
         "add", None, None, [], None)
 
 
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    """relu(x). In bfloat16 on the bits as int16: a bfloat16 is negative exactly where its sign bit,
+    the int16's, is set, so the result is the same (-0 becomes +0), and torch's int16 max runs
+    natively where its bfloat16 relu converts to float32 and back (720p live, 1/2 scale, one
+    thread: 0.55–0.61 against 0.88–0.94 ms)."""
+    if x.dtype == torch.bfloat16:
+        return F.relu(x.view(torch.int16)).view(torch.bfloat16)
+    return F.relu(x)
+
+
 def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Residual blocks x ← x + conv(relu(x)), in place on x. r = relu(x) where the caller has it.
     Returns x and relu(x) where still known (no block ran), else None."""
     for block in stage:
-        _conv_add_(x, F.relu(x) if r is None else r, block.conv)
+        _conv_add_(x, _relu(x) if r is None else r, block.conv)
         r = None
     return x, r
 
@@ -137,7 +147,7 @@ def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int) -> torch.Tensor:
     assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0)
     if x.dtype == torch.float32:
         return native.relu_down(x, conv.weight, conv.bias, threads)
-    return _conv(F.relu(x), conv)
+    return _conv(_relu(x), conv)
 
 
 def _first_layer(conv: nn.Conv2d, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype, threads: int) -> torch.Tensor:
@@ -169,12 +179,12 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
     e1, _ = _chain(bb.enc1, e1)
     e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, hp/4, wp/4)
     e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, hp/8, wp/8)
-    e3 = F.relu(e3)
+    e3 = _relu(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics
     d2, r2, s2 = native.up_add_relu(_conv(e3, bb.up2), e2, threads, abs_sum=len(bb.dec2) == 0)
     d2, r2 = _chain(bb.dec2, d2, r2)
     if r2 is None:
-        r2, s2 = F.relu(d2), d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
+        r2, s2 = _relu(d2), d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
     d1, r1, _ = native.up_add_relu(_conv(r2, bb.up1), e1, threads)
     d1, _ = _chain(bb.dec1, d1, r1)
