@@ -43,7 +43,16 @@ BLEND_FLOOR_TARGET = 1.5
 
 
 class BenchError(Exception):
-    """A one-line user error."""
+    """A one-line user error: a bad option value (exit code 2, as argparse's)."""
+
+    exit_code = 2
+
+
+class InputError(BenchError):
+    """A one-line user error: weights, the device or an output that could not be used (exit code 1,
+    as the player's)."""
+
+    exit_code = 1
 
 
 def _sync(device: torch.device) -> None:
@@ -214,7 +223,7 @@ def run(args) -> dict:
 
         why = check_output(args.json, "results")
         if why:
-            raise BenchError(why)
+            raise InputError(why)
     infer_sizes = blend_sizes = None
     if args.sizes:
         infer_sizes = blend_sizes = parse_sizes(args.sizes)
@@ -226,7 +235,7 @@ def run(args) -> dict:
     try:
         device = pick_device(args.device)
     except RuntimeError as e:
-        raise BenchError(str(e)) from None
+        raise InputError(str(e)) from None
     models, note = load_models(args.weights, args.random_init)
     if note:
         print(note)
@@ -271,9 +280,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (checkpoint.CheckpointError, BenchError) as e:
+    except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except checkpoint.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -54,7 +54,16 @@ RESULT_KEYS = ("sigma", "psnr_noisy", "psnr_autotune", "ssim_autotune", "psnr_le
 
 
 class EvalError(Exception):
-    """A one-line user error (bad folder, weights, device or argument)."""
+    """A one-line user error: a bad option value (exit code 2, as argparse's)."""
+
+    exit_code = 2
+
+
+class InputError(EvalError):
+    """A one-line user error: something named could not be used — a folder, an image, weights, the
+    device, an output (exit code 1, as the player's)."""
+
+    exit_code = 1
 
 
 # ---- candidates ---------------------------------------------------------------------------------
@@ -317,10 +326,10 @@ def load_images(folder: str, limit: int | None) -> list[tuple[str, np.ndarray]]:
         try:
             out.append((p.name, read_rgb(p)))
         except Exception as e:  # Pillow raises many types for damaged files
-            raise EvalError(f"{p}: cannot read image: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+            raise InputError(f"{p}: cannot read image: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
         why = too_small(p, out[-1][1])
         if why:
-            raise EvalError(why)
+            raise InputError(why)
     return out
 
 
@@ -356,7 +365,7 @@ def run(args) -> dict:
     for path, what in ((args.json, "results"), (args.plot, "plot")):
         why = check_output(path, what) if path else ""
         if why:
-            raise EvalError(why)
+            raise InputError(why)
     images = load_images(args.images, args.limit)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -365,7 +374,7 @@ def run(args) -> dict:
     try:
         device = pick_device(args.device)
     except RuntimeError as e:
-        raise EvalError(str(e)) from None
+        raise InputError(str(e)) from None
     model, record = load_model(args.weights, args.random_init, args.seed)
 
     results, curves = evaluate(model, images, sigmas, args.seed, device)
@@ -389,7 +398,7 @@ def run(args) -> dict:
         tmp.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
         os.replace(tmp, out)
     except OSError as e:
-        raise EvalError(f"{out}: cannot write the results ({e.strerror})") from None
+        raise InputError(f"{out}: cannot write the results ({e.strerror})") from None
 
     m = report["model"]
     print(f"model {m['name']}: {m['params'] / 1e6:.3f} M params, {m['gflops_per_720p_frame']:.2f} GFLOP per 1280×720 frame, "
@@ -400,7 +409,7 @@ def run(args) -> dict:
         try:
             plot(args.plot, results, curves, f"{m['name']} on {Path(args.images).name} ({len(images)} images)")
         except OSError as e:
-            raise EvalError(f"{args.plot}: cannot write the plot ({e.strerror}); the results are in {out}") from None
+            raise InputError(f"{args.plot}: cannot write the plot ({e.strerror}); the results are in {out}") from None
         print(f"plot: {args.plot}")
     print(f"json: {out}")
     return report
@@ -410,9 +419,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (checkpoint.CheckpointError, EvalError) as e:
+    except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except checkpoint.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -420,7 +432,7 @@ def main(argv=None) -> int:
         if isinstance(e.code, str):
             msg = e.code if e.code.startswith("error:") else f"error: {e.code}"
             print(msg, file=sys.stderr)
-            return 2
+            return 1
         raise
     return 0
 

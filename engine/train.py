@@ -446,27 +446,29 @@ def main(argv=None):
                          "one, where --init has none) on grey patches with grey noise; the colour model stays as it is")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    # A bad option value exits 2 with argparse's usage line, as the player's do; something named that
+    # cannot be used (a folder, a checkpoint, an output) exits 1 with one line.
     if args.heads_only and not args.init:
-        raise SystemExit("error: --heads-only needs --init CHECKPOINT (the backbone to keep)")
+        ap.error("--heads-only needs --init CHECKPOINT (the backbone to keep)")
     if args.mono and (not args.init or args.heads_only or args.plain):
-        raise SystemExit("error: --mono needs --init CHECKPOINT (the colour model it adds to), without --heads-only or --plain")
+        ap.error("--mono needs --init CHECKPOINT (the colour model it adds to), without --heads-only or --plain")
     if not 0.0 <= args.grey_noise <= 1.0:
-        raise SystemExit(f"error: --grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
+        ap.error(f"--grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
     if not 0.0 <= args.synthetic < 1.0:
-        raise SystemExit(f"error: --synthetic {args.synthetic:g}: the share must be in [0, 1)")
+        ap.error(f"--synthetic {args.synthetic:g}: the share must be in [0, 1)")
     for name, v, lo in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--patch", args.patch, 16),
                         ("--head-samples", args.head_samples, 1), ("--val-every", args.val_every, 1),
                         ("--ns-iters", args.ns_iters if args.ns_iters is not None else 1, 1), ("--seed", args.seed, 0),
                         ("--threads", args.threads, 0)):
         if v < lo:
-            raise SystemExit(f"error: {name} must be at least {lo}, got {v}")
+            ap.error(f"{name} must be at least {lo}, got {v}")
     for name, v in (("--lr", args.lr), ("--budget-s", args.budget_s)):
         if v is not None and not (math.isfinite(v) and v > 0):
-            raise SystemExit(f"error: {name} must be a positive number, got {v}")
+            ap.error(f"{name} must be a positive number, got {v}")
     from engine.images import EXTENSIONS, check_output
 
     if Path(args.out).suffix.lower() in EXTENSIONS:  # (--out v.png over a validation image wrote a checkpoint there)
-        raise SystemExit(f"error: --out {args.out}: an image file name; a checkpoint goes to a .pt file")
+        ap.error(f"--out {args.out}: an image file name; a checkpoint goes to a .pt file")
     state_path = Path(args.out).with_name(Path(args.out).name + ".state")
     if args.resume and not state_path.is_file() and Path(args.out).exists():
         raise SystemExit(f"error: --resume: {state_path}: no training state to resume from, and {args.out} exists "

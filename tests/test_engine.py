@@ -1282,10 +1282,11 @@ def test_evaluate_refuses_a_malformed_sigma_list(sigma, message):
         ev.parse_sigmas(sigma)
 
 
-def test_evaluate_missing_folder_is_one_line_error_exit_2(tmp_path):
+def test_evaluate_missing_folder_is_one_line_error_exit_1(tmp_path):
+    """Something named that cannot be used exits 1, as the player does (2 is a bad option)."""
     r = _run(["engine.evaluate", "--random-init", "live", "--images", str(tmp_path / "nowhere"),
               "--json", str(tmp_path / "o.json")])
-    assert r.returncode == 2
+    assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "nowhere" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o.json").exists()
@@ -1293,12 +1294,12 @@ def test_evaluate_missing_folder_is_one_line_error_exit_2(tmp_path):
 
 def test_evaluate_missing_weights_and_empty_folder_are_one_line_errors(image_dir, tmp_path, capsys):
     assert ev.main(["--weights", str(tmp_path / "nope.pt"), "--images", str(image_dir),
-                    "--json", str(tmp_path / "o.json")]) == 2
+                    "--json", str(tmp_path / "o.json")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nope.pt" in err[0]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert ev.main(["--random-init", "live", "--images", str(empty), "--json", str(tmp_path / "o.json")]) == 2
+    assert ev.main(["--random-init", "live", "--images", str(empty), "--json", str(tmp_path / "o.json")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
 
@@ -1309,17 +1310,19 @@ def test_unwritable_outputs_and_bad_numbers_fail_before_the_work(image_dir, tmp_
     blocked = tmp_path / "file"
     blocked.write_text("")
     out = blocked / "o.json"  # under a file: cannot be written
-    for main, argv in ((ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(out)]),
-                       (ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(tmp_path / "o.json"),
-                                  "--plot", str(tmp_path / "p.xyz")]),
-                       (bench.main, ["--random-init", "live", "--json", str(out)])):
-        assert main(argv) == 2
+    for main, argv, code in (
+            (ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(out)], 1),
+            (ev.main, ["--random-init", "live", "--images", str(image_dir), "--json", str(tmp_path / "o.json"),
+                       "--plot", str(tmp_path / "p.xyz")], 2),  # a bad option value
+            (bench.main, ["--random-init", "live", "--json", str(out)], 1)):
+        assert main(argv) == code, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and ("o.json" in err[0] or "p.xyz" in err[0]), err
-    for bad in (["--steps", "0"], ["--batch", "0"], ["--lr", "nan"], ["--out", str(out)]):
+    for bad, code in ((["--steps", "0"], 2), (["--batch", "0"], 2), (["--lr", "nan"], 2), (["--out", str(out)], 1)):
         r = _run(["engine.train", "--preset", "live", "--data", str(image_dir), "--val", str(image_dir),
                   "--out", str(tmp_path / "t.pt"), "--steps", "2", *bad])
-        assert r.returncode != 0 and "Traceback" not in r.stderr and (bad[0] in r.stderr or "o.json" in r.stderr), r.stderr
+        assert r.returncode == code and "Traceback" not in r.stderr, (bad, r.returncode, r.stderr)
+        assert bad[0] in r.stderr.strip().splitlines()[-1] or "o.json" in r.stderr, r.stderr
 
 
 def test_bench_command_smoke_with_weights_path(models, tmp_path):
@@ -1352,9 +1355,9 @@ def test_bench_falls_back_to_random_init_presets_without_shipped_weights(tmp_pat
     out = capsys.readouterr().out
     assert "note: no shipped weights" in out
     assert "random-init:live" in out and "random-init:quality" in out
-    assert bench.main(["--sizes", "sixteen", "--copy-mb", "1"]) == 2
+    assert bench.main(["--sizes", "sixteen", "--copy-mb", "1"]) == 2  # a bad option
     assert "error: --sizes" in capsys.readouterr().err
-    assert bench.main(["--weights", str(tmp_path / "nope.pt"), "--copy-mb", "1"]) == 2
+    assert bench.main(["--weights", str(tmp_path / "nope.pt"), "--copy-mb", "1"]) == 1  # a file that cannot be used
     assert "nope.pt" in capsys.readouterr().err
 
 
