@@ -771,10 +771,12 @@ def test_native_first_layer_reads_the_padded_uint8_frame(co, h, w, hp, wp):
 
 
 def test_avx512_backbone_kernels_give_the_avx2_floats():
-    """On a CPU with AVX-512 the first layer and the downsampling run 16-lane kernels (kernels.c,
-    inp_pixels_512, down_pixels_512): each output sums the same products in the same order as the
-    AVX2 kernels, so the floats are equal — for the cases above and for rows long enough for the
-    24-pixel blocks, output widths of 16 (one vector), 32 (two), 40 and 24 (an 8-lane tail)."""
+    """On a CPU with AVX-512 the first layer, the downsampling and the skip joins run 16-lane kernels
+    (kernels.c, inp_pixels_512, down_pixels_512, join_row_512_any): each output sums the same
+    products in the same order as the AVX2 kernels, so the floats are equal — for the cases above
+    and for rows long enough for the 24-pixel blocks, output widths of 16 (one vector), 32 (two), 40
+    and 24 (an 8-lane tail); the joins in float32 and bfloat16, with their per-channel sums, for
+    channel counts with a masked tail (5, 12, 40) and without (16, 32)."""
     from engine import native
 
     if native.library() is None:
@@ -796,6 +798,15 @@ def test_avx512_backbone_kernels_give_the_avx2_floats():
                 got = {isa: native.set_isa(isa) and native.first_conv(rgb, hp, wp, weight, bias, threads)
                        for isa in ("AVX2", "best")}
                 assert torch.equal(got["AVX2"], got["best"]), (co, h, w, threads)
+        for c, h, w in [*JOIN_CASES, (12, 6, 34), (32, 4, 8)]:
+            for dtype in (torch.float32, torch.bfloat16):
+                u = torch.randn(1, c, h // 2, w // 2, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+                e = torch.randn(1, c, h, w, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+                for threads in (1, 3):
+                    got = {isa: native.set_isa(isa) and native.up_add_relu(u, e, threads, abs_sum=True)
+                           for isa in ("AVX2", "best")}
+                    for a, b in zip(got["AVX2"], got["best"]):
+                        assert torch.equal(a, b), (c, h, w, dtype, threads)
     finally:
         native.set_isa("best")
 

@@ -745,6 +745,91 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
  */
 #define UP_MAX_C 256
 
+/* One row of the join: w pixels of c channels from the upsampled row ur and e's row er into d's and
+ * r's rows; row_sum (c floats, or NULL) += |d|. */
+static inline __attribute__((always_inline)) void join_row(const char *ur, const char *er, char *dr, char *rr,
+                                                           int64_t w, int64_t c, float *row_sum, const int bf16) {
+    const int64_t size = bf16 ? 2 : 4;  /* bytes per value */
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t x = 0; x < w; x++) {
+        const char *us = ur + (x / 2) * c * size, *es = er + x * c * size;
+        char *ds = dr + x * c * size, *rs = rr + x * c * size;
+        int64_t i = 0;
+        for (; i + 8 <= c; i += 8) {
+            __m256 v;
+            if (bf16) {
+                v = bf16x8_round(_mm256_add_ps(bf16x8_load((const uint16_t *)us + i), bf16x8_load((const uint16_t *)es + i)));
+                bf16x8_store((uint16_t *)ds + i, v);
+                bf16x8_store((uint16_t *)rs + i, _mm256_max_ps(v, zero));
+            } else {
+                v = _mm256_add_ps(_mm256_loadu_ps((const float *)us + i), _mm256_loadu_ps((const float *)es + i));
+                _mm256_storeu_ps((float *)ds + i, v);
+                _mm256_storeu_ps((float *)rs + i, _mm256_max_ps(v, zero));
+            }
+            if (row_sum) _mm256_storeu_ps(row_sum + i, _mm256_add_ps(_mm256_loadu_ps(row_sum + i), _mm256_andnot_ps(sign, v)));
+        }
+        for (; i < c; i++) {
+            float v;
+            if (bf16) {
+                const uint16_t b = f32_to_bf16(bf16_to_f32(((const uint16_t *)us)[i]) + bf16_to_f32(((const uint16_t *)es)[i]));
+                v = bf16_to_f32(b);
+                ((uint16_t *)ds)[i] = b;
+                ((uint16_t *)rs)[i] = v > 0.0f ? b : 0;
+            } else {
+                v = ((const float *)us)[i] + ((const float *)es)[i];
+                ((float *)ds)[i] = v;
+                ((float *)rs)[i] = v > 0.0f ? v : 0.0f;
+            }
+            if (row_sum) row_sum[i] += v < 0.0f ? -v : v;
+        }
+    }
+}
+
+/* join_row with AVX-512: 16 channels per vector, the last ones masked (c = 16: one vector per
+ * pixel, where the AVX2 row takes two). The same operations on every value, so the same bytes, and
+ * each channel's row sum adds the same values in the same order. */
+static inline AVX512 __attribute__((always_inline)) void join_row_512_any(const char *ur, const char *er, char *dr,
+                                                                          char *rr, int64_t w, int64_t c,
+                                                                          float *row_sum, const int bf16) {
+    const int64_t size = bf16 ? 2 : 4;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i lsb1 = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    const __m512i upper = _mm512_set1_epi32((int)0xffff0000u);
+    for (int64_t x = 0; x < w; x++) {
+        const char *us = ur + (x / 2) * c * size, *es = er + x * c * size;
+        char *ds = dr + x * c * size, *rs = rr + x * c * size;
+        for (int64_t i = 0; i < c; i += 16) {
+            const __mmask16 m = c - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - i)) - 1u);
+            __m512 v;
+            if (bf16) {
+                const __m512i a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)us + i));
+                const __m512i b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)es + i));
+                __m512i bits = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)),
+                                                                 _mm512_castsi512_ps(_mm512_slli_epi32(b, 16))));
+                bits = _mm512_add_epi32(bits, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(bits, 16), lsb1)));
+                v = _mm512_castsi512_ps(_mm512_and_si512(bits, upper));  /* rounded to bfloat16 (bf16x8_round) */
+                _mm256_mask_storeu_epi16((uint16_t *)ds + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+                const __m512 rv = _mm512_max_ps(v, zero);
+                _mm256_mask_storeu_epi16((uint16_t *)rs + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(rv), 16)));
+            } else {
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, (const float *)us + i), _mm512_maskz_loadu_ps(m, (const float *)es + i));
+                _mm512_mask_storeu_ps((float *)ds + i, m, v);
+                _mm512_mask_storeu_ps((float *)rs + i, m, _mm512_max_ps(v, zero));
+            }
+            if (row_sum) _mm512_mask_storeu_ps(row_sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, row_sum + i), _mm512_abs_ps(v)));
+        }
+    }
+}
+
+static AVX512 void join_row_512_f32(const char *ur, const char *er, char *dr, char *rr, int64_t w, int64_t c, float *row_sum) {
+    join_row_512_any(ur, er, dr, rr, w, c, row_sum, 0);
+}
+
+static AVX512 void join_row_512_bf16(const char *ur, const char *er, char *dr, char *rr, int64_t w, int64_t c, float *row_sum) {
+    join_row_512_any(ur, er, dr, rr, w, c, row_sum, 1);
+}
+
 static inline __attribute__((always_inline)) int up_add_relu(const void *u, const void *e, void *d, void *r, int64_t h,
                                                              int64_t w, int64_t c, double *abs_sum, int threads,
                                                              const int bf16) {
@@ -754,8 +839,6 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
     const int64_t size = bf16 ? 2 : 4;  /* bytes per value */
     double *part = calloc((size_t)(nb * c), sizeof(double)); /* each band's Σ|d| */
     if (!part) return 2;
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256 sign = _mm256_set1_ps(-0.0f);
 #pragma omp parallel for num_threads(n) schedule(static)
     for (int64_t t = 0; t < nb; t++) {
         for (int64_t y = h * t / nb; y < h * (t + 1) / nb; y++) {
@@ -763,41 +846,12 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
             if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
             const char *ur = (const char *)u + (y / 2) * (w / 2) * c * size;
             const int64_t o = y * w * c * size;
-            for (int64_t x = 0; x < w; x++) {
-                const char *us = ur + (x / 2) * c * size, *es = (const char *)e + o + x * c * size;
-                char *ds = (char *)d + o + x * c * size, *rs = (char *)r + o + x * c * size;
-                int64_t i = 0;
-                for (; i + 8 <= c; i += 8) {
-                    __m256 v;
-                    if (bf16) {
-                        v = bf16x8_round(_mm256_add_ps(bf16x8_load((const uint16_t *)us + i),
-                                                       bf16x8_load((const uint16_t *)es + i)));
-                        bf16x8_store((uint16_t *)ds + i, v);
-                        bf16x8_store((uint16_t *)rs + i, _mm256_max_ps(v, zero));
-                    } else {
-                        v = _mm256_add_ps(_mm256_loadu_ps((const float *)us + i), _mm256_loadu_ps((const float *)es + i));
-                        _mm256_storeu_ps((float *)ds + i, v);
-                        _mm256_storeu_ps((float *)rs + i, _mm256_max_ps(v, zero));
-                    }
-                    if (abs_sum) _mm256_storeu_ps(row_sum + i, _mm256_add_ps(_mm256_loadu_ps(row_sum + i),
-                                                                              _mm256_andnot_ps(sign, v)));
-                }
-                for (; i < c; i++) {
-                    float v;
-                    if (bf16) {
-                        const uint16_t b = f32_to_bf16(bf16_to_f32(((const uint16_t *)us)[i]) +
-                                                       bf16_to_f32(((const uint16_t *)es)[i]));
-                        v = bf16_to_f32(b);
-                        ((uint16_t *)ds)[i] = b;
-                        ((uint16_t *)rs)[i] = v > 0.0f ? b : 0;
-                    } else {
-                        v = ((const float *)us)[i] + ((const float *)es)[i];
-                        ((float *)ds)[i] = v;
-                        ((float *)rs)[i] = v > 0.0f ? v : 0.0f;
-                    }
-                    if (abs_sum) row_sum[i] += v < 0.0f ? -v : v;
-                }
-            }
+            const char *er = (const char *)e + o;
+            char *dr = (char *)d + o, *rr = (char *)r + o;
+            float *sums = abs_sum ? row_sum : NULL;
+            if (isa_level >= 3 && bf16) join_row_512_bf16(ur, er, dr, rr, w, c, sums);
+            else if (isa_level >= 3) join_row_512_f32(ur, er, dr, rr, w, c, sums);
+            else join_row(ur, er, dr, rr, w, c, sums, bf16);
             if (abs_sum)
                 for (int64_t i = 0; i < c; i++) part[t * c + i] += row_sum[i];
         }
