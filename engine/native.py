@@ -11,8 +11,8 @@ moved 4× the bytes the blend must) and `fill` (X's [1 | noisy] columns, the noi
 histogram and the statistics ND and AutoTune read); and for the backbone's fused forward
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
 torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
-The blend, the fill's statistics, `relu_down` and `first_conv` also have AVX-512 versions, used
-where the CPU has it (`isa()`, `set_isa()`; the same bytes either way). And from
+The blend, the fill's statistics, `relu_down`, `first_conv` and `up_add_relu` also have AVX-512
+versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either way). And from
 engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads` (Router, ND
 and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
 `absdiff4`, the player's difference view in one pass instead of six.
