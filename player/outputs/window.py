@@ -33,6 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# The window's pixels go to the X server through its shared-memory framebuffer, not through an
+# OpenGL texture: SDL picked OpenGL here, and where that is Mesa's software rasteriser (no GPU, a
+# VM, Xvfb, a remote desktop) it cost the main thread and two llvmpipe threads a fifth of a core
+# at 720p — 1280×720 demo, --mode live, Xvfb, two runs each: 28.8–29.2 fps against 23.6–25.3, edit
+# latency p95 36–44 against 65–85 ms. On a display with hardware OpenGL either way is cheap at
+# these sizes; SDL_FRAMEBUFFER_ACCELERATION=1 in the environment gives SDL its choice back.
+os.environ.setdefault("SDL_FRAMEBUFFER_ACCELERATION", "0")
 import pygame  # noqa: E402
 
 from engine import native  # noqa: E402  (the difference view's one-pass kernel)
