@@ -47,9 +47,13 @@ AUTO_PROBE_FRAMES = 12  # frames timed before `auto` first decides (a median: on
 # sustained slowdown still moves playback to the cache, a few slow frames in a row do not (with a
 # fixed 12-frame window, one of the ~300 windows of a 10 s run was enough to switch).
 AUTO_WATCH_FRAMES = 60
-# Inferences left out of `auto`'s timing: the first ones allocate and fault in every buffer
-# (measured, live model at 640×360 in the player: 97, 48, 46 ms, then 24–29 ms). Counting them
-# sent a run that plays at 29.7 fps live to the render cache, where it played at 20–25 fps.
+# Inferences left out of `auto`'s timing, per lane: the first ones allocate and fault in every
+# buffer (measured, live model at 640×360 in the player: 97, 48, 46 ms, then 24–29 ms), and each
+# lane makes oneDNN's kernels for every convolution on its first call. Counting them sent a run
+# that plays at 29.7 fps live to the render cache, where it played at 20–25 fps. With two lanes and
+# a window opening beside them (01_dog.mp4, 720p, Xvfb, session 21) the first six took 92–172 and
+# 97–126 ms, then 50–60: with three left out, one run of two went to the cache at 17 fps where live
+# mode plays it at 29.
 AUTO_WARMUP_FRAMES = 3
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # live only if inference needs under this share of a frame interval. Live mode shows this share
@@ -269,7 +273,7 @@ class BackboneWorker(threading.Thread):
         return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
     def _decide_mode(self) -> None:
-        timed = len(self.infer_ms) - AUTO_WARMUP_FRAMES
+        timed = len(self.infer_ms) - AUTO_WARMUP_FRAMES * self.lanes
         if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
             return
         interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often

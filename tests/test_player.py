@@ -594,15 +594,21 @@ def test_clearing_the_loop_plays_on_past_its_old_end(tmp_path, weights, clip, mo
 
 @pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
 def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
-    """`auto` goes by the steady speed of inference: three slow first inferences (buffers being
-    allocated) do not send a fast model to the render cache, a slow one still goes there."""
+    """`auto` goes by the steady speed of inference: slow first inferences (buffers being allocated,
+    oneDNN's kernels made on each lane's first calls, a window opening beside them) do not send a
+    fast model to the render cache, a slow one still goes there. The first AUTO_WARMUP_FRAMES of
+    every lane are left out and the rest go by a median, so three more slow ones than that are
+    absorbed (with AUTO_WARMUP_FRAMES in all left out, they made half of the first median)."""
+    from player.worker import AUTO_WARMUP_FRAMES
+
     def timed(p):
         infer, calls = p.denoiser.infer, []
+        slow = AUTO_WARMUP_FRAMES * p.worker.lanes + 3
 
         def scripted(rgb):
             bases = infer(rgb)
             calls.append(rgb)
-            bases.infer_ms = 200.0 if len(calls) <= 3 else steady_ms  # the worker's measurement
+            bases.infer_ms = 200.0 if len(calls) <= slow else steady_ms  # the worker's measurement
             return bases
 
         p.denoiser.infer = scripted
