@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from engine import checkpoint, compose, fused, heads_np, native
 from engine import decorrelate as nd
-from engine.model import (PAD_MULTIPLE, RCDNet, estimate_noise_sigma, noise_grid_step,
+from engine.model import (MAD_TO_STD, MONO_WEIGHTS, PAD_MULTIPLE, RCDNet, estimate_noise_sigma, noise_grid_step,
                           sigma_from_detail_histogram, to_full_res)
 
 
@@ -80,6 +80,7 @@ class Bases:
     infer_ms: float = 0.0  # the whole infer(): network, X's other columns, statistics, ND, AutoTune
     stats_ms: float = 0.0  # of which the statistics (covariance), Router, ND and AutoTune
     mono: bool = False  # the model's monochrome backbone made them (a frame with R = G = B)
+    luma: bool = False  # ... from the frame's luma, its noise being luma only (see luma_noise)
 
     @property
     def nbytes(self) -> int:
@@ -98,6 +99,62 @@ def is_mono_frame(rgb: np.ndarray) -> bool:
     if not (np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2])):
         return False
     return np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+
+
+# A colour frame whose noise is (nearly) the same in R, G and B at every pixel — luma noise, what a
+# camera's chroma noise reduction leaves, and what 4:2:0 video holds at its finest scale (its chroma
+# is sampled at half size, so its pixel-to-pixel noise is all luma) — is denoised from its luma by
+# the monochrome backbone. The colour backbone reads noise shared by the three channels as picture
+# and leaves most of it: CSet14's colour images with luma noise at σ 15 / 25 / 50, `live`, AutoTune:
+# 26.94 / 23.04 / 17.61 dB from inputs 24.91 / 20.62 / 15.10, through the luma 29.93 / 27.17 /
+# 23.07; with noise in Y, Cb and Cr and 4:2:0 chroma, 26.16 / 22.44 / 17.16 against 27.31 / 24.18 /
+# 19.57 (weights/README.md). Told by the noise estimate (model.estimate_noise_sigma's: the median
+# 2×2 diagonal detail) of G against that of (R − G)/√2 and (B − G)/√2: about 1 for noise drawn per
+# channel, √(1 − c) for channels correlated by c (training's camera noise: c ≤ 0.5, 0.7 and up),
+# under 0.12 for luma noise on CSet14 at σ ≥ 5 (quantisation and colour edges give the chroma
+# planes a little), 0 for 4:2:0 video.
+LUMA_NOISE_RATIO_MAX = 0.25
+# ... and only where there is noise to speak of: on clean images the detail of G is texture (median
+# σ̂ 3.0 on CSet14's, ratio 0 to 1), and below this the choice would flip on picture content.
+LUMA_NOISE_SIGMA_MIN = 3.5
+# The 2×2 blocks read: every 8th in each direction from 640×360 up (14 k at 720p: 0.6 ms on one
+# core, where every 4th took 3), every one below.
+LUMA_NOISE_GRID, LUMA_NOISE_GRID_FROM = 8, 640 * 360
+LUMA_FROM_RGB = np.array(MONO_WEIGHTS, np.float32)  # the luma the monochrome backbone was trained on
+
+
+def noise_estimates(rgb: np.ndarray) -> tuple[float, float]:
+    """(σ̂ of G, σ̂ of the chroma differences (R − G)/√2 and (B − G)/√2, their mean) of a uint8
+    frame (H, W, 3) in 8-bit units, from the 2×2 blocks on a grid (LUMA_NOISE_GRID): median
+    |diagonal detail| / MAD_TO_STD, as model.estimate_noise_sigma. (0, 0) for frames under 2×2."""
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        return 0.0, 0.0
+    step = LUMA_NOISE_GRID if h * w >= LUMA_NOISE_GRID_FROM else 2
+    c = [rgb[dy:h:step, dx:w:step].astype(np.int16) for dy in (0, 1) for dx in (0, 1)]  # 4 × (n0, n1, 3)
+    detail = (c[0] - c[1] - c[2] + c[3]).reshape(-1, 3)  # 2 × the Haar diagonal detail, per channel
+
+    def sigma(v: np.ndarray) -> float:  # np.partition: one middle value, half np.median's time here
+        return float(np.partition(np.abs(v), len(v) // 2)[len(v) // 2]) * 0.5 / MAD_TO_STD
+
+    chroma = [sigma(detail[:, k] - detail[:, 1]) / math.sqrt(2.0) for k in (0, 2)]
+    return sigma(detail[:, 1]), 0.5 * (chroma[0] + chroma[1])
+
+
+def luma_noise(rgb: np.ndarray) -> bool:
+    """Whether a colour frame's noise is luma only (see LUMA_NOISE_RATIO_MAX)."""
+    g, chroma = noise_estimates(rgb)
+    return g >= LUMA_NOISE_SIGMA_MIN and chroma <= LUMA_NOISE_RATIO_MAX * g
+
+
+def luma_frame(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) with R = G = B = the frame's BT.601 luma, rounded: what the monochrome backbone reads."""
+    y = rgb.reshape(-1, 3).astype(np.float32) @ LUMA_FROM_RGB  # (H·W,)
+    y = np.clip(np.rint(y), 0, 255).astype(np.uint8).reshape(rgb.shape[:2])
+    return np.ascontiguousarray(np.repeat(y[..., None], 3, axis=2))
+
+
+NOISE_MODES = ("auto", "rgb", "luma")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -255,16 +312,27 @@ class Denoiser:
 
     # ---- inference -------------------------------------------------------------------------
     @torch.no_grad()
-    def infer(self, rgb: np.ndarray) -> Bases:
-        """uint8 (H, W, 3) → Bases. One backbone pass, then statistics only."""
+    def infer(self, rgb: np.ndarray, noise: str = "auto") -> Bases:
+        """uint8 (H, W, 3) → Bases. One backbone pass, then statistics only.
+
+        noise: which backbone reads a colour frame, where the model has one for monochrome frames:
+        "auto" the monochrome one on the frame's luma where its noise is luma only (luma_noise),
+        "luma" always so, "rgb" never (the colour one). Monochrome frames take the monochrome one
+        whatever this says. From the luma the bases hold luma residuals (R = G = B, as the
+        monochrome backbone makes them) beside the colour frame: the blend adds them to it."""
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, f"need uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}"
+        assert noise in NOISE_MODES, f"noise must be one of {NOISE_MODES}, got {noise!r}"
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         hp, wp = h + (-h % PAD_MULTIPLE), w + (-w % PAD_MULTIPLE)
         if self.native_stats:  # the native fill (and the fused pass) read the uint8 frame as C-contiguous
             rgb = np.ascontiguousarray(rgb)
         mono = self.cfg.mono and is_mono_frame(rgb)
-        backbone = self.model.backbone_mono if mono else self.model.backbone
+        luma = self.cfg.mono and not mono and (noise == "luma" or (noise == "auto" and luma_noise(rgb)))
+        colour = rgb
+        if luma:  # everything below reads the luma frame; X's noisy columns get the colour frame at the end
+            rgb = luma_frame(rgb)
+        backbone = self.model.backbone_mono if mono or luma else self.model.backbone
         fused_pass = self.fused_backbone and self.native_stats  # reads the uint8 frame itself
         frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
         x_in = None if fused_pass else frame.permute(2, 0, 1)[None]  # (1, 3, hp, wp) channels_last view
@@ -289,10 +357,7 @@ class Denoiser:
                                        torch.get_num_threads(), d=d1, gram=h % 2 == 0 and w % 2 == 0)
             sigma = float(np.float32(sigma_from_detail_histogram(detail)))  # 8-bit units, float32 as the torch path's
         else:
-            x[:, self.c1] = 1.0
-            noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
-            for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
-                noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
+            self._copy_noisy(x, frame, hp, wp)
             # 8-bit units: on a CPU the exact uint8 path (a histogram median), on a GPU where the frame is
             green = torch.from_numpy(rgb[None, :, :, 1]) if self.device.type == "cpu" else frame[None, :h, :w, 1]
             sigma = float(estimate_noise_sigma(green)[0])
@@ -301,8 +366,10 @@ class Denoiser:
         # Router, ND and AutoTune: ~150 operations on L×L matrices (engine/heads_np.py)
         t, auto = self._heads(cov, feats[0].float().cpu().numpy(), sigma)
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
+        if luma:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
+            self._fill_noisy(x, colour, h, w, hp, wp)
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
-                     sigma_est=sigma, backbone_ms=backbone_ms, mono=mono,
+                     sigma_est=sigma, backbone_ms=backbone_ms, mono=mono, luma=luma,
                      infer_ms=(time.perf_counter() - t0) * 1000.0,
                      stats_ms=(time.perf_counter() - t_stats + (gram.seconds if gram else 0.0)) * 1000.0)
 
@@ -332,6 +399,21 @@ class Denoiser:
                 self._x_free = {key: []}
             if len(self._x_free[key]) < X_POOL_MAX:
                 self._x_free[key].append(buf)
+
+    def _fill_noisy(self, x: torch.Tensor, rgb: np.ndarray, h: int, w: int, hp: int, wp: int) -> None:
+        """X's [1 | noisy] columns from the uint8 frame rgb (replicate-padded to hp × wp)."""
+        if self.native_stats:
+            native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w), torch.get_num_threads())
+            return
+        self._copy_noisy(x, self._padded_input(rgb, hp, wp), hp, wp)
+
+    def _copy_noisy(self, x: torch.Tensor, frame: torch.Tensor, hp: int, wp: int) -> None:
+        """X's [1 | noisy] columns from the padded frame (hp, wp, 3) float32 0..255 (the torch path)."""
+        h2, w2 = hp // 2, wp // 2
+        x[:, self.c1] = 1.0
+        noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
+        for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
+            noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

@@ -31,6 +31,10 @@ MAD_TO_STD = 0.6745
 # Above this many pixels the estimate uses every other 2×2 block in both directions (a quarter of
 # them: still > 50 k samples at 720p, and the median is the costly part).
 SIGMA_SUBSAMPLE_ABOVE = 256 * 256
+# The monochrome backbone's grey images: colour made grey with BT.601 luma (what grey files and
+# monochrome video hold), on 8-bit steps (engine/train.py, --mono); the luma it reads in a colour
+# frame with luma noise is made the same way (engine/denoiser.py, luma_frame).
+MONO_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from engine import checkpoint, decorrelate as nd, noise, synthetic
 from engine.denoiser import best_seconds, pick_dtype
 from engine.images import load_folder
-from engine.model import PRESETS, RCDNet, estimate_noise_sigma, is_mono
+from engine.model import MONO_WEIGHTS, PRESETS, RCDNet, estimate_noise_sigma, is_mono
 
 LAMBDA_LEVEL = 0.1  # weight of the per-level loss (the paper's λ)
 CAMERA_SHARE = 0.3
@@ -69,8 +69,6 @@ BUDGET_PROBE = 30  # --budget-s: steps timed (on a throw-away copy) to size the 
 # --synthetic: side of the generated chart images (engine/synthetic.py); a 128-px patch still has
 # (384 − 128)² positions in each, and 161 of them (15 % beside the 912 photographs) take 20 s to make.
 SYNTHETIC_SIZE = 384
-# --mono: colour patches made grey with BT.601 luma (what grey files and monochrome video hold), on 8-bit steps.
-MONO_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def charbonnier(a, b):
@@ -446,29 +444,33 @@ def main(argv=None):
                          "one, where --init has none) on grey patches with grey noise; the colour model stays as it is")
     args = ap.parse_args(argv)
     args.command = "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv)
-    # A bad option value exits 2 with argparse's usage line, as the player's do; something named that
-    # cannot be used (a folder, a checkpoint, an output) exits 1 with one line.
+    # A bad option value: one line and exit code 2, as the player's; something named that cannot be
+    # used (a folder, a checkpoint, an output) exits 1 with one line.
+    def bad_option(message: str):
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
     if args.heads_only and not args.init:
-        ap.error("--heads-only needs --init CHECKPOINT (the backbone to keep)")
+        bad_option("--heads-only needs --init CHECKPOINT (the backbone to keep)")
     if args.mono and (not args.init or args.heads_only or args.plain):
-        ap.error("--mono needs --init CHECKPOINT (the colour model it adds to), without --heads-only or --plain")
+        bad_option("--mono needs --init CHECKPOINT (the colour model it adds to), without --heads-only or --plain")
     if not 0.0 <= args.grey_noise <= 1.0:
-        ap.error(f"--grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
+        bad_option(f"--grey-noise {args.grey_noise:g}: the share must be in [0, 1]")
     if not 0.0 <= args.synthetic < 1.0:
-        ap.error(f"--synthetic {args.synthetic:g}: the share must be in [0, 1)")
+        bad_option(f"--synthetic {args.synthetic:g}: the share must be in [0, 1)")
     for name, v, lo in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--patch", args.patch, 16),
                         ("--head-samples", args.head_samples, 1), ("--val-every", args.val_every, 1),
                         ("--ns-iters", args.ns_iters if args.ns_iters is not None else 1, 1), ("--seed", args.seed, 0),
                         ("--threads", args.threads, 0)):
         if v < lo:
-            ap.error(f"{name} must be at least {lo}, got {v}")
+            bad_option(f"{name} must be at least {lo}, got {v}")
     for name, v in (("--lr", args.lr), ("--budget-s", args.budget_s)):
         if v is not None and not (math.isfinite(v) and v > 0):
-            ap.error(f"{name} must be a positive number, got {v}")
+            bad_option(f"{name} must be a positive number, got {v}")
     from engine.images import EXTENSIONS, check_output
 
     if Path(args.out).suffix.lower() in EXTENSIONS:  # (--out v.png over a validation image wrote a checkpoint there)
-        ap.error(f"--out {args.out}: an image file name; a checkpoint goes to a .pt file")
+        bad_option(f"--out {args.out}: an image file name; a checkpoint goes to a .pt file")
     state_path = Path(args.out).with_name(Path(args.out).name + ".state")
     if args.resume and not state_path.is_file() and Path(args.out).exists():
         raise SystemExit(f"error: --resume: {state_path}: no training state to resume from, and {args.out} exists "

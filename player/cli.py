@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", default=None, metavar="PATH|live|quality", help="model checkpoint (default: quality on a CUDA GPU, else live)")
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="where the network runs (default: auto)")
     ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"], help=argparse.SUPPRESS)
+    ap.add_argument("--noise", default=None, choices=["auto", "rgb", "luma"],  # engine.denoiser.NOISE_MODES (torch not imported yet)
+                    help="which noise the network reads in a colour frame: rgb (per channel), luma (the same in R, G "
+                         "and B: after a camera's chroma noise reduction, in 4:2:0 video), or auto, per frame from its "
+                         "statistics (default; monochrome frames always take the monochrome backbone)"),
     ap.add_argument("--mode", default="auto", choices=["auto", "live", "cache"],
                     help="live: drop late frames; cache: render cache ahead of the playhead (default: chosen from the measured speed)")
     ap.add_argument("--cache-mb", type=int, default=0, metavar="N", help="render-cache budget in MiB (default: 1/4 of RAM, at most 8 GiB)")
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from player.player import Player, PlayerConfig, PlayerError
 
     cfg = PlayerConfig(input=args.input, weights=args.weights, device=args.device, precision=args.precision,
-                       mode=args.mode, cache_mb=args.cache_mb, start=args.start, speed=args.speed,
+                       noise=args.noise or "auto", mode=args.mode, cache_mb=args.cache_mb, start=args.start, speed=args.speed,
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,
                        screenshot_dir=args.screenshot_dir, demo_size=args.demo_size, demo_fps=args.demo_fps,

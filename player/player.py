@@ -63,6 +63,7 @@ class PlayerConfig:
     weights: str | None = None  # None: worker.default_weights for the device
     device: str = "auto"
     precision: str = "auto"
+    noise: str = "auto"  # auto | rgb | luma: Denoiser.infer's noise (which backbone reads a colour frame)
     mode: str = "auto"  # auto | live | cache
     cache_mb: int = 0  # 0: a quarter of RAM, at most 8 GiB
     start: float = 0.0
@@ -406,7 +407,8 @@ class Player:
             if self.audio_decoder is not None:
                 self.audio_decoder.set_speed(cfg.speed, start, 0)
         cache_bytes = cfg.cache_mb * (1 << 20) if cfg.cache_mb > 0 else default_cache_bytes()
-        self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes, self.lanes)
+        self.worker = BackboneWorker(self.denoiser, self.video_q, self.ready_q, self, cfg.mode, cache_bytes, self.lanes,
+                                     noise=cfg.noise)
         self.compositor = CompositorThread(self, self.ready_q, self.slot)
 
         # Outputs.
@@ -1008,6 +1010,7 @@ class Player:
             f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
             f"backbone {_last(self.worker.backbone_ms):6.1f} ms"
             + (" (mono)" if b is not None and b.mono else "")  # the model's backbone for R = G = B frames
+            + (" (luma)" if b is not None and b.luma else "")  # ... on the luma of a frame whose noise is luma
             + (f" ({self.worker.lanes} frames at once)" if self.worker.lanes > 1 else "")
             + f"  blend {_last(self.compositor.blend_ms):5.2f} ms"
             f"  cache {len(self.worker.cache)} frames / {self.worker.cache.nbytes / 2**20:.0f} MB",
@@ -1094,6 +1097,8 @@ class Player:
             "mode": self.worker.mode,
             "backbone_lanes": self.worker.lanes,  # frames in inference at once
             "frames_mono": self.worker.frames_mono,  # through the model's backbone for R = G = B frames
+            "frames_luma": self.worker.frames_luma,  # ... on the luma of colour frames with luma noise
+            "noise": self.cfg.noise,
             "threads_per_lane": self.threads_per_lane,
             "device": self.denoiser.device.type,
             "precision": dtype_name(self.denoiser.dtype),  # the backbone's; float32 or bfloat16 on a CPU

@@ -827,7 +827,7 @@ class Recording:
         import torch
 
         return {"model": model_meta(d, p.weights, self.hashes), "device": d.device.type,
-                "precision": dtype_name(d.dtype), "torch": torch.__version__,
+                "precision": dtype_name(d.dtype), "noise": p.cfg.noise, "torch": torch.__version__,
                 "source": source_meta(p.info, p.demo, self.hashes)}
 
     # ---- HUD, stats, shutdown ---------------------------------------------------------------

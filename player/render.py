@@ -27,7 +27,7 @@ from pathlib import Path
 
 from engine import checkpoint, compose
 from engine.compose import Mix
-from engine.denoiser import Denoiser, pick_device
+from engine.denoiser import NOISE_MODES, Denoiser, pick_device
 from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
@@ -130,7 +130,7 @@ def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps
 
 def render(input_path: str | None, out: str, *, track_path: str | None = None, preset: str | None = None,
            strength: float | None = None, weights: str | None = None, device: str | None = None,
-           precision: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
+           precision: str | None = None, noise: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
            demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None) -> dict:
     """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
     import torch
@@ -162,6 +162,9 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             weights = default_weights(device_type)
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
+    if noise is None:
+        noise = (track or {}).get("noise", "auto")
+        noise = noise if noise in NOISE_MODES else "auto"
     lanes, _ = set_up_lanes(device_type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)
     den = Denoiser.load(weights, device=device, precision=precision)
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
@@ -172,7 +175,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     try:
         info = source.info
         meta = {"model": record.model_meta(den, weights, hashes), "device": den.device.type,
-                "precision": record.dtype_name(den.dtype), "torch": torch.__version__,
+                "precision": record.dtype_name(den.dtype), "noise": noise, "torch": torch.__version__,
                 "source": record.source_meta(info, demo, hashes)}
         if track is not None:
             _compare(track, meta)
@@ -249,7 +252,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                             mix, bypass = fixed, False
                         state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass, compact))
                     mix, bypass, state = state_cache[ci]
-                    pending.append((frame, mix, bypass, state, None if bypass else pool.submit(den.infer, frame.rgb)))
+                    pending.append((frame, mix, bypass, state, None if bypass else pool.submit(den.infer, frame.rgb, noise)))
                     taken += 1
                     if len(pending) >= lanes:
                         finish(*pending.popleft())
@@ -303,7 +306,7 @@ def _compare(track: dict, meta: dict) -> None:
         _warn(f"{s['path']} differs from the recorded source ({rs.get('path')}, sha256 {rs['sha256'][:12]}…)")
     elif s.get("kind") == "demo" and any(rs.get(k) != s.get(k) for k in ("width", "height", "fps", "seed", "duration")):
         _warn("the demo parameters differ from the recording's")
-    for k in ("device", "precision"):
+    for k in ("device", "precision", "noise"):
         if track.get(k) and track[k] != meta[k]:
             _warn(f"the recording ran with {k} {track[k]}, this render with {meta[k]}: frames may differ")
 
@@ -312,7 +315,8 @@ def main(args) -> int:
     """The command-line render mode (player/cli.py); returns the exit code."""
     try:
         summary = render(args.input, args.render, track_path=args.track, preset=args.preset, strength=args.strength,
-                         weights=args.weights, device=args.device, precision=args.precision, force=args.force,
+                         weights=args.weights, device=args.device, precision=args.precision, noise=args.noise,
+                         force=args.force,
                          threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE, lossless=args.lossless)
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)

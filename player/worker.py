@@ -224,7 +224,7 @@ class _Job:
 
 class BackboneWorker(threading.Thread):
     def __init__(self, denoiser, video_q: ClosableQueue, ready_q: ClosableQueue, player, mode: str, cache_bytes: int,
-                 lanes: int = 1):
+                 lanes: int = 1, noise: str = "auto"):
         super().__init__(name="backbone", daemon=True)
         self.denoiser, self.video_q, self.ready_q, self.player = denoiser, video_q, ready_q, player
         self.requested_mode = mode
@@ -237,7 +237,9 @@ class BackboneWorker(threading.Thread):
         self.lanes = max(1, lanes)  # frames in inference at once (plan_lanes)
         self.cache = RenderCache(cache_bytes)
         self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
+        self.noise = noise  # Denoiser.infer's: which backbone reads a colour frame
         self.frames_mono = 0  # frames through the model's monochrome backbone (R = G = B)
+        self.frames_luma = 0  # ... on the luma of colour frames whose noise is luma
         self.infer_ms: list[float] = []  # the whole Denoiser.infer: how long a frame takes in its lane
         self.latency_ms: list[float] = []  # from taking a frame to its bases being ready in order (_hand_on)
         self._last_ready = 0.0  # when the last inferred frame's bases were ready in order (monotonic s)
@@ -372,7 +374,7 @@ class BackboneWorker(threading.Thread):
         if bases is not None:
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
-            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb)))
+            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, self.noise)))
         return True
 
     def _hand_on(self, job: _Job) -> None:
@@ -390,6 +392,7 @@ class BackboneWorker(threading.Thread):
             self.infer_ms.append(bases.infer_ms)
             self.backbone_ms.append(bases.backbone_ms)
             self.frames_mono += bases.mono
+            self.frames_luma += bases.luma
             self._decide_mode()
             if self.mode == "cache":
                 job.bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget

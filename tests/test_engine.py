@@ -1442,13 +1442,88 @@ def test_a_mono_model_runs_its_mono_backbone_on_monochrome_frames_only(tmp_path)
     for m in (model, loaded):
         den = Denoiser(copy.deepcopy(m), "cpu", precision="fp32")
         for frame, ref_model, is_mono in ((grey, mono_only, True), (colour, colour_only, False), (almost, colour_only, False)):
-            b, ref = den.infer(frame), Denoiser(copy.deepcopy(ref_model), "cpu", precision="fp32").infer(frame)
-            assert b.mono == is_mono
+            # noise="rgb": a frame of grey picture is one of luma noise to `auto` (the luma path's test below)
+            b = den.infer(frame, noise="rgb")
+            ref = Denoiser(copy.deepcopy(ref_model), "cpu", precision="fp32").infer(frame)
+            assert b.mono == is_mono and not b.luma
             assert torch.equal(b.x, ref.x) and torch.equal(b.auto, ref.auto)
         with torch.no_grad():
             for frame, ref_model in ((grey, mono_only), (colour, colour_only)):
                 (b0, c0), (b1, c1) = m(as_input(frame)), ref_model(as_input(frame))
                 assert torch.equal(b0, b1) and torch.equal(c0, c1)
+
+
+def smooth_colour(h: int, w: int) -> np.ndarray:
+    """A clean uint8 colour picture (h, w, 3): ramps, stripes and a disc, no noise in it."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([40 + 150 * x / w, 60 + 130 * y / h, 128 + 70 * np.sin(x / 4.0 + y / 7.0)], axis=-1)
+    img[(x - w / 2) ** 2 + (y - h / 2) ** 2 < (min(h, w) / 4) ** 2] = (210, 60, 50)
+    return np.round(img).astype(np.uint8)
+
+
+def _noisy(clean: np.ndarray, field: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(clean + field), 0, 255).astype(np.uint8)
+
+
+def test_luma_noise_is_told_from_noise_drawn_per_channel():
+    """denoiser.luma_noise: noise that is the same in R, G and B (what chroma noise reduction leaves)
+    and 4:2:0 video's noise (its chroma sampled at half size) are luma noise; noise drawn per channel,
+    or with the channel correlation of training's camera noise (≤ 0.5), is not; nor is a frame
+    without noise to speak of, whatever its picture."""
+    from engine.denoiser import luma_noise, noise_estimates
+
+    rng = np.random.default_rng(5)
+    clean = smooth_colour(128, 160)
+    for sigma in (8.0, 25.0):
+        assert luma_noise(_noisy(clean, rng.normal(0, sigma, clean.shape[:2])[..., None])), sigma
+        assert not luma_noise(_noisy(clean, rng.normal(0, sigma, clean.shape))), sigma
+        shared, own = rng.normal(0, sigma, clean.shape[:2])[..., None], rng.normal(0, sigma, clean.shape)
+        assert not luma_noise(_noisy(clean, math.sqrt(0.5) * shared + math.sqrt(0.5) * own)), sigma
+        # 4:2:0: noise in Y at full size, in the chroma differences at half size (each 2×2 block alike)
+        chroma = rng.normal(0, sigma, (64, 80, 3)).repeat(2, 0).repeat(2, 1)
+        chroma -= chroma.mean(axis=2, keepdims=True)
+        assert luma_noise(_noisy(clean, rng.normal(0, sigma, clean.shape[:2])[..., None] + chroma)), sigma
+    flat = np.full((96, 96, 3), 120, np.uint8)
+    assert noise_estimates(flat) == (0.0, 0.0) and not luma_noise(flat)
+    assert not luma_noise(_noisy(flat, rng.normal(0, 1.0, flat.shape[:2])[..., None]))  # under LUMA_NOISE_SIGMA_MIN
+    assert noise_estimates(np.zeros((1, 7, 3), np.uint8)) == (0.0, 0.0)
+
+
+def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_the_colour_frame():
+    """Denoiser.infer(noise="luma"): the monochrome backbone on the frame's luma (R = G = B = Y) —
+    the same features, transform and AutoTune as that luma frame gets — with the colour frame as
+    the blend's base (strength 0 returns it exactly). "auto" takes it where the noise is luma
+    only, "rgb" never; a model without the monochrome backbone always runs the colour one."""
+    from engine.denoiser import luma_frame
+
+    torch.manual_seed(22)
+    model = RCDNet(dataclasses.replace(PRESETS["live"], mono=True)).eval()
+    den = Denoiser(copy.deepcopy(model), "cpu", precision="fp32")
+    rng = np.random.default_rng(6)
+    clean = smooth_colour(40, 58)  # odd half-sizes: the padded columns too
+    noisy = _noisy(clean, rng.normal(0, 20.0, clean.shape[:2])[..., None])
+    grey = luma_frame(noisy)
+    assert grey.shape == noisy.shape and np.array_equal(grey[..., 0], grey[..., 2])
+    want_y = np.clip(np.rint(noisy.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)), 0, 255)
+    assert np.array_equal(grey[..., 1], want_y.astype(np.uint8))
+    b, ref = den.infer(noisy, noise="luma"), den.infer(grey)
+    assert b.luma and not b.mono and ref.mono and not ref.luma
+    c1 = den.c1
+    assert torch.equal(b.x[:, :c1], ref.x[:, :c1])  # the luma frame's features
+    assert torch.equal(b.transform, ref.transform) and torch.equal(b.auto, ref.auto) and b.sigma_est == ref.sigma_est
+    assert np.array_equal(den.blend(b, compose.Mix(strength=0.0)), noisy)  # onto the colour frame
+    out, out_ref = den.blend(b, compose.Mix(strength=15.0)), den.blend(ref, compose.Mix(strength=15.0))
+    # the same correction (the luma frame's) on another base: equal where neither clipped
+    inside = (out > 0) & (out < 255) & (out_ref > 0) & (out_ref < 255)
+    diff = out.astype(int) - noisy.astype(int) - (out_ref.astype(int) - grey.astype(int))
+    assert np.abs(diff[inside]).max() <= 1  # each rounded once
+    assert den.infer(noisy).luma  # auto: luma noise
+    assert not den.infer(noisy, noise="rgb").luma
+    assert not den.infer(_noisy(clean, rng.normal(0, 20.0, clean.shape))).luma  # auto: noise per channel
+    plain = Denoiser(copy.deepcopy(RCDNet(PRESETS["live"]).eval()), "cpu", precision="fp32")
+    assert not plain.infer(noisy, noise="luma").luma
+    with pytest.raises(AssertionError, match="noise must be one of"):
+        den.infer(noisy, noise="yuv")
 
 
 def test_bases_kept_are_never_overwritten_and_dropped_ones_are_reused(models):

@@ -85,6 +85,27 @@ def test_a_black_and_white_clip_runs_the_models_mono_backbone(tmp_path, make_cli
     assert not any("(mono)" in line for line in p._hud(p.last).details)
 
 
+def test_noise_luma_runs_the_mono_backbone_on_the_luma_of_colour_frames(tmp_path, make_clip):
+    """--noise luma: a colour clip's frames go through the monochrome backbone on their luma (the
+    HUD says so, the stats count them), --noise rgb never; and a recording's tuning track keeps the
+    choice, so a render of it makes the same frames."""
+    import dataclasses
+
+    torch.manual_seed(4)
+    w = tmp_path / "mono.pt"
+    checkpoint.save(RCDNet(dataclasses.replace(PRESETS["live"], mono=True)), w)
+    colour = make_clip(seconds=1.0, audio=False)
+    rec = tmp_path / "rec.mkv"
+    p, shown, stats = play(tmp_path, w, colour, duration=0.8, noise="luma", record=str(rec))
+    assert shown and stats["frames_luma"] >= len(shown) > 0 and stats["frames_mono"] == 0 and stats["noise"] == "luma"
+    assert any("(luma)" in line for line in p._hud(p.last).details)
+    track = json.loads(Path(str(rec) + ".json").read_text())  # record.sidecar_path
+    assert track["noise"] == "luma"
+    p, shown, stats = play(tmp_path, w, colour, duration=0.8, noise="rgb")
+    assert shown and stats["frames_luma"] == 0
+    assert not any("(luma)" in line for line in p._hud(p.last).details)
+
+
 def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
     p, shown, stats = play(tmp_path, weights, clip, duration=2.0)
     assert stats["frames_presented"] >= 20
@@ -511,9 +532,9 @@ def test_slow_backbone_never_starves_the_audio(tmp_path, weights, clip):
     def slow(p):
         infer = p.denoiser.infer
 
-        def delayed(rgb):
+        def delayed(rgb, *args):
             time.sleep(0.12)  # far slower than the 33 ms frame interval
-            return infer(rgb)
+            return infer(rgb, *args)
 
         p.denoiser.infer = delayed
 
@@ -532,13 +553,13 @@ def test_lanes_infer_frames_at_once_and_hand_them_on_in_order(tmp_path, weights,
     def uneven(p):
         infer = p.denoiser.infer
 
-        def timed(rgb):
+        def timed(rgb, *args):
             with lock:
                 busy[0] += 1
                 peak[0] = max(peak[0], busy[0])
             try:
                 time.sleep(0.06 if read_frame_index(rgb) % 2 else 0.005)  # odd frames finish after the next one
-                return infer(rgb)
+                return infer(rgb, *args)
             finally:
                 with lock:
                     busy[0] -= 1
@@ -605,8 +626,8 @@ def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms
         infer, calls = p.denoiser.infer, []
         slow = AUTO_WARMUP_FRAMES * p.worker.lanes + 3
 
-        def scripted(rgb):
-            bases = infer(rgb)
+        def scripted(rgb, *args):
+            bases = infer(rgb, *args)
             calls.append(rgb)
             bases.infer_ms = 200.0 if len(calls) <= slow else steady_ms  # the worker's measurement
             return bases
@@ -625,10 +646,10 @@ def test_auto_mode_drops_nothing_while_it_times_a_slow_backbone(tmp_path, weight
     def slow(p):
         infer = p.denoiser.infer
 
-        def delayed(rgb):
+        def delayed(rgb, *args):
             t0 = time.perf_counter()
             time.sleep(0.12)  # far slower than the 33 ms frame interval
-            bases = infer(rgb)
+            bases = infer(rgb, *args)
             bases.infer_ms = (time.perf_counter() - t0) * 1000.0  # what `auto` goes by
             return bases
 
@@ -1057,7 +1078,7 @@ def test_a_loop_plays_on_when_cache_mode_runs_dry_near_its_end(tmp_path, weights
     to A, which waited for them: playback froze for good (2 of 6 `--loop` runs at 640×360 here)."""
     def slow(p):  # inference slower than real time, as for the quality model on a CPU: underruns
         infer = p.denoiser.infer
-        p.denoiser.infer = lambda rgb: (time.sleep(0.08), infer(rgb))[1]
+        p.denoiser.infer = lambda rgb, *a: (time.sleep(0.08), infer(rgb, *a))[1]
 
     _, shown, _ = play(tmp_path, weights, clip, loop=(1.0, 1.4), duration=2.0, mode="cache", setup=slow)
     pts = [s.pts for s in shown]
@@ -1073,7 +1094,7 @@ def test_slow_blends_in_cache_mode_do_not_leave_the_picture_behind_the_sound(tmp
     wait now ends with picture, clock and sound together."""
     def setup(p):
         infer, blend, show = p.denoiser.infer, p.denoiser.blend, p._show
-        p.denoiser.infer = lambda rgb: (time.sleep(0.15), infer(rgb))[1]  # the cache runs dry
+        p.denoiser.infer = lambda rgb, *a: (time.sleep(0.15), infer(rgb, *a))[1]  # the cache runs dry
         p.denoiser.blend = lambda *a, **kw: (time.sleep(0.09), blend(*a, **kw))[1]  # ~3 frame intervals
 
         def timed(presented, again=False):
@@ -1114,11 +1135,11 @@ def test_frames_played_while_auto_times_the_backbone_go_into_the_render_cache(tm
     def slow(p):
         infer = p.denoiser.infer
 
-        def delayed(rgb):
+        def delayed(rgb, *args):
             t0 = time.perf_counter()
             inferred.append(read_frame_index(rgb))
             time.sleep(0.08)
-            bases = infer(rgb)
+            bases = infer(rgb, *args)
             bases.infer_ms = (time.perf_counter() - t0) * 1000.0  # what `auto` goes by
             return bases
 
