@@ -1489,7 +1489,8 @@ def test_luma_noise_is_told_from_noise_drawn_per_channel():
     assert noise_estimates(np.zeros((1, 7, 3), np.uint8)) == (0.0, 0.0)
 
 
-def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_the_colour_frame():
+@pytest.mark.parametrize("size", [(40, 58), (33, 47)], ids=["even", "odd"])  # odd: the statistics from the maps
+def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_the_colour_frame(size):
     """Denoiser.infer(noise="luma"): the monochrome backbone on the frame's luma (R = G = B = Y) —
     the same features, transform and AutoTune as that luma frame gets — with the colour frame as
     the blend's base (strength 0 returns it exactly). "auto" takes it where the noise is luma
@@ -1500,7 +1501,7 @@ def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_
     model = RCDNet(dataclasses.replace(PRESETS["live"], mono=True)).eval()
     den = Denoiser(copy.deepcopy(model), "cpu", precision="fp32")
     rng = np.random.default_rng(6)
-    clean = smooth_colour(40, 58)  # odd half-sizes: the padded columns too
+    clean = smooth_colour(*size)  # padded columns in either case
     noisy = _noisy(clean, rng.normal(0, 20.0, clean.shape[:2])[..., None])
     grey = luma_frame(noisy)
     assert grey.shape == noisy.shape and np.array_equal(grey[..., 0], grey[..., 2])
