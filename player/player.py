@@ -1058,9 +1058,14 @@ class Player:
             t.stop()
         for q in (self.video_q, self.audio_q, self.ready_q):
             q.close()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
         for t in self.threads():
             if t.is_alive():
-                t.join(timeout=JOIN_TIMEOUT_S)
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t for t in self.threads() if t.is_alive()]  # e.g. a read from a stalled network share
+        if stuck:
+            names = ", ".join(t.name for t in stuck)
+            self.notice(f"{names} did not stop within {JOIN_TIMEOUT_S:g} s: left to end with the process")
         self.recording.stop(wait_audio=True)  # recording: ≤ 0.3 s for the audio of the last frame to play
         try:
             self.sound.close()
@@ -1068,7 +1073,8 @@ class Player:
             self.notice(f"closing the sound device failed: {e}")
         self.recording.close()  # stop recording; waits until every recording is complete on disk
         self.window.close()
-        self.source.close()
+        if not any(t in stuck for t in (self.decoder, self.audio_decoder)):  # closing it under a reading thread can crash
+            self.source.close()
         torch.set_num_threads(self._torch_threads)  # the process's setting, as it was (tests run players in-process)
 
     def stats(self) -> dict:

@@ -710,6 +710,41 @@ def test_shutdown_leaves_no_thread_running(tmp_path, weights, clip, source):
     assert not alive and not left, f"threads left behind: {alive or [t.name for t in left]}"
 
 
+def test_shutdown_with_a_stuck_decoder_says_so_and_leaves_its_source_open(tmp_path, weights, clip, monkeypatch):
+    """A decode thread that cannot stop (a read from a stalled network share blocks inside FFmpeg):
+    shutdown still returns, within JOIN_TIMEOUT_S for all the threads together, names the thread in
+    a notice, and does not close the container under it (closing it under a reading thread can crash
+    the process)."""
+    import player.player as player_module
+
+    monkeypatch.setattr(player_module, "JOIN_TIMEOUT_S", 0.5)
+    release = threading.Event()
+    closed = []
+
+    def stall(p):
+        read, close = p.source.read, p.source.close
+
+        def stalled_read(start, kind):
+            for i, item in enumerate(read(start, kind)):
+                if kind == "video" and i == 20:  # past what 0.5 s of playback shows (15 frames at 30 fps)
+                    release.wait(30)  # ignores the thread's stop, as a blocked read does
+                yield item
+
+        p.source.read = stalled_read
+        p.source.close = lambda: (closed.append(True), close())
+
+    try:
+        t0 = time.monotonic()
+        p, _, _ = play(tmp_path, weights, clip, duration=0.5, setup=stall)
+        assert time.monotonic() - t0 < 15
+        assert any("decode-video did not stop" in n for n in p.notices), p.notices
+        assert not closed and p.decoder.is_alive()
+    finally:
+        release.set()
+    p.decoder.join(5)
+    assert not p.decoder.is_alive()
+
+
 def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, make_clip):
     path = make_clip(seconds=3.0, name="damaged")
     data = bytearray(path.read_bytes())
