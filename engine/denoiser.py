@@ -236,9 +236,8 @@ class Denoiser:
         # The fused forward (engine/fused.py) where its kernels are here, in float32 or bfloat16; its
         # features go into X with the native fill, so it runs only beside native_stats. The precision
         # probe times what each precision would really run.
-        self._fused_ok = self.native_stats and fused.available(self.model.backbone) == ""
         self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
-        self.fused_backbone = self._fused_ok and self._fused_runs(self.dtype)
+        self.fused_backbone = self._fused_runs(self.dtype)
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -266,8 +265,8 @@ class Denoiser:
         self._blend_h2 = np.ascontiguousarray(np.einsum("sjcf,c->jsf", h, luma).reshape(l, 4 * (c1 + 1)))  # (L, 4(c1+1))
 
     def _fused_runs(self, dtype: torch.dtype) -> bool:
-        """Whether the fused forward runs in `dtype` here (given that it runs in float32)."""
-        return dtype == torch.float32 or fused.available(self.model.backbone, dtype) == ""
+        """Whether the fused forward can run in `dtype` here (beside the native fill, which takes its features)."""
+        return self.native_stats and fused.available(self.model.backbone, dtype) == ""
 
     def _backbones(self) -> list:
         return [self.model.backbone] + ([self.model.backbone_mono] if self.model.cfg.mono else [])
@@ -297,7 +296,7 @@ class Denoiser:
         rgb = np.ascontiguousarray(x[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy())  # the same frame, uint8
 
         def once():
-            if self._fused_ok and self._fused_runs(dtype):
+            if self._fused_runs(dtype):
                 fused.features(self.model.backbone, rgb, *PROBE_SIZE, dtype)
                 return
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):

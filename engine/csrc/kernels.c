@@ -786,6 +786,22 @@ static inline __attribute__((always_inline)) void join_row(const char *ur, const
     }
 }
 
+/* bf16x8_load / _round / _store with AVX-512: 16 values, the lanes outside mask m untouched. */
+static inline AVX512 __attribute__((always_inline)) __m512 bf16x16_load(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+static inline AVX512 __attribute__((always_inline)) __m512 bf16x16_round(__m512 v) {
+    __m512i b = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    b = _mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+static inline AVX512 __attribute__((always_inline)) void bf16x16_store(uint16_t *p, __mmask16 m, __m512 rounded) {
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(rounded), 16)));
+}
+
 /* join_row with AVX-512: 16 channels per vector, the last ones masked (c = 16: one vector per
  * pixel, where the AVX2 row takes two). The same operations on every value, so the same bytes, and
  * each channel's row sum adds the same values in the same order. */
@@ -794,8 +810,6 @@ static inline AVX512 __attribute__((always_inline)) void join_row_512_any(const 
                                                                           float *row_sum, const int bf16) {
     const int64_t size = bf16 ? 2 : 4;
     const __m512 zero = _mm512_setzero_ps();
-    const __m512i lsb1 = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
-    const __m512i upper = _mm512_set1_epi32((int)0xffff0000u);
     for (int64_t x = 0; x < w; x++) {
         const char *us = ur + (x / 2) * c * size, *es = er + x * c * size;
         char *ds = dr + x * c * size, *rs = rr + x * c * size;
@@ -803,15 +817,10 @@ static inline AVX512 __attribute__((always_inline)) void join_row_512_any(const 
             const __mmask16 m = c - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - i)) - 1u);
             __m512 v;
             if (bf16) {
-                const __m512i a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)us + i));
-                const __m512i b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)es + i));
-                __m512i bits = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(a, 16)),
-                                                                 _mm512_castsi512_ps(_mm512_slli_epi32(b, 16))));
-                bits = _mm512_add_epi32(bits, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(bits, 16), lsb1)));
-                v = _mm512_castsi512_ps(_mm512_and_si512(bits, upper));  /* rounded to bfloat16 (bf16x8_round) */
-                _mm256_mask_storeu_epi16((uint16_t *)ds + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
-                const __m512 rv = _mm512_max_ps(v, zero);
-                _mm256_mask_storeu_epi16((uint16_t *)rs + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(rv), 16)));
+                v = bf16x16_round(_mm512_add_ps(bf16x16_load((const uint16_t *)us + i, m),
+                                                bf16x16_load((const uint16_t *)es + i, m)));
+                bf16x16_store((uint16_t *)ds + i, m, v);
+                bf16x16_store((uint16_t *)rs + i, m, _mm512_max_ps(v, zero));
             } else {
                 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, (const float *)us + i), _mm512_maskz_loadu_ps(m, (const float *)es + i));
                 _mm512_mask_storeu_ps((float *)ds + i, m, v);
