@@ -180,7 +180,7 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
 def print_model(rec: dict) -> None:
     print(f"\n== {rec['name']}: {rec['params'] / 1e6:.3f} M params, {rec['gflops_per_720p_frame']:.2f} GFLOP per "
           f"1280×720 frame, backbone in {rec['dtype']}, levels {rec['levels']}")
-    print(f"backbone: {rec['backbone_kernel']}")
+    print(f"backbone: {rec['backbone_kernel']}; statistics: {rec['stats_kernel']}")
     print(f"{'frame':>10} {'backbone ms':>12} {'infer ms':>9} {'after ms':>9} {'ND+AutoTune ms':>15} {'% of backbone':>14}")
     for r in rec["infer"]:
         flag = "" if r["nd_autotune_pct"] <= ND_TARGET_PCT else f"  (over the {ND_TARGET_PCT:g} % target)"
@@ -265,6 +265,7 @@ def run(args) -> dict:
             "blend": [bench_blend(den, s, copy, BLEND_WARMUP, blend_runs) for s in blend_sizes],
             "blend_kernel": den.blend_kernel,
             "backbone_kernel": den.backbone_kernel,
+            "stats_kernel": den.stats_kernel,
         }
         report["models"].append(rec)
         print_model(rec)

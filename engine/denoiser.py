@@ -284,8 +284,18 @@ class Denoiser:
     def blend_kernel(self) -> str:
         """Which code blends, in words (bench, HUD): the native kernel, or torch and why."""
         if self.native_blend:
-            return f"native one-pass C kernel ({native.isa()})"
+            return f"native one-pass C kernel ({native.vector_isa()})"
         return "torch" if self.device.type != "cpu" else f"torch; native kernel not used: {native.why_not or 'off'}"
+
+    @property
+    def stats_kernel(self) -> str:
+        """Where the statistics ND and AutoTune read are summed, in words (bench): in the native fill
+        (on AMX tiles where the fused backbone's features are bfloat16), or by torch."""
+        if not self.native_stats:
+            return "torch"
+        if self.fused_backbone and native.stats_on_tiles(self.c1, self.dtype):
+            return "native fill, AMX tiles (bfloat16 features)"
+        return f"native fill ({native.vector_isa()})"
 
     @torch.no_grad()
     def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:

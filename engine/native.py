@@ -12,7 +12,8 @@ histogram and the statistics ND and AutoTune read); and for the backbone's fused
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
 torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 The blend, the fill's statistics, `relu_down`, `first_conv` and `up_add_relu` also have AVX-512
-versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either way). And from
+versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either way), and the
+statistics an AMX version for bfloat16 features (the same within float32 rounding). And from
 engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads` (Router, ND
 and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
 `absdiff4`, the player's difference view in one pass instead of six.
@@ -46,7 +47,12 @@ ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
 # "0" keeps the kernels that have an AVX-512 version (the blend) on their AVX2 version; both give the
 # same bytes, so this only changes speed (and lets the tests compare the two on one machine).
 ENV_AVX512 = "RCD_NATIVE_AVX512"
-ISA_NAMES = {2: "AVX2", 3: "AVX-512"}
+# "0" keeps the fill's statistics off the AMX tiles (the AVX-512 ones: the same statistics within
+# float32 rounding, summed in another order).
+ENV_AMX = "RCD_NATIVE_AMX"
+ISA_NAMES = {2: "AVX2", 3: "AVX-512", 4: "AVX-512+AMX"}
+ISA_LEVELS = {"AVX2": 2, "AVX-512": 3, "best": 4}
+AMX_WIDTHS = (16, 32)  # feature widths c1 the tile statistics handle (kernels.c, gram_line_amx)
 
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -181,24 +187,36 @@ def _load() -> None:
         lib.rcd_absdiff4.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
         lib.rcd_set_isa.restype = ctypes.c_int
-        lib.rcd_set_isa(2 if os.environ.get(ENV_AVX512, "1") == "0" else 3)
+        lib.rcd_set_isa(2 if os.environ.get(ENV_AVX512, "1") == "0" else 3 if os.environ.get(ENV_AMX, "1") == "0" else 4)
         _lib, why_not = lib, ""
         return
 
 
 def isa() -> str:
-    """The instruction set of the kernels that have two versions ("AVX-512" or "AVX2"); '' without
-    the kernels."""
+    """The instruction set of the kernels that have two versions ("AVX-512", "AVX2", or
+    "AVX-512+AMX" where the fill's statistics also use the tiles); '' without the kernels."""
     lib = library()
     return "" if lib is None else ISA_NAMES[lib.rcd_set_isa(-1)]
 
 
+def vector_isa() -> str:
+    """The vector instructions of the kernels that have two versions ("AVX-512" or "AVX2"; the
+    blend's, for one); '' without the kernels."""
+    return isa().removesuffix("+AMX")
+
+
+def stats_on_tiles(c1: int, features: torch.dtype) -> bool:
+    """Whether `fill` computes its statistics on the AMX tiles for features of this width and type:
+    on a CPU with AMX (and the level not lowered), bfloat16 features of a width in AMX_WIDTHS."""
+    return isa().endswith("+AMX") and features == torch.bfloat16 and c1 in AMX_WIDTHS
+
+
 def set_isa(name: str) -> str:
-    """"AVX2", or "best" (what this CPU has), for the kernels with two versions; returns the one now in
-    use. For tests and benchmarks: not while a kernel runs."""
+    """"AVX2", "AVX-512" (at most) or "best" (what this CPU has), for the kernels with two versions;
+    returns the one now in use. For tests and benchmarks: not while a kernel runs."""
     lib = library()
     assert lib is not None, why_not
-    return ISA_NAMES[lib.rcd_set_isa({"AVX2": 2, "best": 3}[name])]
+    return ISA_NAMES[lib.rcd_set_isa(ISA_LEVELS[name])]
 
 
 def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:
@@ -247,8 +265,8 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
     over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
     sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
-    still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8), with the seconds spent on
-    them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
+    still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8; 1.1–1.2 ms on AMX tiles
+    for bfloat16 features, `stats_on_tiles`), with the seconds spent on them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
     (1, c1, hp/2, wp/2) channels_last, float32 or bfloat16, X's first c1 columns are copied from it in
     the same pass."""
     lib = library()

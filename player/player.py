@@ -1110,6 +1110,7 @@ class Player:
             "precision": dtype_name(self.denoiser.dtype),  # the backbone's; float32 or bfloat16 on a CPU
             "blend_kernel": self.denoiser.blend_kernel,  # the native one-pass kernel, or torch and why
             "backbone_kernel": self.denoiser.backbone_kernel,  # fused (CPU, float32), or torch and why
+            "stats_kernel": self.denoiser.stats_kernel,  # the native fill (AMX tiles or vectors), or torch
             "audio_output": getattr(self.sound, "name", "null"),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "bad_packets": self.source.bad_packets,

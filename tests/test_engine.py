@@ -535,7 +535,7 @@ def test_avx512_blend_gives_the_avx2_bytes(widths):
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
-    if native.set_isa("best") != "AVX-512":
+    if native.set_isa("AVX-512") != "AVX-512":
         pytest.skip("this CPU has no AVX-512")
     torch.manual_seed(5)
     den = Denoiser(RCDNet(RCDConfig(name="t", widths=widths)).eval(), "cpu")
@@ -549,11 +549,11 @@ def test_avx512_blend_gives_the_avx2_bytes(widths):
                     for threads in (1, 3):
                         torch.set_num_threads(threads)
                         out = {}
-                        for isa in ("AVX2", "best"):
-                            assert native.set_isa(isa) == {"AVX2": "AVX2", "best": "AVX-512"}[isa]
+                        for isa in ("AVX2", "AVX-512"):
+                            assert native.set_isa(isa) == isa
                             out[isa] = np.full((h, w, 3), 7, np.uint8)
                             den.blend(bases, mix, out=out[isa])
-                        assert np.array_equal(out["AVX2"], out["best"]), (widths, h, w, bases.x.dtype, mix, threads)
+                        assert np.array_equal(out["AVX2"], out["AVX-512"]), (widths, h, w, bases.x.dtype, mix, threads)
     finally:
         native.set_isa("best")
         torch.set_num_threads(1)
@@ -781,7 +781,7 @@ def test_avx512_backbone_kernels_give_the_avx2_floats():
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
-    if native.set_isa("best") != "AVX-512":
+    if native.set_isa("AVX-512") != "AVX-512":
         pytest.skip("this CPU has no AVX-512")
     g = torch.Generator().manual_seed(0)
     try:
@@ -789,23 +789,23 @@ def test_avx512_backbone_kernels_give_the_avx2_floats():
             e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
             weight, bias = torch.randn(co, c, 2, 2, generator=g), torch.randn(co, generator=g)
             for threads in (1, 3):
-                got = {isa: native.set_isa(isa) and native.relu_down(e, weight, bias, threads) for isa in ("AVX2", "best")}
-                assert torch.equal(got["AVX2"], got["best"]), (c, co, h, w, threads)
+                got = {isa: native.set_isa(isa) and native.relu_down(e, weight, bias, threads) for isa in ("AVX2", "AVX-512")}
+                assert torch.equal(got["AVX2"], got["AVX-512"]), (c, co, h, w, threads)
         for co, h, w, hp, wp in [*FIRST_CASES, (16, 5, 100, 8, 104), (40, 3, 60, 8, 64)]:
             rgb = np.random.default_rng(co + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
             weight, bias = torch.randn(co, 3, 4, 4, generator=g) / 255.0, torch.randn(co, generator=g)
             for threads in (1, 3):
                 got = {isa: native.set_isa(isa) and native.first_conv(rgb, hp, wp, weight, bias, threads)
-                       for isa in ("AVX2", "best")}
-                assert torch.equal(got["AVX2"], got["best"]), (co, h, w, threads)
+                       for isa in ("AVX2", "AVX-512")}
+                assert torch.equal(got["AVX2"], got["AVX-512"]), (co, h, w, threads)
         for c, h, w in [*JOIN_CASES, (12, 6, 34), (32, 4, 8)]:
             for dtype in (torch.float32, torch.bfloat16):
                 u = torch.randn(1, c, h // 2, w // 2, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
                 e = torch.randn(1, c, h, w, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
                 for threads in (1, 3):
                     got = {isa: native.set_isa(isa) and native.up_add_relu(u, e, threads, abs_sum=True)
-                           for isa in ("AVX2", "best")}
-                    for a, b in zip(got["AVX2"], got["best"]):
+                           for isa in ("AVX2", "AVX-512")}
+                    for a, b in zip(got["AVX2"], got["AVX-512"]):
                         assert torch.equal(a, b), (c, h, w, dtype, threads)
     finally:
         native.set_isa("best")
@@ -819,7 +819,7 @@ def test_avx512_statistics_are_the_avx2_statistics():
 
     if native.library() is None:
         pytest.skip(f"native kernels unavailable: {native.why_not}")
-    if native.set_isa("best") != "AVX-512":
+    if native.set_isa("AVX-512") != "AVX-512":
         pytest.skip("this CPU has no AVX-512")
     try:
         for c1, h, w in [(16, 40, 72), (32, 24, 64), (13, 30, 52), (8, 6, 10), (40, 32, 48), (24, 2, 300)]:
@@ -829,16 +829,73 @@ def test_avx512_statistics_are_the_avx2_statistics():
             d = d.contiguous(memory_format=torch.channels_last)
             for threads in (1, 3):
                 got = {}
-                for isa in ("AVX2", "best"):
+                for isa in ("AVX2", "AVX-512"):
                     native.set_isa(isa)
                     x = torch.full(((hp // 2) * (wp // 2), c1 + 13), float("nan"))
                     hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d, gram=True)
                     got[isa] = (x, hist, stats.g, stats.sq)
-                (xa, ha, ga, sa), (xb, hb, gb, sb) = got["AVX2"], got["best"]
+                (xa, ha, ga, sa), (xb, hb, gb, sb) = got["AVX2"], got["AVX-512"]
                 assert torch.equal(xa, xb) and np.array_equal(ha, hb), (c1, h, w, threads)
                 assert torch.equal(ga, gb) and torch.equal(sa, sb), (c1, h, w, threads)
     finally:
         native.set_isa("best")
+
+
+def test_amx_statistics_are_the_vector_statistics_within_float32_rounding():
+    """On a CPU with AMX the fill sums its statistics for bfloat16 features of width 16 or 32 on the
+    tile unit (kernels.c, gram_line_amx): every value of X is then a bfloat16, so the products are
+    exact and only the order of the float32 sums differs — within rounding of the AVX-512 statistics
+    and of float64 products, for lines shorter than one 32-half-pixel block, partial blocks and
+    several 128-half-pixel runs; the same bits on any number of threads; X and the noise histogram
+    unchanged. Float32 features and other widths keep the vector code (the same bits as AVX-512).
+    oneDNN's bfloat16 convolutions, which configure the tiles their own way, give the same output
+    after the fill as before it."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    if native.set_isa("best") != "AVX-512+AMX":
+        pytest.skip("this CPU has no AMX (or RCD_NATIVE_AMX=0)")
+    g = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    probe = torch.randn(1, 16, 24, 40, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        before = conv(probe)
+    tiles_differ = False
+    try:
+        for c1, h, w in [(16, 2, 10), (16, 6, 66), (16, 40, 600), (32, 10, 70), (32, 24, 520), (24, 8, 100)]:
+            hp, wp = h + (-h % 8), w + (-w % 8)
+            rgb = np.random.default_rng(c1 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            d = (torch.randn(1, c1, hp // 2, wp // 2, generator=g) * 3.0 + 1.0).contiguous(memory_format=torch.channels_last)
+            for dtype in (torch.bfloat16, torch.float32):
+                feats = d.to(dtype)  # keeps channels_last
+                got = {}
+                for isa in ("AVX-512", "best"):
+                    native.set_isa(isa)
+                    for threads in (1, 3):
+                        x = torch.full(((hp // 2) * (wp // 2), c1 + 13), float("nan"))
+                        hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=feats, gram=True)
+                        got[isa, threads] = (x, hist, stats.g, stats.sq)
+                tiles = native.stats_on_tiles(c1, dtype)
+                assert tiles == (dtype == torch.bfloat16 and c1 in (16, 32))
+                x0, h0, g0, s0 = got["AVX-512", 1]
+                for (isa, threads), (x1, h1, g1, s1) in got.items():
+                    assert torch.equal(x1, x0) and np.array_equal(h1, h0), (c1, h, w, dtype, isa, threads)
+                    if isa == "AVX-512" or not tiles:
+                        assert torch.equal(g1, g0) and torch.equal(s1, s0), (c1, h, w, dtype, isa, threads)
+                if tiles:
+                    (_, _, ga, sa), (_, _, gb, sb) = got["best", 1], got["best", 3]
+                    assert torch.equal(ga, gb) and torch.equal(sa, sb), (c1, h, w)
+                    inside = x0.view(hp // 2, wp // 2, -1)[: h // 2, : w // 2].reshape(-1, c1 + 13).double()
+                    assert torch.allclose(ga, inside[:, : c1 + 1].T @ inside, rtol=1e-5, atol=1e-3), (c1, h, w)
+                    assert torch.allclose(sa, (inside**2).sum(0), rtol=1e-5), (c1, h, w)
+                    assert torch.allclose(ga, g0, rtol=1e-5, atol=1e-3) and torch.allclose(sa, s0, rtol=1e-5)
+                    tiles_differ |= not torch.equal(ga, g0)
+    finally:
+        native.set_isa("best")
+    assert tiles_differ, "the tile statistics came out bit-identical to the vector ones: were the tiles used?"
+    with torch.no_grad():
+        assert torch.equal(conv(probe), before)
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)

@@ -123,7 +123,7 @@ def test_plays_a_clip_in_order_with_stats(tmp_path, weights, clip):
     from engine import native
 
     if native.library() is not None:  # the instruction set this CPU gets: AVX-512 where it has it
-        assert stats["blend_kernel"] == f"native one-pass C kernel ({native.isa()})"
+        assert stats["blend_kernel"] == f"native one-pass C kernel ({native.vector_isa()})"
     else:
         assert stats["blend_kernel"].startswith("torch")
 

@@ -22,7 +22,9 @@
  * system C compiler and loaded with ctypes. Every other machine uses the torch path. The blend,
  * the statistics, the first layer and the downsampling also have AVX-512 versions, compiled into
  * the same library with a target attribute and chosen at run time where the CPU has AVX-512
- * (rcd_set_isa); each gives the same bytes as its AVX2 version.
+ * (rcd_set_isa); each gives the same bytes as its AVX2 version. On a CPU with AMX the fill's
+ * statistics for bfloat16 features run on the tile unit (gram_line_amx): the same statistics within
+ * float32 rounding.
  */
 #if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
 #error "these kernels need AVX2, FMA and F16C (-mavx2 -mfma -mf16c)"
@@ -267,10 +269,13 @@ static AVX512 void blend_rows_512(const job_t *j, const int half) {
     }
 }
 
-/* Which instruction set the kernels that have two versions use: 3 = AVX-512, 2 = AVX2. Set on the
- * first call of rcd_set_isa (engine/native.py calls it on loading) from the CPU, or kept at AVX2 on
- * request (RCD_NATIVE_AVX512=0, tests). */
+/* Which instruction set the kernels that have two versions use: 3 = AVX-512, 2 = AVX2; 4 = AVX-512,
+ * and the fill's statistics on AMX tiles where the features are bfloat16 (gram_line_amx). Set on the
+ * first call of rcd_set_isa (engine/native.py calls it on loading) from the CPU, or kept lower on
+ * request (RCD_NATIVE_AVX512=0, RCD_NATIVE_AMX=0, tests). */
 static int isa_level = 2;
+
+static int amx_usable(void);  /* 4 = AVX-512 with AMX for the statistics: see gram_line_amx */
 
 static int cpu_has_avx512(void) {
     __builtin_cpu_init();
@@ -278,10 +283,10 @@ static int cpu_has_avx512(void) {
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 }
 
-/* want: 3 = the best this CPU has, 2 = AVX2 only, -1 = no change. Returns the level in use. Not
- * while a kernel runs. */
+/* want: 4 = the best this CPU has, 3 = AVX-512 at most, 2 = AVX2 only, -1 = no change. Returns the
+ * level in use. Not while a kernel runs. */
 int rcd_set_isa(int want) {
-    if (want >= 0) isa_level = (want >= 3 && cpu_has_avx512()) ? 3 : 2;
+    if (want >= 0) isa_level = (want >= 3 && cpu_has_avx512()) ? (want >= 4 && amx_usable() ? 4 : 3) : 2;
     return isa_level;
 }
 
@@ -594,6 +599,261 @@ static void gram_line(const float *x, int64_t n, int64_t k, int64_t c1, const gr
     gram_run(last, 1, k, c1, nv, p, gk);
 }
 
+/* ---- the statistics with AMX, where the features are bfloat16 ----
+ *
+ * With the bfloat16 backbone (engine/fused.py) every value in X is exact in bfloat16: the features
+ * are its bfloat16 outputs widened, the noisy values integers 0..255, the ones column 1. So every
+ * product the statistics sum is exact in float32 whatever multiplies it, and the tile unit of an
+ * AMX CPU (Intel Xeon since Sapphire Rapids) may multiply them: TDPBF16PS adds a 16 × 32 by 32 × 16
+ * bfloat16 product into 16 × 16 float32 sums in one instruction, where the AVX-512 tiles above
+ * need 24–32 FMAs per half-pixel. Sums are float32 over a run of GRAM_RUN half-pixels, as above,
+ * then float64: the same precision, the products added in another order (so not the same bits as
+ * the AVX-512 statistics; equal to float64 products within float32 rounding, tested).
+ *
+ * A tile product sums over its K dimension, here 32 half-pixels: the left operand A holds feature
+ * rows (16 features × 32 half-pixels), the right one B pairs of half-pixels (row r: the 16 columns
+ * of half-pixels 2r and 2r + 1, interleaved). B's rows come straight from the features (pixel-
+ * major, c1 bfloat16 per half-pixel) and from X's [1 | noisy] columns with one permute each; A is
+ * B's transpose as a 16 × 16 matrix of 32-bit pairs. Per block of 32 half-pixels, for c1 = 16 (the
+ * live model): d·dᵀ and d·[1 | noisy]ᵀ; the column sums and squares of [1 | noisy] by AVX-512-BF16
+ * dot products on B's rows. c1 = 16 and 32 only (the tiles of c1 = 48 would not fit in eight).
+ * Measured on a 2-core Xeon (AMX), 720p (640 × 360 half-pixels): inside the fill, c1 = 16, 2.6–2.7
+ * → 1.7 ms on one thread and 2.0–2.1 → 1.1–1.2 ms on two; c1 = 32, 6.3–7.9 → 3.2–4.1 and 4.0 →
+ * 2.0–2.1 ms. On one line kept in L1, 3.1 → 1.1 ms (c1 = 16, one thread). Tried and slower: building
+ * each block's operands one block ahead of the products (double buffers), and lines cut into spans
+ * of one run each (filled, then summed, while in L1).
+ *
+ * The tile configuration is per thread and shared with oneDNN (torch's convolutions use the tiles
+ * too): each band saves the configuration it finds and puts it back when done. Linux hands the
+ * tile registers to a process only on request (arch_prctl ARCH_REQ_XCOMP_PERM), made once in
+ * cpu_has_amx. */
+#if defined(__linux__) && defined(__x86_64__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define RCD_AMX 1
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_FN __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int cpu_has_amx(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1)) return 0; /* AMX-BF16, -TILE */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return 0;                       /* AVX512-BF16 */
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return 0;                               /* OSXSAVE */
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return 0;  /* the OS saves the tile state */
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64))) tile_cfg_t;
+
+/* LDTILECFG and STTILECFG with the memory they read and write told to the compiler: GCC 12's
+ * _tile_loadconfig does not say it reads its operand, and the stores that build the configuration
+ * were dropped (a garbage configuration: SIGSEGV, or SIGILL at the first tile instruction). */
+static inline void tile_config_load(const tile_cfg_t *c) { __asm__ volatile("ldtilecfg %0" : : "m"(*c)); }
+static inline void tile_config_store(tile_cfg_t *c) { __asm__ volatile("sttilecfg %0" : "=m"(*c)); }
+
+/* Every tile 16 rows of 64 bytes; `saved` receives the configuration in force (zeros: none). */
+static void amx_begin(tile_cfg_t *saved) {
+    tile_config_store(saved);
+    tile_cfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    tile_config_load(&cfg);
+}
+
+static void amx_end(const tile_cfg_t *saved) { tile_config_load(saved); }  /* zeros: released */
+
+/* The 16 × 16 transpose of 32-bit lanes across r[0..15]. */
+static inline AMX_FN __attribute__((always_inline)) void transpose_16x16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 8; i++) {
+        const int a = (i / 4) * 8 + i % 4;
+        t[a] = _mm512_shuffle_i32x4(r[a], r[a + 4], 0x88);
+        t[a + 4] = _mm512_shuffle_i32x4(r[a], r[a + 4], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* A word permute's index: words 2i and 2i + 1 of the result are words a0 + i and b0 + i of the
+ * source (in a two-source permute the second source's words count from 32). */
+static inline AMX_FN __attribute__((always_inline)) __m512i interleave_index(int a0, int b0) {
+    int16_t idx[32];
+    for (int i = 0; i < 16; i++) {
+        idx[2 * i] = (int16_t)(a0 + i);
+        idx[2 * i + 1] = (int16_t)(b0 + i);
+    }
+    return _mm512_loadu_si512(idx);
+}
+
+/* Feature block j (features 16j ..) of np ≤ 32 half-pixels from d (c1 bfloat16 each): B's 16 rows
+ * into b, its transpose (A) into a; half-pixels past np count as zeros. */
+static inline AMX_FN __attribute__((always_inline)) void amx_features(const uint16_t *d, int64_t np, const int C1,
+                                                                      int j, uint16_t *b, uint16_t *a) {
+    const __m512i idx = interleave_index(16 * j, 32 + 16 * j);
+    const __mmask32 all = C1 == 32 ? 0xffffffffu : 0xffffu;  /* a half-pixel's features, no further */
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        const int64_t pa = 2 * i, pb = pa + 1;
+        const __m512i va = _mm512_maskz_loadu_epi16(pa < np ? all : 0, d + pa * C1);
+        const __m512i vb = _mm512_maskz_loadu_epi16(pb < np ? all : 0, d + pb * C1);
+        r[i] = _mm512_permutex2var_epi16(va, idx, vb);
+        _mm512_store_si512(b + 32 * i, r[i]);
+    }
+    transpose_16x16(r);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) _mm512_store_si512(a + 32 * i, r[i]);
+}
+
+/* X's [1 | noisy] columns of np ≤ 32 half-pixels (x: their first row, stride k) as B's 16 rows into
+ * b, and into s and q the column sums and sums of squares (float32 lanes 0..12). */
+static inline AMX_FN __attribute__((always_inline)) void amx_noisy(const float *x, int64_t np, int64_t k,
+                                                                   int64_t c1, uint16_t *b, __m512 *s, __m512 *q) {
+    const __m512i idx = interleave_index(0, 16);
+    const __m512bh ones = (__m512bh)_mm512_set1_epi16(0x3f80);  /* bfloat16 1.0 */
+    const __mmask16 cols = (1u << (GRAM_NOISY + 1)) - 1;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        const int64_t pa = 2 * i, pb = pa + 1;
+        const __m512 fa = _mm512_maskz_loadu_ps(pa < np ? cols : 0, x + pa * k + c1);
+        const __m512 fb = _mm512_maskz_loadu_ps(pb < np ? cols : 0, x + pb * k + c1);
+        const __m512i r = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(fb, fa));
+        _mm512_store_si512(b + 32 * i, r);
+        *q = _mm512_dpbf16_ps(*q, (__m512bh)r, (__m512bh)r);
+        *s = _mm512_dpbf16_ps(*s, (__m512bh)r, ones);
+    }
+}
+
+/* += 16 float32 from f into 16 float64 at o. */
+static inline AMX_FN __attribute__((always_inline)) void add16_pd(double *o, __m512 f) {
+    _mm512_storeu_pd(o, _mm512_add_pd(_mm512_loadu_pd(o), _mm512_cvtps_pd(_mm512_castps512_ps256(f))));
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1));
+    _mm512_storeu_pd(o + 8, _mm512_add_pd(_mm512_loadu_pd(o + 8), _mm512_cvtps_pd(hi)));
+}
+
+/* A run's d-block product (16 × 16 float32 at c, features 16a × 16b) into the band's sums. */
+static inline AMX_FN __attribute__((always_inline)) void amx_add_dd(const float *c, int a, int b,
+                                                                    const gram_part_t *p, int64_t gk) {
+    for (int i = 0; i < 16; i++) add16_pd(p->dd + (16 * a + i) * gk + 16 * b, _mm512_load_ps(c + 16 * i));
+    if (a == b)
+        for (int i = 0; i < 16; i++) p->sq[16 * a + i] += c[17 * i];  /* Σ d_i² */
+}
+
+/* A run's d · [1 | noisy]ᵀ (16 × 16 float32 at c: row i feature 16a + i, column m of [1 | noisy])
+ * transposed into the band's sums: column 0 → Σ d_i, column 1 + m → noisy_m · d_i. */
+static inline AMX_FN __attribute__((always_inline)) void amx_add_dn(const float *c, int a, const gram_part_t *p,
+                                                                    int64_t gk) {
+    __m512i r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512(c + 16 * i);
+    transpose_16x16(r);
+    add16_pd(p->sums + 16 * a, _mm512_castsi512_ps(r[0]));
+    for (int m = 0; m < GRAM_NOISY; m++) add16_pd(p->nd + m * gk + 16 * a, _mm512_castsi512_ps(r[1 + m]));
+}
+
+/* The statistics of a line of n half-pixels: X's row x (stride k) and its features d (bfloat16,
+ * c1 each), in runs of GRAM_RUN, each run's float32 tile sums then added into p (float64). Tiles:
+ * c1 16: A0 0, B0 1, B[1|noisy] 2, C00 3, C0n 4; c1 32: A0 0, A1 1, B 2 (each block in turn),
+ * C00 3, C01 4, C11 5, C0n 6, C1n 7. */
+static AMX_FN void gram_line_amx(const float *x, const uint16_t *d, int64_t n, int64_t k, int64_t c1,
+                                 const gram_part_t *p) {
+    const int64_t gk = 8 * ((k + 7) / 8);
+    _Alignas(64) uint16_t buf[5][16 * 32];  /* B0, B1, Bn, A0, A1: 1 KB tiles */
+    _Alignas(64) float c[5][16 * 16];
+    for (int64_t p0 = 0; p0 < n; p0 += GRAM_RUN) {
+        const int64_t p1 = p0 + GRAM_RUN < n ? p0 + GRAM_RUN : n;
+        __m512 s = _mm512_setzero_ps(), q = _mm512_setzero_ps();
+        if (c1 == 16) {
+            _tile_zero(3);
+            _tile_zero(4);
+            for (int64_t b0 = p0; b0 < p1; b0 += 32) {
+                const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
+                amx_features(d + b0 * 16, np, 16, 0, buf[0], buf[3]);
+                amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
+                _tile_loadd(0, buf[3], 64);
+                _tile_loadd(1, buf[0], 64);
+                _tile_loadd(2, buf[2], 64);
+                _tile_dpbf16ps(3, 0, 1);
+                _tile_dpbf16ps(4, 0, 2);
+            }
+            _tile_stored(3, c[0], 64);
+            _tile_stored(4, c[1], 64);
+            amx_add_dd(c[0], 0, 0, p, gk);
+            amx_add_dn(c[1], 0, p, gk);
+        } else {
+            _tile_zero(3);
+            _tile_zero(4);
+            _tile_zero(5);
+            _tile_zero(6);
+            _tile_zero(7);
+            for (int64_t b0 = p0; b0 < p1; b0 += 32) {
+                const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
+                amx_features(d + b0 * 32, np, 32, 0, buf[0], buf[3]);
+                amx_features(d + b0 * 32, np, 32, 1, buf[1], buf[4]);
+                amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
+                _tile_loadd(0, buf[3], 64);
+                _tile_loadd(1, buf[4], 64);
+                _tile_loadd(2, buf[0], 64);
+                _tile_dpbf16ps(3, 0, 2);
+                _tile_loadd(2, buf[1], 64);
+                _tile_dpbf16ps(4, 0, 2);
+                _tile_dpbf16ps(5, 1, 2);
+                _tile_loadd(2, buf[2], 64);
+                _tile_dpbf16ps(6, 0, 2);
+                _tile_dpbf16ps(7, 1, 2);
+            }
+            _tile_stored(3, c[0], 64);
+            _tile_stored(4, c[1], 64);
+            _tile_stored(5, c[2], 64);
+            _tile_stored(6, c[3], 64);
+            _tile_stored(7, c[4], 64);
+            amx_add_dd(c[0], 0, 0, p, gk);
+            amx_add_dd(c[1], 0, 1, p, gk);
+            amx_add_dd(c[2], 1, 1, p, gk);
+            amx_add_dn(c[3], 0, p, gk);
+            amx_add_dn(c[4], 1, p, gk);
+        }
+        add16_pd(p->sums + c1, s);  /* [1 | noisy]: lanes 0..12, the rest zeros */
+        add16_pd(p->sq + c1, q);
+    }
+}
+#endif
+
+static int amx_usable(void) {
+#ifdef RCD_AMX
+    static int known = -1;  /* asked once: the permission request is a system call */
+    if (known < 0) known = cpu_has_amx();
+    return known;
+#else
+    return 0;
+#endif
+}
+
 /* g (c1 + 1, k) and sq (k) from n bands' partial statistics (gram_part_size doubles each); 0 = done. */
 static int gram_finish(const double *parts, int64_t n, int64_t k, int64_t c1, double *g, double *sq) {
     const int64_t gk = 8 * ((k + 7) / 8), size = gram_part_size(c1, gk);
@@ -663,9 +923,16 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
     /* interior half-pixels: both rows inside the frame and 8 bytes readable from 6·x2 in each */
     const int64_t readable = 3 * w >= 8 ? (3 * w - 8) / 6 + 1 : 0;
     const int64_t x_fast = readable < w / 2 ? readable : w / 2;
+#ifdef RCD_AMX
+    const int amx = isa_level >= 4 && g && d && d_bf16 && (c1 == 16 || c1 == 32);
+#endif
 #pragma omp parallel for num_threads(n) schedule(static)
     for (int64_t t = 0; t < nb; t++) {
         int64_t *hl = part + t * 511;
+#ifdef RCD_AMX
+        tile_cfg_t saved;
+        if (amx) amx_begin(&saved);
+#endif
         for (int64_t y2 = h2 * t / nb; y2 < h2 * (t + 1) / nb; y2++) {
             float *xr = x + y2 * wp2 * k;
             if (d && d_bf16) {  /* bfloat16 features (the bf16 backbone's), widened as they are copied */
@@ -712,10 +979,17 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
             if (g && y2 < h / 2) {  /* the row is complete and still in cache: its statistics now */
                 const double t0 = now_s();
                 const gram_part_t gp = gram_part(gpart + t * gstride, c1, gk);
+#ifdef RCD_AMX
+                if (amx) gram_line_amx(xr, (const uint16_t *)d + y2 * wp2 * c1, w / 2, k, c1, &gp);
+                else
+#endif
                 gram_line(xr, w / 2, k, c1, &gp);
                 thread_s[omp_get_thread_num()] += now_s() - t0;
             }
         }
+#ifdef RCD_AMX
+        if (amx) amx_end(&saved);
+#endif
     }
     for (int i = 0; i < 511; i++) {
         hist[i] = 0;
