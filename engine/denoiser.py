@@ -256,7 +256,8 @@ class Denoiser:
         # half-pixel, indexed (sub-pixel·colour k = 3s + c, level i, column), in 0..1 units.
         l, c1 = self.cfg.num_levels, self.c1
         head = torch.cat([self._head_w, self._head_b[:, None]], dim=1).view(4, l, 3, c1 + 1)  # (s, i, c, d|1)
-        self._raw_from_x_np = head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1).numpy()  # (12, L, c1+1)
+        self._raw_from_x_np = np.ascontiguousarray(head.permute(0, 2, 1, 3).reshape(12, l, c1 + 1).numpy(),
+                                                   np.float64)  # (12, L, c1+1)
         # For blends (see _feature_weights), 255 × the head arranged for one product per coefficient
         # vector: by level (s, colour, d | 1), and by level with its colours mixed by the luma weights.
         h = 255.0 * head.numpy()  # (s, j, c, d|1)
@@ -362,8 +363,9 @@ class Denoiser:
         backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
         gram = None  # the statistics, where the fill computes them on its way (even sizes)
         if self.native_stats:  # [1 | noisy] from the uint8 frame, the noise estimate and the statistics, one pass
-            detail, gram = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w),
-                                       torch.get_num_threads(), d=d1, gram=h % 2 == 0 and w % 2 == 0)
+            detail, gram = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w), torch.get_num_threads(),
+                                       d=d1, gram=h % 2 == 0 and w % 2 == 0,
+                                       head=self._raw_from_x_np if self.native_algebra else None)
             sigma = float(np.float32(sigma_from_detail_histogram(detail)))  # 8-bit units, float32 as the torch path's
         else:
             self._copy_noisy(x, frame, hp, wp)
@@ -452,6 +454,8 @@ class Denoiser:
             noisy = self._noisy_planes(x, hp, wp)[:, :h, :w] / 255.0  # (3, h, w)
             stacked = torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None]
             return nd.covariance(stacked)[0].cpu().numpy()
+        if gram is not None and gram.cov is not None:  # the fill computed the rest too (native.fill, head)
+            return gram.cov
         h2, w2, wp2 = h // 2, w // 2, wp // 2
         m = float(h * w * 3)  # ([Σd; n] is the ones column)
         if gram is not None:  # from the native fill: [d | 1]ᵀ·X and Σ X² per column over the frame
@@ -465,8 +469,8 @@ class Denoiser:
             # float32 per row (torch sums pairwise), float64 across rows; one float64 norm took 5× as long
             sq_noisy = float(torch.linalg.vecdot(rows, rows).double().sum()) / 255.0**2
         # The rest is L×L algebra on the host, float64: in C where it builds (0.37 → 0.02 ms a frame,
-        # engine/csrc/heads.c; each NumPy call here runs cold, after the frame's passes), else NumPy
-        # (as torch ops it took 0.8 ms a frame).
+        # engine/csrc/heads.c; each NumPy call here runs cold, after the frame's passes: the fill runs
+        # it in its own call, above), else NumPy (as torch ops it took 0.8 ms a frame).
         gn = g.numpy()
         if self.native_algebra:
             return native.gram_cov(gn, c1, self._raw_from_x_np, sq_noisy, m)

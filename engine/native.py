@@ -169,7 +169,8 @@ def _load() -> None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
         lib.rcd_blend_f16.restype = ctypes.c_int
-        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
+        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, i64, p, p,
+                                 ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
         lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
         lib.rcd_up_add_relu.restype = ctypes.c_int
@@ -256,19 +257,23 @@ class Gram(NamedTuple):
 
     g: torch.Tensor
     sq: torch.Tensor
-    seconds: float = 0.0  # the time spent on them (inside `fill`: the slowest thread's share)
+    seconds: float = 0.0  # the time spent on them (inside `fill`: the slowest thread's share, and the rest)
+    cov: np.ndarray | None = None  # with `fill(head=...)`: gram_cov's covariance, computed in the same call
 
 
 def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int,
-         d: torch.Tensor | None = None, gram: bool = False) -> tuple[np.ndarray, Gram | None]:
+         d: torch.Tensor | None = None, gram: bool = False,
+         head: np.ndarray | None = None) -> tuple[np.ndarray, Gram | None]:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
     padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
     over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
     sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
     still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8; 1.1–1.2 ms on AMX tiles
-    for bfloat16 features, `stats_on_tiles`), with the seconds spent on them. X[:, c1] is the ones column (the kernel sums rather than multiplies there). With d, the features
-    (1, c1, hp/2, wp/2) channels_last, float32 or bfloat16, X's first c1 columns are copied from it in
-    the same pass."""
+    for bfloat16 features, `stats_on_tiles`), with the seconds spent on them. X[:, c1] is the ones
+    column (the kernel sums rather than multiplies there). With d, the features (1, c1, hp/2, wp/2)
+    channels_last, float32 or bfloat16, X's first c1 columns are copied from it in the same pass.
+    With gram and head (12, L, c1 + 1) float64 C-contiguous, also `gram_cov`'s covariance of the
+    frame, in the same call (Gram.cov)."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
@@ -282,16 +287,21 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     hist = np.zeros(511, np.int64)
     g = sq = None
     seconds = ctypes.c_double(0.0)
+    cov = None
     if gram:
         assert h % 2 == 0 and w % 2 == 0, "the statistics in the fill need an even frame size"
         g, sq = torch.empty(c1 + 1, x.shape[1], dtype=torch.float64), torch.empty(x.shape[1], dtype=torch.float64)
+        if head is not None:
+            assert head.dtype == np.float64 and head.flags.c_contiguous and head.shape[::2] == (12, c1 + 1)
+            cov = np.empty((head.shape[1] + 1, head.shape[1] + 1))
     rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data,
                       None if d is None else d.data_ptr(), d is not None and d.dtype == torch.bfloat16,
-                      None if g is None else g.data_ptr(),
-                      None if sq is None else sq.data_ptr(), ctypes.byref(seconds), threads)
+                      None if g is None else g.data_ptr(), None if sq is None else sq.data_ptr(),
+                      None if cov is None else head.ctypes.data, 0 if cov is None else head.shape[1],
+                      None if cov is None else cov.ctypes.data, ctypes.byref(seconds), threads)
     if rc != 0:
         raise ValueError(f"native fill refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w} in {hp}×{wp}")
-    return hist, None if g is None else Gram(g, sq, seconds.value)
+    return hist, None if g is None else Gram(g, sq, seconds.value, cov)
 
 
 def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,

@@ -245,6 +245,18 @@ def test_native_covariance_from_the_statistics_equals_numpy(models, preset):
     np.testing.assert_allclose(native.gram_cov(gram.g.numpy(), c1, den._raw_from_x_np, sq_noisy, h * w * 3.0), ref,
                                rtol=1e-12, atol=1e-12 * np.abs(ref).max())
     assert (got == got.T).all()
+    # The fill computes the same covariance in its own call when given the head (Gram.cov), and
+    # _covariance then returns it as it is.
+    rgb = rng.integers(0, 256, (30, 46, 3), dtype=np.uint8)
+    d = torch.from_numpy(rng.normal(size=(1, c1, 16, 24)).astype(np.float32)).contiguous(memory_format=torch.channels_last)
+    xf = torch.empty(16 * 24, c1 + 13)
+    _, plain = native.fill(xf, c1, rgb, 32, 48, 2, 2, d=d, gram=True)
+    _, with_cov = native.fill(xf, c1, rgb, 32, 48, 2, 2, d=d, gram=True, head=den._raw_from_x_np)
+    assert plain.cov is None and torch.equal(plain.g, with_cov.g) and torch.equal(plain.sq, with_cov.sq)
+    sq_noisy = float(plain.sq.numpy()[c1 + 1 :].sum()) / 255.0**2
+    ref = native.gram_cov(plain.g.numpy(), c1, den._raw_from_x_np, sq_noisy, 30 * 46 * 3.0)
+    np.testing.assert_allclose(with_cov.cov, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert den._covariance(xf, None, 30, 46, 32, 48, with_cov) is with_cov.cov
 
 
 @pytest.mark.parametrize("stats", ["native", "torch"])

@@ -875,6 +875,10 @@ static int gram_finish(const double *parts, int64_t n, int64_t k, int64_t c1, do
     return 0;
 }
 
+/* heads.c: the covariance of the raw maps and the noisy frame from g and Σ noisy². */
+int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_t l, double sq_noisy, double m,
+                 double *cov);
+
 /* ---- filling X's [1 | noisy] columns from the uint8 frame, and the noise estimate's histogram ----
  *
  * With d (not NULL), X's feature columns are copied from it in the same pass (the fused backbone
@@ -887,8 +891,12 @@ static int gram_finish(const double *parts, int64_t n, int64_t k, int64_t c1, do
  * is on the `step` grid inside the even-cropped frame: engine/model.py, estimate_noise_sigma, reads
  * its median off the same histogram. torch filled the 13 strided columns in 4–5 ms at 720p.
  * With g (not NULL; even h and w only), the statistics above over the frame's h/2 × w/2
- * half-pixels into g (c1 + 1, k) and sq (k), each line right after it is written, and the
- * slowest band's seconds spent on them into *gram_s (may be NULL).
+ * half-pixels into g (c1 + 1, k) and sq (k), each line right after it is written; with head (not
+ * NULL: (12, l, c1 + 1), heads.c's rcd_gram_cov) also the covariance (l + 1)² of the raw maps and
+ * the noisy frame into cov, in the same call (from Python, the covariance was a second call, run
+ * cold after the fill: 0.12–0.14 ms a frame, a tenth of what ND and AutoTune may take at 540p);
+ * and the seconds spent on them into *gram_s (may be NULL): the slowest band's, plus the sum of
+ * the bands and the covariance.
  */
 static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t y2,
                                int64_t x2) {
@@ -902,8 +910,8 @@ static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64
 }
 
 int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
-             int64_t step, int64_t *hist, const void *d, int d_bf16, double *g, double *sq, double *gram_s,
-             int threads) {
+             int64_t step, int64_t *hist, const void *d, int d_bf16, double *g, double *sq, const double *head,
+             int64_t l, double *cov, double *gram_s, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
     if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
@@ -997,10 +1005,17 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
     }
     int rc = 0;
     if (g) {
+        const double t0 = now_s();
         rc = gram_finish(gpart, nb, k, c1, g, sq);
-        if (gram_s) {  /* the statistics' share of this pass: the slowest thread's time in them */
+        if (rc == 0 && head && cov) {
+            double sq_noisy = 0.0;  /* Σ noisy² in 0..1 units */
+            for (int64_t m = 0; m < GRAM_NOISY; m++) sq_noisy += sq[c1 + 1 + m];
+            rc = rcd_gram_cov(g, k, c1, head, l, sq_noisy / (255.0 * 255.0), (double)h * (double)w * 3.0, cov) ? 3 : 0;
+        }
+        if (gram_s) {  /* the statistics' share of this pass: the slowest thread's time in them, then the rest */
             *gram_s = 0.0;
             for (int64_t t = 0; t < n; t++) *gram_s = thread_s[t] > *gram_s ? thread_s[t] : *gram_s;
+            *gram_s += now_s() - t0;
         }
     }
     free(thread_s);
