@@ -188,7 +188,8 @@ def _load() -> None:
         lib.rcd_absdiff4.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
         lib.rcd_set_isa.restype = ctypes.c_int
-        lib.rcd_set_isa(2 if os.environ.get(ENV_AVX512, "1") == "0" else 3 if os.environ.get(ENV_AMX, "1") == "0" else 4)
+        avx512, amx = (os.environ.get(name, "1") != "0" for name in (ENV_AVX512, ENV_AMX))
+        lib.rcd_set_isa(ISA_LEVELS["best" if avx512 and amx else "AVX-512" if avx512 else "AVX2"])
         _lib, why_not = lib, ""
         return
 
