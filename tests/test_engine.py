@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -826,7 +827,8 @@ def test_avx512_backbone_kernels_give_the_avx2_floats():
 def test_avx512_statistics_are_the_avx2_statistics():
     """The fill's statistics [d | 1]ᵀ·X and Σ X² with AVX-512 tiles (kernels.c, gram_run_512) sum the
     same products in the same order per lane as the AVX2 tiles: equal float64 results, and the same
-    X and noise histogram, for the shipped c1 (16, 32) and others (odd, under and over 32)."""
+    X and noise histogram, for the shipped c1 (16, 32) and others (odd, under and over 32), with
+    float32 features, bfloat16 ones (at the AVX-512 level: no tiles) and features already in X."""
     from engine import native
 
     if native.library() is None:
@@ -839,16 +841,20 @@ def test_avx512_statistics_are_the_avx2_statistics():
             rgb = np.random.default_rng(c1).integers(0, 256, (h, w, 3), dtype=np.uint8)
             d = torch.randn(1, c1, hp // 2, wp // 2, generator=torch.Generator().manual_seed(c1))
             d = d.contiguous(memory_format=torch.channels_last)
-            for threads in (1, 3):
+            for feats, threads in itertools.product((d, d.to(torch.bfloat16), None), (1, 3)):
                 got = {}
                 for isa in ("AVX2", "AVX-512"):
                     native.set_isa(isa)
                     x = torch.full(((hp // 2) * (wp // 2), c1 + 13), float("nan"))
-                    hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=d, gram=True)
+                    if feats is None:
+                        x[:, :c1] = d.permute(0, 2, 3, 1).reshape(-1, c1)
+                    hist, stats = native.fill(x, c1, rgb, hp, wp, 2, threads, d=feats, gram=True)
                     got[isa] = (x, hist, stats.g, stats.sq)
                 (xa, ha, ga, sa), (xb, hb, gb, sb) = got["AVX2"], got["AVX-512"]
-                assert torch.equal(xa, xb) and np.array_equal(ha, hb), (c1, h, w, threads)
-                assert torch.equal(ga, gb) and torch.equal(sa, sb), (c1, h, w, threads)
+                dtype = None if feats is None else feats.dtype
+                assert not xa.isnan().any(), (c1, h, w, threads, dtype)
+                assert torch.equal(xa, xb) and np.array_equal(ha, hb), (c1, h, w, threads, dtype)
+                assert torch.equal(ga, gb) and torch.equal(sa, sb), (c1, h, w, threads, dtype)
     finally:
         native.set_isa("best")
 
