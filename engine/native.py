@@ -43,6 +43,10 @@ LIBRARY_STEM = "kernels"  # the built library: kernels-<hash of the sources and 
 # (all of which have FMA and F16C), and the kernels are written in those intrinsics anyway.
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared"]
 COMPILE_TIMEOUT_S = 60
+# Builds of other versions of the sources kept in the cache beside a new one (the most recently
+# used): two checkouts or installs used in turn deleted each other's library when a build removed
+# every other one, and each start rebuilt it (a test of one-line errors failed on the notice).
+KEEP_BUILDS = 3
 ENV_SWITCH = "RCD_NATIVE"  # "0" turns the kernels off (the torch path runs)
 # "0" keeps the kernels that have an AVX-512 version (the blend) on their AVX2 version; both give the
 # same bytes, so this only changes speed (and lets the tests compare the two on one machine).
@@ -99,15 +103,27 @@ def _build(dest: Path) -> str:
             first = (run.stderr.strip().splitlines() or ["no message"])[0]
             return f"{Path(cc).name} failed on engine/csrc: {first}"
         os.replace(tmp, dest)
-        for old in dest.parent.glob(f"{LIBRARY_STEM}-*.so"):  # builds of earlier versions of the sources
-            if old != dest:
-                old.unlink(missing_ok=True)
+        _prune(dest)
         return ""
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"building engine/csrc failed: {e}"
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _prune(keep: Path) -> None:
+    """Delete the builds of other versions of the sources in keep's folder but the KEEP_BUILDS most
+    recently used (loading one touches it)."""
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process
+            return 0.0
+
+    others = sorted((p for p in keep.parent.glob(f"{LIBRARY_STEM}-*.so") if p != keep), key=used, reverse=True)
+    for old in others[KEEP_BUILDS:]:
+        old.unlink(missing_ok=True)
 
 
 def _library_name() -> str | None:
@@ -164,6 +180,10 @@ def _load() -> None:
         except OSError as e:
             why_not = f"cannot load {path}: {e}"
             continue
+        try:
+            os.utime(path)  # used now: _prune keeps the most recently used builds
+        except OSError:
+            pass
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.rcd_blend.argtypes = [p, i64, i64, i64, p, p, i64, i64, ctypes.c_int]
         lib.rcd_blend.restype = ctypes.c_int

@@ -1065,6 +1065,33 @@ def test_native_build_goes_to_the_temp_folder_when_the_cache_is_unwritable(monke
     assert len(list((tmp_path / "tmp").rglob("kernels-*.so"))) == 1
 
 
+def test_native_build_keeps_the_most_recently_used_other_builds(monkeypatch, tmp_path):
+    """A new build deletes the cache's builds of other source versions but the KEEP_BUILDS most
+    recently used, so two checkouts used in turn keep theirs; loading a build marks it used."""
+    from engine import native
+
+    if native._cpu_supported() or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no native build on this machine")
+    cache = tmp_path / "cache" / "rcd-player"
+    cache.mkdir(parents=True)
+    olds = [cache / f"kernels-{i:016x}.so" for i in range(native.KEEP_BUILDS + 2)]
+    for i, old in enumerate(olds):
+        old.write_bytes(b"an older build")
+        os.utime(old, (1000.0 + i, 1000.0 + i))  # olds[-1] the most recently used
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert native.library() is not None, native.why_not
+    kept = sorted(p.name for p in cache.glob("kernels-*.so"))
+    new = cache / native._library_name()
+    assert new.exists() and new.stat().st_mtime > 2000.0
+    assert kept == sorted([new.name] + [p.name for p in olds[-native.KEEP_BUILDS :]]), kept
+    os.utime(new, (1500.0, 1500.0))  # loading the existing build again marks it used
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    assert native.library() is not None and new.stat().st_mtime > 2000.0
+
+
 def test_native_kernels_off_or_unbuildable_give_a_reason_and_the_torch_path(models, monkeypatch, tmp_path):
     from engine import native
 
