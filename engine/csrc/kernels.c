@@ -676,6 +676,12 @@ static void amx_begin(tile_cfg_t *saved) {
 
 static void amx_end(const tile_cfg_t *saved) { tile_config_load(saved); }  /* zeros: released */
 
+/* GCC's _tile_loadd passes only the address to its asm, neither the memory it reads nor a memory
+ * clobber: the stores that build a tile's operand are, to the compiler, stores nothing reads, free
+ * to drop or to sink below the load. This barrier before the tile loads keeps them (_tile_stored
+ * does clobber memory, so reading its output afterwards is safe). */
+#define TILE_OPERANDS_STORED() __asm__ volatile("" ::: "memory")
+
 /* The 16 × 16 transpose of 32-bit lanes across r[0..15]. */
 static inline AMX_FN __attribute__((always_inline)) void transpose_16x16(__m512i r[16]) {
     __m512i t[16];
@@ -795,6 +801,7 @@ static AMX_FN void gram_line_amx(const float *x, const uint16_t *d, int64_t n, i
                 const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
                 amx_features(d + b0 * 16, np, 16, 0, buf[0], buf[3]);
                 amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
+                TILE_OPERANDS_STORED();
                 _tile_loadd(0, buf[3], 64);
                 _tile_loadd(1, buf[0], 64);
                 _tile_loadd(2, buf[2], 64);
@@ -816,6 +823,7 @@ static AMX_FN void gram_line_amx(const float *x, const uint16_t *d, int64_t n, i
                 amx_features(d + b0 * 32, np, 32, 0, buf[0], buf[3]);
                 amx_features(d + b0 * 32, np, 32, 1, buf[1], buf[4]);
                 amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
+                TILE_OPERANDS_STORED();
                 _tile_loadd(0, buf[3], 64);
                 _tile_loadd(1, buf[4], 64);
                 _tile_loadd(2, buf[0], 64);
