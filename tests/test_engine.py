@@ -1065,6 +1065,21 @@ def test_native_build_goes_to_the_temp_folder_when_the_cache_is_unwritable(monke
     assert len(list((tmp_path / "tmp").rglob("kernels-*.so"))) == 1
 
 
+def test_isa_switches_in_the_environment_lower_the_level():
+    """RCD_NATIVE_AMX=0 keeps the statistics off the tiles, RCD_NATIVE_AVX512=0 keeps every kernel on
+    AVX2 (read when the library loads: a fresh process each)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    best = native.set_isa("best")
+    probe = "from engine import native; print(native.isa(), native.vector_isa())"
+    for env, want in ((native.ENV_AMX, best.removesuffix("+AMX")), (native.ENV_AVX512, "AVX2")):
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, env: "0"}, cwd=Path(__file__).resolve().parents[1])
+        assert r.returncode == 0 and r.stdout.split() == [want, want], (env, r.stdout, r.stderr)
+
+
 def test_native_build_keeps_the_most_recently_used_other_builds(monkeypatch, tmp_path):
     """A new build deletes the cache's builds of other source versions but the KEEP_BUILDS most
     recently used, so two checkouts used in turn keep theirs; loading a build marks it used."""
