@@ -782,10 +782,64 @@ static inline AMX_FN __attribute__((always_inline)) void amx_add_dn(const float 
     for (int m = 0; m < GRAM_NOISY; m++) add16_pd(p->nd + m * gk + 16 * a, _mm512_castsi512_ps(r[1 + m]));
 }
 
+/* The tile instructions name their tiles as literals, so what differs between the two widths is
+ * spelt out once per width here. Tiles: c1 16: A0 0, B0 1, B[1|noisy] 2, C00 3, C0n 4; c1 32:
+ * A0 0, A1 1, B 2 (each block in turn), C00 3, C01 4, C11 5, C0n 6, C1n 7. buf: B0, B1, Bn, A0, A1. */
+static inline AMX_FN __attribute__((always_inline)) void amx_zero(int64_t c1) {
+    _tile_zero(3);
+    _tile_zero(4);
+    if (c1 == 32) {
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+    }
+}
+
+static inline AMX_FN __attribute__((always_inline)) void amx_products(int64_t c1, uint16_t (*buf)[16 * 32]) {
+    _tile_loadd(0, buf[3], 64);
+    if (c1 == 16) {
+        _tile_loadd(1, buf[0], 64);
+        _tile_loadd(2, buf[2], 64);
+        _tile_dpbf16ps(3, 0, 1);
+        _tile_dpbf16ps(4, 0, 2);
+    } else {
+        _tile_loadd(1, buf[4], 64);
+        _tile_loadd(2, buf[0], 64);
+        _tile_dpbf16ps(3, 0, 2);
+        _tile_loadd(2, buf[1], 64);
+        _tile_dpbf16ps(4, 0, 2);
+        _tile_dpbf16ps(5, 1, 2);
+        _tile_loadd(2, buf[2], 64);
+        _tile_dpbf16ps(6, 0, 2);
+        _tile_dpbf16ps(7, 1, 2);
+    }
+}
+
+/* A run's tile sums into the band's float64 sums (c: 16 × 16 float32 scratch per tile). */
+static inline AMX_FN __attribute__((always_inline)) void amx_flush(int64_t c1, float (*c)[16 * 16],
+                                                                   const gram_part_t *p, int64_t gk) {
+    if (c1 == 16) {
+        _tile_stored(3, c[0], 64);
+        _tile_stored(4, c[1], 64);
+        amx_add_dd(c[0], 0, 0, p, gk);
+        amx_add_dn(c[1], 0, p, gk);
+    } else {
+        _tile_stored(3, c[0], 64);
+        _tile_stored(4, c[1], 64);
+        _tile_stored(5, c[2], 64);
+        _tile_stored(6, c[3], 64);
+        _tile_stored(7, c[4], 64);
+        amx_add_dd(c[0], 0, 0, p, gk);
+        amx_add_dd(c[1], 0, 1, p, gk);
+        amx_add_dd(c[2], 1, 1, p, gk);
+        amx_add_dn(c[3], 0, p, gk);
+        amx_add_dn(c[4], 1, p, gk);
+    }
+}
+
 /* The statistics of a line of n half-pixels: X's row x (stride k) and its features d (bfloat16,
- * c1 each), in runs of GRAM_RUN, each run's float32 tile sums then added into p (float64). Tiles:
- * c1 16: A0 0, B0 1, B[1|noisy] 2, C00 3, C0n 4; c1 32: A0 0, A1 1, B 2 (each block in turn),
- * C00 3, C01 4, C11 5, C0n 6, C1n 7. */
+ * c1 = 16 or 32 each), in runs of GRAM_RUN, each run's float32 tile sums then added into p
+ * (float64). */
 static AMX_FN void gram_line_amx(const float *x, const uint16_t *d, int64_t n, int64_t k, int64_t c1,
                                  const gram_part_t *p) {
     const int64_t gk = 8 * ((k + 7) / 8);
@@ -794,58 +848,20 @@ static AMX_FN void gram_line_amx(const float *x, const uint16_t *d, int64_t n, i
     for (int64_t p0 = 0; p0 < n; p0 += GRAM_RUN) {
         const int64_t p1 = p0 + GRAM_RUN < n ? p0 + GRAM_RUN : n;
         __m512 s = _mm512_setzero_ps(), q = _mm512_setzero_ps();
-        if (c1 == 16) {
-            _tile_zero(3);
-            _tile_zero(4);
-            for (int64_t b0 = p0; b0 < p1; b0 += 32) {
-                const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
+        amx_zero(c1);
+        for (int64_t b0 = p0; b0 < p1; b0 += 32) {
+            const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
+            if (c1 == 16) {
                 amx_features(d + b0 * 16, np, 16, 0, buf[0], buf[3]);
-                amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
-                TILE_OPERANDS_STORED();
-                _tile_loadd(0, buf[3], 64);
-                _tile_loadd(1, buf[0], 64);
-                _tile_loadd(2, buf[2], 64);
-                _tile_dpbf16ps(3, 0, 1);
-                _tile_dpbf16ps(4, 0, 2);
-            }
-            _tile_stored(3, c[0], 64);
-            _tile_stored(4, c[1], 64);
-            amx_add_dd(c[0], 0, 0, p, gk);
-            amx_add_dn(c[1], 0, p, gk);
-        } else {
-            _tile_zero(3);
-            _tile_zero(4);
-            _tile_zero(5);
-            _tile_zero(6);
-            _tile_zero(7);
-            for (int64_t b0 = p0; b0 < p1; b0 += 32) {
-                const int64_t np = p1 - b0 < 32 ? p1 - b0 : 32;
+            } else {
                 amx_features(d + b0 * 32, np, 32, 0, buf[0], buf[3]);
                 amx_features(d + b0 * 32, np, 32, 1, buf[1], buf[4]);
-                amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
-                TILE_OPERANDS_STORED();
-                _tile_loadd(0, buf[3], 64);
-                _tile_loadd(1, buf[4], 64);
-                _tile_loadd(2, buf[0], 64);
-                _tile_dpbf16ps(3, 0, 2);
-                _tile_loadd(2, buf[1], 64);
-                _tile_dpbf16ps(4, 0, 2);
-                _tile_dpbf16ps(5, 1, 2);
-                _tile_loadd(2, buf[2], 64);
-                _tile_dpbf16ps(6, 0, 2);
-                _tile_dpbf16ps(7, 1, 2);
             }
-            _tile_stored(3, c[0], 64);
-            _tile_stored(4, c[1], 64);
-            _tile_stored(5, c[2], 64);
-            _tile_stored(6, c[3], 64);
-            _tile_stored(7, c[4], 64);
-            amx_add_dd(c[0], 0, 0, p, gk);
-            amx_add_dd(c[1], 0, 1, p, gk);
-            amx_add_dd(c[2], 1, 1, p, gk);
-            amx_add_dn(c[3], 0, p, gk);
-            amx_add_dn(c[4], 1, p, gk);
+            amx_noisy(x + b0 * k, np, k, c1, buf[2], &s, &q);
+            TILE_OPERANDS_STORED();
+            amx_products(c1, buf);
         }
+        amx_flush(c1, c, p, gk);
         add16_pd(p->sums + c1, s);  /* [1 | noisy]: lanes 0..12, the rest zeros */
         add16_pd(p->sq + c1, q);
     }
