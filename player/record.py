@@ -367,14 +367,19 @@ def _one_line(e: BaseException) -> str:
 
 
 # ---- the tuning track --------------------------------------------------------------------------
-def mix_state_json(mix, bypass: bool, compact: bool = False) -> dict:
+def mix_state_json(mix, bypass: bool, compact: bool = False, luma: bool | None = None) -> dict:
     """A frame's state in the track: its mix, bypass and, for a frame blended from the render
-    cache's float16 bases (Denoiser.compact), "bases": "float16" — a re-render blends from the same."""
+    cache's float16 bases (Denoiser.compact), "bases": "float16" — a re-render blends from the same.
+    luma: whether the model read the frame's luma (Bases.luma) — "noise": "luma" or "rgb", which
+    a re-render passes to Denoiser.infer: playback decides it with the frames before (NoiseChoice),
+    which a render of some of them cannot. None (a bypassed frame): not said."""
     from player.controls import mix_to_json
 
     state = {"mix": mix_to_json(mix), "bypass": bool(bypass)}
     if compact:
         state["bases"] = "float16"
+    if luma is not None:
+        state["noise"] = "luma" if luma else "rgb"
     return state
 
 
@@ -785,8 +790,9 @@ class Recording:
             return
         bypass_frame = p.tuned is p.frame.rgb
         mix, bypass = self._state(p, controls, bypass_frame)
-        compact = not bypass_frame and p.bases is not None and p.bases.x.element_size() == 2  # the cache's float16
-        state = mix_state_json(mix, bypass, compact)
+        inferred = not bypass_frame and p.bases is not None
+        compact = inferred and p.bases.x.element_size() == 2  # the cache's float16
+        state = mix_state_json(mix, bypass, compact, luma=bool(p.bases.luma) if inferred else None)
         rec.present(p.frame.pts, p.frame.duration, p.tuned, state, copy=not bypass_frame)
 
     def _state(self, p, controls, bypass_frame: bool):

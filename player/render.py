@@ -27,7 +27,7 @@ from pathlib import Path
 
 from engine import checkpoint, compose
 from engine.compose import Mix
-from engine.denoiser import NOISE_MODES, Denoiser, pick_device
+from engine.denoiser import NOISE_MODES, Denoiser, NoiseChoice, pick_device
 from player import controls as ctl
 from player import record
 from player.decode import AudioChunk, DemoFeed, FileSource, MediaError
@@ -162,11 +162,13 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             weights = default_weights(device_type)
     if precision is None:
         precision = PRECISIONS.get((track or {}).get("precision"), "auto")
+    recorded_noise = track is not None and noise is None  # each frame's backbone as the recording's (its "noise")
     if noise is None:
         noise = (track or {}).get("noise", "auto")
         noise = noise if noise in NOISE_MODES else "auto"
     lanes, _ = set_up_lanes(device_type, threads=threads)  # frames come out the same on any count (kernels.c, SUM_BANDS)
     den = Denoiser.load(weights, device=device, precision=precision)
+    choose = NoiseChoice(noise, den.cfg.mono)  # each frame's backbone, in order, as playback decides it
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
         raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")
 
@@ -224,6 +226,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 if state.get("bases") == "float16":  # played from the render cache: blended from its float16 bases
                     bases = den.compact(bases)
                 rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
+                state = {**state, "noise": "luma" if bases.luma else "rgb"}  # as mix_state_json(luma=...)
             enc.call(writer.video, frame.pts, rgb)
             enc.call(writer.encode_audio_until, frame.pts + frame.duration)
             out_track.add(frame.pts, frame.duration, state)
@@ -252,7 +255,14 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                             mix, bypass = fixed, False
                         state_cache[ci] = (mix, bypass, record.mix_state_json(mix, bypass, compact))
                     mix, bypass, state = state_cache[ci]
-                    pending.append((frame, mix, bypass, state, None if bypass else pool.submit(den.infer, frame.rgb, noise)))
+                    if bypass:
+                        inference = None
+                    elif recorded_noise:  # the recording's backbone (a track from before it was noted: per frame, as then)
+                        frame_noise = changes[ci].get("noise")
+                        inference = pool.submit(den.infer, frame.rgb, frame_noise if frame_noise in NOISE_MODES else noise)
+                    else:
+                        inference = pool.submit(den.infer, frame.rgb, choose(frame.rgb))
+                    pending.append((frame, mix, bypass, state, inference))
                     taken += 1
                     if len(pending) >= lanes:
                         finish(*pending.popleft())

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from engine.denoiser import best_seconds
+from engine.denoiser import NoiseChoice, best_seconds
 from player.decode import EndOfStream
 from player.frames import Prepared, VideoFrame
 from player.queues import Closed, ClosableQueue
@@ -237,7 +237,7 @@ class BackboneWorker(threading.Thread):
         self.lanes = max(1, lanes)  # frames in inference at once (plan_lanes)
         self.cache = RenderCache(cache_bytes)
         self.backbone_ms: list[float] = []  # the network's pass alone (stats, HUD)
-        self.noise = noise  # Denoiser.infer's: which backbone reads a colour frame
+        self.noise = NoiseChoice(noise, denoiser.cfg.mono)  # which backbone reads each colour frame (Denoiser.infer's noise)
         self.frames_mono = 0  # frames through the model's monochrome backbone (R = G = B)
         self.frames_luma = 0  # ... on the luma of colour frames whose noise is luma
         self.infer_ms: list[float] = []  # the whole Denoiser.infer: how long a frame takes in its lane
@@ -374,7 +374,7 @@ class BackboneWorker(threading.Thread):
         if bases is not None:
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
-            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, self.noise)))
+            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, self.noise(frame.rgb))))
         return True
 
     def _hand_on(self, job: _Job) -> None:

@@ -1606,6 +1606,36 @@ def test_luma_noise_is_told_from_noise_drawn_per_channel():
     assert noise_estimates(np.zeros((1, 7, 3), np.uint8)) == (0.0, 0.0)
 
 
+def _luma_detail_frame(v: int) -> np.ndarray:
+    """A 64×64 grey frame whose every 2×2 block holds +v in its first pixel, in R, G and B: luma
+    "noise" whose σ̂ is exactly v × 0.5 / MAD_TO_STD (2.97 for 4, 3.71 for 5), its chroma σ̂ 0."""
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    frame[0::2, 0::2] += np.uint8(v)
+    return frame
+
+
+def test_a_clip_at_the_luma_threshold_keeps_one_backbone():
+    """NoiseChoice: σ̂ moves in steps of 0.74, so a clip whose noise sits at LUMA_NOISE_SIGMA_MIN
+    reads just above and just below it by turns; frame by frame the choice flips each time, through
+    NoiseChoice it switches once and holds until σ̂ leaves the band by LUMA_KEEP_SIGMA_MARGIN.
+    Explicit modes pass through; a model without a monochrome backbone is never asked."""
+    from engine.denoiser import LUMA_NOISE_SIGMA_MIN, NoiseChoice, luma_noise, noise_estimates
+
+    above, below, far = (_luma_detail_frame(v) for v in (5, 4, 3))
+    assert noise_estimates(above)[0] >= LUMA_NOISE_SIGMA_MIN > noise_estimates(below)[0] > noise_estimates(far)[0]
+    clip = [below, above, below, above, below, above, below, far, below, above]
+    assert [luma_noise(f) for f in clip] == [False, True, False, True, False, True, False, False, False, True]
+    choose = NoiseChoice("auto")
+    assert [choose(f) for f in clip] == ["rgb"] + ["luma"] * 6 + ["rgb", "rgb", "luma"]
+    for mode in ("rgb", "luma"):
+        assert [NoiseChoice(mode)(f) for f in clip] == [mode] * len(clip)
+    assert [NoiseChoice("auto", model_has_mono=False)(f) for f in clip] == ["auto"] * len(clip)
+    # the band also widens for the chroma ratio: a frame with a little chroma noise keeps luma
+    tinted = above.copy()
+    tinted[0::2, 0::2, 0::2] += np.uint8(2)  # R's and B's detail 7 against G's 5: chroma σ̂ 0.28 × G's
+    assert not luma_noise(tinted) and luma_noise(tinted, before=True)
+
+
 @pytest.mark.parametrize("size", [(40, 58), (33, 47)], ids=["even", "odd"])  # odd: the statistics from the maps
 def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_the_colour_frame(size):
     """Denoiser.infer(noise="luma"): the monochrome backbone on the frame's luma (R = G = B = Y) —

@@ -258,6 +258,58 @@ def test_render_from_a_cache_mode_track_is_identical(clip, weights, tmp_path):
         assert np.array_equal(a, b), f"frame {i} differs"
 
 
+def test_a_render_from_a_track_reads_each_frame_as_the_recording_did(tmp_path):
+    """Playback chooses the backbone of a frame whose noise sits at the luma threshold with the
+    frames before it (engine.denoiser.NoiseChoice); the track notes each frame's choice, so a render
+    of a recording started mid-clip, which has not seen those frames, still reproduces it. The clip
+    (FFV1 RGB, lossless): colour ramps with luma-only detail whose σ̂ is above the threshold for the
+    first 0.3 s and then below and above it by turns."""
+    import torch
+    from dataclasses import replace
+
+    from engine import checkpoint
+    from engine.denoiser import luma_noise
+    from engine.model import PRESETS, RCDNet
+
+    torch.manual_seed(0)
+    weights = tmp_path / "random_live_mono.pt"
+    checkpoint.save(RCDNet(replace(PRESETS["live"], mono=True)), weights)
+    y, x = np.mgrid[0:64, 0:96]
+    ramps = np.stack([60 + x, 100 + y, 40 + x + y], axis=2)  # linear: no 2×2 diagonal detail of its own
+    frames = []
+    for i in range(45):
+        f = ramps.copy()
+        f[0::2, 0::2] += 5 if i < 9 or i % 2 == 0 else 4  # σ̂ 3.71 or 2.97, the same in R, G and B
+        frames.append(f.astype(np.uint8))
+    assert [luma_noise(f) for f in frames[8:12]] == [True, False, True, False]
+    clip = tmp_path / "threshold.mkv"
+    with av.open(str(clip), mode="w") as c:
+        vs = c.add_stream("ffv1", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 96, 64, "bgr0"
+        vs.codec_context.time_base = Fraction(1, FPS)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")
+            vf.pts, vf.time_base = i, Fraction(1, FPS)
+            for pkt in vs.encode(vf):
+                c.mux(pkt)
+        for pkt in vs.encode():
+            c.mux(pkt)
+
+    out, out2, script, stats = tmp_path / "rec.mp4", tmp_path / "again.mp4", tmp_path / "s.txt", tmp_path / "st.json"
+    script.write_text(f"0.0 set strength 20\n0.3 record {out}\n1.4 record\n")
+    run_player(clip, "--weights", weights, "--headless", "--script", script, "--stats-json", stats, "--threads", "1",
+               check=True)
+    track = json.loads(Path(str(out) + ".json").read_text())
+    assert 0.2 <= track["start_pts"] <= 0.6 and len(track["frames"]) > 20
+    assert [c.get("noise") for c in track["changes"]] == ["luma"]  # every recorded frame from the luma
+    run_player(clip, "--render", out2, "--track", Path(str(out) + ".json"), "--threads", "1", check=True)
+    (t1, played), (t2, again) = decode_video(out), decode_video(out2)
+    assert t1 == t2
+    for i, (a, b) in enumerate(zip(played, again)):
+        assert np.array_equal(a, b), f"frame {i} differs"
+    assert [c.get("noise") for c in json.loads(Path(str(out2) + ".json").read_text())["changes"]] == ["luma"]
+
+
 # --------------------------------------------------------------------------- whole-file render
 
 def test_render_whole_file_with_strength(make_clip, weights, tmp_path):
