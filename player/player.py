@@ -999,7 +999,9 @@ class Player:
         psnr_text = f"   PSNR {self.psnr_original:5.2f} → {self.psnr_tuned:5.2f} dB" if self.psnr_original is not None else ""
         lines = [
             f"strength {req} ({mode})  removed σ {self.measured_sigma or 0:4.1f}",
-            f"character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}",
+            f"character {m.character:+.2f}  luma ×{m.luma:.2f}  chroma ×{m.chroma:.2f}"
+            # bases made from the luma (or a grey frame) are R = G = B: the chroma gain has nothing to scale
+            + ("  (no effect: luma residual)" if b is not None and (b.luma or b.mono) else ""),
             (f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "") + psnr_text,
         ]
         details = [

@@ -80,9 +80,11 @@ def test_a_black_and_white_clip_runs_the_models_mono_backbone(tmp_path, make_cli
     assert shown and all(np.array_equal(s.original[..., 0], s.original[..., 2]) for s in shown)
     assert stats["frames_mono"] >= len(shown) > 0
     assert any("(mono)" in line for line in p._hud(p.last).details)
+    assert "chroma ×1.00  (no effect: luma residual)" in p._hud(p.last).lines[1]  # R = G = B bases
     p, shown, stats = play(tmp_path, w, make_clip(seconds=1.0, audio=False), duration=0.8)
     assert shown and stats["frames_mono"] == 0
     assert not any("(mono)" in line for line in p._hud(p.last).details)
+    assert "no effect" not in p._hud(p.last).lines[1]
 
 
 def test_noise_luma_runs_the_mono_backbone_on_the_luma_of_colour_frames(tmp_path, make_clip):
@@ -99,6 +101,7 @@ def test_noise_luma_runs_the_mono_backbone_on_the_luma_of_colour_frames(tmp_path
     p, shown, stats = play(tmp_path, w, colour, duration=0.8, noise="luma", record=str(rec))
     assert shown and stats["frames_luma"] >= len(shown) > 0 and stats["frames_mono"] == 0 and stats["noise"] == "luma"
     assert any("(luma)" in line for line in p._hud(p.last).details)
+    assert "(no effect: luma residual)" in p._hud(p.last).lines[1]  # the chroma gain: luma bases have no chroma
     track = json.loads(Path(str(rec) + ".json").read_text())  # record.sidecar_path
     assert track["noise"] == "luma"
     p, shown, stats = play(tmp_path, w, colour, duration=0.8, noise="rgb")
