@@ -217,7 +217,10 @@ def test_early_drop_says_it_took_the_frame(tmp_path, weights, clip):
     p.compositor.blend_ms = []
     from player.queues import ClosableQueue
 
-    w = wk.BackboneWorker(None, ClosableQueue(4), ClosableQueue(3), p, "live", 1 << 20)
+    den = P()  # never asked for inference here: only its config (no monochrome backbone)
+    den.cfg = P()
+    den.cfg.mono = False
+    w = wk.BackboneWorker(den, ClosableQueue(4), ClosableQueue(3), p, "live", 1 << 20)
     late = VideoFrame(index=0, pts=1.0, duration=1 / 30, rgb=np.zeros((2, 2, 3), np.uint8), epoch=0)
     assert w._admit(late, None) is True and w.dropped_early == 1
 
