@@ -95,9 +95,10 @@ X_POOL_MAX = 8
 def is_mono_frame(rgb: np.ndarray) -> bool:
     """uint8 (H, W, 3) with R = G = B at every pixel. A sample of pixels first: a colour frame is
     told at once, a monochrome one is checked whole (2.4 ms at 720p on one core)."""
-    s = rgb[::16, ::16]
-    if not (np.array_equal(s[..., 0], s[..., 1]) and np.array_equal(s[..., 1], s[..., 2])):
-        return False
+    return _grey(rgb[::16, ::16]) and _grey(rgb)
+
+
+def _grey(rgb: np.ndarray) -> bool:
     return np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
 
 
@@ -178,6 +179,8 @@ class NoiseChoice:
     def __call__(self, rgb: np.ndarray) -> str:
         if not self.active:
             return self.noise
+        if _grey(rgb[::16, ::16]):  # grey by its sample: infer takes the mono backbone whatever this says
+            return "luma" if self.luma else "rgb"
         self.luma = luma_noise(rgb, before=self.luma)
         return "luma" if self.luma else "rgb"
 

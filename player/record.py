@@ -378,9 +378,12 @@ def mix_state_json(mix, bypass: bool, compact: bool = False, luma: bool | None =
     state = {"mix": mix_to_json(mix), "bypass": bool(bypass)}
     if compact:
         state["bases"] = "float16"
-    if luma is not None:
-        state["noise"] = "luma" if luma else "rgb"
-    return state
+    return state if luma is None else with_backbone(state, luma)
+
+
+def with_backbone(state: dict, luma: bool) -> dict:
+    """A frame's state (mix_state_json) with the backbone that read it: "noise": "luma" or "rgb"."""
+    return {**state, "noise": "luma" if luma else "rgb"}
 
 
 class Track:

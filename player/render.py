@@ -226,7 +226,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 if state.get("bases") == "float16":  # played from the render cache: blended from its float16 bases
                     bases = den.compact(bases)
                 rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
-                state = {**state, "noise": "luma" if bases.luma else "rgb"}  # as mix_state_json(luma=...)
+                state = record.with_backbone(state, bases.luma)
             enc.call(writer.video, frame.pts, rgb)
             enc.call(writer.encode_audio_until, frame.pts + frame.duration)
             out_track.add(frame.pts, frame.duration, state)

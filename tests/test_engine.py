@@ -1607,9 +1607,11 @@ def test_luma_noise_is_told_from_noise_drawn_per_channel():
 
 
 def _luma_detail_frame(v: int) -> np.ndarray:
-    """A 64×64 grey frame whose every 2×2 block holds +v in its first pixel, in R, G and B: luma
-    "noise" whose σ̂ is exactly v × 0.5 / MAD_TO_STD (2.97 for 4, 3.71 for 5), its chroma σ̂ 0."""
-    frame = np.full((64, 64, 3), 100, np.uint8)
+    """A 64×64 frame of colour ramps (linear: no 2×2 diagonal detail of their own) whose every 2×2
+    block holds +v in its first pixel, in R, G and B: luma "noise" whose σ̂ is exactly
+    v × 0.5 / MAD_TO_STD (2.97 for 4, 3.71 for 5), its chroma σ̂ 0."""
+    y, x = np.mgrid[0:64, 0:64]
+    frame = np.stack([60 + x, 100 + y, 40 + x + y], axis=2).astype(np.uint8)
     frame[0::2, 0::2] += np.uint8(v)
     return frame
 
