@@ -10,7 +10,7 @@ several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: to
 moved 4× the bytes the blend must) and `fill` (X's [1 | noisy] columns, the noise estimate's
 histogram and the statistics ND and AutoTune read); and for the backbone's fused forward
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
-torch passes), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
+torch passes; `conv_up_add_relu` with the 1×1 convolution before the upsampling), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 The blend, the fill's statistics, `relu_down`, `first_conv` and `up_add_relu` also have AVX-512
 versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either way), and the
 statistics an AMX version for bfloat16 features (the same within float32 rounding). And from
@@ -196,6 +196,8 @@ def _load() -> None:
         lib.rcd_up_add_relu.restype = ctypes.c_int
         lib.rcd_up_add_relu_bf16.argtypes = lib.rcd_up_add_relu.argtypes
         lib.rcd_up_add_relu_bf16.restype = ctypes.c_int
+        lib.rcd_conv_up_add_relu.argtypes = [p, i64, p, p, p, p, p, i64, i64, i64, p, ctypes.c_int]
+        lib.rcd_conv_up_add_relu.restype = ctypes.c_int
         lib.rcd_relu_down.argtypes = [p, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
@@ -345,6 +347,32 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
                 None if sums is None else sums.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native skip join refused its arguments: u {tuple(u.shape)}, e {tuple(e.shape)}")
+    return d, r, sums
+
+
+def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor, threads: int,
+                     abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`up_add_relu` of u = conv1×1(relu(x), weight, bias), u never written out: x (1, ci, h/2, w/2)
+    and e (1, c, h, w) float32 channels_last on the CPU, weight (c, ci, 1, 1) with c a multiple of 8."""
+    lib = library()
+    assert lib is not None, why_not
+    _, c, h, w = e.shape
+    ci = x.shape[1]
+    assert x.dtype == e.dtype == torch.float32, f"x {x.dtype}, e {e.dtype}"
+    for t in (x, e):
+        assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
+    assert tuple(x.shape) == (1, ci, h // 2, w // 2) and e.shape[0] == 1, f"cannot join {tuple(x.shape)} to {tuple(e.shape)}"
+    assert tuple(weight.shape) == (c, ci, 1, 1) and tuple(bias.shape) == (c,), "a 1×1 convolution from x's channels to e's"
+    assert c % 8 == 0, f"{c} output channels: the kernel writes whole vectors of 8"
+    wt = weight.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
+    b = bias.detach().float().contiguous()
+    d = torch.empty_like(e, memory_format=torch.channels_last)
+    r = torch.empty_like(e, memory_format=torch.channels_last)
+    sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
+    rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(),
+                                  h, w, c, None if sums is None else sums.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native 1×1 convolution + skip join refused its arguments: x {tuple(x.shape)}, e {tuple(e.shape)}")
     return d, r, sums
 
 

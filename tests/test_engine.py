@@ -739,6 +739,36 @@ def test_native_skip_join_equals_upsample_add_relu(c, h, w, dtype):
     assert none is None
 
 
+CONV_JOIN_CASES = [(32, 16, 2, 2), (40, 32, 6, 26), (64, 32, 4, 30), (96, 64, 8, 6), (5, 8, 18, 4), (16, 40, 2, 50)]
+
+
+@pytest.mark.parametrize("ci,c,h,w", CONV_JOIN_CASES, ids=[f"{ci}to{c}-{h}x{w}" for ci, c, h, w in CONV_JOIN_CASES])
+def test_native_conv_join_equals_conv_then_join(ci, c, h, w):
+    """rcd_conv_up_add_relu: the skip join of the 1×1 convolution of relu(x), computed a row at a time,
+    against torch's convolution and upsampling (the shipped widths, 1–4 vectors of outputs and a
+    tail of pixels after the blocks of 12, 6, 4 and 3); the same floats on 1 and 3 threads, since a
+    band of rows may start at an odd row (the upper row of its u shared with the band before)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(ci * 7 + c + h)
+    x = torch.randn(1, ci, h // 2, w // 2, generator=g).contiguous(memory_format=torch.channels_last)  # signed
+    e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(c, ci, 1, 1, generator=g), torch.randn(c, generator=g)
+    want = F.interpolate(F.conv2d(F.relu(x), weight, bias), scale_factor=2.0) + e
+    got = [native.conv_up_add_relu(x, weight, bias, e, threads, abs_sum=True) for threads in (1, 3)]
+    for a, b in zip(*got):
+        assert torch.equal(a, b)
+    d, r, sums = got[0]
+    assert d.is_contiguous(memory_format=torch.channels_last) and r.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(d, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(r, F.relu(d))
+    torch.testing.assert_close(sums, d.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
+    with pytest.raises(AssertionError):  # outputs in whole vectors of 8 only
+        native.conv_up_add_relu(x, weight[:5], bias[:5], e[:, :5].contiguous(memory_format=torch.channels_last), 1)
+
+
 DOWN_CASES = [(16, 32, 6, 14), (32, 40, 4, 26), (64, 96, 2, 2), (5, 8, 6, 10), (16, 24, 8, 30)]
 
 

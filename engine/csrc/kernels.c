@@ -8,7 +8,8 @@
  * - rcd_blend: the uint8 frame from X and a blend's weights.
  * And passes of the backbone itself (engine/fused.py):
  * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel
- *   (rcd_up_add_relu_bf16: the same on bfloat16 tensors);
+ *   (rcd_up_add_relu_bf16: the same on bfloat16 tensors; rcd_conv_up_add_relu: the same with the
+ *   1×1 convolution that makes u from the coarser scale);
  * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e).
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
@@ -1152,21 +1153,121 @@ static AVX512 void join_row_512_bf16(const char *ur, const char *er, char *dr, c
     join_row_512_any(ur, er, dr, rr, w, c, row_sum, 1);
 }
 
-static inline __attribute__((always_inline)) int up_add_relu(const void *u, const void *e, void *d, void *r, int64_t h,
-                                                             int64_t w, int64_t c, double *abs_sum, int threads,
-                                                             const int bf16) {
-    if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || c > UP_MAX_C) return 1;
+/* A row of WIDTH output pixels of one chunk of outputs (v0): P pixels at a time, then the row's tail
+ * one by one. FN(ARGS..., x0, v0, P, NVC) computes P pixels from x0 (the *_pixels functions). */
+#define BY_PIXELS(FN, WIDTH, NVC, P, ...)                                                                  \
+    do {                                                                                                   \
+        int64_t x = 0;                                                                                     \
+        for (; x + P <= WIDTH; x += P) FN(__VA_ARGS__, x, v0, P, NVC);                                     \
+        for (; x < WIDTH; x++) FN(__VA_ARGS__, x, v0, 1, NVC);                                             \
+    } while (0)
+
+/* A row of a convolution's outputs in chunks of up to four 8-lane vectors: ROW(NVC, P) with P pixels
+ * at a time, P · NVC = 12 accumulators (v0: the chunk's first vector). */
+#define BY_CHUNKS(ROW)                                                                                     \
+    for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {                                                           \
+        switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {                                                \
+            case 4: ROW(4, 3); break;                                                                      \
+            case 3: ROW(3, 4); break;                                                                      \
+            case 2: ROW(2, 6); break;                                                                      \
+            default: ROW(1, 12); break;                                                                    \
+        }                                                                                                  \
+    }
+
+/* ---- the inner block of the AVX2 convolutions (first layer, downsampling, 1×1 before a join) ------
+ *
+ * P pixels × NVC vectors of outputs stay in registers (P · NVC ≤ 12) while the inputs stream by:
+ * acc_bias sets them to the bias, acc_fma adds Σ_i x(p, i) · wk[i] over n inputs, x(p, i) =
+ * in[p · pstride + i] (its relu with RELU) broadcast, wk[i] the NVC vectors of the weights' row i
+ * (rows co floats apart), and acc_store writes pixel p's outputs co floats apart. */
+static inline __attribute__((always_inline)) void acc_bias(__m256 acc[12][4], const float *bias, const int P,
+                                                           const int NVC) {
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_loadu_ps(bias + 8 * v);
+}
+
+static inline __attribute__((always_inline)) void acc_fma(__m256 acc[12][4], const float *in, int64_t pstride,
+                                                          int64_t n, const float *wk, int64_t co, const int P,
+                                                          const int NVC, const int RELU) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) wv[v] = _mm256_loadu_ps(wk + i * co + 8 * v);
+#pragma GCC unroll 12
+        for (int p = 0; p < P; p++) {
+            __m256 xv = _mm256_broadcast_ss(in + p * pstride + i);
+            if (RELU) xv = _mm256_max_ps(xv, zero);
+#pragma GCC unroll 4
+            for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void acc_store(__m256 acc[12][4], float *out, int64_t co, const int P,
+                                                            const int NVC) {
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + p * co + 8 * v, acc[p][v]);
+}
+
+/* The 1×1 convolution before an upsampling, u = relu(x) · wt + bias per pixel, x (h/2, w/2, ci) and
+ * wt (ci, co) float32; a join can take it in place of u (rcd_conv_up_add_relu) and compute u a row
+ * at a time, as it needs it, instead of reading a u written to memory. The relu on reading lets x
+ * be the signed stream itself (on a relu'd x it changes nothing). */
+typedef struct {
+    const float *x, *wt, *bias;
+    int64_t ci;
+} conv1_t;
+
+static inline __attribute__((always_inline)) void conv1_pixels(const float *in, int64_t ci, const float *wt,
+                                                               int64_t co, const float *bias, float *out, int64_t x0,
+                                                               int64_t v0, const int P, const int NVC) {
+    __m256 acc[12][4];
+    acc_bias(acc, bias + 8 * v0, P, NVC);
+    acc_fma(acc, in + x0 * ci, ci, ci, wt + 8 * v0, co, P, NVC, 1);
+    acc_store(acc, out + x0 * co + 8 * v0, co, P, NVC);
+}
+
+#define CONV1_ROW(NVC, P) BY_PIXELS(conv1_pixels, wl, NVC, P, in, ci, wt, co, bias, out)
+
+static void conv1_row(const float *in, int64_t wl, int64_t ci, const float *wt, const float *bias, int64_t co,
+                      float *out) {
+    BY_CHUNKS(CONV1_ROW);
+}
+
+/* u, or with cv (float32 only, c a multiple of 8) the 1×1 convolution that makes u, row by row. */
+static inline __attribute__((always_inline)) int up_add_relu(const void *u, const conv1_t *cv, const void *e, void *d,
+                                                             void *r, int64_t h, int64_t w, int64_t c,
+                                                             double *abs_sum, int threads, const int bf16) {
+    if (h < 2 || w < 2 || h % 2 || w % 2 || c < 1 || c > UP_MAX_C || (cv && (bf16 || c % 8 || cv->ci < 1))) return 1;
     const int64_t nb = h < SUM_BANDS ? h : SUM_BANDS;  /* bands: see SUM_BANDS */
     const int64_t n = threads < 1 ? 1 : (threads > nb ? nb : threads);
     const int64_t size = bf16 ? 2 : 4;  /* bytes per value */
     double *part = calloc((size_t)(nb * c), sizeof(double)); /* each band's Σ|d| */
     if (!part) return 2;
-#pragma omp parallel for num_threads(n) schedule(static)
+    int failed = 0;
+#pragma omp parallel for num_threads(n) schedule(static) reduction(| : failed)
     for (int64_t t = 0; t < nb; t++) {
+        float *urow = cv ? malloc(sizeof(float) * (size_t)(w / 2 * c)) : NULL;  /* this band's current row of u */
+        if (cv && !urow) {
+            failed = 1;
+            continue;
+        }
+        int64_t urow_y = -1;
         for (int64_t y = h * t / nb; y < h * (t + 1) / nb; y++) {
             float row_sum[UP_MAX_C];  /* float32 over one row (at most a few thousand values), float64 across rows */
             if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
             const char *ur = (const char *)u + (y / 2) * (w / 2) * c * size;
+            if (cv) {
+                if (urow_y != y / 2)
+                    conv1_row(cv->x + (y / 2) * (w / 2) * cv->ci, w / 2, cv->ci, cv->wt, cv->bias, c, urow);
+                urow_y = y / 2;
+                ur = (const char *)urow;
+            }
             const int64_t o = y * w * c * size;
             const char *er = (const char *)e + o;
             char *dr = (char *)d + o, *rr = (char *)r + o;
@@ -1177,6 +1278,11 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
             if (abs_sum)
                 for (int64_t i = 0; i < c; i++) part[t * c + i] += row_sum[i];
         }
+        free(urow);
+    }
+    if (failed) {
+        free(part);
+        return 2;
     }
     if (abs_sum)
         for (int64_t i = 0; i < c; i++) {
@@ -1189,7 +1295,15 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
 
 int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t h, int64_t w, int64_t c,
                     double *abs_sum, int threads) {
-    return up_add_relu(u, e, d, r, h, w, c, abs_sum, threads, 0);
+    return up_add_relu(u, NULL, e, d, r, h, w, c, abs_sum, threads, 0);
+}
+
+/* The float32 join with the 1×1 convolution that makes u: u = relu(x) · wt + bias, x (h/2, w/2, ci),
+ * wt (ci, c), c a multiple of 8 (conv1_t). */
+int rcd_conv_up_add_relu(const float *x, int64_t ci, const float *wt, const float *bias, const float *e, float *d,
+                         float *r, int64_t h, int64_t w, int64_t c, double *abs_sum, int threads) {
+    const conv1_t cv = {x, wt, bias, ci};
+    return up_add_relu(NULL, &cv, e, d, r, h, w, c, abs_sum, threads, 0);
 }
 
 /* The same join on bfloat16 tensors (the bfloat16 backbone's, engine/fused.py): each sum in float32
@@ -1197,7 +1311,7 @@ int rcd_up_add_relu(const float *u, const float *e, float *d, float *r, int64_t 
  * sums the rounded values. Bit-identical to torch's upsample, add and relu in bfloat16. */
 int rcd_up_add_relu_bf16(const uint16_t *u, const uint16_t *e, uint16_t *d, uint16_t *r, int64_t h, int64_t w,
                          int64_t c, double *abs_sum, int threads) {
-    return up_add_relu(u, e, d, r, h, w, c, abs_sum, threads, 1);
+    return up_add_relu(u, NULL, e, d, r, h, w, c, abs_sum, threads, 1);
 }
 
 /* ---- the backbone's downsampling: out = conv2x2/2(relu(e)) ---------------------------------------
@@ -1212,53 +1326,19 @@ int rcd_up_add_relu_bf16(const uint16_t *u, const uint16_t *e, uint16_t *d, uint
 static inline __attribute__((always_inline)) void down_pixels(const float *e, int64_t w, int64_t c, const float *wt,
                                                               int64_t co, const float *bias, float *out, int64_t y,
                                                               int64_t x0, int64_t v0, const int P, const int NVC) {
-    const __m256 zero = _mm256_setzero_ps();
     __m256 acc[12][4];
-#pragma GCC unroll 12
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_loadu_ps(bias + 8 * (v0 + v));
+    acc_bias(acc, bias + 8 * v0, P, NVC);
     for (int ky = 0; ky < 2; ky++)
-        for (int kx = 0; kx < 2; kx++) {
-            const float *in = e + ((2 * y + ky) * w + 2 * x0 + kx) * c;  /* pixel p adds 2·p·c */
-            const float *wk = wt + (ky * 2 + kx) * c * co + 8 * v0;
-            for (int64_t i = 0; i < c; i++) {
-                __m256 wv[4];
-#pragma GCC unroll 4
-                for (int v = 0; v < NVC; v++) wv[v] = _mm256_loadu_ps(wk + i * co + 8 * v);
-#pragma GCC unroll 12
-                for (int p = 0; p < P; p++) {
-                    const __m256 xv = _mm256_max_ps(_mm256_broadcast_ss(in + 2 * p * c + i), zero);
-#pragma GCC unroll 4
-                    for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
-                }
-            }
-        }
-#pragma GCC unroll 12
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + (y * (w / 2) + x0 + p) * co + 8 * (v0 + v), acc[p][v]);
+        for (int kx = 0; kx < 2; kx++)  /* pixel p reads from 2·p·c on */
+            acc_fma(acc, e + ((2 * y + ky) * w + 2 * x0 + kx) * c, 2 * c, c, wt + (ky * 2 + kx) * c * co + 8 * v0, co,
+                    P, NVC, 1);
+    acc_store(acc, out + (y * (w / 2) + x0) * co + 8 * v0, co, P, NVC);
 }
 
 /* One output row's co outputs in chunks of up to 4 vectors (NVC), each chunk a specialisation
  * with constant NVC and P = 12 / NVC pixels at a time (then single pixels for the row's tail):
  * ROW(NVC, P) runs one chunk starting at vector v0. Used by the downsampling and the first layer. */
-#define BY_CHUNKS(ROW)                                                                                     \
-    for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {                                                           \
-        switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {                                                \
-            case 4: ROW(4, 3); break;                                                                      \
-            case 3: ROW(3, 4); break;                                                                      \
-            case 2: ROW(2, 6); break;                                                                      \
-            default: ROW(1, 12); break;                                                                    \
-        }                                                                                                  \
-    }
-
-#define DOWN_ROW(NVC, P)                                                                                   \
-    do {                                                                                                   \
-        int64_t x = 0;                                                                                     \
-        for (; x + P <= w2; x += P) down_pixels(e, w, c, wt, co, bias, out, y, x, v0, P, NVC);             \
-        for (; x < w2; x++) down_pixels(e, w, c, wt, co, bias, out, y, x, v0, 1, NVC);                     \
-    } while (0)
+#define DOWN_ROW(NVC, P) BY_PIXELS(down_pixels, w2, NVC, P, e, w, c, wt, co, bias, out, y)
 
 /* As in the blend, the hardware prefetchers alone leave this pass waiting on memory: asking for
  * each block's input rows 4 KB ahead took the live model's first downsampling at 720p from 4.2–4.5
@@ -1321,12 +1401,7 @@ static inline AVX512 __attribute__((always_inline)) void down_pixels_512(const f
         }                                                                                                  \
     } while (0)
 
-#define DOWN_ROW_512(NVC, P)                                                                               \
-    do {                                                                                                   \
-        int64_t x = 0;                                                                                     \
-        for (; x + P <= w2; x += P) down_pixels_512(e, w, c, wt, co, bias, out, y, x, v0, P, NVC);         \
-        for (; x < w2; x++) down_pixels_512(e, w, c, wt, co, bias, out, y, x, v0, 1, NVC);                 \
-    } while (0)
+#define DOWN_ROW_512(NVC, P) BY_PIXELS(down_pixels_512, w2, NVC, P, e, w, c, wt, co, bias, out, y)
 
 static AVX512 void relu_down_row_512(const float *e, int64_t w, int64_t c, const float *wt, const float *bias,
                                      int64_t co, float *out, int64_t y) {
@@ -1379,37 +1454,13 @@ static inline __attribute__((always_inline)) void inp_pixels(const float *rows, 
                                                              int64_t co, const float *bias, float *out, int64_t x0,
                                                              int64_t v0, const int P, const int NVC) {
     __m256 acc[12][4];
-#pragma GCC unroll 12
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_loadu_ps(bias + 8 * (v0 + v));
-    for (int ky = 0; ky < 4; ky++) {
-        const float *in = rows + ky * len + 6 * x0;  /* output pixel x reads 12 floats from 6·x */
-        const float *wk = wt + ky * 12 * co + 8 * v0;
-        for (int j = 0; j < 12; j++) {
-            __m256 wv[4];
-#pragma GCC unroll 4
-            for (int v = 0; v < NVC; v++) wv[v] = _mm256_loadu_ps(wk + j * co + 8 * v);
-#pragma GCC unroll 12
-            for (int p = 0; p < P; p++) {
-                const __m256 xv = _mm256_broadcast_ss(in + 6 * p + j);
-#pragma GCC unroll 4
-                for (int v = 0; v < NVC; v++) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
-            }
-        }
-    }
-#pragma GCC unroll 12
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NVC; v++) _mm256_storeu_ps(out + (x0 + p) * co + 8 * (v0 + v), acc[p][v]);
+    acc_bias(acc, bias + 8 * v0, P, NVC);
+    for (int ky = 0; ky < 4; ky++)  /* output pixel x reads 12 floats from 6·x */
+        acc_fma(acc, rows + ky * len + 6 * x0, 6, 12, wt + ky * 12 * co + 8 * v0, co, P, NVC, 0);
+    acc_store(acc, out + x0 * co + 8 * v0, co, P, NVC);
 }
 
-#define INP_ROW(NVC, P)                                                                                    \
-    do {                                                                                                   \
-        int64_t x = 0;                                                                                     \
-        for (; x + P <= w2; x += P) inp_pixels(rows, len, wt, co, bias, orow, x, v0, P, NVC);             \
-        for (; x < w2; x++) inp_pixels(rows, len, wt, co, bias, orow, x, v0, 1, NVC);                     \
-    } while (0)
+#define INP_ROW(NVC, P) BY_PIXELS(inp_pixels, w2, NVC, P, rows, len, wt, co, bias, orow)
 
 /* inp_pixels with AVX-512, as down_pixels_512 is to down_pixels. */
 static inline AVX512 __attribute__((always_inline)) void inp_pixels_512(const float *rows, int64_t len,
@@ -1442,12 +1493,7 @@ static inline AVX512 __attribute__((always_inline)) void inp_pixels_512(const fl
         for (int v = 0; v < NVC; v++) _mm512_storeu_ps(out + (x0 + p) * co + 16 * (v0 + v), acc[p][v]);
 }
 
-#define INP_ROW_512(NVC, P)                                                                                \
-    do {                                                                                                   \
-        int64_t x = 0;                                                                                     \
-        for (; x + P <= w2; x += P) inp_pixels_512(rows, len, wt, co, bias, orow, x, v0, P, NVC);         \
-        for (; x < w2; x++) inp_pixels_512(rows, len, wt, co, bias, orow, x, v0, 1, NVC);                 \
-    } while (0)
+#define INP_ROW_512(NVC, P) BY_PIXELS(inp_pixels_512, w2, NVC, P, rows, len, wt, co, bias, orow)
 
 static AVX512 void inp_row_512(const float *rows, int64_t len, const float *wt, const float *bias, int64_t co,
                                float *orow, int64_t w2) {
