@@ -168,13 +168,14 @@ def _first_layer(conv: nn.Conv2d, rgb: np.ndarray, hp: int, wp: int, dtype: torc
     return _conv(frame.permute(2, 0, 1)[None], conv)  # the permuted view is channels_last
 
 
-def _up_join(conv: nn.Conv2d, x: torch.Tensor, e: torch.Tensor, threads: int,
-             abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _up_join(conv: nn.Conv2d, x: torch.Tensor, e: torch.Tensor, threads: int, abs_sum: bool = False,
+             relu: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The skip join d = nearest-×2(conv1×1(x)) + e: d, relu(d) and, with abs_sum, Σ|d| per channel.
     float32: one native pass that computes the 1×1 convolution a row at a time (x may be signed: the
-    relu is applied as it is read); bfloat16: oneDNN's convolution of x (a relu's output), then the join."""
+    relu is applied as it is read), relu(d) only where asked for; bfloat16: oneDNN's convolution of x
+    (a relu's output), then the join."""
     if e.dtype == torch.float32:
-        return native.conv_up_add_relu(x, conv.weight, conv.bias, e, threads, abs_sum=abs_sum)
+        return native.conv_up_add_relu(x, conv.weight, conv.bias, e, threads, abs_sum=abs_sum, relu=relu)
     return native.up_add_relu(_conv(x, conv), e, threads, abs_sum=abs_sum)
 
 
@@ -192,13 +193,15 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
     e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, hp/4, wp/4)
     e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, hp/8, wp/8)
     e3 = _relu(e3)
-    # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics
-    d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=len(bb.dec2) == 0)
-    d2, r2 = _chain(bb.dec2, d2, r2)
-    if r2 is None:  # a block ran: the float32 join applies the relu to d2 as it reads it
-        r2, s2 = d2 if d2.dtype == torch.float32 else _relu(d2), d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
+    # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics. The
+    # float32 join at 1/2 applies the relu as it reads d2, so there relu(d2) is made only for a block.
+    fp32, blocks = dtype == torch.float32, len(bb.dec2) > 0
+    d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=not blocks, relu=blocks or not fp32)
+    if blocks:
+        d2, _ = _chain(bb.dec2, d2, r2)
+        r2, s2 = None, d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
-    d1, r1, _ = _up_join(bb.up1, r2, e1, threads)
+    d1, r1, _ = _up_join(bb.up1, d2 if fp32 else _relu(d2) if r2 is None else r2, e1, threads)
     d1, _ = _chain(bb.dec1, d1, r1)
     pooled = (s2 / (d2.shape[2] * d2.shape[3])).float()[None]  # (1, c2): mean |d2|, as the reference
     feats = torch.cat([e3.mean(dim=(2, 3), dtype=torch.float32), pooled], dim=1)  # (1, c3 + c2)

@@ -351,9 +351,10 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
 
 
 def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor, threads: int,
-                     abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                     abs_sum: bool = False, relu: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """`up_add_relu` of u = conv1×1(relu(x), weight, bias), u never written out: x (1, ci, h/2, w/2)
-    and e (1, c, h, w) float32 channels_last on the CPU, weight (c, ci, 1, 1) with c a multiple of 8."""
+    and e (1, c, h, w) float32 channels_last on the CPU, weight (c, ci, 1, 1) with c a multiple of 8.
+    relu False: relu(d) is not written (None), for a reader that applies it itself."""
     lib = library()
     assert lib is not None, why_not
     _, c, h, w = e.shape
@@ -367,9 +368,10 @@ def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     wt = weight.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
     b = bias.detach().float().contiguous()
     d = torch.empty_like(e, memory_format=torch.channels_last)
-    r = torch.empty_like(e, memory_format=torch.channels_last)
+    r = torch.empty_like(e, memory_format=torch.channels_last) if relu else None
     sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
-    rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(),
+    rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(),
+                                  None if r is None else r.data_ptr(),
                                   h, w, c, None if sums is None else sums.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native 1×1 convolution + skip join refused its arguments: x {tuple(x.shape)}, e {tuple(e.shape)}")

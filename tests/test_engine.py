@@ -765,6 +765,8 @@ def test_native_conv_join_equals_conv_then_join(ci, c, h, w):
     torch.testing.assert_close(d, want, rtol=1e-5, atol=1e-5)
     assert torch.equal(r, F.relu(d))
     torch.testing.assert_close(sums, d.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
+    d2, none, _ = native.conv_up_add_relu(x, weight, bias, e, 3, relu=False)  # relu(d) not written
+    assert none is None and torch.equal(d2, d)
     with pytest.raises(AssertionError):  # outputs in whole vectors of 8 only
         native.conv_up_add_relu(x, weight[:5], bias[:5], e[:, :5].contiguous(memory_format=torch.channels_last), 1)
 

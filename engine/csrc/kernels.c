@@ -1068,18 +1068,18 @@ static inline __attribute__((always_inline)) void join_row(const char *ur, const
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t x = 0; x < w; x++) {
         const char *us = ur + (x / 2) * c * size, *es = er + x * c * size;
-        char *ds = dr + x * c * size, *rs = rr + x * c * size;
+        char *ds = dr + x * c * size, *rs = rr ? rr + x * c * size : NULL;
         int64_t i = 0;
         for (; i + 8 <= c; i += 8) {
             __m256 v;
             if (bf16) {
                 v = bf16x8_round(_mm256_add_ps(bf16x8_load((const uint16_t *)us + i), bf16x8_load((const uint16_t *)es + i)));
                 bf16x8_store((uint16_t *)ds + i, v);
-                bf16x8_store((uint16_t *)rs + i, _mm256_max_ps(v, zero));
+                if (rs) bf16x8_store((uint16_t *)rs + i, _mm256_max_ps(v, zero));
             } else {
                 v = _mm256_add_ps(_mm256_loadu_ps((const float *)us + i), _mm256_loadu_ps((const float *)es + i));
                 _mm256_storeu_ps((float *)ds + i, v);
-                _mm256_storeu_ps((float *)rs + i, _mm256_max_ps(v, zero));
+                if (rs) _mm256_storeu_ps((float *)rs + i, _mm256_max_ps(v, zero));
             }
             if (row_sum) _mm256_storeu_ps(row_sum + i, _mm256_add_ps(_mm256_loadu_ps(row_sum + i), _mm256_andnot_ps(sign, v)));
         }
@@ -1089,11 +1089,11 @@ static inline __attribute__((always_inline)) void join_row(const char *ur, const
                 const uint16_t b = f32_to_bf16(bf16_to_f32(((const uint16_t *)us)[i]) + bf16_to_f32(((const uint16_t *)es)[i]));
                 v = bf16_to_f32(b);
                 ((uint16_t *)ds)[i] = b;
-                ((uint16_t *)rs)[i] = v > 0.0f ? b : 0;
+                if (rs) ((uint16_t *)rs)[i] = v > 0.0f ? b : 0;
             } else {
                 v = ((const float *)us)[i] + ((const float *)es)[i];
                 ((float *)ds)[i] = v;
-                ((float *)rs)[i] = v > 0.0f ? v : 0.0f;
+                if (rs) ((float *)rs)[i] = v > 0.0f ? v : 0.0f;
             }
             if (row_sum) row_sum[i] += v < 0.0f ? -v : v;
         }
@@ -1126,7 +1126,7 @@ static inline AVX512 __attribute__((always_inline)) void join_row_512_any(const 
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t x = 0; x < w; x++) {
         const char *us = ur + (x / 2) * c * size, *es = er + x * c * size;
-        char *ds = dr + x * c * size, *rs = rr + x * c * size;
+        char *ds = dr + x * c * size, *rs = rr ? rr + x * c * size : NULL;
         for (int64_t i = 0; i < c; i += 16) {
             const __mmask16 m = c - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - i)) - 1u);
             __m512 v;
@@ -1134,11 +1134,11 @@ static inline AVX512 __attribute__((always_inline)) void join_row_512_any(const 
                 v = bf16x16_round(_mm512_add_ps(bf16x16_load((const uint16_t *)us + i, m),
                                                 bf16x16_load((const uint16_t *)es + i, m)));
                 bf16x16_store((uint16_t *)ds + i, m, v);
-                bf16x16_store((uint16_t *)rs + i, m, _mm512_max_ps(v, zero));
+                if (rs) bf16x16_store((uint16_t *)rs + i, m, _mm512_max_ps(v, zero));
             } else {
                 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, (const float *)us + i), _mm512_maskz_loadu_ps(m, (const float *)es + i));
                 _mm512_mask_storeu_ps((float *)ds + i, m, v);
-                _mm512_mask_storeu_ps((float *)rs + i, m, _mm512_max_ps(v, zero));
+                if (rs) _mm512_mask_storeu_ps((float *)rs + i, m, _mm512_max_ps(v, zero));
             }
             if (row_sum) _mm512_mask_storeu_ps(row_sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, row_sum + i), _mm512_abs_ps(v)));
         }
@@ -1239,7 +1239,8 @@ static void conv1_row(const float *in, int64_t wl, int64_t ci, const float *wt, 
     BY_CHUNKS(CONV1_ROW);
 }
 
-/* u, or with cv (float32 only, c a multiple of 8) the 1×1 convolution that makes u, row by row. */
+/* u, or with cv (float32 only, c a multiple of 8) the 1×1 convolution that makes u, row by row;
+ * r NULL: relu(d) not written (its reader applies the relu itself). */
 static inline __attribute__((always_inline)) int up_add_relu(const void *u, const conv1_t *cv, const void *e, void *d,
                                                              void *r, int64_t h, int64_t w, int64_t c,
                                                              double *abs_sum, int threads, const int bf16) {
@@ -1270,7 +1271,7 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
             }
             const int64_t o = y * w * c * size;
             const char *er = (const char *)e + o;
-            char *dr = (char *)d + o, *rr = (char *)r + o;
+            char *dr = (char *)d + o, *rr = r ? (char *)r + o : NULL;
             float *sums = abs_sum ? row_sum : NULL;
             if (isa_level >= 3 && bf16) join_row_512_bf16(ur, er, dr, rr, w, c, sums);
             else if (isa_level >= 3) join_row_512_f32(ur, er, dr, rr, w, c, sums);
