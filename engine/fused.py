@@ -201,7 +201,7 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
         d2, _ = _chain(bb.dec2, d2, r2)
         r2, s2 = None, d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
-    d1, r1, _ = _up_join(bb.up1, d2 if fp32 else _relu(d2) if r2 is None else r2, e1, threads)
+    d1, r1, _ = _up_join(bb.up1, d2 if fp32 else (_relu(d2) if r2 is None else r2), e1, threads)
     d1, _ = _chain(bb.dec1, d1, r1)
     pooled = (s2 / (d2.shape[2] * d2.shape[3])).float()[None]  # (1, c2): mean |d2|, as the reference
     feats = torch.cat([e3.mean(dim=(2, 3), dtype=torch.float32), pooled], dim=1)  # (1, c3 + c2)

@@ -10,7 +10,8 @@ several: `blend` (a 1×1 product, clamp, uint8 conversion and depth-to-space: to
 moved 4× the bytes the blend must) and `fill` (X's [1 | noisy] columns, the noise estimate's
 histogram and the statistics ND and AutoTune read); and for the backbone's fused forward
 (engine/fused.py) `up_add_relu`, its skip joins (upsample, add, relu and a pooled statistic: five
-torch passes; `conv_up_add_relu` with the 1×1 convolution before the upsampling), and `relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
+torch passes; `conv_up_add_relu` with the 1×1 convolution before the upsampling), and
+`relu_down`, its 2×2 stride-2 downsampling with the relu applied on reading.
 The blend, the fill's statistics, `relu_down`, `first_conv` and `up_add_relu` also have AVX-512
 versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either way), and the
 statistics an AMX version for bfloat16 features (the same within float32 rounding). And from
@@ -327,6 +328,20 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     return hist, None if g is None else Gram(g, sq, seconds.value, cov)
 
 
+def _join_outputs(low: torch.Tensor, e: torch.Tensor, abs_sum: bool,
+                  relu: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A skip join's checks and outputs: low (1, ·, h/2, w/2) and e (1, c, h, w) channels_last on the
+    CPU → d, relu(d) where asked for, like e, and (c,) float64 for Σ|d| where asked for."""
+    _, c, h, w = e.shape
+    for t in (low, e):
+        assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
+    assert tuple(low.shape[2:]) == (h // 2, w // 2) and low.shape[0] == e.shape[0] == 1, \
+        f"cannot join {tuple(low.shape)} to {tuple(e.shape)}"
+    d = torch.empty_like(e, memory_format=torch.channels_last)
+    r = torch.empty_like(e, memory_format=torch.channels_last) if relu else None
+    return d, r, torch.empty(c, dtype=torch.float64) if abs_sum else None
+
+
 def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
                 abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A U-Net skip join in one pass: d = nearest-×2 upsampling of u, plus e; r = relu(d); with
@@ -334,14 +349,10 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
     bfloat16, channels_last, CPU; d and r come back the same."""
     lib = library()
     assert lib is not None, why_not
-    _, c, h, w = e.shape
     assert u.dtype == e.dtype and e.dtype in (torch.float32, torch.bfloat16), f"u {u.dtype}, e {e.dtype}"
-    for t in (u, e):
-        assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
-    assert tuple(u.shape) == (1, c, h // 2, w // 2) and e.shape[0] == 1, f"cannot join {tuple(u.shape)} to {tuple(e.shape)}"
-    d = torch.empty_like(e, memory_format=torch.channels_last)
-    r = torch.empty_like(e, memory_format=torch.channels_last)
-    sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
+    _, c, h, w = e.shape
+    assert u.shape[1] == c, f"cannot join {tuple(u.shape)} to {tuple(e.shape)}"
+    d, r, sums = _join_outputs(u, e, abs_sum, relu=True)
     kernel = lib.rcd_up_add_relu if e.dtype == torch.float32 else lib.rcd_up_add_relu_bf16
     rc = kernel(u.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(), h, w, c,
                 None if sums is None else sums.data_ptr(), threads)
@@ -357,19 +368,14 @@ def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     relu False: relu(d) is not written (None), for a reader that applies it itself."""
     lib = library()
     assert lib is not None, why_not
+    assert x.dtype == e.dtype == torch.float32, f"x {x.dtype}, e {e.dtype}"
     _, c, h, w = e.shape
     ci = x.shape[1]
-    assert x.dtype == e.dtype == torch.float32, f"x {x.dtype}, e {e.dtype}"
-    for t in (x, e):
-        assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
-    assert tuple(x.shape) == (1, ci, h // 2, w // 2) and e.shape[0] == 1, f"cannot join {tuple(x.shape)} to {tuple(e.shape)}"
     assert tuple(weight.shape) == (c, ci, 1, 1) and tuple(bias.shape) == (c,), "a 1×1 convolution from x's channels to e's"
     assert c % 8 == 0, f"{c} output channels: the kernel writes whole vectors of 8"
+    d, r, sums = _join_outputs(x, e, abs_sum, relu)
     wt = weight.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
     b = bias.detach().float().contiguous()
-    d = torch.empty_like(e, memory_format=torch.channels_last)
-    r = torch.empty_like(e, memory_format=torch.channels_last) if relu else None
-    sums = torch.empty(c, dtype=torch.float64) if abs_sum else None
     rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(),
                                   None if r is None else r.data_ptr(),
                                   h, w, c, None if sums is None else sums.data_ptr(), threads)

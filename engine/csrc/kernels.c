@@ -1162,8 +1162,10 @@ static AVX512 void join_row_512_bf16(const char *ur, const char *er, char *dr, c
         for (; x < WIDTH; x++) FN(__VA_ARGS__, x, v0, 1, NVC);                                             \
     } while (0)
 
-/* A row of a convolution's outputs in chunks of up to four 8-lane vectors: ROW(NVC, P) with P pixels
- * at a time, P · NVC = 12 accumulators (v0: the chunk's first vector). */
+/* One output row's co outputs in chunks of up to 4 vectors (NVC), each chunk a specialisation
+ * with constant NVC and P = 12 / NVC pixels at a time (then single pixels for the row's tail):
+ * ROW(NVC, P) runs one chunk starting at vector v0. Used by the first layer, the downsampling and
+ * the 1×1 convolution before a join. */
 #define BY_CHUNKS(ROW)                                                                                     \
     for (int64_t v0 = 0; v0 < co / 8; v0 += 4) {                                                           \
         switch ((int)(co / 8 - v0 < 4 ? co / 8 - v0 : 4)) {                                                \
@@ -1336,9 +1338,6 @@ static inline __attribute__((always_inline)) void down_pixels(const float *e, in
     acc_store(acc, out + (y * (w / 2) + x0) * co + 8 * v0, co, P, NVC);
 }
 
-/* One output row's co outputs in chunks of up to 4 vectors (NVC), each chunk a specialisation
- * with constant NVC and P = 12 / NVC pixels at a time (then single pixels for the row's tail):
- * ROW(NVC, P) runs one chunk starting at vector v0. Used by the downsampling and the first layer. */
 #define DOWN_ROW(NVC, P) BY_PIXELS(down_pixels, w2, NVC, P, e, w, c, wt, co, bias, out, y)
 
 /* As in the blend, the hardware prefetchers alone leave this pass waiting on memory: asking for
