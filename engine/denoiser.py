@@ -311,7 +311,8 @@ class Denoiser:
     def backbone_kernel(self) -> str:
         """How the backbone runs, in words (bench, stats): fused, or torch's plain forward and why."""
         if self.fused_backbone and self.native_stats:
-            return f"fused (oneDNN conv + add, native skip joins; {str(self.dtype).replace('torch.', '')})"
+            blocks = "native Winograd 3×3 blocks" if fused.winograd(self.dtype) else "oneDNN conv + add"
+            return f"fused ({blocks}, native skip joins; {str(self.dtype).replace('torch.', '')})"
         if self.device.type != "cpu" or self.dtype != torch.float32:
             return f"torch ({self.device.type}, {str(self.dtype).replace('torch.', '')})"
         return f"torch; fused path not used: {fused.available(self.model.backbone) or 'off'}"

@@ -6,8 +6,11 @@ Measured at 1280×720 on a 2-core AVX2 CPU, the live backbone's convolutions too
 padding, upsamplings, skip additions, relus and pooled statistics between them 15 ms more: each is
 a pass over a frame-sized tensor. Here
 
-- every residual block x + conv(relu(x)) adds its convolution into x inside oneDNN (a binary
-  post-op, `mkldnn._convolution_pointwise_`: no separate add pass, no new tensor);
+- every residual block x + conv(relu(x)) is, in float32 on an AVX2 CPU, one native pass that
+  computes the 3×3 convolution by Winograd F(4×4, 3×3) with the relu applied as x is read and the
+  residual added as the output is written (rcd_res3x3: 1.5–2.2× oneDNN's direct convolution at the
+  live model's widths); elsewhere it adds its convolution into x inside oneDNN (a binary post-op,
+  `mkldnn._convolution_pointwise_`: no separate add pass, no new tensor);
 - every skip join d = nearest-×2(u) + e is one native pass that also writes relu(d), which the
   next convolution reads, and at 1/4 scale the Σ|d| that AutoTune's pooled features need
   (engine/csrc/kernels.c, rcd_up_add_relu); in float32 the same pass computes u, the 1×1
@@ -36,6 +39,7 @@ this path is tested against (tests/test_engine.py).
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from types import SimpleNamespace
@@ -58,6 +62,8 @@ _lock = threading.Lock()
 # Each convolution's weight and bias in bfloat16, made once per module (and again should the
 # weights change: their version counter is part of the entry).
 _bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
+# Each 3×3 convolution's Winograd-transformed weights (native.winograd_weights), kept the same way.
+_winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 
 
 def available(bb: Backbone | None = None, dtype: torch.dtype = torch.float32) -> str:
@@ -94,6 +100,24 @@ def _in_place_conv_add_works(dtype: torch.dtype = torch.float32) -> bool:
             except (RuntimeError, AttributeError):
                 _conv_add_ok[dtype] = False
         return _conv_add_ok[dtype]
+
+
+def winograd(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the residual blocks run on the native Winograd kernel (native.res3x3) in `dtype`: in
+    float32 where the native kernels run AVX2, unless RCD_NATIVE_WINOGRAD=0. It was measured against
+    oneDNN's AVX2 convolutions only; where the kernels run AVX-512, oneDNN's AVX-512 ones stay."""
+    return (dtype == torch.float32 and native.vector_isa() == "AVX2"
+            and os.environ.get(native.ENV_WINOGRAD, "1") != "0")
+
+
+def _winograd_u(conv: nn.Conv2d) -> torch.Tensor:
+    """native.winograd_weights of the convolution, made once (and again should its weights change)."""
+    version = conv.weight._version
+    entry = _winograd_weights.get(conv)
+    if entry is None or entry[0] != version:
+        entry = (version, native.winograd_weights(conv.weight))
+        _winograd_weights[conv] = entry
+    return entry[1]
 
 
 def _weights(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,8 +159,14 @@ def _relu(x: torch.Tensor) -> torch.Tensor:
 
 
 def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Residual blocks x ← x + conv(relu(x)), in place on x. r = relu(x) where the caller has it.
-    Returns x and relu(x) where still known (no block ran), else None."""
+    """Residual blocks x ← x + conv(relu(x)): on the Winograd kernel (each block a new tensor; r is
+    not needed), else in place on x, r = relu(x) where the caller has it. Returns x and relu(x)
+    where still known (no block ran), else None."""
+    if stage and winograd(x.dtype):
+        threads = torch.get_num_threads()
+        for block in stage:
+            x = native.res3x3(x, _winograd_u(block.conv), block.conv.bias, threads)
+        return x, None
     for block in stage:
         _conv_add_(x, _relu(x) if r is None else r, block.conv)
         r = None
@@ -188,20 +218,24 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
     layer); hp ≥ h and wp ≥ w multiples of 8; dtype float32 or bfloat16. Call under no_grad or
     inference_mode (tensors are updated in place). Needs `available(bb, dtype) == ''`."""
     threads = torch.get_num_threads()
+    relu_read = winograd(dtype)  # the blocks apply relu as they read: no relu(d) from the joins
     e1 = _first_layer(bb.inp, rgb, hp, wp, dtype, threads)  # (1, c1, hp/2, wp/2), signed
     e1, _ = _chain(bb.enc1, e1)
     e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, hp/4, wp/4)
     e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, hp/8, wp/8)
     e3 = _relu(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics. The
-    # float32 join at 1/2 applies the relu as it reads d2, so there relu(d2) is made only for a block.
+    # float32 join at 1/2 applies the relu as it reads d2, so there relu(d2) is made only for a block
+    # on oneDNN.
     fp32, blocks = dtype == torch.float32, len(bb.dec2) > 0
-    d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=not blocks, relu=blocks or not fp32)
+    d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=not blocks,
+                          relu=(blocks and not relu_read) or not fp32)
     if blocks:
         d2, _ = _chain(bb.dec2, d2, r2)
         r2, s2 = None, d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
-    d1, r1, _ = _up_join(bb.up1, d2 if fp32 else (_relu(d2) if r2 is None else r2), e1, threads)
+    d1, r1, _ = _up_join(bb.up1, d2 if fp32 else (_relu(d2) if r2 is None else r2), e1, threads,
+                         relu=not relu_read)
     d1, _ = _chain(bb.dec1, d1, r1)
     pooled = (s2 / (d2.shape[2] * d2.shape[3])).float()[None]  # (1, c2): mean |d2|, as the reference
     feats = torch.cat([e3.mean(dim=(2, 3), dtype=torch.float32), pooled], dim=1)  # (1, c3 + c2)

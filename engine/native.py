@@ -55,6 +55,9 @@ ENV_AVX512 = "RCD_NATIVE_AVX512"
 # "0" keeps the fill's statistics off the AMX tiles (the AVX-512 ones: the same statistics within
 # float32 rounding, summed in another order).
 ENV_AMX = "RCD_NATIVE_AMX"
+# "0" runs the float32 backbone's 3×3 residual blocks on oneDNN instead of the native Winograd kernel
+# (res3x3): the same features within float32 rounding, for comparisons.
+ENV_WINOGRAD = "RCD_NATIVE_WINOGRAD"
 ISA_NAMES = {2: "AVX2", 3: "AVX-512", 4: "AVX-512+AMX"}
 ISA_LEVELS = {"AVX2": 2, "AVX-512": 3, "best": 4}
 AMX_WIDTHS = (16, 32)  # feature widths c1 the tile statistics handle (kernels.c, gram_line_amx)
@@ -203,6 +206,8 @@ def _load() -> None:
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_inp.restype = ctypes.c_int
+        lib.rcd_res3x3.argtypes = [p, i64, i64, i64, p, p, p, ctypes.c_int]
+        lib.rcd_res3x3.restype = ctypes.c_int
         lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, ctypes.c_double, ctypes.c_double, p]
         lib.rcd_gram_cov.restype = ctypes.c_int
         lib.rcd_heads.argtypes = [ctypes.POINTER(_HeadsParams), p, p, ctypes.c_double, p, p]
@@ -419,6 +424,38 @@ def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: to
     if rc != 0:
         raise ValueError(f"native first layer refused its arguments: frame {h}×{w} in {hp}×{wp}, {co} outputs")
     return out
+
+
+# Winograd F(4×4, 3×3)'s weight transform G (6, 3): U = G·g·Gᵀ per (output, input) channel pair.
+WINOGRAD_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                           [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+
+
+def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
+    """A 3×3 convolution's weight (c, c, 3, 3) → (36, c, c) float32 [position][input][output], what
+    `res3x3` multiplies by (the transform in float64, then rounded once)."""
+    c = weight.shape[0]
+    assert tuple(weight.shape) == (c, c, 3, 3), f"a 3×3 convolution from c to c channels, not {tuple(weight.shape)}"
+    g = WINOGRAD_G
+    u = torch.einsum("ik,ockl,jl->ijco", g, weight.detach().double().cpu(), g)  # (6, 6, ci, co)
+    return u.reshape(36, c, c).float().contiguous()
+
+
+def res3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+    """x + conv2d(relu(x), weight, bias, padding=1), a pre-activation residual block, in one pass by
+    Winograd F(4×4, 3×3): x (1, c, h, w) float32 channels_last on the CPU, c a multiple of 8;
+    u = winograd_weights(weight). Returns a new tensor like x."""
+    lib = library()
+    assert lib is not None, why_not
+    _, c, h, w = x.shape
+    assert x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+    assert tuple(u.shape) == (36, c, c) and u.dtype == torch.float32 and u.is_contiguous(), "winograd_weights of a c → c convolution"
+    b = bias.detach().float().contiguous()
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    rc = lib.rcd_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), y.data_ptr(), threads)
+    if rc != 0:
+        raise ValueError(f"native 3×3 residual block refused its arguments: x {tuple(x.shape)}")
+    return y
 
 
 def gram_cov(g: np.ndarray, c1: int, head: np.ndarray, sq_noisy: float, m: float) -> np.ndarray:

@@ -771,6 +771,39 @@ def test_native_conv_join_equals_conv_then_join(ci, c, h, w):
         native.conv_up_add_relu(x, weight[:5], bias[:5], e[:, :5].contiguous(memory_format=torch.channels_last), 1)
 
 
+# (c, h, w): the shipped widths (16, 40; 32, 64, 96 in quality), 1–5 vectors of outputs with blocks of
+# 3, 4, 6 and 12 tiles, frames smaller than a tile, and rows and columns that end mid-tile.
+RES3_CASES = [(16, 36, 64), (40, 9, 16), (8, 1, 1), (24, 5, 7), (32, 17, 33), (96, 6, 99), (64, 4, 52)]
+
+
+@pytest.mark.parametrize("c,h,w", RES3_CASES, ids=[f"{c}-{h}x{w}" for c, h, w in RES3_CASES])
+def test_native_winograd_block_equals_the_residual_conv(c, h, w):
+    """rcd_res3x3: x + conv3×3(relu(x)) by Winograd F(4×4, 3×3) against torch's convolution in float64,
+    within the transforms' rounding (4e-6 of the values' scale where a direct one gives 1e-7: a
+    wrong transform coefficient or a lost tile is off by the scale itself); the same floats on 1 and
+    3 threads; x left as it was."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(c * 31 + h * 7 + w)
+    x = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)  # signed
+    weight, bias = torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5), torch.randn(c, generator=g)
+    want = x.double() + F.conv2d(F.relu(x).double(), weight.double(), bias.double(), padding=1)
+    before = x.clone()
+    u = native.winograd_weights(weight)
+    got = [native.res3x3(x, u, bias, threads) for threads in (1, 3)]
+    assert torch.equal(got[0], got[1]) and torch.equal(x, before)
+    assert got[0].is_contiguous(memory_format=torch.channels_last) and got[0].dtype == torch.float32
+    err = float((got[0].double() - want).abs().max() / want.abs().max())
+    assert err < 2e-5, err
+    with pytest.raises(AssertionError):  # transformed weights of another width
+        native.res3x3(x, u[:, :4].contiguous(), bias, 1)
+    odd = torch.randn(1, 5, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError):  # channels in whole vectors of 8 only
+        native.res3x3(odd, native.winograd_weights(torch.randn(5, 5, 3, 3)), torch.zeros(5), 1)
+
+
 DOWN_CASES = [(16, 32, 6, 14), (32, 40, 4, 26), (64, 96, 2, 2), (5, 8, 6, 10), (16, 24, 8, 30)]
 
 
@@ -949,12 +982,16 @@ def test_amx_statistics_are_the_vector_statistics_within_float32_rounding():
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
-def test_fused_backbone_gives_the_reference_features(models, preset):
+@pytest.mark.parametrize("blocks", ["winograd", "onednn"])
+def test_fused_backbone_gives_the_reference_features(models, preset, blocks, monkeypatch):
     """engine/fused.py (the first layer from the uint8 frame with its padding, native downsampling,
-    in-place conv + add, native skip joins) against model.Backbone.features on the padded float
-    frame, with random weights, at sizes that need padding; and inside the Denoiser: the same X,
-    transform and AutoTune whether the fused path runs or not."""
+    residual blocks on the native Winograd kernel or as oneDNN's in-place conv + add, native skip
+    joins) against model.Backbone.features on the padded float frame, with random weights, at sizes
+    that need padding; and inside the Denoiser: the same X, transform and AutoTune whether the fused
+    path runs or not."""
     from engine import fused
+
+    monkeypatch.setattr(fused, "winograd", lambda dtype=torch.float32: blocks == "winograd" and dtype == torch.float32)
 
     bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
     if fused.available(bb):
