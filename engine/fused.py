@@ -103,7 +103,7 @@ def _in_place_conv_add_works(dtype: torch.dtype = torch.float32) -> bool:
 
 
 def winograd(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the residual blocks run on the native Winograd kernel (native.res3x3) in `dtype`: in
+    """Whether the residual blocks run on the native Winograd kernel (native.res3x3_) in `dtype`: in
     float32 where the native kernels run AVX2, unless RCD_NATIVE_WINOGRAD=0. It was measured against
     oneDNN's AVX2 convolutions only; where the kernels run AVX-512, oneDNN's AVX-512 ones stay."""
     return (dtype == torch.float32 and native.vector_isa() == "AVX2"
@@ -159,13 +159,13 @@ def _relu(x: torch.Tensor) -> torch.Tensor:
 
 
 def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Residual blocks x ← x + conv(relu(x)): on the Winograd kernel (each block a new tensor; r is
-    not needed), else in place on x, r = relu(x) where the caller has it. Returns x and relu(x)
-    where still known (no block ran), else None."""
+    """Residual blocks x ← x + conv(relu(x)), in place on x: on the Winograd kernel (which applies
+    the relu itself), else oneDNN's, reading r = relu(x) where the caller has it. Returns x and
+    relu(x) where still known (no block ran), else None."""
     if stage and winograd(x.dtype):
         threads = torch.get_num_threads()
         for block in stage:
-            x = native.res3x3(x, _winograd_u(block.conv), block.conv.bias, threads)
+            native.res3x3_(x, _winograd_u(block.conv), block.conv.bias, threads)
         return x, None
     for block in stage:
         _conv_add_(x, _relu(x) if r is None else r, block.conv)

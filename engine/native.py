@@ -206,7 +206,7 @@ def _load() -> None:
         lib.rcd_relu_down.restype = ctypes.c_int
         lib.rcd_inp.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, ctypes.c_int]
         lib.rcd_inp.restype = ctypes.c_int
-        lib.rcd_res3x3.argtypes = [p, i64, i64, i64, p, p, p, ctypes.c_int]
+        lib.rcd_res3x3.argtypes = [p, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_res3x3.restype = ctypes.c_int
         lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, ctypes.c_double, ctypes.c_double, p]
         lib.rcd_gram_cov.restype = ctypes.c_int
@@ -433,7 +433,7 @@ WINOGRAD_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 /
 
 def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
     """A 3×3 convolution's weight (c, c, 3, 3) → (36, c, c) float32 [position][input][output], what
-    `res3x3` multiplies by (the transform in float64, then rounded once)."""
+    `res3x3_` multiplies by (the transform in float64, then rounded once)."""
     c = weight.shape[0]
     assert tuple(weight.shape) == (c, c, 3, 3), f"a 3×3 convolution from c to c channels, not {tuple(weight.shape)}"
     g = WINOGRAD_G
@@ -441,21 +441,20 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(36, c, c).float().contiguous()
 
 
-def res3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
-    """x + conv2d(relu(x), weight, bias, padding=1), a pre-activation residual block, in one pass by
-    Winograd F(4×4, 3×3): x (1, c, h, w) float32 channels_last on the CPU, c a multiple of 8;
-    u = winograd_weights(weight). Returns a new tensor like x."""
+def res3x3_(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+    """x ← x + conv2d(relu(x), weight, bias, padding=1), a pre-activation residual block, in place and in
+    one pass by Winograd F(4×4, 3×3): x (1, c, h, w) float32 channels_last on the CPU, c a multiple
+    of 8; u = winograd_weights(weight). Returns x."""
     lib = library()
     assert lib is not None, why_not
     _, c, h, w = x.shape
     assert x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
     assert tuple(u.shape) == (36, c, c) and u.dtype == torch.float32 and u.is_contiguous(), "winograd_weights of a c → c convolution"
     b = bias.detach().float().contiguous()
-    y = torch.empty_like(x, memory_format=torch.channels_last)
-    rc = lib.rcd_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), y.data_ptr(), threads)
+    rc = lib.rcd_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native 3×3 residual block refused its arguments: x {tuple(x.shape)}")
-    return y
+    return x
 
 
 def gram_cov(g: np.ndarray, c1: int, head: np.ndarray, sq_noisy: float, m: float) -> np.ndarray:

@@ -1554,22 +1554,22 @@ int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, co
 #define WINO_BLOCK 12  /* tiles: a multiple of every P of BY_CHUNKS (12, 6, 4, 3) */
 #define WINO_MAX_C 512
 
-/* V of tiles t0 .. t0 + nt of tile row ty: v[p · nt · c + t · c + i] for position p = 6·row + column
- * of the 6×6, input channel i. Inputs outside the frame are the zero padding. */
-static inline __attribute__((always_inline)) void wino_in(const float *x, int64_t h, int64_t w, int64_t c,
-                                                        int64_t ty, int64_t t0, int64_t nt, float *v) {
+/* V of tiles t0 .. t0 + nt of a tile row: v[p · nt · c + t · c + i] for position p = 6·row + column
+ * of the 6×6, input channel i. rows: the 6 input rows' first pixels (NULL: the zero padding above or
+ * below the frame); left, where given: the first tile's first column in rows 1..4, c floats apart
+ * (their values before the block to the left overwrote them). Columns outside the frame are zero. */
+static inline __attribute__((always_inline)) void wino_in(const float *const rows[6], const float *left, int64_t w,
+                                                          int64_t c, int64_t t0, int64_t nt, float *v) {
     const __m256 zero = _mm256_setzero_ps(), two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f),
                  five = _mm256_set1_ps(5.0f);
-    const float *rows[6];
-    for (int i = 0; i < 6; i++) {
-        const int64_t yy = 4 * ty - 1 + i;
-        rows[i] = (yy >= 0 && yy < h) ? x + yy * w * c : NULL;
-    }
-    const int64_t ps = nt * c;
+    const int64_t ps = nt * c;  /* floats between positions */
     for (int64_t t = 0; t < nt; t++) {
-        const int64_t x0 = 4 * (t0 + t) - 1;
-        int ok[6];
-        for (int j = 0; j < 6; j++) ok[j] = x0 + j >= 0 && x0 + j < w;
+        const int64_t x0 = 4 * (t0 + t) - 1;  /* the 6×6's first column */
+        const float *src[6][6];  /* each input pixel's c values, NULL for the padding */
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) src[i][j] = rows[i] && x0 + j >= 0 && x0 + j < w ? rows[i] + (x0 + j) * c : NULL;
+        if (t == 0 && left)
+            for (int i = 1; i < 5; i++) src[i][0] = rows[i] ? left + (i - 1) * c : NULL;
         float *vt = v + t * c;
         for (int64_t i0 = 0; i0 < c; i0 += 8) {
             __m256 r[6][6];  /* relu(d)·B, row by row; then Bᵀ·(relu(d)·B), column by column */
@@ -1577,8 +1577,7 @@ static inline __attribute__((always_inline)) void wino_in(const float *x, int64_
             for (int i = 0; i < 6; i++) {
                 __m256 d[6];
 #pragma GCC unroll 6
-                for (int j = 0; j < 6; j++)
-                    d[j] = rows[i] && ok[j] ? _mm256_max_ps(_mm256_loadu_ps(rows[i] + (x0 + j) * c + i0), zero) : zero;
+                for (int j = 0; j < 6; j++) d[j] = src[i][j] ? _mm256_max_ps(_mm256_loadu_ps(src[i][j] + i0), zero) : zero;
                 r[i][0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
                 r[i][1] = _mm256_fnmadd_ps(four, _mm256_add_ps(d[1], d[2]), _mm256_add_ps(d[3], d[4]));
                 r[i][2] = _mm256_fmadd_ps(four, _mm256_sub_ps(d[1], d[2]), _mm256_sub_ps(d[4], d[3]));
@@ -1662,34 +1661,61 @@ static inline __attribute__((always_inline)) void wino_out(const float *m, const
     }
 }
 
-int rcd_res3x3(const float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, float *y,
-               int threads) {
-    if (h < 1 || w < 1 || c < 8 || c % 8 || c > WINO_MAX_C || x == y) return 1;
+/* In place: x ← x + bias + conv3×3(relu(x)). Each thread takes a band of tile rows; what a tile reads
+ * that an earlier write has overwritten comes from copies made before the write: the row above its
+ * tile row (prev: the previous tile row's last, or the band above's, copied before any thread writes),
+ * the column left of its block (col), and the band below's first row (bottom, copied likewise). */
+int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, int threads) {
+    if (h < 1 || w < 1 || c < 8 || c % 8 || c > WINO_MAX_C) return 1;
     const int64_t th = (h + 3) / 4, tw = (w + 3) / 4;  /* tile rows, tiles per row */
     const int64_t n = threads < 1 ? 1 : (threads > th ? th : threads);
-    const int64_t co = c;
+    const int64_t co = c, row = w * c;  /* floats per pixel row */
     int failed = 0;
 #pragma omp parallel num_threads(n) reduction(| : failed)
     {
+        const int64_t nthr = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t a = th * me / nthr, b = th * (me + 1) / nthr;  /* this thread's tile rows */
         float *v = malloc(sizeof(float) * 36 * WINO_BLOCK * (size_t)c);
         float *m = malloc(sizeof(float) * 36 * WINO_BLOCK * (size_t)c);
-        if (!v || !m) failed = 1;
-#pragma omp for schedule(static)
-        for (int64_t ty = 0; ty < th; ty++) {
-            if (!v || !m) continue;
+        float *saved = malloc(sizeof(float) * (size_t)(3 * row + 4 * c));
+        const int ok = v && m && saved;
+        float *prev = saved, *next = saved + row, *bottom = saved + 2 * row, *col = saved + 3 * row;
+        if (ok && a < b) {
+            if (a > 0) memcpy(prev, x + (4 * a - 1) * row, sizeof(float) * (size_t)row);
+            if (4 * b < h) memcpy(bottom, x + 4 * b * row, sizeof(float) * (size_t)row);
+        }
+        failed |= !ok;
+#pragma omp barrier
+        for (int64_t ty = a; ok && ty < b; ty++) {
+            const float *rows[6];
+            for (int i = 0; i < 6; i++) {
+                const int64_t r = 4 * ty - 1 + i;
+                rows[i] = r < 0 || r >= h ? NULL : i == 0 ? prev : r == 4 * b ? bottom : x + r * row;
+            }
             for (int64_t t0 = 0; t0 < tw; t0 += WINO_BLOCK) {
                 const int64_t nt = tw - t0 < WINO_BLOCK ? tw - t0 : WINO_BLOCK;
-                wino_in(x, h, w, c, ty, t0, nt, v);
+                wino_in(rows, t0 > 0 ? col : NULL, w, c, t0, nt, v);
                 for (int p = 0; p < 36; p++) {
                     const float *vp = v + p * nt * c, *up = u + p * c * c;
                     float *mp = m + p * nt * c;
                     BY_CHUNKS(WINO_MUL_ROW);
                 }
-                wino_out(m, x, bias, y, h, w, c, ty, t0, nt);
+                /* before the block's outputs overwrite them: the next tile row's row above, and the
+                 * next block's column to the left */
+                const int64_t c0 = 4 * t0, c1 = 4 * (t0 + nt) < w ? 4 * (t0 + nt) : w;
+                if (4 * ty + 3 < h) memcpy(next + c0 * c, x + (4 * ty + 3) * row + c0 * c, sizeof(float) * (size_t)((c1 - c0) * c));
+                if (t0 + nt < tw)
+                    for (int i = 0; i < 4 && 4 * ty + i < h; i++)
+                        memcpy(col + i * c, x + (4 * ty + i) * row + (c1 - 1) * c, sizeof(float) * (size_t)c);
+                wino_out(m, x, bias, x, h, w, c, ty, t0, nt);
             }
+            float *swap = prev;
+            prev = next;
+            next = swap;
         }
         free(v);
         free(m);
+        free(saved);
     }
     return failed ? 2 : 0;
 }
