@@ -56,11 +56,22 @@ AUTO_WATCH_FRAMES = 60
 # mode plays it at 29.
 AUTO_WARMUP_FRAMES = 3
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
-# live only if inference needs under this share of a frame interval. Live mode shows this share
-# of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷ interval, measured when the
-# worker went by the backbone's time alone): 0.82 → 99 %, 0.77 → 96 %, 1.0 → 77 %. At 0.85 the
-# 640×360 demo, whose 12-frame medians spread over 0.72–0.87, went either way from run to run.
+# A demo size must be denoised and blended within this share of a frame interval (see DEMO_SIZES).
+# Live mode shows this share of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷
+# interval, measured when the worker went by the backbone's time alone): 0.82 → 99 %, 0.77 → 96 %,
+# 1.0 → 77 %. At 0.85 the 640×360 demo, whose 12-frame medians spread over 0.72–0.87, went either
+# way from run to run.
 AUTO_HEADROOM = 0.9
+# `auto` plays from the render cache once a frame costs more than this many frame intervals
+# (median inference ÷ lanes). The cache's first pass is slower than live mode's frame rate near
+# real time: it keeps every frame's bases in fresh memory, and on a CPU each new page costs (4 µs in
+# a KVM guest). Measured, live model, 01_dog.mp4 (720p, 29.97 fps), 2-core AMD EPYC, 8 s at
+# --speed 1 / 1.15 / 1.3 / 1.5 (cost 1.06 / 1.14 / 1.17 / 1.71 intervals): live mode showed 85 /
+# 75 / 70 / 54 % of the frames due, real time; the cache's first pass ran at 56 / 51 / 51 / 39 % of
+# real time. At 0.9, as before, 720p there went to the cache at 17 fps where live mode plays it at
+# 25–30. Above this, live would drop more than about a third of the frames, and a looped section
+# plays whole from the cache on every pass after the first.
+AUTO_CACHE_ABOVE = 1.3
 # The built-in demo's size when none is given: the largest of these whose frames this machine
 # denoises and blends within AUTO_HEADROOM of a frame interval (with room for the player's other
 # threads, PLAYER_OTHER_CORES), else the smallest. Measured (session 8) on a
@@ -281,7 +292,7 @@ class BackboneWorker(threading.Thread):
         interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often
         # what a frame costs: `lanes` frames are in inference at once
         typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]) / self.lanes
-        if typical > AUTO_HEADROOM * interval_ms:
+        if typical > AUTO_CACHE_ABOVE * interval_ms:
             self.mode = "cache"
             self.player.notice(f"inference slower than real time ({typical:.0f} ms/frame): render-cache mode")
         self.probing = False  # after the mode: the compositor never sees live mode without the probe

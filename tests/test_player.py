@@ -616,23 +616,29 @@ def test_clearing_the_loop_plays_on_past_its_old_end(tmp_path, weights, clip, mo
     assert after == list(range(after[0], 90)) and after[0] <= 31  # every frame past B, in order
 
 
-@pytest.mark.parametrize("steady_ms, want", [(5.0, "live"), (200.0, "cache")])
-def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady_ms, want):
+@pytest.mark.parametrize("steady, want", [(0.15, "live"), (1.1, "live"), (1.5, "cache"), (6.0, "cache")])
+def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady, want):
     """`auto` goes by the steady speed of inference: slow first inferences (buffers being allocated,
     oneDNN's kernels made on each lane's first calls, a window opening beside them) do not send a
     fast model to the render cache, a slow one still goes there. The first AUTO_WARMUP_FRAMES of
     every lane are left out and the rest go by a median, so three more slow ones than that are
-    absorbed (with AUTO_WARMUP_FRAMES in all left out, they made half of the first median)."""
-    from player.worker import AUTO_WARMUP_FRAMES
+    absorbed (with AUTO_WARMUP_FRAMES in all left out, they made half of the first median). The
+    steady cost is given in frame intervals per frame (the clip's 33 ms, the lanes sharing the work):
+    a little over real time (1.1) still plays live, past AUTO_CACHE_ABOVE from the cache."""
+    from player.worker import AUTO_CACHE_ABOVE, AUTO_WARMUP_FRAMES
+
+    assert 1.1 < AUTO_CACHE_ABOVE < 1.5
 
     def timed(p):
         infer, calls = p.denoiser.infer, []
         slow = AUTO_WARMUP_FRAMES * p.worker.lanes + 3
+        interval_ms = 1000.0 / p.info.fps * p.worker.lanes
+        steady_ms, warm_up_ms = steady * interval_ms, 7.0 * interval_ms
 
         def scripted(rgb, *args):
             bases = infer(rgb, *args)
             calls.append(rgb)
-            bases.infer_ms = 200.0 if len(calls) <= slow else steady_ms  # the worker's measurement
+            bases.infer_ms = warm_up_ms if len(calls) <= slow else steady_ms  # the worker's measurement
             return bases
 
         p.denoiser.infer = scripted
@@ -1176,7 +1182,7 @@ def test_frames_played_while_auto_times_the_backbone_go_into_the_render_cache(tm
         def delayed(rgb, *args):
             t0 = time.perf_counter()
             inferred.append(read_frame_index(rgb))
-            time.sleep(0.08)
+            time.sleep(0.12)  # with two lanes 60 ms a frame: far over AUTO_CACHE_ABOVE × 33 ms
             bases = infer(rgb, *args)
             bases.infer_ms = (time.perf_counter() - t0) * 1000.0  # what `auto` goes by
             return bases
