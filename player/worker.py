@@ -53,8 +53,10 @@ AUTO_WATCH_FRAMES = 60
 # that plays at 29.7 fps live to the render cache, where it played at 20–25 fps. With two lanes and
 # a window opening beside them (01_dog.mp4, 720p, Xvfb, session 21) the first six took 92–172 and
 # 97–126 ms, then 50–60: with three left out, one run of two went to the cache at 17 fps where live
-# mode plays it at 29.
-AUTO_WARMUP_FRAMES = 3
+# mode plays it at 29. Session 26 (AMD EPYC, AVX2, the same clip in a window): the first 5–6 of each
+# lane took 92–167 ms, then 45–100 (fresh pages at 4 µs each in that VM while the heap grows), and
+# with three left out two runs of two went to the cache at 15–18 fps where live mode played 28–30.
+AUTO_WARMUP_FRAMES = 6
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # A demo size must be denoised and blended within this share of a frame interval (see DEMO_SIZES).
 # Live mode shows this share of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷
