@@ -287,13 +287,23 @@ class BackboneWorker(threading.Thread):
         blends = self.player.compositor.blend_ms[-PREDICT_FRAMES:]
         return (backbone + (statistics.median(blends) if blends else 0.0)) / 1000.0
 
-    def _decide_mode(self) -> None:
-        timed = len(self.infer_ms) - AUTO_WARMUP_FRAMES * self.lanes
-        if self.requested_mode != "auto" or self.mode == "cache" or timed < AUTO_PROBE_FRAMES:
+    def _decide_mode(self, looped: bool = False) -> None:
+        """`auto`'s choice, after each inference. looped: a frame timed before came round again (a
+        loop shorter than the warm-up and the probe): nothing new will be timed, so the probe ends
+        with the inferences there are, the later half where the warm-up cannot be left out whole."""
+        if self.requested_mode != "auto" or self.mode == "cache" or not self.infer_ms:
+            return
+        warm_up = AUTO_WARMUP_FRAMES * self.lanes
+        timed = len(self.infer_ms) - warm_up
+        if timed >= AUTO_PROBE_FRAMES:
+            recent = self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]
+        elif looped and self.probing:
+            recent = self.infer_ms[min(warm_up, len(self.infer_ms) // 2):]
+        else:
             return
         interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often
         # what a frame costs: `lanes` frames are in inference at once
-        typical = statistics.median(self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]) / self.lanes
+        typical = statistics.median(recent) / self.lanes
         if typical > AUTO_CACHE_ABOVE * interval_ms:
             self.mode = "cache"
             self.player.notice(f"inference slower than real time ({typical:.0f} ms/frame): render-cache mode")
@@ -385,6 +395,7 @@ class BackboneWorker(threading.Thread):
         key = int(round(frame.pts * 1000))
         bases = self.cache.get(key)
         if bases is not None:
+            self._decide_mode(looped=True)
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
             self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, self.noise(frame.rgb))))

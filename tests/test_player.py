@@ -1173,7 +1173,8 @@ def test_slow_blends_in_cache_mode_do_not_leave_the_picture_behind_the_sound(tmp
 def test_frames_played_while_auto_times_the_backbone_go_into_the_render_cache(tmp_path, weights, clip):
     """`auto` plays its first frames while timing the backbone; headed for the cache, it must
     keep them, or a loop's second pass infers them again (6 s at the first wrap: quality model,
-    01_dog.mp4, --loop 2 4)."""
+    01_dog.mp4, --loop 2 4). This loop (18 frames) is shorter than the warm-up and the probe
+    together: the probe ends with what it timed when the loop comes round, or it never would."""
     inferred = []
 
     def slow(p):
