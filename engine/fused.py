@@ -24,7 +24,8 @@ a pass over a frame-sized tensor. Here
   columns (native.fill), a pass it makes anyway.
 
 Together, alternating frames with the plain forward in one process: 32 against 46 ms per 720p
-frame for the live backbone, 70 against 101 at 1080p.
+frame for the live backbone, 70 against 101 at 1080p (session 21's machine, before the Winograd
+blocks; those took it from 30.0 to 23.5 ms at 720p on two threads of a 2-core AVX2 CPU, session 26).
 
 In bfloat16 (CPUs where oneDNN runs it natively: AVX-512-BF16 or AMX) the convolutions are oneDNN's
 in bfloat16, the first layer and the downsamplings included (the native ones are float32 only), the
