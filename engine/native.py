@@ -56,7 +56,7 @@ ENV_AVX512 = "RCD_NATIVE_AVX512"
 # float32 rounding, summed in another order).
 ENV_AMX = "RCD_NATIVE_AMX"
 # "0" runs the float32 backbone's 3×3 residual blocks on oneDNN instead of the native Winograd kernel
-# (res3x3): the same features within float32 rounding, for comparisons.
+# (res3x3_): the same features within float32 rounding, for comparisons.
 ENV_WINOGRAD = "RCD_NATIVE_WINOGRAD"
 ISA_NAMES = {2: "AVX2", 3: "AVX-512", 4: "AVX-512+AMX"}
 ISA_LEVELS = {"AVX2": 2, "AVX-512": 3, "best": 4}

@@ -10,7 +10,9 @@
  * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel
  *   (rcd_up_add_relu_bf16: the same on bfloat16 tensors; rcd_conv_up_add_relu: the same with the
  *   1×1 convolution that makes u from the coarser scale);
- * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e).
+ * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e);
+ * - rcd_res3x3: its 3×3 residual blocks x ← x + conv3×3(relu(x)), in place, by Winograd F(4×4, 3×3)
+ *   (AVX2 only: where the kernels run AVX-512, oneDNN's convolutions stay).
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
  * _feature_weights): W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15
