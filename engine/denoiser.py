@@ -235,6 +235,18 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def pick_winograd(dtype: torch.dtype, probe=None) -> bool:
+    """Whether the fused backbone runs its residual blocks as native Winograd convolutions
+    (engine/fused.py): where the kernels run AVX2, measured 1.5–2.2× oneDNN's convolutions; where
+    they run AVX-512, only if `probe(wino) → seconds per backbone pass` finds it faster than
+    oneDNN's AVX-512 convolutions (not measured on such a CPU here; no probe: oneDNN)."""
+    if not fused.winograd_possible(dtype):
+        return False
+    if fused.winograd(dtype) or probe is None:
+        return fused.winograd(dtype)
+    return probe(True) < probe(False)
+
+
 def pick_dtype(device: torch.device, precision: str = "auto", probe=None) -> torch.dtype:
     """Backbone precision. CUDA: float16. CPU: float32, or bfloat16 where oneDNN supports it and
     `probe(dtype) → seconds per backbone pass` finds it BF16_MIN_SPEEDUP faster (no probe: float32).
@@ -271,8 +283,13 @@ class Denoiser:
         # The fused forward (engine/fused.py) where its kernels are here, in float32 or bfloat16; its
         # features go into X with the native fill, so it runs only beside native_stats. The precision
         # probe times what each precision would really run.
+        # The residual blocks' kernel in float32 first: the precision probe times float32 with it.
+        fused_fp32 = self.device.type == "cpu" and precision in ("auto", "fp32") and self._fused_runs(torch.float32)
+        self.winograd = False
+        self.winograd = fused_fp32 and pick_winograd(torch.float32, lambda on: self._time_backbone(torch.float32, wino=on))
         self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
         self.fused_backbone = self._fused_runs(self.dtype)
+        self.winograd = self.winograd and self.fused_backbone and self.dtype == torch.float32
         self.cfg = model.cfg
         self.meta = dict(meta or {})
         self.name = name
@@ -311,7 +328,7 @@ class Denoiser:
     def backbone_kernel(self) -> str:
         """How the backbone runs, in words (bench, stats): fused, or torch's plain forward and why."""
         if self.fused_backbone and self.native_stats:
-            blocks = "native Winograd 3×3 blocks" if fused.winograd(self.dtype) else "oneDNN conv + add"
+            blocks = "native Winograd 3×3 blocks" if self.winograd else "oneDNN conv + add"
             return f"fused ({blocks}, native skip joins; {str(self.dtype).replace('torch.', '')})"
         if self.device.type != "cpu" or self.dtype != torch.float32:
             return f"torch ({self.device.type}, {str(self.dtype).replace('torch.', '')})"
@@ -335,8 +352,10 @@ class Denoiser:
         return f"native fill ({native.vector_isa()})"
 
     @torch.no_grad()
-    def _time_backbone(self, dtype: torch.dtype, runs: int = 2) -> float:
-        """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up)."""
+    def _time_backbone(self, dtype: torch.dtype, runs: int = 2, wino: bool | None = None) -> float:
+        """Best of `runs` seconds for one backbone pass at PROBE_SIZE in `dtype` (after a warm-up);
+        float32 through the fused path with its residual blocks on the Winograd kernel or not (wino;
+        None: the choice made, self.winograd)."""
         g = torch.Generator().manual_seed(0)  # not the global RNG: loading a model must not move it
         x = torch.rand(1, 3, *PROBE_SIZE, generator=g).mul_(255.0).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -344,7 +363,8 @@ class Denoiser:
 
         def once():
             if self._fused_runs(dtype):
-                fused.features(self.model.backbone, rgb, *PROBE_SIZE, dtype)
+                fused.features(self.model.backbone, rgb, *PROBE_SIZE, dtype,
+                               wino=self.winograd if wino is None else wino)
                 return
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 self.model.backbone.features(x)
@@ -387,7 +407,7 @@ class Denoiser:
         d_view = x[:, : self.c1].view(1, h2, w2, self.c1).permute(0, 3, 1, 2)  # (1, c1, h2, w2) into X
         d1 = None  # features that native.fill copies into X, from the fused backbone
         if fused_pass:
-            d1, feats = fused.features(backbone, rgb, hp, wp, self.dtype)  # (1, c1, h2, w2) contiguous, (1, F)
+            d1, feats = fused.features(backbone, rgb, hp, wp, self.dtype, wino=self.winograd)  # (1, c1, h2, w2), (1, F)
         elif self.dtype == torch.float32:
             _, feats = backbone.features(x_in, out=d_view)  # features land in X, uncopied
         else:

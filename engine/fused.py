@@ -6,7 +6,8 @@ Measured at 1280×720 on a 2-core AVX2 CPU, the live backbone's convolutions too
 padding, upsamplings, skip additions, relus and pooled statistics between them 15 ms more: each is
 a pass over a frame-sized tensor. Here
 
-- every residual block x + conv(relu(x)) is, in float32 on an AVX2 CPU, one native pass that
+- every residual block x + conv(relu(x)) is, in float32 on an AVX2 CPU (on AVX-512 where a timing
+  at start finds it faster: denoiser.pick_winograd), one native pass that
   computes the 3×3 convolution by Winograd F(4×4, 3×3) with the relu applied as x is read and the
   residual added as the output is written (rcd_res3x3: 1.5–2.2× oneDNN's direct convolution at the
   live model's widths); elsewhere it adds its convolution into x inside oneDNN (a binary post-op,
@@ -103,12 +104,17 @@ def _in_place_conv_add_works(dtype: torch.dtype = torch.float32) -> bool:
         return _conv_add_ok[dtype]
 
 
+def winograd_possible(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the residual blocks can run on the native Winograd kernel (native.res3x3_) in `dtype`:
+    in float32 with the native kernels, unless RCD_NATIVE_WINOGRAD=0."""
+    return dtype == torch.float32 and native.library() is not None and os.environ.get(native.ENV_WINOGRAD, "1") != "0"
+
+
 def winograd(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the residual blocks run on the native Winograd kernel (native.res3x3_) in `dtype`: in
-    float32 where the native kernels run AVX2, unless RCD_NATIVE_WINOGRAD=0. It was measured against
-    oneDNN's AVX2 convolutions only; where the kernels run AVX-512, oneDNN's AVX-512 ones stay."""
-    return (dtype == torch.float32 and native.vector_isa() == "AVX2"
-            and os.environ.get(native.ENV_WINOGRAD, "1") != "0")
+    """The default of `features`: Winograd blocks where possible and the kernels run AVX2, the CPUs it
+    was measured on against oneDNN's convolutions (1.5–2.2×). Where they run AVX-512, oneDNN's
+    AVX-512 convolutions are the default; the Denoiser times both there (denoiser.pick_winograd)."""
+    return winograd_possible(dtype) and native.vector_isa() == "AVX2"
 
 
 def _winograd_u(conv: nn.Conv2d) -> torch.Tensor:
@@ -159,11 +165,12 @@ def _relu(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x)
 
 
-def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Residual blocks x ← x + conv(relu(x)), in place on x: on the Winograd kernel (which applies
-    the relu itself), else oneDNN's, reading r = relu(x) where the caller has it. Returns x and
-    relu(x) where still known (no block ran), else None."""
-    if stage and winograd(x.dtype):
+def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None,
+           wino: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Residual blocks x ← x + conv(relu(x)), in place on x: on the Winograd kernel with `wino` (it
+    applies the relu itself), else oneDNN's, reading r = relu(x) where the caller has it. Returns x
+    and relu(x) where still known (no block ran), else None."""
+    if stage and wino:
         threads = torch.get_num_threads()
         for block in stage:
             native.res3x3_(x, _winograd_u(block.conv), block.conv.bias, threads)
@@ -210,34 +217,36 @@ def _up_join(conv: nn.Conv2d, x: torch.Tensor, e: torch.Tensor, threads: int, ab
     return native.up_add_relu(_conv(x, conv), e, threads, abs_sum=abs_sum)
 
 
-def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int,
-             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype = torch.float32,
+             wino: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`bb.features(x)` fused, x being rgb replicate-padded to hp × wp: (1, c1, hp/2, wp/2)
     channels_last contiguous features in `dtype`, (1, c3 + c2) float32 statistics.
 
     rgb: (h, w, 3) uint8, C-contiguous, read as 0..255 (the Denoiser folds 1/255 into the first
     layer); hp ≥ h and wp ≥ w multiples of 8; dtype float32 or bfloat16. Call under no_grad or
-    inference_mode (tensors are updated in place). Needs `available(bb, dtype) == ''`."""
+    inference_mode (tensors are updated in place). Needs `available(bb, dtype) == ''`. wino: the
+    residual blocks on the Winograd kernel (where winograd_possible), None for `winograd(dtype)`."""
     threads = torch.get_num_threads()
-    relu_read = winograd(dtype)  # the blocks apply relu as they read: no relu(d) from the joins
+    # On the Winograd kernel the blocks apply the relu as they read: the joins write no relu(d).
+    wino = winograd(dtype) if wino is None else (wino and winograd_possible(dtype))
     e1 = _first_layer(bb.inp, rgb, hp, wp, dtype, threads)  # (1, c1, hp/2, wp/2), signed
-    e1, _ = _chain(bb.enc1, e1)
-    e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads))  # (1, c2, hp/4, wp/4)
-    e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads))  # (1, c3, hp/8, wp/8)
+    e1, _ = _chain(bb.enc1, e1, wino=wino)
+    e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads), wino=wino)  # (1, c2, hp/4, wp/4)
+    e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads), wino=wino)  # (1, c3, hp/8, wp/8)
     e3 = _relu(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics. The
     # float32 join at 1/2 applies the relu as it reads d2, so there relu(d2) is made only for a block
     # on oneDNN.
     fp32, blocks = dtype == torch.float32, len(bb.dec2) > 0
     d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=not blocks,
-                          relu=(blocks and not relu_read) or not fp32)
+                          relu=(blocks and not wino) or not fp32)
     if blocks:
-        d2, _ = _chain(bb.dec2, d2, r2)
+        d2, _ = _chain(bb.dec2, d2, r2, wino=wino)
         r2, s2 = None, d2.abs().sum(dim=(0, 2, 3), dtype=torch.float64)
     # 1/2: the join, then the decoder blocks (the last one's conv adds into d1 in place)
     d1, r1, _ = _up_join(bb.up1, d2 if fp32 else (_relu(d2) if r2 is None else r2), e1, threads,
-                         relu=not relu_read)
-    d1, _ = _chain(bb.dec1, d1, r1)
+                         relu=not wino)
+    d1, _ = _chain(bb.dec1, d1, r1, wino=wino)
     pooled = (s2 / (d2.shape[2] * d2.shape[3])).float()[None]  # (1, c2): mean |d2|, as the reference
     feats = torch.cat([e3.mean(dim=(2, 3), dtype=torch.float32), pooled], dim=1)  # (1, c3 + c2)
     return d1, feats

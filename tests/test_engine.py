@@ -991,7 +991,7 @@ def test_fused_backbone_gives_the_reference_features(models, preset, blocks, mon
     path runs or not."""
     from engine import fused
 
-    monkeypatch.setattr(fused, "winograd", lambda dtype=torch.float32: blocks == "winograd" and dtype == torch.float32)
+    wino = blocks == "winograd"
 
     bb = copy.deepcopy(models[preset]).backbone.to(memory_format=torch.channels_last)
     if fused.available(bb):
@@ -1008,7 +1008,7 @@ def test_fused_backbone_gives_the_reference_features(models, preset, blocks, mon
         x = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate").contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             d_ref, f_ref = bb.features(x)
-            d, f = fused.features(bb, rgb, hp, wp)
+            d, f = fused.features(bb, rgb, hp, wp, wino=wino)
         assert d.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-5 * float(d_ref.abs().max()))
         # the pooled statistics: Σ|d2| is summed per row in float32, then in float64 (torch: one
@@ -1017,6 +1017,8 @@ def test_fused_backbone_gives_the_reference_features(models, preset, blocks, mon
 
     den = Denoiser(copy.deepcopy(models[preset]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     assert den.fused_backbone and den.backbone_kernel.startswith("fused")
+    den.winograd = wino
+    assert ("Winograd" in den.backbone_kernel) == wino
     rgb = textured(50, 70, seed=11, lo=0, hi=255)
     got = {}
     for on in (True, False):
@@ -1074,6 +1076,40 @@ def test_fused_bfloat16_backbone_is_as_accurate_as_autocast(models, preset):
     torch.testing.assert_close(a.auto, b.auto, rtol=0.05, atol=0.02)
 
 
+def test_winograd_blocks_are_chosen_by_the_cpu_or_by_timing(models, monkeypatch):
+    """pick_winograd: on where the kernels run AVX2 (measured there), with no probe; where they run
+    AVX-512, what a timing of both finds faster (nothing timed: oneDNN); never in bfloat16 or with
+    RCD_NATIVE_WINOGRAD=0. A Denoiser on an AVX-512 CPU times both and keeps the faster."""
+    from engine import denoiser as dn
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    calls = []
+    faster_on = lambda on: calls.append(on) or (1.0 if on else 2.0)
+    monkeypatch.setattr(native, "vector_isa", lambda: "AVX2")
+    assert dn.pick_winograd(torch.float32, faster_on) and calls == []
+    assert not dn.pick_winograd(torch.bfloat16, faster_on)
+    monkeypatch.setattr(native, "vector_isa", lambda: "AVX-512")
+    assert dn.pick_winograd(torch.float32, faster_on) and sorted(calls) == [False, True]
+    assert not dn.pick_winograd(torch.float32, lambda on: 2.0 if on else 1.0)
+    assert not dn.pick_winograd(torch.float32)
+    for faster in (True, False):
+        timed = []
+
+        def fake(self, dtype, runs=2, wino=None, faster=faster):
+            timed.append(wino)
+            return 1.0 if (self.winograd if wino is None else wino) == faster else 2.0
+
+        monkeypatch.setattr(dn.Denoiser, "_time_backbone", fake)
+        den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")
+        assert den.winograd == faster and {True, False} <= set(timed)
+        assert ("Winograd" in den.backbone_kernel) == faster
+    monkeypatch.setenv(native.ENV_WINOGRAD, "0")
+    monkeypatch.setattr(native, "vector_isa", lambda: "AVX2")
+    assert not dn.pick_winograd(torch.float32, faster_on)
+
+
 def test_precision_probe_times_the_fused_paths_that_would_run(models, monkeypatch):
     """bfloat16 must beat the fused float32 forward where that is what float32 runs, not the plain
     one; and it is timed through its own fused forward where that runs."""
@@ -1085,7 +1121,7 @@ def test_precision_probe_times_the_fused_paths_that_would_run(models, monkeypatc
         pytest.skip("the fused path does not run here")
     calls = []
     real = fused.features
-    monkeypatch.setattr(fused, "features", lambda *a: calls.append(a[2:]) or real(*a))
+    monkeypatch.setattr(fused, "features", lambda *a, **kw: calls.append(a[2:]) or real(*a, **kw))
     dtypes = [torch.float32] + ([torch.bfloat16] if fused.available(den.model.backbone, torch.bfloat16) == "" else [])
     for dtype in dtypes:
         calls.clear()

@@ -12,7 +12,7 @@
  *   1×1 convolution that makes u from the coarser scale);
  * - rcd_relu_down: its downsampling, a 2×2 stride-2 convolution of relu(e);
  * - rcd_res3x3: its 3×3 residual blocks x ← x + conv3×3(relu(x)), in place, by Winograd F(4×4, 3×3)
- *   (AVX2 only: where the kernels run AVX-512, oneDNN's convolutions stay).
+ *   (AVX2 only: where the kernels run AVX-512, engine/denoiser.py times it against oneDNN's).
  *
  * The blend. The frame's 12 values of a half-pixel are noisy + d·W + b (engine/denoiser.py,
  * _feature_weights): W (c1, 16) and b (16) come in as wm (c1 + 1, 16) float32, columns 12..15
