@@ -333,31 +333,33 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     return hist, None if g is None else Gram(g, sq, seconds.value, cov)
 
 
-def _join_outputs(low: torch.Tensor, e: torch.Tensor, abs_sum: bool,
-                  relu: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def _join_outputs(low: torch.Tensor, e: torch.Tensor, abs_sum: bool, relu: bool,
+                  in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """A skip join's checks and outputs: low (1, ·, h/2, w/2) and e (1, c, h, w) channels_last on the
-    CPU → d, relu(d) where asked for, like e, and (c,) float64 for Σ|d| where asked for."""
+    CPU → d (e itself, in_place), relu(d) where asked for, like e, and (c,) float64 for Σ|d| where
+    asked for."""
     _, c, h, w = e.shape
     for t in (low, e):
         assert t.device.type == "cpu" and t.is_contiguous(memory_format=torch.channels_last)
     assert tuple(low.shape[2:]) == (h // 2, w // 2) and low.shape[0] == e.shape[0] == 1, \
         f"cannot join {tuple(low.shape)} to {tuple(e.shape)}"
-    d = torch.empty_like(e, memory_format=torch.channels_last)
+    d = e if in_place else torch.empty_like(e, memory_format=torch.channels_last)
     r = torch.empty_like(e, memory_format=torch.channels_last) if relu else None
     return d, r, torch.empty(c, dtype=torch.float64) if abs_sum else None
 
 
-def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
-                abs_sum: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int, abs_sum: bool = False,
+                in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A U-Net skip join in one pass: d = nearest-×2 upsampling of u, plus e; r = relu(d); with
     abs_sum, Σ|d| per channel (c,) float64. u (1, c, h/2, w/2) and e (1, c, h, w): float32 or both
-    bfloat16, channels_last, CPU; d and r come back the same."""
+    bfloat16, channels_last, CPU; d and r come back the same, d written over e with in_place (no
+    frame-sized tensor made, none faulted in)."""
     lib = library()
     assert lib is not None, why_not
     assert u.dtype == e.dtype and e.dtype in (torch.float32, torch.bfloat16), f"u {u.dtype}, e {e.dtype}"
     _, c, h, w = e.shape
     assert u.shape[1] == c, f"cannot join {tuple(u.shape)} to {tuple(e.shape)}"
-    d, r, sums = _join_outputs(u, e, abs_sum, relu=True)
+    d, r, sums = _join_outputs(u, e, abs_sum, relu=True, in_place=in_place)
     kernel = lib.rcd_up_add_relu if e.dtype == torch.float32 else lib.rcd_up_add_relu_bf16
     rc = kernel(u.data_ptr(), e.data_ptr(), d.data_ptr(), r.data_ptr(), h, w, c,
                 None if sums is None else sums.data_ptr(), threads)
@@ -367,10 +369,12 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int,
 
 
 def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor, threads: int,
-                     abs_sum: bool = False, relu: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                     abs_sum: bool = False, relu: bool = True,
+                     in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """`up_add_relu` of u = conv1×1(relu(x), weight, bias), u never written out: x (1, ci, h/2, w/2)
     and e (1, c, h, w) float32 channels_last on the CPU, weight (c, ci, 1, 1) with c a multiple of 8.
-    relu False: relu(d) is not written (None), for a reader that applies it itself."""
+    relu False: relu(d) is not written (None), for a reader that applies it itself. in_place: d is
+    written over e."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == e.dtype == torch.float32, f"x {x.dtype}, e {e.dtype}"
@@ -378,7 +382,7 @@ def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     ci = x.shape[1]
     assert tuple(weight.shape) == (c, ci, 1, 1) and tuple(bias.shape) == (c,), "a 1×1 convolution from x's channels to e's"
     assert c % 8 == 0, f"{c} output channels: the kernel writes whole vectors of 8"
-    d, r, sums = _join_outputs(x, e, abs_sum, relu)
+    d, r, sums = _join_outputs(x, e, abs_sum, relu, in_place)
     wt = weight.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
     b = bias.detach().float().contiguous()
     rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(),

@@ -720,7 +720,7 @@ JOIN_CASES = [(16, 2, 2), (16, 6, 10), (32, 40, 64), (5, 4, 6), (40, 8, 14)]
 def test_native_skip_join_equals_upsample_add_relu(c, h, w, dtype):
     """rcd_up_add_relu: nearest-×2(u) + e, its relu and Σ|d| per channel, as torch computes them in
     float32 and in bfloat16, bit for bit (c = 5 takes the scalar tail only, c = 40 five full
-    vectors), on 1 and 3 threads."""
+    vectors), on 1 and 3 threads, and written over e."""
     from engine import native
 
     if native.library() is None:
@@ -737,6 +737,9 @@ def test_native_skip_join_equals_upsample_add_relu(c, h, w, dtype):
         torch.testing.assert_close(sums, want.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
     _, _, none = native.up_add_relu(u, e, 1)
     assert none is None
+    e2 = e.clone()
+    d, r, _ = native.up_add_relu(u, e2, 3, in_place=True)  # d written over e: each value read first
+    assert d is e2 and torch.equal(d, want) and torch.equal(r, F.relu(want))
 
 
 CONV_JOIN_CASES = [(32, 16, 2, 2), (40, 32, 6, 26), (64, 32, 4, 30), (96, 64, 8, 6), (5, 8, 18, 4), (16, 40, 2, 50)]
@@ -767,6 +770,9 @@ def test_native_conv_join_equals_conv_then_join(ci, c, h, w):
     torch.testing.assert_close(sums, d.double().abs().sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
     d2, none, _ = native.conv_up_add_relu(x, weight, bias, e, 3, relu=False)  # relu(d) not written
     assert none is None and torch.equal(d2, d)
+    e3 = e.clone()
+    d3, r3, _ = native.conv_up_add_relu(x, weight, bias, e3, 3, in_place=True)  # d written over e
+    assert d3 is e3 and torch.equal(d3, d) and torch.equal(r3, r)
     with pytest.raises(AssertionError):  # outputs in whole vectors of 8 only
         native.conv_up_add_relu(x, weight[:5], bias[:5], e[:, :5].contiguous(memory_format=torch.channels_last), 1)
 

@@ -1055,8 +1055,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
  *
  * u (h/2, w/2, c), e, d and r (h, w, c): channels-last float32, contiguous (NHWC, batch 1).
  * torch runs this as three passes (upsample, add, relu) and the pooled statistic as two more (abs,
- * mean), each over a frame-sized tensor; here e is read once and d and r written once. d and r
- * may not alias e. abs_sum (c) float64, or NULL: Σ over the h × w pixels of |d|, per channel.
+ * mean), each over a frame-sized tensor; here e is read once and d and r written once. d may be e
+ * (in place: each value is read before it is written); r may not alias e. abs_sum (c) float64, or NULL: Σ over the h × w pixels of |d|, per channel.
  * Every output value is the one torch computes (one float32 add, a max): bit-identical results.
  */
 #define UP_MAX_C 256
