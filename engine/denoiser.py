@@ -242,8 +242,9 @@ def pick_winograd(dtype: torch.dtype, probe=None) -> bool:
     oneDNN's AVX-512 convolutions (not measured on such a CPU here; no probe: oneDNN)."""
     if not fused.winograd_possible(dtype):
         return False
-    if fused.winograd(dtype) or probe is None:
-        return fused.winograd(dtype)
+    default = fused.winograd(dtype)
+    if default or probe is None:
+        return default
     return probe(True) < probe(False)
 
 
@@ -285,7 +286,6 @@ class Denoiser:
         # probe times what each precision would really run.
         # The residual blocks' kernel in float32 first: the precision probe times float32 with it.
         fused_fp32 = self.device.type == "cpu" and precision in ("auto", "fp32") and self._fused_runs(torch.float32)
-        self.winograd = False
         self.winograd = fused_fp32 and pick_winograd(torch.float32, lambda on: self._time_backbone(torch.float32, wino=on))
         self.dtype = pick_dtype(self.device, precision, probe=self._time_backbone)
         self.fused_backbone = self._fused_runs(self.dtype)

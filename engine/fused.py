@@ -61,8 +61,7 @@ CHECK_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-2}
 
 _conv_add_ok: dict[torch.dtype, bool] = {}
 _lock = threading.Lock()
-# Each convolution's weight and bias in bfloat16, made once per module (and again should the
-# weights change: their version counter is part of the entry).
+# Each convolution's weight and bias in bfloat16, made once per module (_made_once).
 _bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 # Each 3×3 convolution's Winograd-transformed weights (native.winograd_weights), kept the same way.
 _winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
@@ -117,14 +116,20 @@ def winograd(dtype: torch.dtype = torch.float32) -> bool:
     return winograd_possible(dtype) and native.vector_isa() == "AVX2"
 
 
-def _winograd_u(conv: nn.Conv2d) -> torch.Tensor:
-    """native.winograd_weights of the convolution, made once (and again should its weights change)."""
-    version = conv.weight._version
-    entry = _winograd_weights.get(conv)
+def _made_once(cache: weakref.WeakKeyDictionary, conv: nn.Conv2d, make):
+    """make(conv), kept in `cache` for the module and made again should its weights change (their
+    version counters are part of the entry)."""
+    version = (conv.weight._version, conv.bias._version)
+    entry = cache.get(conv)
     if entry is None or entry[0] != version:
-        entry = (version, native.winograd_weights(conv.weight))
-        _winograd_weights[conv] = entry
+        entry = (version, make(conv))
+        cache[conv] = entry
     return entry[1]
+
+
+def _winograd_u(conv: nn.Conv2d) -> torch.Tensor:
+    """native.winograd_weights of the convolution, made once."""
+    return _made_once(_winograd_weights, conv, lambda c: native.winograd_weights(c.weight))
 
 
 def _weights(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,12 +138,7 @@ def _weights(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return conv.weight, conv.bias
     if isinstance(conv, SimpleNamespace):  # the check's stand-in: not cached
         return conv.weight.to(dtype), conv.bias.to(dtype)
-    version = (conv.weight._version, conv.bias._version)
-    entry = _bf16_weights.get(conv)
-    if entry is None or entry[0] != version:
-        entry = (version, conv.weight.detach().to(dtype), conv.bias.detach().to(dtype))
-        _bf16_weights[conv] = entry
-    return entry[1], entry[2]
+    return _made_once(_bf16_weights, conv, lambda c: (c.weight.detach().to(dtype), c.bias.detach().to(dtype)))
 
 
 def _conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

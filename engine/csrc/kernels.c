@@ -1056,7 +1056,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
  * u (h/2, w/2, c), e, d and r (h, w, c): channels-last float32, contiguous (NHWC, batch 1).
  * torch runs this as three passes (upsample, add, relu) and the pooled statistic as two more (abs,
  * mean), each over a frame-sized tensor; here e is read once and d and r written once. d may be e
- * (in place: each value is read before it is written); r may not alias e. abs_sum (c) float64, or NULL: Σ over the h × w pixels of |d|, per channel.
+ * (in place: each value is read before it is written); r may not alias e. abs_sum (c) float64, or
+ * NULL: Σ over the h × w pixels of |d|, per channel.
  * Every output value is the one torch computes (one float32 add, a max): bit-identical results.
  */
 #define UP_MAX_C 256
@@ -1529,8 +1530,7 @@ int rcd_inp(const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp, co
 /* ---- the backbone's 3×3 residual blocks by Winograd F(4×4, 3×3): x ← x + conv3×3(relu(x)) ----------
  *
  * x (h, w, c): channels-last float32, contiguous, c a multiple of 8, updated in place; zero padding
- * of 1. Each
- * 4×4 block of outputs ("tile") comes from the 6×6 inputs around it: V = Bᵀ·relu(d)·B per input
+ * of 1. Each 4×4 block of outputs ("tile") comes from the 6×6 inputs around it: V = Bᵀ·relu(d)·B per input
  * channel; then per position p of the 6×6 a (tiles × c) · (c × c) matrix product M_p = V_p·U_p,
  * U = G·g·Gᵀ being the transformed weights (engine/native.py, winograd_weights: u (36, c, c) =
  * [p][ci][co]); then x + bias + Aᵀ·M·A. 36·c² multiplications per 16 outputs against 144·c² for
@@ -1619,11 +1619,10 @@ static inline __attribute__((always_inline)) void wino_mul_tiles(const float *vp
 
 #define WINO_MUL_ROW(NVC, P) BY_PIXELS(wino_mul_tiles, nt, NVC, P, vp, c, up, co, mp)
 
-/* y's 4×4 blocks of tiles t0 .. t0 + nt of tile row ty from M: x + bias + Aᵀ·M·A (the parts of the
- * last row and column of tiles that fall inside the frame). */
-static inline __attribute__((always_inline)) void wino_out(const float *m, const float *x, const float *bias,
-                                                         float *y, int64_t h, int64_t w, int64_t c, int64_t ty,
-                                                         int64_t t0, int64_t nt) {
+/* The 4×4 blocks of tiles t0 .. t0 + nt of tile row ty from M, in place: x ← x + bias + Aᵀ·M·A (the
+ * parts of the last row and column of tiles that fall inside the frame). */
+static inline __attribute__((always_inline)) void wino_out(const float *m, float *x, const float *bias, int64_t h,
+                                                         int64_t w, int64_t c, int64_t ty, int64_t t0, int64_t nt) {
     const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), eight = _mm256_set1_ps(8.0f);
     const int64_t ps = nt * c;
     for (int64_t t = 0; t < nt; t++) {
@@ -1660,7 +1659,7 @@ static inline __attribute__((always_inline)) void wino_out(const float *m, const
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++)
                     if (k < nx)
-                        _mm256_storeu_ps(y + o + k * c, _mm256_add_ps(_mm256_add_ps(o4[k], b), _mm256_loadu_ps(x + o + k * c)));
+                        _mm256_storeu_ps(x + o + k * c, _mm256_add_ps(_mm256_add_ps(o4[k], b), _mm256_loadu_ps(x + o + k * c)));
             }
         }
     }
@@ -1674,7 +1673,7 @@ int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const 
     if (h < 1 || w < 1 || c < 8 || c % 8 || c > WINO_MAX_C) return 1;
     const int64_t th = (h + 3) / 4, tw = (w + 3) / 4;  /* tile rows, tiles per row */
     const int64_t n = threads < 1 ? 1 : (threads > th ? th : threads);
-    const int64_t co = c, row = w * c;  /* floats per pixel row */
+    const int64_t co = c, row = w * c;  /* co: the outputs, as BY_CHUNKS names them; row: floats per pixel row */
     int failed = 0;
 #pragma omp parallel num_threads(n) reduction(| : failed)
     {
@@ -1712,7 +1711,7 @@ int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const 
                 if (t0 + nt < tw)
                     for (int i = 0; i < 4 && 4 * ty + i < h; i++)
                         memcpy(col + i * c, x + (4 * ty + i) * row + (c1 - 1) * c, sizeof(float) * (size_t)c);
-                wino_out(m, x, bias, x, h, w, c, ty, t0, nt);
+                wino_out(m, x, bias, h, w, c, ty, t0, nt);
             }
             float *swap = prev;
             prev = next;
