@@ -65,6 +65,11 @@ _lock = threading.Lock()
 _bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 # Each 3×3 convolution's Winograd-transformed weights (native.winograd_weights), kept the same way.
 _winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
+# Each thread's float32 buffers for the pass's scale tensors (e1, e2, e3), made once per frame size
+# and reused (_scratch). Made fresh for every frame, they were most of the player's page faults
+# (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes), where
+# glibc handed the freed blocks back in an order that left a hole too small for the next one.
+_scratch_bufs = threading.local()
 
 
 def available(bb: Backbone | None = None, dtype: torch.dtype = torch.float32) -> str:
@@ -181,12 +186,30 @@ def _chain(stage: nn.ModuleList, x: torch.Tensor, r: torch.Tensor | None = None,
     return x, r
 
 
-def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int) -> torch.Tensor:
-    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling: one native pass in float32, a
-    relu and oneDNN's convolution in bfloat16."""
+def _relu_(x: torch.Tensor) -> torch.Tensor:
+    """relu(x) in place (bfloat16 on the bits as int16, as _relu)."""
+    (x.view(torch.int16) if x.dtype == torch.bfloat16 else x).relu_()
+    return x
+
+
+def _scratch(name: str, c: int, h: int, w: int) -> torch.Tensor:
+    """This thread's float32 (1, c, h, w) channels_last buffer `name`: valid until the thread's next
+    pass (the caller copies the features out before it infers again: engine/denoiser.py)."""
+    bufs = _scratch_bufs.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or tuple(buf.shape) != (1, c, h, w):
+        bufs[name] = None  # the old size's memory goes before the new is made
+        buf = bufs[name] = torch.empty(1, c, h, w, memory_format=torch.channels_last)
+    return buf
+
+
+def _relu_down(conv: nn.Conv2d, x: torch.Tensor, threads: int, name: str) -> torch.Tensor:
+    """conv(relu(x)) for the backbone's 2×2 stride-2 downsampling: one native pass in float32 into
+    this thread's buffer `name`, a relu and oneDNN's convolution in bfloat16."""
     assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.padding == (0, 0)
     if x.dtype == torch.float32:
-        return native.relu_down(x, conv.weight, conv.bias, threads)
+        out = _scratch(name, conv.out_channels, x.shape[2] // 2, x.shape[3] // 2)
+        return native.relu_down(x, conv.weight, conv.bias, threads, out=out)
     return _conv(_relu(x), conv)
 
 
@@ -195,7 +218,8 @@ def _first_layer(conv: nn.Conv2d, rgb: np.ndarray, hp: int, wp: int, dtype: torc
     the native layer reads the uint8 frame itself; bfloat16: the frame converted (0..255 are exact in
     bfloat16) and padded in one buffer, then oneDNN's convolution."""
     if dtype == torch.float32:
-        return native.first_conv(rgb, hp, wp, conv.weight, conv.bias, threads)
+        out = _scratch("e1", conv.out_channels, hp // 2, wp // 2)
+        return native.first_conv(rgb, hp, wp, conv.weight, conv.bias, threads, out=out)
     h, w = rgb.shape[:2]
     frame = torch.empty(hp, wp, 3, dtype=dtype)  # (hp, wp, 3), 0..255
     frame[:h, :w].copy_(torch.from_numpy(rgb))
@@ -222,7 +246,8 @@ def _up_join(conv: nn.Conv2d, x: torch.Tensor, e: torch.Tensor, threads: int, ab
 def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype = torch.float32,
              wino: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`bb.features(x)` fused, x being rgb replicate-padded to hp × wp: (1, c1, hp/2, wp/2)
-    channels_last contiguous features in `dtype`, (1, c3 + c2) float32 statistics.
+    channels_last contiguous features in `dtype`, (1, c3 + c2) float32 statistics. In float32 the
+    features are this thread's buffer (_scratch), overwritten by its next call.
 
     rgb: (h, w, 3) uint8, C-contiguous, read as 0..255 (the Denoiser folds 1/255 into the first
     layer); hp ≥ h and wp ≥ w multiples of 8; dtype float32 or bfloat16. Call under no_grad or
@@ -233,9 +258,9 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype
     wino = winograd(dtype) if wino is None else (wino and winograd_possible(dtype))
     e1 = _first_layer(bb.inp, rgb, hp, wp, dtype, threads)  # (1, c1, hp/2, wp/2), signed
     e1, _ = _chain(bb.enc1, e1, wino=wino)
-    e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads), wino=wino)  # (1, c2, hp/4, wp/4)
-    e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads), wino=wino)  # (1, c3, hp/8, wp/8)
-    e3 = _relu(e3)
+    e2, _ = _chain(bb.enc2, _relu_down(bb.down1, e1, threads, "e2"), wino=wino)  # (1, c2, hp/4, wp/4)
+    e3, _ = _chain(bb.enc3, _relu_down(bb.down2, e2, threads, "e3"), wino=wino)  # (1, c3, hp/8, wp/8)
+    e3 = _relu_(e3)
     # 1/4: the join, the decoder blocks, then relu(d2) for up1 and Σ|d2| for the statistics. The
     # float32 join at 1/2 applies the relu as it reads d2, so there relu(d2) is made only for a block
     # on oneDNN.

@@ -393,9 +393,20 @@ def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return d, r, sums
 
 
-def relu_down(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+def _output(out: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """A kernel's float32 channels_last output: `out`, checked, or a new tensor."""
+    if out is None:
+        return torch.empty(shape, memory_format=torch.channels_last)
+    assert tuple(out.shape) == shape and out.dtype == torch.float32 and out.device.type == "cpu" and \
+        out.is_contiguous(memory_format=torch.channels_last), f"out must be float32 {shape} channels_last"
+    return out
+
+
+def relu_down(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threads: int,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """conv2d(relu(e), weight, bias, stride=2) for a 2×2 kernel, in one pass: e (1, c, h, w) float32
-    channels_last on the CPU (h, w even), weight (co, c, 2, 2) with co a multiple of 8 → (1, co, h/2, w/2)."""
+    channels_last on the CPU (h, w even), weight (co, c, 2, 2) with co a multiple of 8 → (1, co, h/2, w/2),
+    into `out` where given (that shape, channels_last)."""
     lib = library()
     assert lib is not None, why_not
     _, c, h, w = e.shape
@@ -404,17 +415,19 @@ def relu_down(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threads
     assert tuple(weight.shape) == (co, c, 2, 2) and tuple(bias.shape) == (co,), "a 2×2 convolution of e's channels"
     wt = weight.detach().float().permute(2, 3, 1, 0).contiguous()  # (ky, kx, c, co)
     b = bias.detach().float().contiguous()
-    out = torch.empty(1, co, h // 2, w // 2, memory_format=torch.channels_last)
+    out = _output(out, (1, co, h // 2, w // 2))
     rc = lib.rcd_relu_down(e.data_ptr(), h, w, c, wt.data_ptr(), b.data_ptr(), co, out.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native relu + 2×2 convolution refused its arguments: e {tuple(e.shape)}, {co} outputs")
     return out
 
 
-def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: torch.Tensor, threads: int,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """The backbone's first layer straight from the uint8 frame: conv2d(frame, weight, bias, stride=2,
     padding=1) for a 4×4 kernel, frame = rgb (h, w, 3) replicate-padded to hp × wp (even) and read
-    as 0..255 floats; weight (co, 3, 4, 4), co a multiple of 8 → (1, co, hp/2, wp/2) channels_last."""
+    as 0..255 floats; weight (co, 3, 4, 4), co a multiple of 8 → (1, co, hp/2, wp/2) channels_last,
+    into `out` where given."""
     lib = library()
     assert lib is not None, why_not
     assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
@@ -423,7 +436,7 @@ def first_conv(rgb: np.ndarray, hp: int, wp: int, weight: torch.Tensor, bias: to
     assert tuple(weight.shape) == (co, 3, 4, 4) and tuple(bias.shape) == (co,), "a 4×4 convolution of RGB"
     wt = weight.detach().float().permute(2, 3, 1, 0).reshape(4, 12, co).contiguous()  # (ky, kx·3 + c, co)
     b = bias.detach().float().contiguous()
-    out = torch.empty(1, co, hp // 2, wp // 2, memory_format=torch.channels_last)
+    out = _output(out, (1, co, hp // 2, wp // 2))
     rc = lib.rcd_inp(rgb.ctypes.data, h, w, hp, wp, wt.data_ptr(), b.data_ptr(), co, out.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native first layer refused its arguments: frame {h}×{w} in {hp}×{wp}, {co} outputs")

@@ -1020,6 +1020,17 @@ def test_fused_backbone_gives_the_reference_features(models, preset, blocks, mon
         # the pooled statistics: Σ|d2| is summed per row in float32, then in float64 (torch: one
         # float32 mean), so they agree to float32 summation error, about 1e-4 of the largest
         torch.testing.assert_close(f, f_ref, rtol=1e-4, atol=1e-5 * float(f_ref.abs().max()))
+    # Another frame of the same size on this thread: the pass reuses its buffers (fused._scratch),
+    # and nothing in it depends on what they held
+    rgb2 = np.random.default_rng(99).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x2 = torch.from_numpy(rgb2).float().permute(2, 0, 1)[None]
+    x2 = F.pad(x2, (0, wp - w, 0, hp - h), mode="replicate").contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        d_ref, _ = bb.features(x2)
+        ptr = d.data_ptr()
+        d, _ = fused.features(bb, rgb2, hp, wp, wino=wino)
+    assert d.data_ptr() == ptr, "the second pass made new buffers"
+    torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-5 * float(d_ref.abs().max()))
 
     den = Denoiser(copy.deepcopy(models[preset]), "cpu", precision="fp32")  # float32: a bf16 CPU picks bf16
     assert den.fused_backbone and den.backbone_kernel.startswith("fused")

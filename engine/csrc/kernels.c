@@ -911,6 +911,10 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
  * With d (not NULL), X's feature columns are copied from it in the same pass (the fused backbone
  * leaves its features contiguous: writing them into X's strided rows cost as much as the copy);
  * d is float32, or bfloat16 with d_bf16 (the bfloat16 backbone's, widened exactly on the way).
+ * Then each line of X is built whole in a buffer of the thread's, its statistics taken there, and
+ * streamed to X with non-temporal stores, which skip reading X's lines in before writing them
+ * (alternating with the plain stores in one process, 720p, the live model's 16 features, caches
+ * flushed before each call: 9.66 → 9.45 ms on one thread, 5.73 → 5.40 on two, 2-core AMD EPYC).
  * For every half-pixel of the padded frame (hp/2 × wp/2): x[c1] = 1 and x[c1 + 1 ..] = its 2×2
  * pixels as floats (dy = 0, 1 of (dx, RGB)), the frame replicate-padded past its last row and
  * column, as engine/denoiser.py pads the backbone's input. In the same pass, the histogram of
@@ -925,6 +929,16 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
  * and the seconds spent on them into *gram_s (may be NULL): the slowest band's, plus the sum of
  * the bands and the covariance.
  */
+/* dst[0..n) = src[0..n) (src 32-byte aligned) with non-temporal stores where dst is 4-byte aligned:
+ * the lines of X go to memory without first being read in (a plain store reads each line before it
+ * writes it: X is written, never read, by the fill). */
+static inline void stream_floats(float *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 31); i++) dst[i] = src[i];
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+    for (; i < n; i++) dst[i] = src[i];
+}
+
 static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t y2,
                                int64_t x2) {
     row[c1] = 1.0f;
@@ -961,15 +975,23 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
 #ifdef RCD_AMX
     const int amx = isa_level >= 4 && g && d && d_bf16 && (c1 == 16 || c1 == 32);
 #endif
-#pragma omp parallel for num_threads(n) schedule(static)
+    const int64_t row_floats = wp2 * k;
+    int failed = 0;
+#pragma omp parallel for num_threads(n) schedule(static) reduction(| : failed)
     for (int64_t t = 0; t < nb; t++) {
         int64_t *hl = part + t * 511;
+        /* with d, each line of X is built here, its statistics taken here, then streamed to X */
+        float *line = d ? aligned_alloc(64, sizeof(float) * (size_t)((row_floats + 15) / 16 * 16)) : NULL;
+        if (d && !line) {
+            failed = 1;
+            continue;
+        }
 #ifdef RCD_AMX
         tile_cfg_t saved;
         if (amx) amx_begin(&saved);
 #endif
         for (int64_t y2 = h2 * t / nb; y2 < h2 * (t + 1) / nb; y2++) {
-            float *xr = x + y2 * wp2 * k;
+            float *const xline = x + y2 * wp2 * k, *xr = line ? line : xline;
             if (d && d_bf16) {  /* bfloat16 features (the bf16 backbone's), widened as they are copied */
                 const uint16_t *dr = (const uint16_t *)d + y2 * wp2 * c1;
                 if (c1 % 8 == 0) {
@@ -1021,10 +1043,21 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
                 gram_line(xr, w / 2, k, c1, &gp);
                 thread_s[omp_get_thread_num()] += now_s() - t0;
             }
+            if (line) stream_floats(xline, line, row_floats);
+        }
+        if (line) {
+            _mm_sfence();  /* the streamed lines are visible to every thread once the band is done */
+            free(line);
         }
 #ifdef RCD_AMX
         if (amx) amx_end(&saved);
 #endif
+    }
+    if (failed) {
+        free(thread_s);
+        free(part);
+        free(gpart);
+        return 2;
     }
     for (int i = 0; i < 511; i++) {
         hist[i] = 0;
