@@ -1362,10 +1362,22 @@ int rcd_up_add_relu_bf16(const uint16_t *u, const uint16_t *e, uint16_t *d, uint
  * broadcast. Each output pixel is a (4c → co) product: P pixels × NVC vectors of outputs stay in
  * registers (P · NVC = 12) while the 4c inputs stream by. co a multiple of 8.
  */
+/* As in the blend, the hardware prefetchers alone leave this pass waiting on memory: asking for
+ * each block's input rows 4 KB ahead took the live model's first downsampling at 720p from 4.2–4.5
+ * to 3.6–3.8 ms on one thread (2-core Xeon, each run after a 256 MB copy; 8 and 16 KB: a little
+ * slower than 4). With AVX2 on a 2-core AMD EPYC (both builds in one process, the first layer's
+ * output as input, as in the backbone): the second downsampling 3.58–3.67 → 3.36–3.41 ms, the
+ * first 4.68–4.83 → 4.64–4.66. */
+#define DOWN_PREFETCH_BYTES 4096
 static inline __attribute__((always_inline)) void down_pixels(const float *e, int64_t w, int64_t c, const float *wt,
                                                               int64_t co, const float *bias, float *out, int64_t y,
                                                               int64_t x0, int64_t v0, const int P, const int NVC) {
     __m256 acc[12][4];
+    if (DOWN_PREFETCH_BYTES > 0 && v0 == 0)
+        for (int ky = 0; ky < 2; ky++) {
+            const char *pf = (const char *)(e + ((2 * y + ky) * w + 2 * x0) * c) + DOWN_PREFETCH_BYTES;
+            for (int64_t o = 0; o < (int64_t)(2 * P * c * 4); o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
     acc_bias(acc, bias + 8 * v0, P, NVC);
     for (int ky = 0; ky < 2; ky++)
         for (int kx = 0; kx < 2; kx++)  /* pixel p reads from 2·p·c on */
@@ -1376,11 +1388,6 @@ static inline __attribute__((always_inline)) void down_pixels(const float *e, in
 
 #define DOWN_ROW(NVC, P) BY_PIXELS(down_pixels, w2, NVC, P, e, w, c, wt, co, bias, out, y)
 
-/* As in the blend, the hardware prefetchers alone leave this pass waiting on memory: asking for
- * each block's input rows 4 KB ahead took the live model's first downsampling at 720p from 4.2–4.5
- * to 3.6–3.8 ms on one thread (2-core Xeon, each run after a 256 MB copy; 8 and 16 KB: a little
- * slower than 4). */
-#define DOWN_PREFETCH_BYTES 4096
 /* The same with AVX-512: 16 outputs per vector, up to 24 accumulators (P × NVC ≤ 24 of the 32
  * registers), so twice the outputs per FMA and per broadcast. Each output lane sums the same
  * products in the same order as down_pixels: the same floats out (tests/test_engine.py). */
