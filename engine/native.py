@@ -208,6 +208,8 @@ def _load() -> None:
         lib.rcd_inp.restype = ctypes.c_int
         lib.rcd_res3x3.argtypes = [p, i64, i64, i64, p, p, ctypes.c_int]
         lib.rcd_res3x3.restype = ctypes.c_int
+        lib.rcd_join_res3x3.argtypes = [p, i64, i64, i64, p, p, p, i64, p, p, ctypes.c_int]
+        lib.rcd_join_res3x3.restype = ctypes.c_int
         lib.rcd_gram_cov.argtypes = [p, i64, i64, p, i64, ctypes.c_double, ctypes.c_double, p]
         lib.rcd_gram_cov.restype = ctypes.c_int
         lib.rcd_heads.argtypes = [ctypes.POINTER(_HeadsParams), p, p, ctypes.c_double, p, p]
@@ -458,17 +460,31 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(36, c, c).float().contiguous()
 
 
-def res3x3_(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int) -> torch.Tensor:
+def res3x3_(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int,
+            join: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """x ← x + conv2d(relu(x), weight, bias, padding=1), a pre-activation residual block, in place and in
     one pass by Winograd F(4×4, 3×3): x (1, c, h, w) float32 channels_last on the CPU, c a multiple
-    of 8; u = winograd_weights(weight). Returns x."""
+    of 8; u = winograd_weights(weight). join = (xc, weight, bias): x first becomes the skip join
+    nearest-×2(conv1×1(relu(xc))) + x (conv_up_add_relu's d), in the same pass (h, w even; xc
+    (1, ci, h/2, w/2) float32 channels_last). Returns x."""
     lib = library()
     assert lib is not None, why_not
     _, c, h, w = x.shape
     assert x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
     assert tuple(u.shape) == (36, c, c) and u.dtype == torch.float32 and u.is_contiguous(), "winograd_weights of a c → c convolution"
     b = bias.detach().float().contiguous()
-    rc = lib.rcd_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), threads)
+    if join is None:
+        rc = lib.rcd_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), threads)
+    else:
+        xc, jw, jb = join
+        ci = xc.shape[1]
+        assert xc.dtype == torch.float32 and xc.is_contiguous(memory_format=torch.channels_last)
+        assert tuple(xc.shape) == (1, ci, h // 2, w // 2), f"the coarser scale {tuple(xc.shape)} for x {tuple(x.shape)}"
+        assert tuple(jw.shape) == (c, ci, 1, 1) and tuple(jb.shape) == (c,), "a 1×1 convolution from xc's channels to x's"
+        wt = jw.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
+        jbias = jb.detach().float().contiguous()
+        rc = lib.rcd_join_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), xc.data_ptr(), ci, wt.data_ptr(),
+                                 jbias.data_ptr(), threads)
     if rc != 0:
         raise ValueError(f"native 3×3 residual block refused its arguments: x {tuple(x.shape)}")
     return x

@@ -810,6 +810,36 @@ def test_native_winograd_block_equals_the_residual_conv(c, h, w):
         native.res3x3_(odd, native.winograd_weights(torch.randn(5, 5, 3, 3)), torch.zeros(5), 1)
 
 
+# (c, ci, h, w): the shipped joins into blocks (live 1/2: 32 → 16; quality 1/4 and 1/2), bands of
+# tile rows whose halo rows fall on odd and even rows, frames of one and two tile rows
+JOIN_RES3_CASES = [(16, 32, 36, 64), (64, 96, 10, 18), (32, 64, 22, 30), (8, 16, 2, 4), (24, 8, 6, 10)]
+
+
+@pytest.mark.parametrize("c,ci,h,w", JOIN_RES3_CASES, ids=[f"{c}from{ci}-{h}x{w}" for c, ci, h, w in JOIN_RES3_CASES])
+def test_native_join_inside_the_winograd_block(c, ci, h, w):
+    """rcd_join_res3x3: the skip join (rcd_conv_up_add_relu's d = nearest-×2(conv1×1(relu(xc))) + x)
+    done row by row inside the block's pass gives the same floats as the join's own pass followed by
+    the block, on 1, 2 and 3 threads (each band joins its halo rows into its copies before any
+    thread writes: a band that read a neighbour's row unjoined, or joined twice, is off by u)."""
+    from engine import native
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    g = torch.Generator().manual_seed(c + ci + h + w)
+    e = torch.randn(1, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    xc = torch.randn(1, ci, h // 2, w // 2, generator=g).contiguous(memory_format=torch.channels_last)  # signed
+    jw, jb = torch.randn(c, ci, 1, 1, generator=g) / ci**0.5, torch.randn(c, generator=g)
+    weight, bias = torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5), torch.randn(c, generator=g)
+    u = native.winograd_weights(weight)
+    d, _, _ = native.conv_up_add_relu(xc, jw, jb, e.clone(), 1, relu=False, in_place=True)
+    want = native.res3x3_(d, u, bias, 1)
+    for threads in (1, 2, 3):
+        got = native.res3x3_(e.clone(), u, bias, threads, join=(xc, jw, jb))
+        assert torch.equal(got, want), (threads, float((got - want).abs().max()))
+    with pytest.raises(AssertionError):  # the coarser scale must be half the size
+        native.res3x3_(e.clone(), u, bias, 1, join=(e, jw, jb))
+
+
 DOWN_CASES = [(16, 32, 6, 14), (32, 40, 4, 26), (64, 96, 2, 2), (5, 8, 6, 10), (16, 24, 8, 30)]
 
 

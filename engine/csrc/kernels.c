@@ -1705,12 +1705,32 @@ static inline __attribute__((always_inline)) void wino_out(const float *m, float
     }
 }
 
+/* Row y of the skip join d = nearest-×2(u) + x, u = conv1×1 of the coarser scale (cv) computed a
+ * row at a time into urow (kept while *urow_y, the coarse row it holds, stays the same), written to
+ * out (x's own row for the join in place). */
+static void join_line(const float *x, int64_t w, int64_t c, const conv1_t *cv, float *urow, int64_t *urow_y,
+                      int64_t y, float *out) {
+    if (*urow_y != y / 2) {
+        conv1_row(cv->x + (y / 2) * (w / 2) * cv->ci, w / 2, cv->ci, cv->wt, cv->bias, c, urow);
+        *urow_y = y / 2;
+    }
+    const char *er = (const char *)(x + y * w * c);
+    if (isa_level >= 3) join_row_512_f32((const char *)urow, er, (char *)out, NULL, w, c, NULL);
+    else join_row((const char *)urow, er, (char *)out, NULL, w, c, NULL, 0);
+}
+
 /* In place: x ← x + bias + conv3×3(relu(x)). Each thread takes a band of tile rows; what a tile reads
  * that an earlier write has overwritten comes from copies made before the write: the row above its
  * tile row (prev: the previous tile row's last, or the band above's, copied before any thread writes),
- * the column left of its block (col), and the band below's first row (bottom, copied likewise). */
-int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, int threads) {
+ * the column left of its block (col), and the band below's first row (bottom, copied likewise).
+ * With cv, x first becomes the skip join nearest-×2(conv1×1(cv)) + x (rcd_conv_up_add_relu's, in
+ * place), row by row just ahead of the tile rows that read it, while the rows are in cache: the
+ * join's own pass over x, a read and a write of the frame-sized tensor, goes; the copies above are
+ * of joined rows, computed from x before any thread writes. */
+static int res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, int threads,
+                  const conv1_t *cv) {
     if (h < 1 || w < 1 || c < 8 || c % 8 || c > WINO_MAX_C) return 1;
+    if (cv && (h % 2 || w % 2 || c > UP_MAX_C || cv->ci < 1)) return 1;
     const int64_t th = (h + 3) / 4, tw = (w + 3) / 4;  /* tile rows, tiles per row */
     const int64_t n = threads < 1 ? 1 : (threads > th ? th : threads);
     const int64_t co = c, row = w * c;  /* co: the outputs, as BY_CHUNKS names them; row: floats per pixel row */
@@ -1722,15 +1742,28 @@ int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const 
         float *v = malloc(sizeof(float) * 36 * WINO_BLOCK * (size_t)c);
         float *m = malloc(sizeof(float) * 36 * WINO_BLOCK * (size_t)c);
         float *saved = malloc(sizeof(float) * (size_t)(3 * row + 4 * c));
-        const int ok = v && m && saved;
+        float *urow = cv ? malloc(sizeof(float) * (size_t)(w / 2 * c)) : NULL;  /* the join's current row of u */
+        int64_t urow_y = -1, joined = 4 * a;  /* the join: u's row in urow; this band's rows joined so far */
+        const int ok = v && m && saved && (!cv || urow);
         float *prev = saved, *next = saved + row, *bottom = saved + 2 * row, *col = saved + 3 * row;
         if (ok && a < b) {
-            if (a > 0) memcpy(prev, x + (4 * a - 1) * row, sizeof(float) * (size_t)row);
-            if (4 * b < h) memcpy(bottom, x + 4 * b * row, sizeof(float) * (size_t)row);
+            if (a > 0) {
+                if (cv) join_line(x, w, c, cv, urow, &urow_y, 4 * a - 1, prev);
+                else memcpy(prev, x + (4 * a - 1) * row, sizeof(float) * (size_t)row);
+            }
+            if (4 * b < h) {
+                if (cv) join_line(x, w, c, cv, urow, &urow_y, 4 * b, bottom);
+                else memcpy(bottom, x + 4 * b * row, sizeof(float) * (size_t)row);
+            }
         }
         failed |= !ok;
 #pragma omp barrier
         for (int64_t ty = a; ok && ty < b; ty++) {
+            if (cv) {  /* this band's rows up to the one below the tile row (the next tile row's first) */
+                int64_t upto = 4 * ty + 5 < 4 * b ? 4 * ty + 5 : 4 * b;
+                upto = upto < h ? upto : h;
+                for (; joined < upto; joined++) join_line(x, w, c, cv, urow, &urow_y, joined, x + joined * row);
+            }
             const float *rows[6];
             for (int i = 0; i < 6; i++) {
                 const int64_t r = 4 * ty - 1 + i;
@@ -1760,6 +1793,19 @@ int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const 
         free(v);
         free(m);
         free(saved);
+        free(urow);
     }
     return failed ? 2 : 0;
+}
+
+int rcd_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, int threads) {
+    return res3x3(x, h, w, c, u, bias, threads, NULL);
+}
+
+/* The skip join then the residual block, in one pass over x (res3x3 with cv): xc (h/2, w/2, ci) the
+ * coarser scale (read through a relu), wt (ci, c) and jbias (c) its 1×1 convolution. */
+int rcd_join_res3x3(float *x, int64_t h, int64_t w, int64_t c, const float *u, const float *bias, const float *xc,
+                    int64_t ci, const float *wt, const float *jbias, int threads) {
+    const conv1_t cv = {xc, wt, jbias, ci};
+    return res3x3(x, h, w, c, u, bias, threads, &cv);
 }
