@@ -16,17 +16,23 @@ a pass over a frame-sized tensor. Here
   next convolution reads, and at 1/4 scale the Σ|d| that AutoTune's pooled features need
   (engine/csrc/kernels.c, rcd_up_add_relu); in float32 the same pass computes u, the 1×1
   convolution of the coarser scale, a row at a time (rcd_conv_up_add_relu), where torch's 1×1
-  convolution ran as a separate matrix product writing u out;
+  convolution ran as a separate matrix product writing u out; where residual blocks follow the
+  join on the Winograd kernel, the join runs inside the first block's pass instead, row by row just
+  ahead of the rows it reads (rcd_join_res3x3: no pass of its own over the frame-sized e);
 - every downsampling conv2x2/2(relu(e)) is one native pass that applies the relu as it reads e
   (rcd_relu_down: oneDNN has no pre-ops, so torch wrote relu(e) out first);
 - the first layer reads the uint8 frame, padding included (rcd_inp), where torch needed a padded
   float copy of the frame;
 - the features come back contiguous; the caller copies them into X while it fills X's other
-  columns (native.fill), a pass it makes anyway.
+  columns (native.fill), a pass it makes anyway;
+- in float32 the scale tensors e1, e2 and e3 live in buffers of the calling thread's, made once per
+  frame size (_scratch): no frame-sized tensor is allocated per frame.
 
 Together, alternating frames with the plain forward in one process: 32 against 46 ms per 720p
 frame for the live backbone, 70 against 101 at 1080p (session 21's machine, before the Winograd
-blocks; those took it from 30.0 to 23.5 ms at 720p on two threads of a 2-core AVX2 CPU, session 26).
+blocks; those took it from 30.0 to 23.5 ms at 720p on two threads of a 2-core AVX2 CPU, session 26;
+the buffers and the join inside the block from 39.9 to 36.4 ms on one thread, as each of the
+player's two lanes runs it, and from 23.2 to 22.5 on two, session 27).
 
 In bfloat16 (CPUs where oneDNN runs it natively: AVX-512-BF16 or AMX) the convolutions are oneDNN's
 in bfloat16, the first layer and the downsamplings included (the native ones are float32 only), the
@@ -67,8 +73,9 @@ _bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDi
 _winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 # Each thread's float32 buffers for the pass's scale tensors (e1, e2, e3), made once per frame size
 # and reused (_scratch). Made fresh for every frame, they were most of the player's page faults
-# (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes), where
-# glibc handed the freed blocks back in an order that left a hole too small for the next one.
+# (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes, 94 % of
+# them in these three tensors and relu(e3)): glibc's freed blocks did not always fit the next
+# frame's tensors (inferred from the fault counts, not traced).
 _scratch_bufs = threading.local()
 
 
