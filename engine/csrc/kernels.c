@@ -914,7 +914,9 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
  * Then each line of X is built whole in a buffer of the thread's, its statistics taken there, and
  * streamed to X with non-temporal stores, which skip reading X's lines in before writing them
  * (alternating with the plain stores in one process, 720p, the live model's 16 features, caches
- * flushed before each call: 9.66 → 9.45 ms on one thread, 5.73 → 5.40 on two, 2-core AMD EPYC).
+ * flushed before each call, 2-core AMD EPYC: 9.66 → 9.45 ms on one thread and 5.73 → 5.40 on two
+ * in one sitting, 9.24 → 9.17 and 5.22 → 5.33 in another: a few percent at most, as the stores
+ * overlap with the statistics either way).
  * For every half-pixel of the padded frame (hp/2 × wp/2): x[c1] = 1 and x[c1 + 1 ..] = its 2×2
  * pixels as floats (dy = 0, 1 of (dx, RGB)), the frame replicate-padded past its last row and
  * column, as engine/denoiser.py pads the backbone's input. In the same pass, the histogram of
