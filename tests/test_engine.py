@@ -48,7 +48,7 @@ def models() -> dict[str, RCDNet]:
 
 
 # The product's checks run on every device the machine has: CUDA (float16 backbone, bases kept on
-# the GPU) only where torch sees one -- never in CI; `scripts/gpu_check.sh` runs them on a GPU.
+# the GPU) only where torch sees one -- never in CI; `scripts/gpu_session.sh` runs them on a GPU.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
