@@ -73,8 +73,8 @@ _bf16_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDi
 _winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 # Each thread's float32 buffers for the pass's scale tensors (e1, e2, e3), made once per frame size
 # and reused (_scratch). Made fresh for every frame, they were most of the player's page faults
-# (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes, 94 % of
-# them in these three tensors and relu(e3)): glibc's freed blocks did not always fit the next
+# (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes, nearly
+# all of them, by perf's page-fault samples, in these three tensors and relu(e3)): glibc's freed blocks did not always fit the next
 # frame's tensors (inferred from the fault counts, not traced).
 _scratch_bufs = threading.local()
 
