@@ -74,8 +74,8 @@ _winograd_weights: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakK
 # Each thread's float32 buffers for the pass's scale tensors (e1, e2, e3), made once per frame size
 # and reused (_scratch). Made fresh for every frame, they were most of the player's page faults
 # (a fresh 4 KB page costs about 4 µs in a KVM guest: ~530 a frame at 720p with two lanes, nearly
-# all of them, by perf's page-fault samples, in these three tensors and relu(e3)): glibc's freed blocks did not always fit the next
-# frame's tensors (inferred from the fault counts, not traced).
+# all of them, by perf's page-fault samples, in these three tensors and relu(e3)): glibc's freed
+# blocks did not always fit the next frame's tensors (inferred from the fault counts, not traced).
 _scratch_bufs = threading.local()
 
 
@@ -286,7 +286,7 @@ def features(bb: Backbone, rgb: np.ndarray, hp: int, wp: int, dtype: torch.dtype
     # on oneDNN.
     fp32, blocks = dtype == torch.float32, len(bb.dec2) > 0
     if blocks and wino:
-        d2, r2 = _join_into_blocks(bb.up2, e3, e2, bb.dec2, threads), None
+        d2 = _join_into_blocks(bb.up2, e3, e2, bb.dec2, threads)
     else:
         d2, r2, s2 = _up_join(bb.up2, e3, e2, threads, abs_sum=not blocks,
                               relu=(blocks and not wino) or not fp32)

@@ -370,6 +370,12 @@ def up_add_relu(u: torch.Tensor, e: torch.Tensor, threads: int, abs_sum: bool = 
     return d, r, sums
 
 
+def _conv1x1_weights(weight: torch.Tensor, bias: torch.Tensor, ci: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1×1 convolution from ci to c channels as the kernels' conv1_t takes it: weight (ci, c), bias (c)."""
+    assert tuple(weight.shape) == (c, ci, 1, 1) and tuple(bias.shape) == (c,), f"a 1×1 convolution from {ci} to {c} channels"
+    return weight.detach().float().reshape(c, ci).t().contiguous(), bias.detach().float().contiguous()
+
+
 def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e: torch.Tensor, threads: int,
                      abs_sum: bool = False, relu: bool = True,
                      in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -382,11 +388,9 @@ def conv_up_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     assert x.dtype == e.dtype == torch.float32, f"x {x.dtype}, e {e.dtype}"
     _, c, h, w = e.shape
     ci = x.shape[1]
-    assert tuple(weight.shape) == (c, ci, 1, 1) and tuple(bias.shape) == (c,), "a 1×1 convolution from x's channels to e's"
     assert c % 8 == 0, f"{c} output channels: the kernel writes whole vectors of 8"
+    wt, b = _conv1x1_weights(weight, bias, ci, c)
     d, r, sums = _join_outputs(x, e, abs_sum, relu, in_place)
-    wt = weight.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
-    b = bias.detach().float().contiguous()
     rc = lib.rcd_conv_up_add_relu(x.data_ptr(), ci, wt.data_ptr(), b.data_ptr(), e.data_ptr(), d.data_ptr(),
                                   None if r is None else r.data_ptr(),
                                   h, w, c, None if sums is None else sums.data_ptr(), threads)
@@ -480,9 +484,7 @@ def res3x3_(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, threads: int,
         ci = xc.shape[1]
         assert xc.dtype == torch.float32 and xc.is_contiguous(memory_format=torch.channels_last)
         assert tuple(xc.shape) == (1, ci, h // 2, w // 2), f"the coarser scale {tuple(xc.shape)} for x {tuple(x.shape)}"
-        assert tuple(jw.shape) == (c, ci, 1, 1) and tuple(jb.shape) == (c,), "a 1×1 convolution from xc's channels to x's"
-        wt = jw.detach().float().reshape(c, ci).t().contiguous()  # (ci, c)
-        jbias = jb.detach().float().contiguous()
+        wt, jbias = _conv1x1_weights(jw, jb, ci, c)
         rc = lib.rcd_join_res3x3(x.data_ptr(), h, w, c, u.data_ptr(), b.data_ptr(), xc.data_ptr(), ci, wt.data_ptr(),
                                  jbias.data_ptr(), threads)
     if rc != 0:

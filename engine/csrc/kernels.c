@@ -1318,6 +1318,23 @@ static void conv1_row(const float *in, int64_t wl, int64_t ci, const float *wt, 
 
 /* u, or with cv (float32 only, c a multiple of 8) the 1×1 convolution that makes u, row by row;
  * r NULL: relu(d) not written (its reader applies the relu itself). */
+/* Row y/2 of u = conv1×1(cv) into urow, unless urow holds it already (*urow_y, the row it holds). */
+static const char *conv1_u_row(const conv1_t *cv, int64_t w, int64_t c, float *urow, int64_t *urow_y, int64_t y) {
+    if (*urow_y != y / 2) {
+        conv1_row(cv->x + (y / 2) * (w / 2) * cv->ci, w / 2, cv->ci, cv->wt, cv->bias, c, urow);
+        *urow_y = y / 2;
+    }
+    return (const char *)urow;
+}
+
+/* join_row with the vector width the kernels run (rcd_set_isa). */
+static void join_row_isa(const char *ur, const char *er, char *dr, char *rr, int64_t w, int64_t c, float *row_sum,
+                         int bf16) {
+    if (isa_level >= 3 && bf16) join_row_512_bf16(ur, er, dr, rr, w, c, row_sum);
+    else if (isa_level >= 3) join_row_512_f32(ur, er, dr, rr, w, c, row_sum);
+    else join_row(ur, er, dr, rr, w, c, row_sum, bf16);
+}
+
 static inline __attribute__((always_inline)) int up_add_relu(const void *u, const conv1_t *cv, const void *e, void *d,
                                                              void *r, int64_t h, int64_t w, int64_t c,
                                                              double *abs_sum, int threads, const int bf16) {
@@ -1339,20 +1356,11 @@ static inline __attribute__((always_inline)) int up_add_relu(const void *u, cons
         for (int64_t y = h * t / nb; y < h * (t + 1) / nb; y++) {
             float row_sum[UP_MAX_C];  /* float32 over one row (at most a few thousand values), float64 across rows */
             if (abs_sum) memset(row_sum, 0, sizeof(float) * c);
-            const char *ur = (const char *)u + (y / 2) * (w / 2) * c * size;
-            if (cv) {
-                if (urow_y != y / 2)
-                    conv1_row(cv->x + (y / 2) * (w / 2) * cv->ci, w / 2, cv->ci, cv->wt, cv->bias, c, urow);
-                urow_y = y / 2;
-                ur = (const char *)urow;
-            }
+            const char *ur = cv ? conv1_u_row(cv, w, c, urow, &urow_y, y)
+                                : (const char *)u + (y / 2) * (w / 2) * c * size;
             const int64_t o = y * w * c * size;
-            const char *er = (const char *)e + o;
             char *dr = (char *)d + o, *rr = r ? (char *)r + o : NULL;
-            float *sums = abs_sum ? row_sum : NULL;
-            if (isa_level >= 3 && bf16) join_row_512_bf16(ur, er, dr, rr, w, c, sums);
-            else if (isa_level >= 3) join_row_512_f32(ur, er, dr, rr, w, c, sums);
-            else join_row(ur, er, dr, rr, w, c, sums, bf16);
+            join_row_isa(ur, (const char *)e + o, dr, rr, w, c, abs_sum ? row_sum : NULL, bf16);
             if (abs_sum)
                 for (int64_t i = 0; i < c; i++) part[t * c + i] += row_sum[i];
         }
@@ -1408,15 +1416,22 @@ int rcd_up_add_relu_bf16(const uint16_t *u, const uint16_t *e, uint16_t *d, uint
  * output as input, as in the backbone): the second downsampling 3.58–3.67 → 3.36–3.41 ms, the
  * first 4.68–4.83 → 4.64–4.66. */
 #define DOWN_PREFETCH_BYTES 4096
+
+/* Output pixels x0 .. x0 + P of row y read input rows 2·y and 2·y + 1 from column 2·x0: ask for
+ * them DOWN_PREFETCH_BYTES ahead. */
+static inline __attribute__((always_inline)) void down_prefetch(const float *e, int64_t w, int64_t c, int64_t y,
+                                                                int64_t x0, const int P) {
+    for (int ky = 0; ky < 2; ky++) {
+        const char *pf = (const char *)(e + ((2 * y + ky) * w + 2 * x0) * c) + DOWN_PREFETCH_BYTES;
+        for (int64_t o = 0; o < (int64_t)(2 * P * c * 4); o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+    }
+}
+
 static inline __attribute__((always_inline)) void down_pixels(const float *e, int64_t w, int64_t c, const float *wt,
                                                               int64_t co, const float *bias, float *out, int64_t y,
                                                               int64_t x0, int64_t v0, const int P, const int NVC) {
     __m256 acc[12][4];
-    if (DOWN_PREFETCH_BYTES > 0 && v0 == 0)
-        for (int ky = 0; ky < 2; ky++) {
-            const char *pf = (const char *)(e + ((2 * y + ky) * w + 2 * x0) * c) + DOWN_PREFETCH_BYTES;
-            for (int64_t o = 0; o < (int64_t)(2 * P * c * 4); o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-        }
+    if (v0 == 0) down_prefetch(e, w, c, y, x0, P);
     acc_bias(acc, bias + 8 * v0, P, NVC);
     for (int ky = 0; ky < 2; ky++)
         for (int kx = 0; kx < 2; kx++)  /* pixel p reads from 2·p·c on */
@@ -1437,11 +1452,7 @@ static inline AVX512 __attribute__((always_inline)) void down_pixels_512(const f
                                                                          const int NVC) {
     const __m512 zero = _mm512_setzero_ps();
     __m512 acc[24][2];
-    if (DOWN_PREFETCH_BYTES > 0 && v0 == 0)
-        for (int ky = 0; ky < 2; ky++) {
-            const char *pf = (const char *)(e + ((2 * y + ky) * w + 2 * x0) * c) + DOWN_PREFETCH_BYTES;
-            for (int64_t o = 0; o < (int64_t)(2 * P * c * 4); o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-        }
+    if (v0 == 0) down_prefetch(e, w, c, y, x0, P);
 #pragma GCC unroll 24
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 2
@@ -1749,13 +1760,8 @@ static inline __attribute__((always_inline)) void wino_out(const float *m, float
  * out (x's own row for the join in place). */
 static void join_line(const float *x, int64_t w, int64_t c, const conv1_t *cv, float *urow, int64_t *urow_y,
                       int64_t y, float *out) {
-    if (*urow_y != y / 2) {
-        conv1_row(cv->x + (y / 2) * (w / 2) * cv->ci, w / 2, cv->ci, cv->wt, cv->bias, c, urow);
-        *urow_y = y / 2;
-    }
-    const char *er = (const char *)(x + y * w * c);
-    if (isa_level >= 3) join_row_512_f32((const char *)urow, er, (char *)out, NULL, w, c, NULL);
-    else join_row((const char *)urow, er, (char *)out, NULL, w, c, NULL, 0);
+    join_row_isa(conv1_u_row(cv, w, c, urow, urow_y, y), (const char *)(x + y * w * c), (char *)out, NULL, w, c,
+                 NULL, 0);
 }
 
 /* In place: x ← x + bias + conv3×3(relu(x)). Each thread takes a band of tile rows; what a tile reads
