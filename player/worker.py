@@ -57,6 +57,7 @@ AUTO_WATCH_FRAMES = 60
 # lane took 92–167 ms, then 45–100 (fresh pages at 4 µs each in that VM while the heap grows), and
 # with three left out two runs of two went to the cache at 15–18 fps where live mode played 28–30.
 AUTO_WARMUP_FRAMES = 6
+WARM_UP_GATE_S = 5.0  # how long a lane's warm-up waits for the others (only a stuck pool waits that long)
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # A demo size must be denoised and blended within this share of a frame interval (see DEMO_SIZES).
 # Live mode shows this share of the frames (live model, 640×360 demo, 2-core CPU, backbone ÷
@@ -266,6 +267,7 @@ class BackboneWorker(threading.Thread):
         # plays on from it. Discarding such frames while paused let the decoder run on to the end of
         # the file, so clearing the loop ended playback at the old loop end.
         self._held: VideoFrame | None = None
+        self._warm_shape: tuple | None = None  # the frame shape the lanes are warmed up for (_warm_up)
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -398,8 +400,30 @@ class BackboneWorker(threading.Thread):
             self._decide_mode(looped=True)
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
-            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, self.noise(frame.rgb))))
+            noise = self.noise(frame.rgb)
+            if frame.rgb.shape != self._warm_shape and self.requested_mode != "cache":
+                self._warm_up(frame.rgb, noise, lanes)
+            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, noise)))
         return True
+
+    def _warm_up(self, rgb: np.ndarray, noise: str, lanes: ThreadPoolExecutor) -> None:
+        """One untimed inference of the first frame of a size on every lane at once, before the
+        frame's own: each lane's first pass makes its buffers and kernels (about twice a later
+        pass), and counted in the lanes' times it made the early-drop prediction drop the first
+        frames that would have been shown on time (01_dog.mp4, live model, 2-core CPU: 3–6 in the
+        first 0.5 s of every run). The clock waits for the first frames meanwhile."""
+        self._warm_shape = rgb.shape
+        gate = threading.Barrier(self.lanes, timeout=WARM_UP_GATE_S)  # a job each: no lane takes two
+
+        def warm() -> None:
+            try:
+                gate.wait()
+            except threading.BrokenBarrierError:
+                pass
+            self.denoiser.infer(rgb, noise)
+
+        for job in [lanes.submit(warm) for _ in range(self.lanes)]:
+            job.result()
 
     def _hand_on(self, job: _Job) -> None:
         """The oldest job, once done (waits up to 0.1 s for it), to the compositor in decode order."""
