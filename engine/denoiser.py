@@ -121,7 +121,11 @@ LUMA_NOISE_SIGMA_MIN = 3.5
 # The 2×2 blocks read: every 8th in each direction from 640×360 up (14 k at 720p: 0.6 ms on one
 # core, where every 4th took 3), every one below.
 LUMA_NOISE_GRID, LUMA_NOISE_GRID_FROM = 8, 640 * 360
-LUMA_FROM_RGB = np.array(MONO_WEIGHTS, np.float32)  # the luma the monochrome backbone was trained on
+# The luma the monochrome backbone reads (MONO_WEIGHTS, what it was trained on) in 16-bit fixed point:
+# the weights × 2¹⁶, rounded so that they sum to 2¹⁶ (white stays 255). Exact in integers, so the
+# native kernel (rcd_luma) and NumPy give the same bytes; within one 8-bit step of the float formula
+# (one step apart on 0.03 % of CSet14's pixels, 0.05 % of uniform random ones).
+LUMA_FIXED = (19595, 38470, 7471)
 
 
 def noise_estimates(rgb: np.ndarray) -> tuple[float, float]:
@@ -185,11 +189,19 @@ class NoiseChoice:
         return "luma" if self.luma else "rgb"
 
 
-def luma_frame(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) with R = G = B = the frame's BT.601 luma, rounded: what the monochrome backbone reads."""
-    y = rgb.reshape(-1, 3).astype(np.float32) @ LUMA_FROM_RGB  # (H·W,)
-    y = np.clip(np.rint(y), 0, 255).astype(np.uint8).reshape(rgb.shape[:2])
-    return np.ascontiguousarray(np.repeat(y[..., None], 3, axis=2))
+def luma_frame(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) with R = G = B = the frame's BT.601 luma (LUMA_FIXED), into `out` where given
+    (uint8, rgb's shape, C-contiguous): what the monochrome backbone reads."""
+    out = np.empty(rgb.shape, np.uint8) if out is None else out
+    if rgb.flags.c_contiguous and native.library() is not None:
+        return native.luma(rgb, out)
+    y = rgb[..., 0].astype(np.uint32) * LUMA_FIXED[0]  # (H, W)
+    y += rgb[..., 1].astype(np.uint32) * LUMA_FIXED[1]
+    y += rgb[..., 2].astype(np.uint32) * LUMA_FIXED[2]
+    y += 1 << 15
+    y >>= 16
+    out[...] = y[..., None]
+    return out
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -396,8 +408,8 @@ class Denoiser:
         mono = self.cfg.mono and is_mono_frame(rgb)
         luma = self.cfg.mono and not mono and (noise == "luma" or (noise == "auto" and luma_noise(rgb)))
         colour = rgb
-        if luma:  # everything below reads the luma frame; X's noisy columns get the colour frame at the end
-            rgb = luma_frame(rgb)
+        if luma:  # everything below reads the luma frame; X's noisy columns get the colour frame (the fill, or at the end)
+            rgb = luma_frame(rgb, out=self._thread_frame("luma", rgb.shape))
         backbone = self.model.backbone_mono if mono or luma else self.model.backbone
         fused_pass = self.fused_backbone and self.native_stats  # reads the uint8 frame itself
         frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
@@ -418,10 +430,13 @@ class Denoiser:
             torch.cuda.synchronize()
         backbone_ms = (time.perf_counter() - t0) * 1000.0  # the network's pass; what follows is bookkeeping
         gram = None  # the statistics, where the fill computes them on its way (even sizes)
+        colour_in_x = False  # X's noisy columns already hold the colour frame (the luma path)
         if self.native_stats:  # [1 | noisy] from the uint8 frame, the noise estimate and the statistics, one pass
+            even = h % 2 == 0 and w % 2 == 0
+            colour_in_x = luma and even  # (odd sizes: the statistics are read off X below, so X holds the luma till then)
             detail, gram = native.fill(x, self.c1, rgb, hp, wp, noise_grid_step(h, w), torch.get_num_threads(),
-                                       d=d1, gram=h % 2 == 0 and w % 2 == 0,
-                                       head=self._raw_from_x_np if self.native_algebra else None)
+                                       d=d1, gram=even, head=self._raw_from_x_np if self.native_algebra else None,
+                                       store=colour if colour_in_x else None)
             sigma = float(np.float32(sigma_from_detail_histogram(detail)))  # 8-bit units, float32 as the torch path's
         else:
             self._copy_noisy(x, frame, hp, wp)
@@ -433,7 +448,7 @@ class Denoiser:
         # Router, ND and AutoTune: ~150 operations on L×L matrices (engine/heads_np.py)
         t, auto = self._heads(cov, feats[0].float().cpu().numpy(), sigma)
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
-        if luma:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
+        if luma and not colour_in_x:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
             self._fill_noisy(x, colour, h, w, hp, wp)
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
                      sigma_est=sigma, backbone_ms=backbone_ms, mono=mono, luma=luma,
@@ -481,6 +496,16 @@ class Denoiser:
         noisy = x[:, self.c1 + 1 :].view(h2, w2, 2, 6)  # sub-pixel rows dy = 0, 1 of (dx, RGB)
         for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
             noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
+
+    def _thread_frame(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """This thread's uint8 buffer `name` of `shape`, made once per shape: a frame-sized array made
+        anew every frame is fresh pages, each a fault."""
+        bufs = self._local.__dict__.setdefault(name, {})
+        buf = bufs.get(shape)
+        if buf is None:
+            bufs.clear()
+            buf = bufs[shape] = np.empty(shape, np.uint8)
+        return buf
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""

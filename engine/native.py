@@ -193,7 +193,7 @@ def _load() -> None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
         lib.rcd_blend_f16.restype = ctypes.c_int
-        lib.rcd_fill.argtypes = [p, i64, i64, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, i64, p, p,
+        lib.rcd_fill.argtypes = [p, i64, i64, p, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, i64, p, p,
                                  ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
         lib.rcd_up_add_relu.argtypes = [p, p, p, p, i64, i64, i64, p, ctypes.c_int]
@@ -216,6 +216,8 @@ def _load() -> None:
         lib.rcd_heads.restype = ctypes.c_int
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
+        lib.rcd_luma.argtypes = [p, i64, p]
+        lib.rcd_luma.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
         lib.rcd_set_isa.restype = ctypes.c_int
         avx512, amx = (os.environ.get(name, "1") != "0" for name in (ENV_AVX512, ENV_AMX))
@@ -282,6 +284,17 @@ def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def luma(rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out ← the luma frame of rgb (both uint8 (H, W, 3), C-contiguous): R = G = B = BT.601 luma in
+    16-bit fixed point (engine/denoiser.py, luma_frame, whose NumPy path gives the same bytes)."""
+    lib = library()
+    assert lib is not None, why_not
+    assert rgb.dtype == out.dtype == np.uint8 and rgb.shape == out.shape and rgb.ndim == 3 and rgb.shape[2] == 3
+    assert rgb.flags.c_contiguous and out.flags.c_contiguous
+    lib.rcd_luma(rgb.ctypes.data, rgb.shape[0] * rgb.shape[1], out.ctypes.data)
+    return out
+
+
 class Gram(NamedTuple):
     """A frame's statistics, float64 over its half-pixels (padding excluded): [d | 1]ᵀ·X (c1 + 1, k)
     and Σ X² per column (k,)."""
@@ -294,7 +307,7 @@ class Gram(NamedTuple):
 
 def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int, threads: int,
          d: torch.Tensor | None = None, gram: bool = False,
-         head: np.ndarray | None = None) -> tuple[np.ndarray, Gram | None]:
+         head: np.ndarray | None = None, store: np.ndarray | None = None) -> tuple[np.ndarray, Gram | None]:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
     padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
     over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
@@ -304,13 +317,17 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     column (the kernel sums rather than multiplies there). With d, the features (1, c1, hp/2, wp/2)
     channels_last, float32 or bfloat16, X's first c1 columns are copied from it in the same pass.
     With gram and head (12, L, c1 + 1) float64 C-contiguous, also `gram_cov`'s covariance of the
-    frame, in the same call (Gram.cov)."""
+    frame, in the same call (Gram.cov). With store (uint8, rgb's shape, C-contiguous), X's noisy
+    columns end up holding store's pixels instead, each row rewritten after its statistics: the
+    histogram and the statistics stay rgb's."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
     assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
     h, w = rgb.shape[:2]
     assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    if store is not None:
+        assert store.dtype == np.uint8 and store.flags.c_contiguous and store.shape == rgb.shape
     if d is not None:
         assert tuple(d.shape) == (1, c1, hp // 2, wp // 2) and d.dtype in (torch.float32, torch.bfloat16)
         assert d.device.type == "cpu"
@@ -325,7 +342,8 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
         if head is not None:
             assert head.dtype == np.float64 and head.flags.c_contiguous and head.shape[::2] == (12, c1 + 1)
             cov = np.empty((head.shape[1] + 1, head.shape[1] + 1))
-    rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, h, w, hp, wp, step, hist.ctypes.data,
+    rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, None if store is None else store.ctypes.data,
+                      h, w, hp, wp, step, hist.ctypes.data,
                       None if d is None else d.data_ptr(), d is not None and d.dtype == torch.bfloat16,
                       None if g is None else g.data_ptr(), None if sq is None else sq.data_ptr(),
                       None if cov is None else head.ctypes.data, 0 if cov is None else head.shape[1],

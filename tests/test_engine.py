@@ -678,6 +678,16 @@ def test_native_fill_statistics_equal_float64_products_on_any_thread_count(c1, h
             assert stats.seconds > 0.0
             hist_only, none = native.fill(x, c1, rgb, hp, wp, 2, threads, d=None if with_d is None else feats)
             assert none is None and np.array_equal(hist_only, hist)
+            # store: X keeps another frame's pixels (the luma path's colour frame), the rest is rgb's
+            other = np.ascontiguousarray(255 - rgb[:, ::-1])
+            xs = torch.full_like(x, float("nan"))
+            if with_d is None:
+                xs[:, :c1] = x[:, :c1]
+            hist_s, stats_s = native.fill(xs, c1, rgb, hp, wp, 2, threads, d=None if with_d is None else feats,
+                                          gram=True, store=other)
+            assert np.array_equal(hist_s, hist) and torch.equal(stats_s.g, stats.g) and torch.equal(stats_s.sq, stats.sq)
+            native.fill(x, c1, other, hp, wp, 2, threads)  # X's [1 | noisy] from `other`, its features kept
+            assert torch.equal(xs, x), (threads, with_d)
 
 
 FILL_SIZES = [(1, 1), (2, 2), (3, 5), (7, 1), (17, 33), (64, 96), (260, 270), (301, 257)]
@@ -1790,6 +1800,24 @@ def test_a_clip_at_the_luma_threshold_keeps_one_backbone():
     assert not luma_noise(tinted) and luma_noise(tinted, before=True)
 
 
+def test_the_luma_frame_is_the_same_bytes_natively_and_in_numpy(monkeypatch):
+    """luma_frame: the native kernel and NumPy (where it is not built) give the same bytes, into the
+    buffer given; black, white and the primaries land where BT.601 puts them."""
+    from engine import native
+    from engine.denoiser import luma_frame
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgb[0, :5] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    out = np.full_like(rgb, 7)
+    fast = luma_frame(rgb, out=out)
+    assert fast is out
+    monkeypatch.setattr(native, "library", lambda: None)
+    assert np.array_equal(luma_frame(rgb), fast)
+    assert fast[0, :5, 0].tolist() == [0, 255, 76, 150, 29]
+
+
 @pytest.mark.parametrize("size", [(40, 58), (33, 47)], ids=["even", "odd"])  # odd: the statistics from the maps
 def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_the_colour_frame(size):
     """Denoiser.infer(noise="luma"): the monochrome backbone on the frame's luma (R = G = B = Y) —
@@ -1800,14 +1828,19 @@ def test_the_luma_path_denoises_the_luma_with_the_mono_backbone_and_blends_onto_
 
     torch.manual_seed(22)
     model = RCDNet(dataclasses.replace(PRESETS["live"], mono=True)).eval()
+    with torch.no_grad():  # (zero at initialisation) so that AutoTune reads the noisy frame's statistics
+        for fc in (model.router.fc, model.autotune.fc):
+            fc.weight.normal_(0.0, 0.1)
     den = Denoiser(copy.deepcopy(model), "cpu", precision="fp32")
     rng = np.random.default_rng(6)
     clean = smooth_colour(*size)  # padded columns in either case
     noisy = _noisy(clean, rng.normal(0, 20.0, clean.shape[:2])[..., None])
     grey = luma_frame(noisy)
-    assert grey.shape == noisy.shape and np.array_equal(grey[..., 0], grey[..., 2])
-    want_y = np.clip(np.rint(noisy.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)), 0, 255)
-    assert np.array_equal(grey[..., 1], want_y.astype(np.uint8))
+    assert grey.shape == noisy.shape and np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    r, g, b_ = (noisy[..., c].astype(np.int64) for c in range(3))
+    assert np.array_equal(grey[..., 0], (19595 * r + 38470 * g + 7471 * b_ + 32768) >> 16)  # BT.601, 16-bit fixed point
+    float_y = np.rint(noisy.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    assert np.abs(grey[..., 0] - float_y).max() <= 1 and np.mean(grey[..., 0] != float_y) < 0.02
     b, ref = den.infer(noisy, noise="luma"), den.infer(grey)
     assert b.luma and not b.mono and ref.mono and not ref.luma
     c1 = den.c1

@@ -5,7 +5,8 @@
  * - rcd_fill: X's [1 | noisy] columns from the uint8 frame, the noise estimate's histogram and,
  *   on each line of X as soon as it is written, [d | 1]ᵀ·X and per-column sums of squares (what
  *   ND and AutoTune need);
- * - rcd_blend: the uint8 frame from X and a blend's weights.
+ * - rcd_blend: the uint8 frame from X and a blend's weights;
+ * - rcd_luma: the luma frame (R = G = B = BT.601 luma) of a uint8 frame.
  * And passes of the backbone itself (engine/fused.py):
  * - rcd_up_add_relu: a U-Net skip join, d = nearest-×2(u) + e, with relu(d) and Σ|d| per channel
  *   (rcd_up_add_relu_bf16: the same on bfloat16 tensors; rcd_conv_up_add_relu: the same with the
@@ -967,6 +968,10 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
  * cold after the fill: 0.12–0.14 ms a frame, a tenth of what ND and AutoTune may take at 540p);
  * and the seconds spent on them into *gram_s (may be NULL): the slowest band's, plus the sum of
  * the bands and the covariance.
+ * With rgb_x (not NULL, the same size as rgb), X's noisy columns end up holding rgb_x's pixels
+ * instead, each row rewritten after its statistics: the luma path's statistics are its luma
+ * frame's, its blend's base the colour frame (engine/denoiser.py), and a second fill of the colour
+ * frame was a pass over X of its own (3.5–3.9 ms at 720p on one thread).
  */
 /* dst[0..n) = src[0..n) (src 32-byte aligned) with non-temporal stores where dst is 4-byte aligned:
  * the lines of X go to memory without first being read in (a plain store reads each line before it
@@ -989,9 +994,48 @@ static inline void fill_scalar(float *row, int64_t c1, const uint8_t *rgb, int64
         }
 }
 
-int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
-             int64_t step, int64_t *hist, const void *d, int d_bf16, double *g, double *sq, const double *head,
-             int64_t l, double *cov, double *gram_s, int threads) {
+/* ---- the luma frame the monochrome backbone reads in a colour frame with luma noise ------------
+ *
+ * out (n pixels of R, G, B) ← R = G = B = (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16: BT.601 luma in
+ * 16-bit fixed point, exact in integers, so NumPy gives the same bytes where this library is not
+ * built (engine/denoiser.py, luma_frame, LUMA_FIXED). In NumPy's float32 it took 4.8–7.7 ms at 720p
+ * on one core (0.8 here) and made 26 MB of temporaries a frame, each page of them a fault: with two
+ * lanes in the player (05_default_juggle.mp4, 720p, the live model's luma path, 2-core AMD EPYC) the
+ * backbone's p50 was 94 ms against 51 ms for the same frames' colour path, and `auto` sent the clip
+ * to the render cache at 11 fps; with this and the fill's rgb_x, 51 ms and live at 24 fps, no drops. */
+int rcd_luma(const uint8_t *rgb, int64_t n, uint8_t *out) {
+    if (n < 0) return 1;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t y = (uint8_t)((19595u * rgb[3 * i] + 38470u * rgb[3 * i + 1] + 7471u * rgb[3 * i + 2] + 32768u) >> 16);
+        out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = y;
+    }
+    return 0;
+}
+
+/* Half-pixel row y2's [1 | noisy] columns (xr: the row, k floats a half-pixel) from the uint8 frame
+ * rgb; x_fast: the half-pixels read 8 bytes at a time (see rcd_fill). */
+static inline void fill_noisy_row(float *xr, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int64_t w,
+                                  int64_t wp2, int64_t y2, int64_t x_fast) {
+    const uint8_t *r0 = rgb + (2 * y2) * w * 3, *r1 = r0 + w * 3;
+    int64_t x2 = 0;
+    if (2 * y2 + 1 < h) {
+        const __m128i keep6 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        for (; x2 < x_fast; x2++) {
+            float *row = xr + x2 * k;
+            const __m128i a = _mm_loadl_epi64((const __m128i *)(r0 + 6 * x2));
+            const __m128i b = _mm_loadl_epi64((const __m128i *)(r1 + 6 * x2));
+            const __m128i v = _mm_or_si128(_mm_and_si128(a, keep6), _mm_slli_si128(b, 6));
+            row[c1] = 1.0f;
+            _mm256_storeu_ps(row + c1 + 1, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)));
+            _mm_storeu_ps(row + c1 + 9, _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(v, 8))));
+        }
+    }
+    for (; x2 < wp2; x2++) fill_scalar(xr + x2 * k, c1, rgb, h, w, y2, x2);
+}
+
+int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, const uint8_t *rgb_x, int64_t h, int64_t w,
+             int64_t hp, int64_t wp, int64_t step, int64_t *hist, const void *d, int d_bf16, double *g, double *sq,
+             const double *head, int64_t l, double *cov, double *gram_s, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
     if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
@@ -1049,22 +1093,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
                     for (int64_t x2 = 0; x2 < wp2; x2++) memcpy(xr + x2 * k, dr + x2 * c1, sizeof(float) * c1);
                 }
             }
-            const int inside = 2 * y2 + 1 < h;
+            fill_noisy_row(xr, k, c1, rgb, h, w, wp2, y2, x_fast);
             const uint8_t *r0 = rgb + (2 * y2) * w * 3, *r1 = r0 + w * 3;
-            int64_t x2 = 0;
-            if (inside) {
-                const __m128i keep6 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-                for (; x2 < x_fast; x2++) {
-                    float *row = xr + x2 * k;
-                    const __m128i a = _mm_loadl_epi64((const __m128i *)(r0 + 6 * x2));
-                    const __m128i b = _mm_loadl_epi64((const __m128i *)(r1 + 6 * x2));
-                    const __m128i v = _mm_or_si128(_mm_and_si128(a, keep6), _mm_slli_si128(b, 6));
-                    row[c1] = 1.0f;
-                    _mm256_storeu_ps(row + c1 + 1, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)));
-                    _mm_storeu_ps(row + c1 + 9, _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_srli_si128(v, 8))));
-                }
-            }
-            for (; x2 < wp2; x2++) fill_scalar(xr + x2 * k, c1, rgb, h, w, y2, x2);
             /* noise histogram: blocks at (step·i, step·j) inside the even-cropped frame */
             if ((2 * y2) % step == 0 && 2 * y2 + 1 < he) {
                 for (int64_t xx = 0; xx + 1 < we; xx += step) {
@@ -1082,6 +1112,7 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, int64_t h, int
                 gram_line(xr, w / 2, k, c1, &gp);
                 thread_s[omp_get_thread_num()] += now_s() - t0;
             }
+            if (rgb_x) fill_noisy_row(xr, k, c1, rgb_x, h, w, wp2, y2, x_fast);  /* what X keeps */
             if (line) stream_floats(xline, line, row_floats);
         }
         if (line) {
