@@ -222,8 +222,9 @@ class RenderCache:
 class _Job:
     """A frame on its way through the worker: its bases, or the inference that will give them."""
 
-    def __init__(self, frame: VideoFrame, key: int, bases=None, future: Future | None = None):
+    def __init__(self, frame: VideoFrame, key: int, bases=None, future: Future | None = None, timed: bool = True):
         self.frame, self.key, self.bases, self.future = frame, key, bases, future
+        self.timed = timed  # its inference counts in the lanes' times (not a lane's first pass: _warm_up)
         self.admitted = self.finished = time.monotonic()
         if future is not None:
             future.add_done_callback(self._finish)
@@ -268,6 +269,7 @@ class BackboneWorker(threading.Thread):
         # the file, so clearing the loop ended playback at the old loop end.
         self._held: VideoFrame | None = None
         self._warm_shape: tuple | None = None  # the frame shape the lanes are warmed up for (_warm_up)
+        self._warming: list[Future] = []  # the other lanes' warm-up passes while they run (_warm_up)
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -331,7 +333,8 @@ class BackboneWorker(threading.Thread):
             self.ready_q.close()
 
     def _in_flight(self) -> int:
-        return sum(1 for job in self._jobs if not job.done)
+        self._warming = [f for f in self._warming if not f.done()]
+        return sum(1 for job in self._jobs if not job.done) + len(self._warming)
 
     def _loop(self, lanes: ThreadPoolExecutor) -> None:
         """Hand on the oldest job once its bases are there; take frames while a lane is free."""
@@ -402,28 +405,31 @@ class BackboneWorker(threading.Thread):
         else:
             noise = self.noise(frame.rgb)
             if frame.rgb.shape != self._warm_shape and self.requested_mode != "cache":
-                self._warm_up(frame.rgb, noise, lanes)
-            self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, noise)))
+                self._jobs.append(_Job(frame, key, future=self._warm_up(frame.rgb, noise, lanes), timed=False))
+            else:
+                self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, noise)))
         return True
 
-    def _warm_up(self, rgb: np.ndarray, noise: str, lanes: ThreadPoolExecutor) -> None:
-        """One untimed inference of the first frame of a size on every lane at once, before the
-        frame's own: each lane's first pass makes its buffers and kernels (about twice a later
-        pass), and counted in the lanes' times it made the early-drop prediction drop the first
-        frames that would have been shown on time (01_dog.mp4, live model, 2-core CPU: 3–6 in the
-        first 0.5 s of every run). The clock waits for the first frames meanwhile."""
+    def _warm_up(self, rgb: np.ndarray, noise: str, lanes: ThreadPoolExecutor) -> Future:
+        """The first frame of a size on every lane at once: each lane's first pass makes its
+        buffers and kernels (about twice a later pass), and counted in the lanes' times it made the
+        early-drop prediction drop the next frames, which would have been shown on time (01_dog.mp4,
+        live model, 2-core CPU: 3–7 in the first second of every run). One pass is the frame's own
+        (returned; left out of the times), the others' results are dropped; the lanes take no other
+        frame until their pass is done (_in_flight). The clock waits for the first frames meanwhile."""
         self._warm_shape = rgb.shape
-        gate = threading.Barrier(self.lanes, timeout=WARM_UP_GATE_S)  # a job each: no lane takes two
+        gate = threading.Barrier(self.lanes, timeout=WARM_UP_GATE_S)  # a pass each: no lane takes two
 
-        def warm() -> None:
+        def warm():
             try:
                 gate.wait()
             except threading.BrokenBarrierError:
                 pass
-            self.denoiser.infer(rgb, noise)
+            return self.denoiser.infer(rgb, noise)
 
-        for job in [lanes.submit(warm) for _ in range(self.lanes)]:
-            job.result()
+        own, *others = [lanes.submit(warm) for _ in range(self.lanes)]
+        self._warming = others
+        return own
 
     def _hand_on(self, job: _Job) -> None:
         """The oldest job, once done (waits up to 0.1 s for it), to the compositor in decode order."""
@@ -436,8 +442,9 @@ class BackboneWorker(threading.Thread):
             bases = job.bases
             ready = max(job.finished, self._last_ready)  # in order: not before the frame before it
             self._last_ready = ready
-            self.latency_ms.append((ready - job.admitted) * 1000.0)
-            self.infer_ms.append(bases.infer_ms)
+            if job.timed:  # (what the early drops and `auto` go by)
+                self.latency_ms.append((ready - job.admitted) * 1000.0)
+                self.infer_ms.append(bases.infer_ms)
             self.backbone_ms.append(bases.backbone_ms)
             self.frames_mono += bases.mono
             self.frames_luma += bases.luma
