@@ -31,9 +31,9 @@ REBLEND_IF_NEXT_AFTER_S = 0.008  # re-blend the frame on screen after an edit un
 # Prepared frames needed to leave buffering in live mode: the ready queue full (LIVE_READY_FRAMES).
 # The first frames' inferences are the slowest of a run (the decoder fills its queues beside them),
 # and with 2 the early-drop prediction dropped some in the first second. Measured with the lanes
-# warmed up (01_dog.mp4, live model, 2-core AMD EPYC, 5 runs each, alternating): drops in the first
-# second 0 / 1 / 3 / 1 / 0 against 2 / 4 / 5 / 2 / 4 with 2 (and 3 / 5 / 6 / 7 / 6 without the
-# warm-up); one more frame interval before the picture starts.
+# warmed up by an extra pass each (01_dog.mp4, live model, 2-core AMD EPYC, 5 runs each,
+# alternating): drops in the first second 0 / 1 / 3 / 1 / 0 against 2 / 4 / 5 / 2 / 4 with 2 (and
+# 3 / 5 / 6 / 7 / 6 without the warm-up); one more frame interval before the picture starts.
 PREROLL_FRAMES = 3
 PREROLL_CACHE_S = 0.5  # seconds of prepared frames needed to leave buffering in cache mode
 IDLE_SLEEP_S = 0.002
