@@ -310,8 +310,9 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
          head: np.ndarray | None = None, store: np.ndarray | None = None) -> tuple[np.ndarray, Gram | None]:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from the uint8 frame (replicate-
     padded to hp × wp). Returns the histogram (511,) int64 of 2·|diagonal detail| of the green plane
-    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram (even frame
-    sizes) the statistics ND and AutoTune read (`Gram`), computed on each line of X while it is
+    over the 2×2 blocks on the `step` grid (model.estimate_noise_sigma's), and with gram the
+    statistics ND and AutoTune read (`Gram`; for an odd size, over the half-pixels whose 2×2 pixels
+    are all in the frame), computed on each line of X while it is
     still in cache (at 720p 1.5–1.8 ms where a second pass over X took 3.8; 1.1–1.2 ms on AMX tiles
     for bfloat16 features, `stats_on_tiles`), with the seconds spent on them. X[:, c1] is the ones
     column (the kernel sums rather than multiplies there). With d, the features (1, c1, hp/2, wp/2)
@@ -337,9 +338,9 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     seconds = ctypes.c_double(0.0)
     cov = None
     if gram:
-        assert h % 2 == 0 and w % 2 == 0, "the statistics in the fill need an even frame size"
         g, sq = torch.empty(c1 + 1, x.shape[1], dtype=torch.float64), torch.empty(x.shape[1], dtype=torch.float64)
         if head is not None:
+            assert h % 2 == 0 and w % 2 == 0, "the covariance in the fill needs an even frame size"
             assert head.dtype == np.float64 and head.flags.c_contiguous and head.shape[::2] == (12, c1 + 1)
             cov = np.empty((head.shape[1] + 1, head.shape[1] + 1))
     rc = lib.rcd_fill(x.data_ptr(), x.shape[1], c1, rgb.ctypes.data, None if store is None else store.ctypes.data,

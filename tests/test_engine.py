@@ -220,6 +220,34 @@ def test_native_heads_equal_the_numpy_heads(preset):
     assert (t == t_ref).all() and (auto == auto_ref).all() and t[3, 3] > 1e3 * np.abs(t[3, :3]).max()
 
 
+ODD_SIZES = [(33, 47), (32, 47), (33, 46), (7, 1), (1, 9), (1, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("h,w", ODD_SIZES, ids=[f"{h}x{w}" for h, w in ODD_SIZES])
+def test_odd_sizes_covariance_equals_the_materialised_maps(models, h, w):
+    """For an odd size, padding splits the last row's or column's half-pixels. The covariance from
+    the whole half-pixels' statistics (the native fill's, or torch's) plus the real sub-pixels of
+    the last row, column and corner equals the covariance of the maps materialised over the frame's
+    pixels (how it was computed before: 12× the whole inference at 720p)."""
+    from engine import decorrelate as nd
+    from engine import native
+
+    den = Denoiser(copy.deepcopy(models["live"]), "cpu", precision="fp32")
+    rgb = np.random.default_rng(h * 100 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    b = den.infer(rgb)
+    (hp, wp), l = b.padded, den.cfg.num_levels
+    raw = den._raw_maps(b.x, hp, wp)[..., :h, :w]
+    noisy = den._noisy_planes(b.x, hp, wp)[:, :h, :w] / 255.0
+    ref = nd.covariance(torch.cat([raw.reshape(l, -1), noisy.reshape(1, -1)], 0)[None].double())[0].numpy()
+    scale = np.abs(ref).max()
+    got = den._covariance(b.x, None, h, w, hp, wp)  # torch's statistics of the whole half-pixels
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * scale)
+    if native.library() is not None:
+        x = b.x.clone()
+        _, gram = native.fill(x, den.c1, rgb, hp, wp, 2, 2, gram=True)  # the features are in X already
+        np.testing.assert_allclose(den._covariance(x, None, h, w, hp, wp, gram), ref, rtol=1e-6, atol=1e-6 * scale)
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_native_covariance_from_the_statistics_equals_numpy(models, preset):
     """engine/csrc/heads.c's covariance of [raw maps; noisy] from [d | 1]ᵀ·X against the NumPy

@@ -961,9 +961,10 @@ int rcd_gram_cov(const double *g, int64_t k, int64_t c1, const double *a, int64_
  * 2·|diagonal Haar detail| (0..510) of the green plane over the 2×2 blocks whose top-left corner
  * is on the `step` grid inside the even-cropped frame: engine/model.py, estimate_noise_sigma, reads
  * its median off the same histogram. torch filled the 13 strided columns in 4–5 ms at 720p.
- * With g (not NULL; even h and w only), the statistics above over the frame's h/2 × w/2
- * half-pixels into g (c1 + 1, k) and sq (k), each line right after it is written; with head (not
- * NULL: (12, l, c1 + 1), heads.c's rcd_gram_cov) also the covariance (l + 1)² of the raw maps and
+ * With g (not NULL), the statistics above over the frame's h/2 × w/2 half-pixels (rounded down: for
+ * an odd size, those whose 2×2 pixels are all in the frame; engine/denoiser.py adds the last row's
+ * and column's) into g (c1 + 1, k) and sq (k), each line right after it is written; with head (not
+ * NULL: (12, l, c1 + 1), heads.c's rcd_gram_cov; even h and w only) also the covariance (l + 1)² of the raw maps and
  * the noisy frame into cov, in the same call (from Python, the covariance was a second call, run
  * cold after the fill: 0.12–0.14 ms a frame, a tenth of what ND and AutoTune may take at 540p);
  * and the seconds spent on them into *gram_s (may be NULL): the slowest band's, plus the sum of
@@ -1038,7 +1039,8 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, const uint8_t 
              const double *head, int64_t l, double *cov, double *gram_s, int threads) {
     const int64_t h2 = hp / 2, wp2 = wp / 2;
     if (k != c1 + 13 || hp < h || wp < w || h < 1 || w < 1 || hp % 2 || wp % 2 || (step != 2 && step != 4)) return 1;
-    if (g && (h % 2 || w % 2 || k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
+    if (g && (k > 8 * GRAM_MAX_NV || k != c1 + 1 + GRAM_NOISY)) return 1;
+    if (g && head && cov && (h % 2 || w % 2)) return 1;  /* the covariance of part of the frame */
     const int64_t he = h / 2 * 2, we = w / 2 * 2;  /* the noise estimate's even-cropped frame */
     const int64_t nb = h2 < SUM_BANDS ? h2 : SUM_BANDS;  /* bands: see SUM_BANDS */
     const int64_t n = threads < 1 ? 1 : (threads > nb ? nb : threads);
@@ -1102,7 +1104,7 @@ int rcd_fill(float *x, int64_t k, int64_t c1, const uint8_t *rgb, const uint8_t 
                     hl[d < 0 ? -d : d]++;
                 }
             }
-            if (g && y2 < h / 2) {  /* the row is complete and still in cache: its statistics now */
+            if (g && y2 < h / 2 && w / 2 > 0) {  /* the row is complete and still in cache: its statistics now */
                 const double t0 = now_s();
                 const gram_part_t gp = gram_part(gpart + t * gstride, c1, gk);
 #ifdef RCD_AMX
