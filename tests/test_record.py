@@ -160,7 +160,12 @@ def test_a_recording_made_at_other_speeds_keeps_the_source_sound(clip, weights, 
     run_player(clip, "--weights", weights, "--headless", "--script", script, "--threads", "1", check=True)
     track = json.loads(Path(str(out) + ".json").read_text())
     span = track["end_pts"] - track["start_pts"]
-    assert span == pytest.approx(1.1, abs=0.25)  # 0.7 s and 0.3 s of playback at half speed, 0.3 s at 2×
+    # 0.7 s and 0.3 s of playback at half speed, 0.3 s at 2×: 1.1 s of the source, less the last
+    # frame's duration, were each speed change heard at once; it is heard once the sound already
+    # queued at the old speed has played, which costs the 2× stretch up to about 0.2 s of the source.
+    # Measured on a 2-core VM: 0.83–1.03 over 20 runs (session 27's tree and session 28's alike; the
+    # 0.85 this bound was before failed one CI run). All at half speed would give 0.65, all at 1× 1.3.
+    assert 0.75 <= span <= 1.2, span
     rec, src = decode_audio(out), decode_audio(clip)
     assert rec.shape[1] / 48000 == pytest.approx(span, abs=0.06)
     assert dominant_hz(rec[0]) == pytest.approx(440, abs=3)
