@@ -414,7 +414,7 @@ class Denoiser:
         luma = self.cfg.mono and not mono and (noise == "luma" or (noise == "auto" and luma_noise(rgb)))
         colour = rgb
         if luma:  # everything below reads the luma frame; X's noisy columns get the colour frame (the fill, or at the end)
-            rgb = luma_frame(rgb, out=self._thread_frame("luma", rgb.shape))
+            rgb = luma_frame(rgb, out=self._thread_buffer("luma", rgb.shape, lambda shape: np.empty(shape, np.uint8)))
         backbone = self.model.backbone_mono if mono or luma else self.model.backbone
         fused_pass = self.fused_backbone and self.native_stats  # reads the uint8 frame itself
         frame = None if fused_pass else self._padded_input(rgb, hp, wp)  # (hp, wp, 3) float32 0..255
@@ -502,23 +502,21 @@ class Denoiser:
         for dy in (0, 1):  # one copy per row parity: 6 contiguous floats at a time (1.4× faster than one 5-D copy)
             noisy[:, :, dy].copy_(frame.view(h2, 2, w2, 6)[:, dy])
 
-    def _thread_frame(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """This thread's uint8 buffer `name` of `shape`, made once per shape: a frame-sized array made
-        anew every frame is fresh pages, each a fault."""
+    def _thread_buffer(self, name: str, shape: tuple[int, ...], make):
+        """This thread's buffer `name` of `shape`, made by make(shape) once per shape (the last
+        shape's is dropped): a frame-sized array made anew every frame is fresh pages, each a fault."""
         bufs = self._local.__dict__.setdefault(name, {})
         buf = bufs.get(shape)
         if buf is None:
             bufs.clear()
-            buf = bufs[shape] = np.empty(shape, np.uint8)
+            buf = bufs[shape] = make(shape)
         return buf
 
     def _padded_input(self, rgb: np.ndarray, hp: int, wp: int) -> torch.Tensor:
         """Replicate-pad into a reused buffer: (hp, wp, 3) float32 in 0..255."""
         h, w = rgb.shape[:2]
-        bufs = self._local.__dict__.setdefault("in_buf", {})  # (hp, wp) → this thread's buffer
-        buf = bufs.get((hp, wp))
-        if buf is None:
-            buf = bufs[(hp, wp)] = torch.empty(hp, wp, 3, dtype=torch.float32, device=self.device)
+        buf = self._thread_buffer("in_buf", (hp, wp, 3),
+                                  lambda shape: torch.empty(shape, dtype=torch.float32, device=self.device))
         src = torch.from_numpy(rgb).to(self.device, non_blocking=True)
         buf[:h, :w].copy_(src)
         if hp > h:
@@ -534,17 +532,18 @@ class Denoiser:
         computed it; for an odd size, where padding splits the last row's or column's half-pixels,
         see _odd_moments). frame: the padded input buffer (hp, wp, 3), 0..255, which only the torch
         path reads (None beside the fused backbone)."""
-        l, c1 = self.cfg.num_levels, self.c1
+        c1 = self.c1
         if gram is not None and gram.cov is not None:  # the fill computed the rest too (native.fill, head)
             return gram.cov
         h2, w2, wp2 = h // 2, w // 2, wp // 2
         m = float(h * w * 3)  # ([Σd; n] is the ones column)
-        if h % 2 or w % 2:
-            return self._covariance_from_moments(self._odd_moments(x, h, w, wp, gram), m)
         if gram is not None:  # from the native fill: [d | 1]ᵀ·X and Σ X² per column over the frame
             g = gram.g
             sq_noisy = float(gram.sq.numpy()[c1 + 1 :].sum()) / 255.0**2  # NumPy: a torch op costs more, run cold
-        else:
+        if h % 2 or w % 2:
+            whole = None if gram is None else (g.numpy(), sq_noisy, SUB_PIXELS)
+            return self._covariance_from_moments(self._odd_moments(x, h, w, wp, whole), m)
+        if gram is None:
             g = _cross_gram(x[: h2 * wp2], c1 + 1)  # (c1+1, c1+13): over whole rows, padding columns too
             if wp2 > w2:  # minus the padding columns (at most 3 half-pixels per row)
                 g -= _cross_gram(x[: h2 * wp2].view(h2, wp2, -1)[:, w2:].reshape(-1, c1 + 13), c1 + 1)
@@ -560,9 +559,9 @@ class Denoiser:
         return self._covariance_from_moments([(gn, sq_noisy, SUB_PIXELS)], m)
 
     def _odd_moments(self, x: torch.Tensor, h: int, w: int, wp: int,
-                     gram: native.Gram | None) -> list[tuple[np.ndarray, float, np.ndarray]]:
+                     whole: tuple[np.ndarray, float, np.ndarray] | None) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """_covariance_from_moments' groups for an odd h or w: the half-pixels whose 2×2 pixels are
-        all in the frame (the fill's statistics where it ran), then, from X's rows, the last
+        all in the frame (`whole`, from the fill's statistics where it ran), then, from X's rows, the last
         column's (their left pixels only), the last row's (top pixels only) and the corner's
         (top-left only): h/2 + w/2 rows at most. Materialising the maps instead took 0.5 s a 720p
         frame on one core, 12× the whole inference at the even size."""
@@ -575,10 +574,7 @@ class Denoiser:
             noisy = rows[:, c1 + 1 :][:, subs]
             return (rows[:, : c1 + 1].T @ rows).cpu().numpy(), float((noisy * noisy).sum()) / 255.0**2, subs
 
-        if gram is not None:
-            groups = [(gram.g.numpy(), float(gram.sq.numpy()[c1 + 1 :].sum()) / 255.0**2, SUB_PIXELS)]
-        else:
-            groups = [group(xv[:h2, :w2], SUB_PIXELS)]
+        groups = [whole if whole is not None else group(xv[:h2, :w2], SUB_PIXELS)]
         if w % 2:
             groups.append(group(xv[:h2, w2], SUB_PIXELS_LEFT))
         if h % 2:
