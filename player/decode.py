@@ -38,6 +38,10 @@ PUT_POLL_S = 0.05  # blocked puts wake this often to notice a seek or a stop
 # An audio stream none of whose first packets decode (damaged, or a codec this FFmpeg lacks) is
 # not played: the video runs on the wall clock and the player says why. About 1 s of AAC.
 AUDIO_PROBE_PACKETS = 48
+# FFmpeg's "video" codecs that draw text files as ANSI art: its tty demuxer opens any .txt, .nfo,
+# .asc … file as a 640×400 video of its characters. A text file is not a clip (mpv refuses the tty
+# demuxer too); before this, a README named .txt played for its length with exit status 0.
+TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
 class MediaError(Exception):
@@ -82,6 +86,9 @@ class FileSource:
             self.container.close()
             raise MediaError(f"{path}: has no video stream")
         self.vstream = self.container.streams.video[0]
+        if self.vstream.codec_context.name in TEXT_ART_CODECS:
+            self.container.close()
+            raise MediaError(f"{path}: a text file, not a video")
         self.vstream.thread_type = "AUTO"
         self.astream = self.container.streams.audio[0] if self.container.streams.audio else None
         audio_problem = self._audio_problem() if self.astream is not None else ""

@@ -814,6 +814,8 @@ def test_bad_inputs_fail_with_one_line(tmp_path, weights, make_clip):
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
     assert_one_line_error(run_cli(text, "--headless", "--weights", weights), "notes.mp4")
+    text.rename(tmp_path / "notes.txt")  # what FFmpeg opens as a video of ANSI art
+    assert_one_line_error(run_cli(tmp_path / "notes.txt", "--headless", "--weights", weights), "notes.txt", "text file")
     good = make_clip(seconds=1.0, name="trunc")
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[:2000])
