@@ -17,7 +17,8 @@ versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either
 statistics an AMX version for bfloat16 features (the same within float32 rounding). And from
 engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads` (Router, ND
 and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
-`absdiff4`, the player's difference view in one pass instead of six.
+`absdiff4`, the player's difference view in one pass instead of six; from engine/csrc/yuv.c
+`yuv_rgb`, the decoder's conversion of the YUV formats swscale converts slowly (4:4:4, > 8 bits).
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
 """
@@ -38,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("kernels.c", "heads.c", "view.c"))
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("kernels.c", "heads.c", "view.c", "yuv.c"))
 LIBRARY_STEM = "kernels"  # the built library: kernels-<hash of the sources and flags>.so
 # -mavx2 -mfma -mf16c rather than -march=native: the cached library then runs on every AVX2 CPU
 # (all of which have FMA and F16C), and the kernels are written in those intrinsics anyway.
@@ -216,6 +217,8 @@ def _load() -> None:
         lib.rcd_heads.restype = ctypes.c_int
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
+        lib.rcd_yuv_rgb.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int, p, p]
+        lib.rcd_yuv_rgb.restype = ctypes.c_int
         lib.rcd_luma.argtypes = [p, i64, p]
         lib.rcd_luma.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
@@ -281,6 +284,28 @@ def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     h, w, c = a.shape
     out = np.empty((h, w, c), np.uint8)
     lib.rcd_absdiff4(a.ctypes.data, a.strides[0], b.ctypes.data, b.strides[0], out.ctypes.data, h, w * c)
+    return out
+
+
+def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray | None:
+    """The uint8 (H, W, 3) RGB frame of planar YUV: y (H, W), u and v (H, W) or subsampled by 2 in
+    either direction (⌈H/2⌉, ⌈W/2⌉ …), all uint8 or all uint16 (samples wider than 8 bits; `depth`
+    is only checked, the coefficients carry the scale), rows may be strided. k: float32 (8,) as
+    engine/csrc/yuv.c takes them (player/colour.py makes them). None where the kernels are not in use."""
+    lib = library()
+    if lib is None:
+        return None
+    h, w = y.shape
+    ch, cw = u.shape
+    xshift, yshift = int(cw < w), int(ch < h)
+    assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
+    assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
+    assert all(p.strides[1] == p.itemsize for p in (y, u, v)) and k.shape == (8,)
+    out = np.empty((h, w, 3), np.uint8)
+    depth = 8 * y.itemsize
+    if lib.rcd_yuv_rgb(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
+                       xshift, yshift, depth, k.ctypes.data, out.ctypes.data):
+        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch}")
     return out
 
 

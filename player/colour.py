@@ -1,4 +1,5 @@
-"""Which YUV ↔ RGB matrix a video uses, and the colour tags a recording carries.
+"""Which YUV ↔ RGB matrix a video uses, the colour tags a recording carries, and decoded frames
+to RGB.
 
 Owns the one convention the decoder and the encoder share, so that a frame goes
 file → RGB → recording with the same matrix both ways, and the recording says which it is.
@@ -11,6 +12,12 @@ player reading a 720p file as BT.709 showed with hues off by up to 27 levels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+
+import av
+import numpy as np
+
+from engine import native
 
 # FFmpeg's AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic codes (libavutil/pixfmt.h).
 UNSPECIFIED = 2
@@ -20,6 +27,13 @@ TRC_BT709, TRC_SMPTE170M = 1, 6
 RANGE_MPEG, RANGE_JPEG = 1, 2  # limited range (16–235): what recordings are written in; full: RGB ones
 SPC_RGB = 0  # no matrix: the lossless recordings' RGB
 # swscale's name of each matrix (PyAV's reformat src_/dst_colorspace).
+# Kr and Kb of each matrix (Y' = Kr·R' + (1 − Kr − Kb)·G' + Kb·B'), for the native conversion.
+# They give swscale's integer table (libswscale/yuv2rgb.c) to its 16 fractional bits.
+KR_KB = {SPC_BT709: (0.2126, 0.0722), SPC_BT470BG: (0.299, 0.114), SPC_SMPTE170M: (0.299, 0.114),
+         SPC_SMPTE240M: (0.212, 0.087), SPC_BT2020_NCL: (0.2627, 0.0593), SPC_BT2020_CL: (0.2627, 0.0593)}
+# 8-bit formats for which swscale has a hand-written path (0.5 ms a 720p frame on the development
+# machine, 1 on the one before): kept there. The other planar YUV formats convert natively.
+SWSCALE_FAST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p"})
 SWS_MATRIX = {SPC_BT709: "ITU709", SPC_BT470BG: "ITU601", SPC_SMPTE170M: "ITU601", SPC_SMPTE240M: "SMPTE240M",
               SPC_BT2020_NCL: "BT2020", SPC_BT2020_CL: "BT2020"}
 
@@ -54,3 +68,62 @@ def of_frame(frame) -> Colour:
     pri = frame.color_primaries if frame.color_primaries != UNSPECIFIED else g.primaries
     trc = frame.color_trc if frame.color_trc != UNSPECIFIED else g.trc
     return Colour(spc, pri, trc)
+
+
+def yuv_to_rgb_coefficients(colorspace: int, full_range: bool, bits: int) -> np.ndarray:
+    """float32 (8,) for engine/csrc/yuv.c: 8-bit R, G, B as a·Y + b·U + c·V + d of `bits`-bit samples.
+    Limited range: Y 16..235 and U, V 16..240 (times 2^(bits − 8)); full: 0..2^bits − 1, chroma
+    centred on 2^(bits − 1) (swscale's convention for both)."""
+    kr, kb = KR_KB[colorspace]
+    kg = 1.0 - kr - kb
+    if full_range:
+        y0, y_scale, c_scale = 0.0, 2.0**bits - 1, 2.0**bits - 1
+    else:
+        y0, y_scale, c_scale = 16.0 * 2 ** (bits - 8), 219.0 * 2 ** (bits - 8), 224.0 * 2 ** (bits - 8)
+    c0 = 2.0 ** (bits - 1)
+    a = 255.0 / y_scale
+    rv, bu = 255.0 * 2 * (1 - kr) / c_scale, 255.0 * 2 * (1 - kb) / c_scale
+    gu, gv = -bu * kb / kg, -rv * kr / kg
+    k = [a, rv, gu, gv, bu, -a * y0 - rv * c0, -a * y0 - (gu + gv) * c0, -a * y0 - bu * c0]
+    return np.array(k, np.float32)
+
+
+@lru_cache(maxsize=None)
+def _planar_yuv(name: str) -> tuple[int, int] | None:
+    """(bits, bytes a sample) of a pixel format the native conversion takes: planar YUV (alpha
+    ignored) in 8 to 16 little-endian bits, chroma full or halved in either direction; else None."""
+    fmt = av.VideoFormat(name, 64, 32)
+    comps = fmt.components
+    if (not fmt.is_planar or fmt.is_rgb or fmt.is_big_endian or len(comps) < 3
+            or [c.plane for c in comps[:3]] != [0, 1, 2] or not 8 <= comps[0].bits <= 16
+            or any(c.bits != comps[0].bits for c in comps[:3]) or name in SWSCALE_FAST):
+        return None
+    if (comps[1].width, comps[1].height) not in ((64, 32), (32, 32), (64, 16), (32, 16)):
+        return None
+    return comps[0].bits, 1 if comps[0].bits == 8 else 2
+
+
+def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
+    """A decoded frame as uint8 (H, W, 3) RGB with colour's matrix and the frame's range: natively
+    for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, and samples over 8 bits,
+    5–8 ms a 720p frame in swscale against about 1), through swscale for the others and where the
+    native kernels are not in use."""
+    layout = _planar_yuv(frame.format.name)
+    if layout is not None and native.library() is not None:
+        bits, size = layout
+        planes = []
+        for p in frame.planes[:3]:
+            dtype = np.uint8 if size == 1 else np.dtype("<u2")
+            planes.append(np.ndarray((p.height, p.width), dtype, buffer=p, strides=(p.line_size, size)))
+        full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
+        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, bits))
+        if rgb is not None:
+            return rgb
+    return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
+
+
+@lru_cache(maxsize=None)
+def _coefficients(colorspace: int, full_range: bool, bits: int) -> np.ndarray:
+    k = yuv_to_rgb_coefficients(colorspace, full_range, bits)
+    k.flags.writeable = False
+    return k

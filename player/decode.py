@@ -204,7 +204,7 @@ class FileSource:
             yield self._frame(skipped[0], 0, skipped[1], nominal)  # sound, a rounded duration): that frame
 
     def _frame(self, frame, index: int, pts: float, duration: float) -> VideoFrame:
-        rgb = frame.to_ndarray(format="rgb24", src_colorspace=self.info.colour.matrix, threads=1)
+        rgb = col.to_rgb(frame, self.info.colour)
         if self.quarter_turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
         return VideoFrame(index=index, pts=pts, duration=duration, rgb=rgb, epoch=0)

@@ -794,6 +794,68 @@ def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, mak
     assert last >= 80, f"playback stopped at frame {last}"
 
 
+# ---- decoding: pixel formats to RGB ----------------------------------------------------------------
+KR_KB = {1: (0.2126, 0.0722), 6: (0.299, 0.114)}  # BT.709 and BT.601 (SMPTE 170M), by AVColorSpace
+
+
+@pytest.mark.parametrize("pix_fmt, colorspace, full_range", [
+    ("yuv444p", 1, False), ("yuv444p", 6, True), ("yuv444p10le", 1, True), ("yuv422p10le", 6, False),
+    ("yuv420p10le", 1, False), ("yuva444p10le", 6, False), ("yuv444p12le", 1, False), ("yuv420p", 1, False)])
+def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, pix_fmt, colorspace, full_range):
+    """Frames in the formats swscale converts slowly (4:4:4, samples over 8 bits) come out of the
+    decoder as the exact conversion with the file's matrix and range, rounded to nearest (chroma
+    repeated over the pixels it covers); 8-bit 4:2:0 stays swscale's. Lossless FFV1, 53×23: the
+    native kernel's 16-pixel blocks, its one-at-a-time tail and odd chroma sizes, and samples
+    outside the legal range (clamped)."""
+    import av
+
+    from engine import native
+    from player.decode import FileSource
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    h, w = 23, 53
+    rng = np.random.default_rng(3)
+    frame = av.VideoFrame(w, h, pix_fmt)
+    bits = 8 if pix_fmt in ("yuv444p", "yuv420p") else int(pix_fmt.split("p")[1][:2])
+    size = 1 if bits == 8 else 2
+    planes = []
+    for plane in frame.planes:
+        a = np.ndarray((plane.height, plane.width), "<u2" if size == 2 else np.uint8, buffer=plane,
+                       strides=(plane.line_size, size))
+        a[:] = rng.integers(0, 2**bits, a.shape)  # the whole code range: illegal values clamp
+        planes.append(a.astype(np.float64))
+    path = tmp_path / f"{pix_fmt}.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=10)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.codec_context.colorspace, s.codec_context.color_range = colorspace, 2 if full_range else 1
+        frame.pts = 0
+        for pkt in [*s.encode(frame), *s.encode()]:
+            c.mux(pkt)
+    source = FileSource(str(path))
+    rgb = next(iter(source.read(0.0, "video"))).rgb
+    assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
+    if pix_fmt == "yuv420p":
+        with av.open(str(path)) as c:
+            assert np.array_equal(rgb, next(c.decode(video=0)).to_ndarray(format="rgb24", src_colorspace="ITU709"))
+        return
+    y = planes[0]
+    sy, sx = (2 if planes[1].shape[0] < h else 1), (2 if planes[1].shape[1] < w else 1)
+    u, v = (p.repeat(sy, 0).repeat(sx, 1)[:h, :w] for p in planes[1:3])
+    scale = 2.0 ** (bits - 8)
+    if full_range:
+        yn, cb, cr = y / (2**bits - 1), (u - 2 ** (bits - 1)) / (2**bits - 1), (v - 2 ** (bits - 1)) / (2**bits - 1)
+    else:
+        yn, cb, cr = (y - 16 * scale) / (219 * scale), (u - 128 * scale) / (224 * scale), (v - 128 * scale) / (224 * scale)
+    kr, kb = KR_KB[colorspace]
+    r, b = yn + 2 * (1 - kr) * cr, yn + 2 * (1 - kb) * cb
+    g = (yn - kr * r - kb * b) / (1 - kr - kb)
+    exact = np.clip(np.stack([r, g, b], -1) * 255, 0, 255)
+    assert np.abs(rgb - exact).max() <= 0.5 + 1e-3  # rounded to nearest (float32 arithmetic at the ties)
+    assert (rgb == 0).any() and (rgb == 255).any()  # the clamps were exercised
+
+
 # ---- the command line: bad input ---------------------------------------------------------------
 def run_cli(*args, timeout=60):
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}

@@ -1,0 +1,104 @@
+/* The decoder's YUV → RGB conversion for the formats swscale converts slowly: planar YUV whose
+ * chroma is not subsampled (4:4:4) or whose samples are wider than 8 bits (ProRes, HEVC Main 10,
+ * 4:4:4 H.264). swscale takes 5–8 ms a 720p frame for them on one core of the development machine
+ * against 0.5 ms for 8-bit 4:2:0, whose hand-written path it keeps (player/decode.py chooses).
+ *
+ * Each output byte is the float32 value a·Y + b·U + c·V + d (player/colour.py makes the
+ * coefficients from the file's matrix, range and bit depth), clamped to 0..255 and rounded to
+ * nearest: within float32 rounding of the exact conversion, and without the ordered dither swscale
+ * adds when it narrows 10-bit samples (a fixed 8×8 pattern the denoiser would take for picture).
+ * Subsampled chroma (4:2:2, 4:2:0) is repeated over the pixels it covers, as swscale's 8-bit path
+ * does. Samples wider than 8 bits are little-endian uint16. One thread: the decoder's.
+ *
+ * 16 pixels at a time in AVX2: their samples to float, the chroma terms once per chroma sample,
+ * three FMAs per pixel and channel, then R, G and B bytes interleaved with byte shuffles; the
+ * row's last w mod 16 pixels by the same arithmetic one at a time (the same bytes). */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+/* k: {a, c_r, b_g, c_g, b_b, d_r, d_g, d_b}: R = a·Y + c_r·V + d_r, G = a·Y + b_g·U + c_g·V + d_g,
+ * B = a·Y + b_b·U + d_b (the matrices' zeros left out). */
+enum { K_Y, K_RV, K_GU, K_GV, K_BU, K_DR, K_DG, K_DB };
+
+static inline float sample(const uint8_t *row, int depth, int64_t x) {
+    return depth == 8 ? (float)row[x] : (float)((const uint16_t *)row)[x];
+}
+
+static inline uint8_t to_byte(float v) {
+    v = fminf(fmaxf(v, 0.0f), 255.0f);
+    return (uint8_t)lrintf(v);  /* round to nearest even, as _mm256_cvtps_epi32 does */
+}
+
+/* 8 samples from x on, as floats. */
+static inline __m256 load8(const uint8_t *row, int depth, int64_t x) {
+    if (depth == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + x))));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + x))));
+}
+
+/* 16 values (two vectors of 8, clamped to 0..255) as 16 bytes in order. */
+static inline __m128i bytes16(__m256 lo, __m256 hi) {
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    const __m256i a = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(lo, zero), top));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(hi, zero), top));
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  /* 16 int16 in order */
+    return _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, const uint8_t *pv, int64_t sv,
+                int64_t h, int64_t w, int xshift, int yshift, int depth, const float *k, uint8_t *out) {
+    if (h < 0 || w < 0 || xshift < 0 || xshift > 1 || yshift < 0 || yshift > 1 || depth < 8 || depth > 16) return 1;
+    /* The shuffles that interleave 16 R, G and B bytes into 48: output byte j of block q is
+     * channel j mod 3 of pixel j / 3; each source's mask picks its bytes and zeroes the rest. */
+    uint8_t masks[3][3][16];
+    for (int q = 0; q < 3; q++)
+        for (int j = 0; j < 16; j++)
+            for (int c = 0; c < 3; c++) masks[q][c][j] = (16 * q + j) % 3 == c ? (uint8_t)((16 * q + j) / 3) : 0x80;
+    __m128i m[3][3];
+    for (int q = 0; q < 3; q++)
+        for (int c = 0; c < 3; c++) m[q][c] = _mm_loadu_si128((const __m128i *)masks[q][c]);
+    const __m256 ky = _mm256_set1_ps(k[K_Y]), krv = _mm256_set1_ps(k[K_RV]), kgu = _mm256_set1_ps(k[K_GU]),
+                 kgv = _mm256_set1_ps(k[K_GV]), kbu = _mm256_set1_ps(k[K_BU]), kdr = _mm256_set1_ps(k[K_DR]),
+                 kdg = _mm256_set1_ps(k[K_DG]), kdb = _mm256_set1_ps(k[K_DB]);
+    /* 4:2:x chroma: sample i of 8 to pixels 2i and 2i + 1 */
+    const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    const int64_t fast = w - w % 16;
+    for (int64_t y = 0; y < h; y++) {
+        const uint8_t *ry = py + y * sy, *ru = pu + (y >> yshift) * su, *rv = pv + (y >> yshift) * sv;
+        uint8_t *o = out + y * w * 3;
+        for (int64_t x = 0; x < fast; x += 16) {
+            __m256 cr[2], cg[2], cb[2];  /* the chroma terms of pixels x..x+7 and x+8..x+15 */
+            if (xshift == 0) {
+                for (int half = 0; half < 2; half++) {
+                    const __m256 u = load8(ru, depth, x + 8 * half), v = load8(rv, depth, x + 8 * half);
+                    cr[half] = _mm256_fmadd_ps(v, krv, kdr);
+                    cg[half] = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg));
+                    cb[half] = _mm256_fmadd_ps(u, kbu, kdb);
+                }
+            } else {
+                const __m256 u = load8(ru, depth, x / 2), v = load8(rv, depth, x / 2);
+                const __m256 r8 = _mm256_fmadd_ps(v, krv, kdr), g8 = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg)),
+                             b8 = _mm256_fmadd_ps(u, kbu, kdb);
+                cr[0] = _mm256_permutevar8x32_ps(r8, dup_lo), cr[1] = _mm256_permutevar8x32_ps(r8, dup_hi);
+                cg[0] = _mm256_permutevar8x32_ps(g8, dup_lo), cg[1] = _mm256_permutevar8x32_ps(g8, dup_hi);
+                cb[0] = _mm256_permutevar8x32_ps(b8, dup_lo), cb[1] = _mm256_permutevar8x32_ps(b8, dup_hi);
+            }
+            const __m256 y0 = load8(ry, depth, x), y1 = load8(ry, depth, x + 8);
+            const __m128i r = bytes16(_mm256_fmadd_ps(y0, ky, cr[0]), _mm256_fmadd_ps(y1, ky, cr[1]));
+            const __m128i g = bytes16(_mm256_fmadd_ps(y0, ky, cg[0]), _mm256_fmadd_ps(y1, ky, cg[1]));
+            const __m128i b = bytes16(_mm256_fmadd_ps(y0, ky, cb[0]), _mm256_fmadd_ps(y1, ky, cb[1]));
+            for (int q = 0; q < 3; q++) {
+                const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(r, m[q][0]), _mm_shuffle_epi8(g, m[q][1])),
+                                               _mm_shuffle_epi8(b, m[q][2]));
+                _mm_storeu_si128((__m128i *)(o + 3 * x + 16 * q), v);
+            }
+        }
+        for (int64_t x = fast; x < w; x++) {
+            const float yy = sample(ry, depth, x), u = sample(ru, depth, x >> xshift), v = sample(rv, depth, x >> xshift);
+            o[3 * x] = to_byte(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
+            o[3 * x + 1] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
+            o[3 * x + 2] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
+        }
+    }
+    return 0;
+}
