@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while it starts (importing torch alone takes seconds):
+        print("rcd-player: interrupted", file=sys.stderr)  # was a traceback from inside the import
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     # ---- recording and offline render ----

@@ -183,7 +183,10 @@ class CompositorThread(threading.Thread):
                 if self.eos is None:
                     self.eos = item
                     p.on_end_of_stream(item)
-                time.sleep(IDLE_SLEEP_S)
+                if self.current is not None and p.controls.serial != self._serial:
+                    self._present(self.current)  # the last frame stays on screen: an edit re-blends it
+                else:  # (paused on a clip's last frame, edits did not show; nor on a still image)
+                    time.sleep(IDLE_SLEEP_S)
                 continue
 
             if p.paused:

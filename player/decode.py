@@ -66,6 +66,7 @@ class SourceInfo:
     colour: col.Colour | None = None  # the YUV matrix frames are decoded with (None: guessed from the size)
     sar: Fraction = Fraction(1)  # pixel aspect ratio (width / height of one pixel; anamorphic video ≠ 1)
     audio_problem: str = ""  # why the file's audio stream is not played (one line), if it has one that is not
+    still: bool = False  # a single image (PNG, JPEG, TIFF …): held on screen to be tuned, not played for 1/fps
 
 
 class FileSource:
@@ -117,7 +118,7 @@ class FileSource:
         self.info = SourceInfo(name=p.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar,
-                               audio_problem=audio_problem)
+                               audio_problem=audio_problem, still=self._is_still())
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 
@@ -138,6 +139,18 @@ class FileSource:
         except av.error.FFmpegError as e:
             error = e
         return f"the audio stream cannot be decoded ({_one_line(error)})" if error is not None else ""
+
+    def _is_still(self) -> bool:
+        """Whether the file is one image: read by an image demuxer (image2 by extension, or a
+        "*_pipe" one by content) and holding no second frame (image2 also reads numbered sequences)."""
+        name = self.container.format.name
+        if name != "image2" and not name.endswith("_pipe"):
+            return False
+        try:
+            with av.open(self.path) as c:
+                return sum(1 for _ in zip(range(2), c.decode(video=0))) == 1
+        except av.error.FFmpegError:
+            return False
 
     def _first_frame(self):
         try:
@@ -168,7 +181,21 @@ class FileSource:
             if kind == "video":
                 c.streams.video[0].thread_type = "AUTO"
         stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
-        yield from (self._video(c, stream, start) if kind == "video" else self._audio(c, stream, start))
+        if kind == "audio":
+            yield from self._audio(c, stream, start)
+            return
+        shown = False
+        for frame in self._video(c, stream, start):
+            shown = True
+            yield frame
+        if not shown:
+            # A seek that FFmpeg called done but that left nothing to decode (the image2 demuxer's one
+            # JPEG, after a seek to 0: it played nothing): read the file again from its start.
+            if c is not self.container:
+                c.close()
+            c = self._containers[kind] = av.open(self.path)
+            c.streams.video[0].thread_type = "AUTO"
+            yield from self._video(c, c.streams.video[0], start)
 
     def _packets(self, c, stream):
         for packet in c.demux(stream):

@@ -860,13 +860,20 @@ class Player:
                     or self.worker.waiting_at_loop_end and len(self.ready_q) == 0 and self.slot.empty):
                 self.seek(a)  # the last: the frames up to B were dropped late, and no more come
                 return
-        if self._ended is not None and self.last is None and self.compositor.eos is not None and not self.paused:
+        if (self._ended is not None and self.last is None and self.compositor.eos is not None and not self.paused
+                and self.slot.empty):  # (a one-frame file's frame may still wait in the slot: it ended with nothing shown)
             self.notice(f"nothing to play from {self.clock.now():.2f} s: the stream ended before a frame")
             self._quit = True  # else --duration, which counts shown time, would wait forever
             return
         if self._ended is not None and self.last is not None and self.slot_empty_and_drained():
             if self.demo is not None and not self.no_display:
                 self.seek(0.0)  # the demo loops forever in a window
+            elif self.info.still and (self.cfg.duration is not None or not (self.cfg.headless or self.no_display)):
+                # A still image is there to be tuned: it stays up, paused (an edit re-blends it), until
+                # `q` (or --duration). It used to be shown for 1/fps and the window closed.
+                if not self.paused:
+                    self.set_paused(True)
+                    self.message("a still image: paused on it (q quits)")
             elif not self.paused and self._played_out():
                 self._quit = True
 

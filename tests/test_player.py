@@ -783,6 +783,31 @@ def test_shutdown_with_a_stuck_decoder_says_so_and_leaves_its_source_open(tmp_pa
     assert not p.decoder.is_alive()
 
 
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_a_still_image_stays_up_paused_and_edits_re_blend_it(tmp_path, weights, ext):
+    """A single image (read by FFmpeg's image demuxers) is shown and held, paused, until --duration
+    (in a window: until q), and each edit re-blends it. A JPEG used to show nothing (image2's seek to
+    0 left nothing to decode), and a PNG was shown for 1/25 s before playback ended — or not at all
+    when the main thread saw the end of the stream before it took the one frame from the slot."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    clean = np.repeat(np.linspace(40, 210, 96)[None, :, None], 64, axis=0) * np.ones(3)  # (64, 96, 3) ramp
+    path = tmp_path / f"still.{ext}"
+    Image.fromarray(np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)).save(path, quality=95)
+    def late_main_thread(p):  # the one frame still waits in the slot when the end of the stream is seen
+        take = p.slot.take
+        p.slot.take = lambda timeout: take(timeout) if p.compositor.eos is not None else time.sleep(timeout)
+
+    p, shown, stats = play(tmp_path, weights, path, script=[(0.4, "set strength 0"), (0.8, "set strength 40")],
+                           duration=1.2, setup=late_main_thread)
+    assert p.info.still
+    assert p.wall_s >= 1.2 and p.paused
+    assert [s.strength for s in shown][-2:] == [0, 40] and len({s.pts for s in shown}) == 1
+    assert np.array_equal(shown[-2].tuned, shown[-2].original)  # strength 0: the image itself
+    assert np.abs(shown[-1].tuned.astype(int) - shown[-1].original).mean() > 5  # denoised
+
+
 def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, make_clip):
     path = make_clip(seconds=3.0, name="damaged")
     data = bytearray(path.read_bytes())
@@ -944,6 +969,13 @@ def test_sigterm_ends_playback_with_130_and_its_stats(tmp_path, weights, clip):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert json.loads(stats.read_text())["frames_presented"] > 0
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(clip), "--headless", "--weights",
+                             str(weights)], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    time.sleep(0.5)  # still starting: importing torch (a traceback from inside the import, before)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
 
 
 def test_a_start_outside_the_loop_starts_at_its_a(tmp_path, weights, clip):
