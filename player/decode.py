@@ -31,6 +31,11 @@ AUDIO_CHANNELS = 2
 # reset) are a join, not a pause: the file's times after it are shifted so that playback, recordings
 # and renders go straight on (a recording of such a file filled ten hours of silence, and the memory).
 TIMESTAMP_JUMP_S = 10.0
+# A frame stamped at or before its predecessor is one out of place (a muxer's glitch): it is put half
+# a frame after it, so that the times after it stay right. This many in a row are a file whose times
+# do not advance at all (every frame stamped 0, as broken muxers write): they are timed by the frame
+# rate. (Each put 1 ms after the last, such a file played a frame in three; the rest were dropped late.)
+STALLED_RUN = 2
 SEEK_EPS_S = 1e-6  # a seek half a frame after a frame still lands on it (9.62 − 0.02 > 9.60 in floats)
 AUDIO_PTS_JITTER_S = 0.002  # audio timestamps within this of contiguous are container rounding (Matroska: 1 ms)
 DEMO_AUDIO_BLOCK = 1024  # samples per chunk from the demo's tone generator (~21 ms)
@@ -210,6 +215,7 @@ class FileSource:
         jump = max(TIMESTAMP_JUMP_S, 10 * nominal)  # (a slide show's frames may lie minutes apart)
         shift = 0.0  # subtracted from the file's times after a jump
         skipped = None  # (frame, pts) of the last frame before `start`
+        stalled = 0  # frames in a row whose time did not advance
         for frame in self._packets(c, stream):
             t = frame.time
             if t is None:  # no timestamps (a raw .h264 stream): the frame rate's, from 0
@@ -220,7 +226,10 @@ class FileSource:
                 shift += pts - last_pts - nominal
                 pts = last_pts + nominal
             if pts <= last_pts:  # irregular or non-monotonic timestamps: keep display order
-                pts = last_pts + 1e-3
+                stalled += 1
+                pts = last_pts + (nominal if stalled >= STALLED_RUN else nominal / 2)
+            else:
+                stalled = 0
             last_pts = pts
             if pts < start - nominal / 2 - SEEK_EPS_S:
                 skipped = (frame, pts)

@@ -1378,6 +1378,30 @@ def test_a_raw_h264_stream_without_timestamps_plays_and_seeks(tmp_path, weights,
     assert read_frame_index(shown[0].original) == 30
 
 
+def test_a_file_whose_timestamps_never_advance_plays_at_its_frame_rate(tmp_path, weights, make_clip):
+    """Every packet stamped 0 (as broken muxers write; Matroska takes it): after two frames that do
+    not advance, frames are timed by the frame rate (the first of them half a frame on). Taken one at
+    a time as glitches (each put 1 ms after the last), two frames in three were dropped late."""
+    import av
+
+    clip = make_clip(seconds=1.0, audio=False, name="stamped")
+    zero = tmp_path / "zero.mkv"
+    with av.open(str(clip)) as src, av.open(str(zero), "w") as out:
+        vo = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is None:
+                continue
+            packet.pts = packet.dts = 0
+            packet.stream = vo
+            out.mux(packet)
+    with av.open(str(zero)) as c:
+        assert {f.time for f in c.decode(video=0)} == {0.0}
+    _, shown, stats = play(tmp_path, weights, zero, duration=1.5)
+    assert [read_frame_index(s.original) for s in shown] == list(range(30))
+    assert stats["frames_dropped_late"] == 0 and stats["frames_dropped_early"] == 0
+    assert np.allclose(np.diff([s.pts for s in shown]), [1 / 60] + [1 / 30] * 28)
+
+
 def test_an_undecodable_audio_stream_is_named_and_the_video_plays_on_the_wall_clock(tmp_path, weights, clip):
     """Every audio packet damaged (random bytes where the AAC was): the player said nothing and
     played silently. Now it says why in one line, as for a file without sound, and plays every frame."""
