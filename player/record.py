@@ -98,6 +98,8 @@ TAIL_AUDIO_WAIT_S = 0.3  # at stop, wait this long for the audio of the last fra
 TRACK_SAVE_EVERY_S = 5.0  # the part sidecar of a running recording is rewritten this often
 TAP_RING = 1024  # audio pieces kept while not recording (a recording starts with the audio already heard)
 CONTAINERS = {".mp4": "mp4", ".mov": "mp4", ".mkv": "matroska"}
+# What a render of a still image (a PNG, JPEG … input) may also write: the one frame, lossless.
+IMAGES = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 class RecordError(Exception):
@@ -105,15 +107,18 @@ class RecordError(Exception):
 
 
 # ---- naming ------------------------------------------------------------------------------------
-def container_format(path: str | os.PathLike) -> str:
+def container_format(path: str | os.PathLike, images: bool = False) -> str:
+    """The muxer's name for the output's extension, or with images (a render of a still) PIL's
+    name of an image format. Raises RecordError naming what may be used."""
     if str(path).strip() == "":
         raise RecordError("the output file name is empty")
     if os.path.isdir(path):
         raise RecordError(f"{path}: is a directory: name a file in it (.mp4, .mov or .mkv)")
     ext = Path(path).suffix.lower()
-    fmt = CONTAINERS.get(ext)
+    fmt = CONTAINERS.get(ext) or (IMAGES.get(ext) if images else None)
     if fmt is None:
-        raise RecordError(f"{path}: unsupported output type {ext or '(no extension)'!r}: use .mp4, .mov or .mkv")
+        raise RecordError(f"{path}: unsupported output type {ext or '(no extension)'!r}: use .mp4, .mov or .mkv"
+                          + (" (or .png, .tif for a still image)" if images else ""))
     return fmt
 
 
@@ -127,10 +132,10 @@ def _temp_candidates(target: Path):
         yield target.with_name(f".{target.stem}.part{i}{target.suffix}")
 
 
-def claim_temp(target: str | os.PathLike, force: bool) -> Path:
+def claim_temp(target: str | os.PathLike, force: bool, images: bool = False) -> Path:
     """Validate the target and create its temporary file (exclusively: a part file left by a
     killed recording is never overwritten). Returns the temporary path. Raises RecordError."""
-    container_format(target)  # (before Path(), which reads "" as ".")
+    container_format(target, images)  # (before Path(), which reads "" as ".")
     target = Path(target)
     for p in (target, sidecar_path(target)):
         if p.exists() and not force:
@@ -343,6 +348,10 @@ class MediaWriter:
         for pkt in self.astream.encode(af):
             self.container.mux(pkt)
 
+    def abort(self) -> None:
+        """Close the file as it is (a render that failed: the caller deletes it)."""
+        self.container.close()
+
     def close(self, end_pts: float | None = None) -> None:
         """Flush both encoders and write the trailer. end_pts: where the audio ends."""
         try:
@@ -359,6 +368,38 @@ class MediaWriter:
                     self.container.mux(pkt)
         finally:
             self.container.close()
+
+
+class ImageWriter:
+    """A render of a still image (`--render OUT.png`): its one frame as 8-bit RGB, lossless, with
+    MediaWriter's calls (no sound: a still has none)."""
+
+    lossless = True
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        self.pix_fmt = "rgb24"
+        self._rgb: np.ndarray | None = None
+
+    def video(self, pts: float, rgb: np.ndarray) -> None:
+        if self._rgb is not None:
+            raise RecordError(f"{self.path}: an image holds one frame: render a video to .mp4, .mov or .mkv")
+        self._rgb = rgb.copy()
+
+    def audio(self, pts: float, pcm: np.ndarray) -> None:
+        pass
+
+    def encode_audio_until(self, t: float, final: bool = False) -> None:
+        pass
+
+    def close(self, end_pts: float | None = None) -> None:
+        from PIL import Image
+
+        if self._rgb is not None:
+            Image.fromarray(self._rgb).save(self.path, format=self.fmt)
+
+    def abort(self) -> None:
+        pass
 
 
 def _one_line(e: BaseException) -> str:
@@ -483,8 +524,10 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps}
 
 
-def encoder_meta(writer: MediaWriter) -> dict:
+def encoder_meta(writer: MediaWriter | ImageWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
+    if isinstance(writer, ImageWriter):
+        return {"video": {"codec": writer.fmt.lower(), "pix_fmt": writer.pix_fmt}, "audio": None}
     codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
     params = x264_options(writer.lossless).get("x264-params")

@@ -9,6 +9,9 @@ machine and device. Two ways to choose the tuning:
 - `--track SIDECAR`: the span, the frames and the mix of every frame of a recording;
 - `--preset FILE` / `--strength S` (default: AutoTune): fixed settings for the whole input.
 
+A still image (PNG, JPEG … input) may also be rendered to an image (`OUT.png`, `.tif`): its one
+frame, lossless.
+
 The source's timestamps are kept (irregular ones too) and its audio is re-encoded to AAC for the
 rendered span. Encoding runs on a second thread so it overlaps the network, and on a CPU two
 frames are in inference at once (the player's lanes, player/worker.py), finished in order.
@@ -138,7 +141,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     if track_path is not None and (preset is not None or strength is not None):
         raise RecordError("--track replays a recording's tuning: it cannot be combined with --preset or --strength")
     out_path = Path(out)
-    record.container_format(out_path)
+    fmt = record.container_format(out_path, images=True)
+    image = Path(out).suffix.lower() in record.IMAGES  # a still's render: one lossless image
     track = record.load_track(track_path) if track_path is not None else None
     fixed = None if track is not None else _fixed_mix(preset, strength)
     if track is not None and (track.get("video") or {}).get("codec") == record.LOSSLESS_CODEC:
@@ -181,7 +185,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 "source": record.source_meta(info, demo, hashes)}
         if track is not None:
             _compare(track, meta)
-        tmp = record.claim_temp(out_path, force)
+        if image and not getattr(info, "still", False):
+            raise RecordError(f"{out_path}: an image output needs a still image input (this is a video: "
+                              "render to .mp4, .mov or .mkv)")
+        tmp = record.claim_temp(out_path, force, images=True)
 
         # What to render.
         if track is not None:
@@ -214,8 +221,9 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             if writer is None:
                 origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
-                writer = record.MediaWriter(tmp, record.container_format(out_path), w, h, info.fps, origin=origin,
-                                            audio=info.has_audio, colour=info.colour, lossless=lossless, sar=info.sar)
+                writer = record.ImageWriter(tmp, fmt) if image else record.MediaWriter(
+                    tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio, colour=info.colour,
+                    lossless=lossless, sar=info.sar)
                 out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
@@ -285,7 +293,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 enc.join()
             if writer is not None:
                 try:
-                    writer.container.close()
+                    writer.abort()
                 except Exception:
                     pass
             raise
@@ -338,8 +346,12 @@ def main(args) -> int:
         print("rcd-player: render interrupted; nothing written", file=sys.stderr)
         return 130
     s = summary
-    print(f"rcd-player: rendered {s['frames']} frames ({s['span']:.2f} s of video) in {s['seconds']:.1f} s, "
-          f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)", flush=True)
+    if Path(s["path"]).suffix.lower() in record.IMAGES:
+        print(f"rcd-player: rendered the image in {s['seconds']:.1f} s → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)",
+              flush=True)
+    else:
+        print(f"rcd-player: rendered {s['frames']} frames ({s['span']:.2f} s of video) in {s['seconds']:.1f} s, "
+              f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)", flush=True)
     if s["missing"]:
         print(f"rcd-player: error: {s['missing']} of the track's frames were not found in the source "
               "(a different file?)", file=sys.stderr)

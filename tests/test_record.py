@@ -334,6 +334,32 @@ def test_render_whole_file_with_strength(make_clip, weights, tmp_path):
     assert track["initial"]["mix"]["strength"] == 20.0 and len(track["frames"]) == 30
 
 
+def test_a_still_image_renders_to_a_lossless_image(weights, tmp_path, clip):
+    """`--render OUT.png` (or .tif) of a still image writes its one frame as 8-bit RGB: strength 0
+    gives the decoded image itself, a strength denoises it; a video input is refused in one line
+    and leaves nothing behind."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    clean = np.repeat(np.linspace(30, 220, 80)[None, :, None], 60, axis=0) * np.ones(3)  # (60, 80, 3)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    src = tmp_path / "capture.png"
+    Image.fromarray(noisy).save(src)
+    same, tuned = tmp_path / "same.png", tmp_path / "tuned.tif"
+    run_player(src, "--render", same, "--strength", "0", "--weights", weights, check=True)
+    r = run_player(src, "--render", tuned, "--strength", "25", "--weights", "live", check=True)  # (the shipped model)
+    assert "rendered the image" in r.stdout
+    assert np.array_equal(np.asarray(Image.open(same)), noisy)
+    out = np.asarray(Image.open(tuned))
+    assert out.shape == noisy.shape and out.dtype == np.uint8
+    err = lambda a: np.sqrt(np.mean((a.astype(float) - clean) ** 2))  # noqa: E731
+    assert err(out) < 0.7 * err(noisy)
+    assert json.loads(Path(str(tuned) + ".json").read_text())["video"]["codec"] == "tiff"
+    r = run_player(clip, "--render", tmp_path / "v.png", "--weights", weights)
+    assert r.returncode != 0 and "still image input" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".v", "v."))) == []
+
+
 PATCHES = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 210], [128, 128, 128]], np.uint8)  # RGB
 
 
