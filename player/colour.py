@@ -24,6 +24,7 @@ UNSPECIFIED = 2
 SPC_BT709, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M, SPC_BT2020_NCL, SPC_BT2020_CL = 1, 5, 6, 7, 9, 10
 PRI_BT709, PRI_BT470BG, PRI_SMPTE170M = 1, 5, 6
 TRC_BT709, TRC_SMPTE170M = 1, 6
+PRI_BT2020, TRC_PQ, TRC_HLG = 9, 16, 18  # wide gamut, and HDR's two transfers (SMPTE 2084, ARIB STD-B67)
 RANGE_MPEG, RANGE_JPEG = 1, 2  # limited range (16–235): what recordings are written in; full: RGB ones
 SPC_RGB = 0  # no matrix: the lossless recordings' RGB
 # swscale's name of each matrix (PyAV's reformat src_/dst_colorspace).
@@ -48,6 +49,14 @@ class Colour:
     def matrix(self) -> str:
         """swscale's name for the matrix, for PyAV's reformat."""
         return SWS_MATRIX[self.colorspace]
+
+    @property
+    def unmanaged(self) -> str:
+        """'' for colours the display shows as coded (BT.709 / BT.601 SDR), else what it shows
+        without tone or gamut mapping: HDR (PQ, HLG) or BT.2020 primaries, as phones now record."""
+        if self.trc in (TRC_PQ, TRC_HLG):
+            return f"HDR ({'PQ' if self.trc == TRC_PQ else 'HLG'})"
+        return "BT.2020 wide-gamut" if self.primaries == PRI_BT2020 else ""
 
     @property
     def name(self) -> str:

@@ -347,6 +347,10 @@ class Player:
             self.demo = DemoSource(width=w, height=h, fps=cfg.demo_fps)
             self.source = DemoFeed(self.demo)
         self.info = self.source.info
+        if self.info.colour is not None and self.info.colour.unmanaged:
+            # No tone or gamut mapping here (mpv's): the picture is shown, denoised and recorded as coded.
+            self.notice(f"{self.info.colour.unmanaged} video: shown as coded, without tone or gamut mapping "
+                        f"(colours look flat); recordings keep its colour tags")
 
         # State owned by the main thread (the compositor reads `controls`, `paused`, `loop`).
         self.controls = ctl.Controls(level=1)

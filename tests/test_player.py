@@ -881,6 +881,32 @@ def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, pix_fmt, colors
     assert (rgb == 0).any() and (rgb == 255).any()  # the clamps were exercised
 
 
+@pytest.mark.parametrize("primaries, trc, says", [(9, 18, "HDR (HLG)"), (9, 16, "HDR (PQ)"), (9, 14, "BT.2020 wide-gamut"),
+                                                   (1, 1, None)])
+def test_hdr_and_wide_gamut_sources_are_named_in_a_notice(tmp_path, weights, primaries, trc, says):
+    """The player shows what it decodes without tone or gamut mapping, so an HDR or BT.2020 file
+    (as phones record) looks flat: it says so in one line; a BT.709 file says nothing of it."""
+    import av
+
+    path = tmp_path / f"tagged_{primaries}_{trc}.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        cc = s.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc = (9 if primaries == 9 else 1), primaries, trc
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24").reformat(format="yuv420p")
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    p, _, stats = play(tmp_path, weights, path, duration=0.05)
+    named = [n for n in stats["notices"] if "without tone or gamut mapping" in n]
+    assert named == ([] if says is None else [f"{says} video: shown as coded, without tone or gamut mapping "
+                                              "(colours look flat); recordings keep its colour tags"])
+
+
 # ---- the command line: bad input ---------------------------------------------------------------
 def run_cli(*args, timeout=60):
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
