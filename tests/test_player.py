@@ -1095,6 +1095,38 @@ def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, re
     assert stats["frames_presented"] > 10
 
 
+@pytest.mark.display
+def test_a_still_image_stays_up_in_a_window_and_takes_edits(tmp_path, weights, real_display):
+    """A PNG in a window stays up, paused (it used to close after 1/25 s), and an edit on it shows:
+    bypass flips the picture between tuned and original; q quits."""
+    if not (shutil.which("xdotool") and shutil.which("import")):
+        pytest.skip("needs xdotool and ImageMagick's import")
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "capture.png"
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdstilltest", "DISPLAY": real_display}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(path), "--weights", str(weights),
+                             "--no-audio"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wid = _wait_for_window("rcdstilltest", env)
+        _key(wid, "i", env)  # no HUD: the picture alone
+        time.sleep(2.0)
+        assert proc.poll() is None, "the window closed"
+        tuned = _screenshot(wid, env, proc)
+        _key(wid, "b", env)  # bypass: the original
+        time.sleep(0.8)
+        original = _screenshot(wid, env, proc)
+        _key(wid, "q", env)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert tuned.std() > 10 and np.abs(tuned.astype(int) - original).mean() > 3, "bypass did not show"
+
+
 def test_fullscreen_and_back_under_a_window_manager(tmp_path, weights, make_clip):
     """`f` fills the screen and ESC gives the window back at its size (mpv's keys), on an X server of
     the test's own with a window manager (openbox), as on a desktop: without one, SDL's X11 code
