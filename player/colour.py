@@ -28,15 +28,15 @@ PRI_BT2020, TRC_PQ, TRC_HLG = 9, 16, 18  # wide gamut, and HDR's two transfers (
 RANGE_MPEG, RANGE_JPEG = 1, 2  # limited range (16–235): what recordings are written in; full: RGB ones
 SPC_RGB = 0  # no matrix: the lossless recordings' RGB
 # swscale's name of each matrix (PyAV's reformat src_/dst_colorspace).
+SWS_MATRIX = {SPC_BT709: "ITU709", SPC_BT470BG: "ITU601", SPC_SMPTE170M: "ITU601", SPC_SMPTE240M: "SMPTE240M",
+              SPC_BT2020_NCL: "BT2020", SPC_BT2020_CL: "BT2020"}
 # Kr and Kb of each matrix (Y' = Kr·R' + (1 − Kr − Kb)·G' + Kb·B'), for the native conversion.
 # They give swscale's integer table (libswscale/yuv2rgb.c) to its 16 fractional bits.
 KR_KB = {SPC_BT709: (0.2126, 0.0722), SPC_BT470BG: (0.299, 0.114), SPC_SMPTE170M: (0.299, 0.114),
          SPC_SMPTE240M: (0.212, 0.087), SPC_BT2020_NCL: (0.2627, 0.0593), SPC_BT2020_CL: (0.2627, 0.0593)}
-# 8-bit formats for which swscale has a hand-written path (0.5 ms a 720p frame on the development
-# machine, 1 on the one before): kept there. The other planar YUV formats convert natively.
+# 8-bit formats for which swscale has a hand-written path (0.5–0.7 ms a 720p frame on the development
+# machine): kept there. The other planar YUV formats convert natively (to_rgb).
 SWSCALE_FAST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p"})
-SWS_MATRIX = {SPC_BT709: "ITU709", SPC_BT470BG: "ITU601", SPC_SMPTE170M: "ITU601", SPC_SMPTE240M: "SMPTE240M",
-              SPC_BT2020_NCL: "BT2020", SPC_BT2020_CL: "BT2020"}
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,8 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     layout = _planar_yuv(frame.format.name)
     if layout is not None and native.library() is not None:
         bits, size = layout
-        planes = []
-        for p in frame.planes[:3]:
-            dtype = np.uint8 if size == 1 else np.dtype("<u2")
-            planes.append(np.ndarray((p.height, p.width), dtype, buffer=p, strides=(p.line_size, size)))
+        dtype = np.uint8 if size == 1 else np.dtype("<u2")
+        planes = [np.ndarray((p.height, p.width), dtype, buffer=p, strides=(p.line_size, size)) for p in frame.planes[:3]]
         full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
         rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, bits))
         if rgb is not None:
@@ -133,6 +131,7 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _coefficients(colorspace: int, full_range: bool, bits: int) -> np.ndarray:
+    """yuv_to_rgb_coefficients, made once per file's colour (read-only: shared by every frame)."""
     k = yuv_to_rgb_coefficients(colorspace, full_range, bits)
     k.flags.writeable = False
     return k

@@ -185,7 +185,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 "source": record.source_meta(info, demo, hashes)}
         if track is not None:
             _compare(track, meta)
-        if image and not getattr(info, "still", False):
+        if image and not info.still:
             raise RecordError(f"{out_path}: an image output needs a still image input (this is a video: "
                               "render to .mp4, .mov or .mkv)")
         tmp = record.claim_temp(out_path, force, images=True)
