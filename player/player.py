@@ -385,6 +385,7 @@ class Player:
         self._presented_serials: set[int] = set()
         self._av_offsets: list[float] = []
         self._present_times: list[float] = []
+        self._run_start = self._first_shown = 0.0  # monotonic: run() began, the first frame was shown
         self.frames_presented = 0
         self.frames_presented_epoch = 0
         self.last: Presented | None = None
@@ -810,7 +811,7 @@ class Player:
             t.start()
         self.sound.start()
         self.set_paused(False)
-        t_start = time.monotonic()
+        t_start = self._run_start = time.monotonic()
         script_time, last_tick = 0.0, time.monotonic()
         try:
             while not self._quit:
@@ -947,6 +948,8 @@ class Player:
         if again:
             return
         self.recording.present(p, self.controls)  # recording: the tuned frame at its source pts
+        if self.last is None and not self._first_shown:
+            self._first_shown = t
         self.last = p
         if p.serial not in self._presented_serials:
             self._presented_serials.add(p.serial)
@@ -1101,6 +1104,9 @@ class Player:
             "frames_dropped_early": self.worker.dropped_early,
             "frames_dropped_late": self.compositor.dropped_late + self.slot.replaced,
             "display_fps": round(fps, 2),
+            # from the start of playback (the model loaded, the file open) to the first frame on screen:
+            # decoding, the lanes' first inferences, the ready queue filling, and `auto`'s timing
+            "first_frame_ms": _round((self._first_shown - self._run_start) * 1000.0) if self._first_shown else None,
             "av_offset_ms_p95": _round(percentile(np.abs(steady), 95) if steady else None),
             "audio_underflows": feed_underflows + device_underflows,
             # which side: the feed had no sound ready (the player's fault) / the device reported an

@@ -802,6 +802,7 @@ def test_a_still_image_stays_up_paused_and_edits_re_blend_it(tmp_path, weights, 
     p, shown, stats = play(tmp_path, weights, path, script=[(0.4, "set strength 0"), (0.8, "set strength 40")],
                            duration=1.2, setup=late_main_thread)
     assert p.info.still
+    assert 0 < stats["first_frame_ms"] < 1000 * (p.wall_s - 1.2)  # shown before the 1.2 s it was held
     assert p.wall_s >= 1.2 and p.paused
     assert [s.strength for s in shown][-2:] == [0, 40] and len({s.pts for s in shown}) == 1
     assert np.array_equal(shown[-2].tuned, shown[-2].original)  # strength 0: the image itself
