@@ -8,8 +8,9 @@ Owns the only place the network runs during playback. Two modes:
   in a render cache within a memory budget, filled ahead of the playhead; playback waits where
   the cache is not filled, and a looped section plays from the cache in real time on every
   later pass (the worker skips inference for frames already cached).
-`auto` first times the backbone without dropping frames (playback waits for them, `probing`), then
-plays live, and switches to cache once the measured backbone time shows it cannot keep up.
+`auto` first times the backbone without dropping frames (playback waits for them, `probing`; not
+once even the first, slowest inferences fit live mode), then plays live, and switches to cache
+once the measured backbone time shows it cannot keep up.
 
 On a CPU the worker runs inference on `lanes` frames at once (frame-level parallelism, as FFmpeg's
 frame threading), each with cores / lanes of torch's threads, and hands the results on in decode
@@ -57,6 +58,13 @@ AUTO_WATCH_FRAMES = 60
 # lane took 92–167 ms, then 45–100 (fresh pages at 4 µs each in that VM while the heap grows), and
 # with three left out two runs of two went to the cache at 15–18 fps where live mode played 28–30.
 AUTO_WARMUP_FRAMES = 6
+# ... but those first inferences are the slowest of a run, so once this many (warm-up included) have
+# a median that already fits live mode, `auto` chooses live at once (and keeps watching, as after the
+# full probe); it waits for the full probe only to choose the cache. The full probe held the picture
+# about half a second after the first frame (01_dog.mp4, 720p, 2-core AMD EPYC: 24 inferences of
+# 41–121 ms; in a window under Xvfb the first six had medians of 76–80 ms, 38–40 ms a frame with
+# two lanes, against the 43 ms that AUTO_CACHE_ABOVE allows at 29.97 fps).
+AUTO_EARLY_FRAMES = 6
 WARM_UP_GATE_S = 5.0  # how long a lane's warm-up waits for the others (only a stuck pool waits that long)
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # A demo size must be denoised and blended within this share of a frame interval (see DEMO_SIZES).
@@ -299,13 +307,17 @@ class BackboneWorker(threading.Thread):
             return
         warm_up = AUTO_WARMUP_FRAMES * self.lanes
         timed = len(self.infer_ms) - warm_up
+        interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often
+        if (self.probing and timed < AUTO_PROBE_FRAMES and len(self.infer_ms) >= AUTO_EARLY_FRAMES
+                and statistics.median(self.infer_ms) / self.lanes <= AUTO_CACHE_ABOVE * interval_ms):
+            self.probing = False  # even the warm-up fits: live (the watch below goes on from here)
+            return
         if timed >= AUTO_PROBE_FRAMES:
             recent = self.infer_ms[-min(timed, AUTO_WATCH_FRAMES):]
         elif looped and self.probing:
             recent = self.infer_ms[min(warm_up, len(self.infer_ms) // 2):]
         else:
             return
-        interval_ms = 1000.0 / self.player.info.fps / self.player.clock.speed  # at 2× frames come twice as often
         # what a frame costs: `lanes` frames are in inference at once
         typical = statistics.median(recent) / self.lanes
         if typical > AUTO_CACHE_ABOVE * interval_ms:

@@ -677,6 +677,38 @@ def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady, w
     assert len(shown) > 10
 
 
+@pytest.mark.parametrize("warm_up", [0.5, 7.0])
+def test_auto_chooses_live_at_once_when_even_the_warm_up_fits(tmp_path, weights, clip, warm_up):
+    """A backbone whose first inferences (the slowest of a run) already fit live mode ends `auto`'s
+    probe after AUTO_EARLY_FRAMES of them, and playback goes on without the wait; one whose warm-up
+    does not fit is still timed in full (AUTO_WARMUP_FRAMES per lane left out, then AUTO_PROBE_FRAMES)
+    before it plays live. Costs in frame intervals per frame, the lanes sharing the work."""
+    from player.worker import AUTO_EARLY_FRAMES, AUTO_PROBE_FRAMES, AUTO_WARMUP_FRAMES
+
+    calls = []  # as each inference starts: (the timed inferences done so far, whether `auto` still times)
+
+    def timed(p):
+        infer = p.denoiser.infer
+        interval_ms = 1000.0 / p.info.fps * p.worker.lanes
+
+        def scripted(rgb, *args):
+            done = len(p.worker.infer_ms)
+            calls.append((done, p.worker.probing))
+            bases = infer(rgb, *args)
+            bases.infer_ms = (warm_up if done < AUTO_WARMUP_FRAMES * p.worker.lanes else 0.5) * interval_ms
+            return bases
+
+        p.denoiser.infer = scripted
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=1.5, setup=timed)
+    assert stats["mode"] == "live" and len(shown) > 10
+    decided_after = next(done for done, probing in calls if not probing)  # timed inferences when it chose
+    if warm_up < 1:
+        assert AUTO_EARLY_FRAMES <= decided_after <= AUTO_EARLY_FRAMES + p.worker.lanes
+    else:
+        assert decided_after >= AUTO_WARMUP_FRAMES * p.worker.lanes + AUTO_PROBE_FRAMES
+
+
 def test_auto_mode_drops_nothing_while_it_times_a_slow_backbone(tmp_path, weights, clip):
     """A model headed for the render cache is timed first (AUTO_PROBE_FRAMES). Meanwhile playback
     waits for its frames instead of dropping the ones it cannot make, so the first pass of a loop
