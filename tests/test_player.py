@@ -1094,32 +1094,43 @@ def test_real_audio_through_portaudio_keeps_av_sync(tmp_path, weights, clip, spe
     assert stats["av_offset_ms_p95"] is not None and stats["av_offset_ms_p95"] < 100, stats
 
 
-@pytest.mark.display
-def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, real_display):
+def _in_window(args, wm_class: str, display: str, act):
+    """The player in a real window on `display`: act(wid, env, proc) sends keys and takes
+    screenshots, then q; the player must exit cleanly. Returns what act returns."""
     if not (shutil.which("xdotool") and shutil.which("import")):
         pytest.skip("needs xdotool and ImageMagick's import")
-    clip = make_clip(seconds=8.0, name="window")
-    stats_file = tmp_path / "stats.json"
-    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdplayertest", "DISPLAY": real_display}
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(clip), "--weights", str(weights),
-                             "--no-audio", "--stats-json", str(stats_file)], cwd=REPO, env=env,
+    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": wm_class, "DISPLAY": display}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), *map(str, args)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wid = _wait_for_window("rcdplayertest", env)
-        time.sleep(1.5)
-        shot1 = _screenshot(wid, env, proc)
-        _key(wid, "i", env)  # hide the HUD
-        time.sleep(0.6)
-        shot2 = _screenshot(wid, env, proc)
-        _key(wid, "question", env)  # help page
-        time.sleep(0.6)
-        shot3 = _screenshot(wid, env, proc)
+        wid = _wait_for_window(wm_class, env)
+        out = act(wid, env, proc)
         _key(wid, "q", env)
         proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, proc.stderr.read()
+    return out
+
+
+@pytest.mark.display
+def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, real_display):
+    clip = make_clip(seconds=8.0, name="window")
+    stats_file = tmp_path / "stats.json"
+
+    def act(wid, env, proc):
+        time.sleep(1.5)
+        shots = [_screenshot(wid, env, proc)]
+        _key(wid, "i", env)  # hide the HUD
+        time.sleep(0.6)
+        shots.append(_screenshot(wid, env, proc))
+        _key(wid, "question", env)  # help page
+        time.sleep(0.6)
+        return shots + [_screenshot(wid, env, proc)]
+
+    shot1, shot2, shot3 = _in_window([clip, "--weights", weights, "--no-audio", "--stats-json", stats_file],
+                                     "rcdplayertest", real_display, act)
     assert shot1.std() > 10, "the window shows no video"
     hud = (slice(0, 60), slice(0, 200))
     assert np.abs(shot1[hud].astype(int) - shot2[hud]).mean() > 5, "the HUD did not go away"
@@ -1132,31 +1143,22 @@ def test_real_window_takes_keys_and_shows_video(tmp_path, weights, make_clip, re
 def test_a_still_image_stays_up_in_a_window_and_takes_edits(tmp_path, weights, real_display):
     """A PNG in a window stays up, paused (it used to close after 1/25 s), and an edit on it shows:
     bypass flips the picture between tuned and original; q quits."""
-    if not (shutil.which("xdotool") and shutil.which("import")):
-        pytest.skip("needs xdotool and ImageMagick's import")
     from PIL import Image
 
     rng = np.random.default_rng(4)
     path = tmp_path / "capture.png"
     Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
-    env = {**os.environ, "SDL_VIDEODRIVER": "x11", "SDL_VIDEO_X11_WMCLASS": "rcdstilltest", "DISPLAY": real_display}
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_player.py"), str(path), "--weights", str(weights),
-                             "--no-audio"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wid = _wait_for_window("rcdstilltest", env)
+
+    def act(wid, env, proc):
         _key(wid, "i", env)  # no HUD: the picture alone
         time.sleep(2.0)
         assert proc.poll() is None, "the window closed"
         tuned = _screenshot(wid, env, proc)
         _key(wid, "b", env)  # bypass: the original
         time.sleep(0.8)
-        original = _screenshot(wid, env, proc)
-        _key(wid, "q", env)
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, proc.stderr.read()
+        return tuned, _screenshot(wid, env, proc)
+
+    tuned, original = _in_window([path, "--weights", weights, "--no-audio"], "rcdstilltest", real_display, act)
     assert tuned.std() > 10 and np.abs(tuned.astype(int) - original).mean() > 3, "bypass did not show"
 
 
