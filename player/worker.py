@@ -416,7 +416,8 @@ class BackboneWorker(threading.Thread):
             self._jobs.append(_Job(frame, key, bases=bases))
         else:
             noise = self.noise(frame.rgb)
-            if frame.rgb.shape != self._warm_shape and self.requested_mode != "cache":
+            # (not for a still image: it has no next frame, and a 12 MP one took 2 GB for both passes)
+            if frame.rgb.shape != self._warm_shape and self.requested_mode != "cache" and not self.player.info.still:
                 self._jobs.append(_Job(frame, key, future=self._warm_up(frame.rgb, noise, lanes), timed=False))
             else:
                 self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, noise)))

@@ -827,13 +827,17 @@ def test_a_still_image_stays_up_paused_and_edits_re_blend_it(tmp_path, weights, 
     clean = np.repeat(np.linspace(40, 210, 96)[None, :, None], 64, axis=0) * np.ones(3)  # (64, 96, 3) ramp
     path = tmp_path / f"still.{ext}"
     Image.fromarray(np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)).save(path, quality=95)
+    inferred = []
+
     def late_main_thread(p):  # the one frame still waits in the slot when the end of the stream is seen
-        take = p.slot.take
+        take, infer = p.slot.take, p.denoiser.infer
         p.slot.take = lambda timeout: take(timeout) if p.compositor.eos is not None else time.sleep(timeout)
+        p.denoiser.infer = lambda rgb, *args: inferred.append(rgb.shape) or infer(rgb, *args)
 
     p, shown, stats = play(tmp_path, weights, path, script=[(0.4, "set strength 0"), (0.8, "set strength 40")],
                            duration=1.2, setup=late_main_thread)
     assert p.info.still
+    assert len(inferred) == 1  # once, on one lane (no warm-up pass on the other: there is no next frame)
     assert 0 < stats["first_frame_ms"] < 1000 * (p.wall_s - 1.2)  # shown before the 1.2 s it was held
     assert p.wall_s >= 1.2 and p.paused
     assert [s.strength for s in shown][-2:] == [0, 40] and len({s.pts for s in shown}) == 1
