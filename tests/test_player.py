@@ -838,7 +838,7 @@ def test_a_still_image_stays_up_paused_and_edits_re_blend_it(tmp_path, weights, 
                            duration=1.2, setup=late_main_thread)
     assert p.info.still
     assert len(inferred) == 1  # once, on one lane (no warm-up pass on the other: there is no next frame)
-    assert 0 < stats["first_frame_ms"] < 1000 * (p.wall_s - 1.2)  # shown before the 1.2 s it was held
+    assert 0 < stats["first_frame_ms"] < 1000 * (p.wall_s - 1.0)  # shown before the 1.2 s it was held (± a tick)
     assert p.wall_s >= 1.2 and p.paused
     assert [s.strength for s in shown][-2:] == [0, 40] and len({s.pts for s in shown}) == 1
     assert np.array_equal(shown[-2].tuned, shown[-2].original)  # strength 0: the image itself
