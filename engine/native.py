@@ -289,8 +289,8 @@ def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray | None:
     """The uint8 (H, W, 3) RGB frame of planar YUV: y (H, W), u and v (H, W) or subsampled by 2 in
-    either direction (⌈H/2⌉, ⌈W/2⌉ …), all uint8 or all uint16 (samples wider than 8 bits; `depth`
-    is only checked, the coefficients carry the scale), rows may be strided. k: float32 (8,) as
+    either direction (⌈H/2⌉, ⌈W/2⌉ …), all uint8 or all uint16 (samples wider than 8 bits, whatever
+    their bit depth: the coefficients carry the scale), rows may be strided. k: float32 (8,) as
     engine/csrc/yuv.c takes them (player/colour.py makes them). None where the kernels are not in use."""
     lib = library()
     if lib is None:

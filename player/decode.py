@@ -180,27 +180,28 @@ class FileSource:
         except av.error.FFmpegError:
             # Not seekable (a raw .h264 stream, packets without timestamps): read it again from the
             # start and skip to `start` by decoding, as FFmpeg's tools do.
-            if c is not self.container:
-                c.close()
-            c = self._containers[kind] = av.open(self.path)
-            if kind == "video":
-                c.streams.video[0].thread_type = "AUTO"
-        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+            c = self._reopen(kind, c)
         if kind == "audio":
-            yield from self._audio(c, stream, start)
+            yield from self._audio(c, c.streams.audio[0], start)
             return
         shown = False
-        for frame in self._video(c, stream, start):
+        for frame in self._video(c, c.streams.video[0], start):
             shown = True
             yield frame
         if not shown:
             # A seek that FFmpeg called done but that left nothing to decode (the image2 demuxer's one
-            # JPEG, after a seek to 0: it played nothing): read the file again from its start.
-            if c is not self.container:
-                c.close()
-            c = self._containers[kind] = av.open(self.path)
-            c.streams.video[0].thread_type = "AUTO"
+            # JPEG, after a seek to 0: it played nothing): the same, read from the start.
+            c = self._reopen(kind, c)
             yield from self._video(c, c.streams.video[0], start)
+
+    def _reopen(self, kind: str, old) -> av.container.InputContainer:
+        """kind's demuxer opened anew at the file's start (the constructor's is kept: close() ends it)."""
+        if old is not self.container:
+            old.close()
+        c = self._containers[kind] = av.open(self.path)
+        if kind == "video":
+            c.streams.video[0].thread_type = "AUTO"
+        return c
 
     def _packets(self, c, stream):
         for packet in c.demux(stream):

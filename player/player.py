@@ -948,7 +948,7 @@ class Player:
         if again:
             return
         self.recording.present(p, self.controls)  # recording: the tuned frame at its source pts
-        if self.last is None and not self._first_shown:
+        if not self._first_shown:
             self._first_shown = t
         self.last = p
         if p.serial not in self._presented_serials:

@@ -374,11 +374,8 @@ class ImageWriter:
     """A render of a still image (`--render OUT.png`): its one frame as 8-bit RGB, lossless, with
     MediaWriter's calls (no sound: a still has none)."""
 
-    lossless = True
-
     def __init__(self, path: Path, fmt: str):
         self.path, self.fmt = path, fmt
-        self.pix_fmt = "rgb24"
         self._rgb: np.ndarray | None = None
 
     def video(self, pts: float, rgb: np.ndarray) -> None:
@@ -527,7 +524,7 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
 def encoder_meta(writer: MediaWriter | ImageWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
     if isinstance(writer, ImageWriter):
-        return {"video": {"codec": writer.fmt.lower(), "pix_fmt": writer.pix_fmt}, "audio": None}
+        return {"video": {"codec": writer.fmt.lower(), "pix_fmt": "rgb24"}, "audio": None}
     codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
     params = x264_options(writer.lossless).get("x264-params")
