@@ -54,15 +54,25 @@ def _positive(s: str) -> float:
     return v
 
 
-MAX_DEMO_FPS = 240.0  # the fastest displays refresh at 240 Hz; beyond, frames could never be shown
+MAX_FPS = 240.0  # the fastest displays refresh at 240 Hz; beyond, frames could never be shown
 MAX_LANES = 16  # frames in inference at once: more only add memory and latency
 
 
-def _demo_fps(s: str) -> float:
+def _fps(s: str) -> float:
     v = _positive(s)
-    if v > MAX_DEMO_FPS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_DEMO_FPS:g} frames per second, got {s!r}")
+    if v > MAX_FPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_FPS:g} frames per second, got {s!r}")
     return v
+
+
+def _raw(s: str) -> str:
+    from player.inputs import parse_raw
+
+    try:
+        parse_raw(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
 
 
 def _lanes(s: str) -> int:
@@ -99,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "every strength change is a blend). With no INPUT it plays a built-in ISP test scene.",
         epilog="Keys: space pause, ←/→ seek 5 s, ,/. frame step, ↑/↓ strength, [/] character, b bypass, "
                "v view, ? help, q quit. Full table: README.md.")
-    ap.add_argument("input", nargs="?", metavar="INPUT", help="video file (anything FFmpeg reads); omit for the demo")
+    ap.add_argument("input", nargs="?", metavar="INPUT",
+                    help="video file (anything FFmpeg reads), image sequence ('frame_%%04d.png', 'shots/*.tif') or raw "
+                         "video (.yuv …); omit for the demo")
     # --weights/--device/--precision default to None so that --render --track can tell "not given"
     # (then the recording's model and device are used); playback treats None as the device's
     # default model (worker.default_weights) / auto / auto.
@@ -126,12 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--demo-size", type=_size, default=None, metavar="WxH",
                     help="size of the demo source (default: 1280x720, or 960x540 / 640x360 where the model "
                          "is too slow for 1280x720 at the demo's frame rate)")
-    ap.add_argument("--demo-fps", type=_demo_fps, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
+    ap.add_argument("--demo-fps", type=_fps, default=30.0, metavar="FPS", help="frame rate of the demo source (default 30)")
     ap.add_argument("--no-audio", action="store_true", help="do not open the sound device")
     ap.add_argument("--threads", type=_count, default=0, metavar="N",
                     help="CPU threads for each inference (default: the cores divided by the lanes)")
     ap.add_argument("--lanes", type=_lanes, default=0, metavar="N",
                     help="frames in inference at once (default: 2 on a CPU with 2 or more cores, else 1)")
+    inp = ap.add_argument_group("image sequences and raw video")
+    inp.add_argument("--fps", type=_fps, default=None, metavar="FPS",
+                     help="frame rate of an image sequence or raw video (default: from a raw file's name, else 25)")
+    inp.add_argument("--raw", type=_raw, default=None, metavar="WxH[:FORMAT]",
+                     help="INPUT is raw video (no header) of this frame size and FFmpeg pixel format, e.g. 1920x1080:nv12 "
+                          "(default yuv420p; a .yuv file's size and format are read from its name when it has them)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
     rec = ap.add_argument_group("recording and rendering")
     rec.add_argument("--record", metavar="FILE",
@@ -159,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    if extra and args.input and not any(a.startswith("-") for a in extra):  # often a shell's expansion of an
+        ap.error(f"{1 + len(extra)} inputs given ({args.input}, {extra[0]} …): the player plays one; "  # unquoted glob
+                 "an image sequence is one quoted pattern, e.g. 'shots/*.png' or 'frame_%04d.png'")
+    if extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     # ---- recording and offline render ----
     if (args.track is not None or args.strength is not None) and not args.render:
         ap.error("--track and --strength need --render")
@@ -189,6 +212,8 @@ def _main(argv: list[str] | None) -> int:
         ap.error(f"--speed needs {SPEED_MIN:g} to {SPEED_MAX:g}, got {args.speed:g}")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         ap.error(f"--duration needs seconds > 0, got {args.duration}")
+    if (args.fps or args.raw) and args.input is None:
+        ap.error("--fps and --raw describe an INPUT (image sequence, raw video); the demo has --demo-fps")
     if args.cache_mb < 0:
         ap.error(f"--cache-mb needs MiB >= 0 (0: the default budget), got {args.cache_mb}")
     signal.signal(signal.SIGTERM, _terminate)  # a render or playback ends as with Ctrl-C: nothing half-written
@@ -209,7 +234,7 @@ def _main(argv: list[str] | None) -> int:
     from player.decode import MediaError
     from player.player import Player, PlayerConfig, PlayerError
 
-    cfg = PlayerConfig(input=args.input, weights=args.weights, device=args.device, precision=args.precision,
+    cfg = PlayerConfig(input=args.input, fps=args.fps, raw=args.raw, weights=args.weights, device=args.device, precision=args.precision,
                        noise=args.noise or "auto", mode=args.mode, cache_mb=args.cache_mb, start=args.start, speed=args.speed,
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,

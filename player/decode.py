@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 import threading
 from fractions import Fraction
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import av
 import numpy as np
 
 from player import colour as col
+from player import inputs
 from player.frames import AudioChunk, VideoFrame
 from player.queues import ClosableQueue
 from player.tempo import stretch
@@ -72,20 +72,26 @@ class SourceInfo:
     sar: Fraction = Fraction(1)  # pixel aspect ratio (width / height of one pixel; anamorphic video ≠ 1)
     audio_problem: str = ""  # why the file's audio stream is not played (one line), if it has one that is not
     still: bool = False  # a single image (PNG, JPEG, TIFF …): held on screen to be tuned, not played for 1/fps
+    opened: dict = field(default_factory=dict)  # how an image sequence or raw video was opened (inputs.Input.meta)
+
+    @property
+    def stem(self) -> str:
+        """What screenshots and recordings of it are named after."""
+        return inputs.output_stem(self.name, self.path)
 
 
 class FileSource:
     """A media file through PyAV. The constructor validates: it decodes the first video frame."""
 
-    def __init__(self, path: str):
-        p = Path(path)
-        if not p.exists():
-            raise MediaError(f"{path}: no such file")
-        if p.is_dir():
-            raise MediaError(f"{path}: is a directory, not a media file")
-        self.path = str(p)
+    def __init__(self, source: str | inputs.Input, fps: float | None = None, raw: str | None = None):
+        """source: an INPUT argument (fps and raw as --fps and --raw give them) or a resolved Input."""
         try:
-            self.container = av.open(self.path)
+            self.input = source if isinstance(source, inputs.Input) else inputs.resolve(source, fps, raw)
+        except inputs.InputError as e:
+            raise MediaError(str(e)) from None
+        self.path = path = self.input.path
+        try:
+            self.container = self.input.open()
         except (av.error.FFmpegError, UnicodeDecodeError) as e:
             raise MediaError(f"{path}: not a readable media file ({_one_line(e)})") from None
         if not self.container.streams.video:
@@ -120,10 +126,10 @@ class FileSource:
         width, height = (first.height, first.width) if self.quarter_turns % 2 else (first.width, first.height)
         sar = self.vstream.sample_aspect_ratio or self.vstream.codec_context.sample_aspect_ratio
         sar = Fraction(sar) if sar and 0.1 <= sar <= 10 else Fraction(1)  # (0/1 and absurd values: square)
-        self.info = SourceInfo(name=p.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
+        self.info = SourceInfo(name=self.input.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar,
-                               audio_problem=audio_problem, still=self._is_still())
+                               audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta())
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 
@@ -132,7 +138,7 @@ class FileSource:
         the sound cannot be played. Reads through a demuxer of its own."""
         error = None
         try:
-            with av.open(self.path) as c:
+            with self.input.open() as c:
                 for n, packet in enumerate(c.demux(c.streams.audio[0])):
                     if n >= AUDIO_PROBE_PACKETS:
                         break
@@ -147,12 +153,13 @@ class FileSource:
 
     def _is_still(self) -> bool:
         """Whether the file is one image: read by an image demuxer (image2 by extension, or a
-        "*_pipe" one by content) and holding no second frame (image2 also reads numbered sequences)."""
+        "*_pipe" one by content) or as raw video, and holding no second frame (image2 also reads
+        numbered sequences)."""
         name = self.container.format.name
-        if name != "image2" and not name.endswith("_pipe"):
+        if name not in ("image2", "rawvideo") and not name.endswith("_pipe"):  # (one raw frame: an ISP's dump)
             return False
         try:
-            with av.open(self.path) as c:
+            with self.input.open() as c:
                 return sum(1 for _ in zip(range(2), c.decode(video=0))) == 1
         except av.error.FFmpegError:
             return False
@@ -173,7 +180,7 @@ class FileSource:
         """
         c = self._containers.get(kind)
         if c is None:
-            c = self.container if kind == "video" else av.open(self.path)
+            c = self.container if kind == "video" else self.input.open()
             self._containers[kind] = c
         try:
             c.seek(int(start * 1e6) if start > 0 else 0, backward=True, any_frame=False)  # AV_TIME_BASE units
@@ -198,7 +205,7 @@ class FileSource:
         """kind's demuxer opened anew at the file's start (the constructor's is kept: close() ends it)."""
         if old is not self.container:
             old.close()
-        c = self._containers[kind] = av.open(self.path)
+        c = self._containers[kind] = self.input.open()
         if kind == "video":
             c.streams.video[0].thread_type = "AUTO"
         return c

@@ -59,7 +59,9 @@ class PlayerError(Exception):
 
 @dataclass
 class PlayerConfig:
-    input: str | None = None  # None: the built-in demo
+    input: str | None = None  # None: the built-in demo; else a file, an image sequence's pattern or raw video
+    fps: float | None = None  # --fps: the rate of an image sequence or raw video (player/inputs.py)
+    raw: str | None = None  # --raw WxH[:FORMAT]: raw video's frame size and pixel format
     weights: str | None = None  # None: worker.default_weights for the device
     device: str = "auto"
     precision: str = "auto"
@@ -320,7 +322,9 @@ class Player:
         # Source (a file is opened first: a bad path is reported before the model loads).
         self.demo = None
         if cfg.input is not None:
-            self.source = FileSource(cfg.input)
+            self.source = FileSource(cfg.input, cfg.fps, cfg.raw)
+            if self.source.input.notice:
+                self.notice(self.source.input.notice)
 
         # Model.
         try:
@@ -780,7 +784,7 @@ class Player:
         if self.last is None:
             raise ctl.CommandError("no frame on screen yet")
         d = Path(folder)
-        stem = f"rcd-{Path(self.info.name).stem}-{self.last.frame.pts:08.3f}"
+        stem = f"rcd-{self.info.stem}-{self.last.frame.pts:08.3f}"
         # Copies first: the tuned frame is one of the compositor's rotating buffers, which it fills
         # again four frames on — during the PNG encoding, while playing (the pair differed by 4–8 frames).
         original, tuned = self.last.frame.rgb.copy(), self.last.tuned.copy()
@@ -1023,7 +1027,8 @@ class Player:
             f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
             f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
-            f"  A/V {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
+            # (with no sound, the offset is the picture's against the wall clock, as the stats' A/V)
+            f"  {'A/V' if self.info.has_audio else 'clock'} {self._av_offsets[-1] if self._av_offsets else 0:+5.0f} ms",
             f"backbone {_last(self.worker.backbone_ms):6.1f} ms"
             + (" (mono)" if b is not None and b.mono else "")  # the model's backbone for R = G = B frames
             + (" (luma)" if b is not None and b.luma else "")  # ... on the luma of a frame whose noise is luma

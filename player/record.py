@@ -518,7 +518,7 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
         return {"kind": "demo", "width": demo.width, "height": demo.height, "fps": demo.fps, "seed": demo.seed,
                 "duration": demo.duration}
     return {"kind": "file", "path": str(Path(info.path).resolve()), "sha256": hashes.get(info.path),
-            "width": info.width, "height": info.height, "fps": info.fps}
+            "width": info.width, "height": info.height, "fps": info.fps, **info.opened}
 
 
 def encoder_meta(writer: MediaWriter | ImageWriter) -> dict:
@@ -812,7 +812,7 @@ class Recording:
         if self.first_target is not None:
             base = Path(self.first_target)
         else:
-            stem = Path(self.player.info.name).stem
+            stem = self.player.info.stem
             base = Path(self.out_dir) / f"rcd-{stem}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
         for i in range(1, 10000):
             cand = base if i == 1 else base.with_name(f"{base.stem}-{i}{base.suffix}")

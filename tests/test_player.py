@@ -845,6 +845,81 @@ def test_a_still_image_stays_up_paused_and_edits_re_blend_it(tmp_path, weights, 
     assert np.abs(shown[-1].tuned.astype(int) - shown[-1].original).mean() > 5  # denoised
 
 
+# ---- image sequences and raw video (player/inputs.py) ----------------------------------------------
+@pytest.mark.parametrize("pattern, fps", [("frame_%03d.png", 10.0), ("*.png", None)])
+def test_an_image_sequence_plays_every_image_in_order_at_its_rate(tmp_path, weights, pattern, fps):
+    """Numbered captures, named by FFmpeg's printf pattern or by a glob, play as a clip: every image,
+    in order, at --fps (else FFmpeg's 25, said in one line), each exactly as stored."""
+    from PIL import Image
+
+    from media import synth_frame
+
+    (tmp_path / "seq").mkdir()
+    images = [synth_frame(i, 96, 64) for i in range(12)]
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(tmp_path / "seq" / f"frame_{i:03d}.png")
+    p, shown, stats = play(tmp_path, weights, tmp_path / "seq" / pattern, duration=2.0, fps=fps)
+    rate = fps or 25.0
+    assert not p.info.still and p.info.fps == rate and p.info.name == pattern
+    assert p.info.stem == ("frame" if "%" in pattern else "seq")  # screenshots' and recordings' names: no % or *
+    assert [read_frame_index(s.original) for s in shown] == list(range(12))
+    assert [s.pts for s in shown] == pytest.approx([i / rate for i in range(12)])
+    assert all(np.array_equal(s.original, images[i]) for i, s in enumerate(shown))
+    assert [n for n in stats["notices"] if "image sequence" in n] == ([] if fps else ["image sequence: 25 fps (--fps to change)"])
+
+
+def _raw_nv12(images) -> bytes:
+    """Headerless NV12 frames, as an ISP's dump writes them."""
+    import av
+
+    return b"".join(av.VideoFrame.from_ndarray(a, format="rgb24").reformat(format="nv12").to_ndarray().tobytes()
+                    for a in images)
+
+
+def test_raw_video_plays_with_its_size_format_and_rate_from_its_name_or_from_raw(tmp_path, weights):
+    """Headless YUV: the frame size, pixel format and rate come from the name, as YUView reads
+    them (`cap_96x64_nv12_10fps.yuv`), or from --raw WxH:FORMAT and --fps; a wrong one would garble
+    every frame. A tail that is not a whole frame is said; a file of one frame is a still."""
+    from media import synth_frame
+
+    images = [synth_frame(i, 96, 64) for i in range(6)]
+    named = tmp_path / "cap_96x64_nv12_10fps.yuv"
+    named.write_bytes(_raw_nv12(images))
+    told = tmp_path / "cap.bin"
+    told.write_bytes(_raw_nv12(images) + bytes(100))
+    for path, kw, rate, said in ((named, {}, 10.0, "raw video: 96x64 (its name), nv12 (its name), 10 fps (its name)"),
+                                 (told, {"raw": "96x64:nv12", "fps": 5.0}, 5.0,
+                                  "raw video: 100 bytes at the end are not a whole frame")):
+        p, shown, stats = play(tmp_path, weights, path, duration=2.0, **kw)
+        assert (p.info.width, p.info.height, p.info.fps, p.info.still) == (96, 64, rate, False)
+        assert [read_frame_index(s.original) for s in shown] == list(range(6))
+        assert [s.pts for s in shown] == pytest.approx([i / rate for i in range(6)])
+        assert max(np.abs(s.original.astype(int) - images[i]).mean() for i, s in enumerate(shown)) < 3
+        assert [n for n in stats["notices"] if n.startswith("raw video")][0].startswith(said)
+    one = tmp_path / "one_96x64.nv12"
+    one.write_bytes(_raw_nv12(images[:1]))
+    p, shown, _ = play(tmp_path, weights, one, duration=0.5)
+    assert p.info.still and read_frame_index(shown[-1].original) == 0
+
+
+def test_image_sequence_and_raw_video_mistakes_fail_in_one_line(tmp_path, weights, clip):
+    (tmp_path / "seq").mkdir()
+    raw = tmp_path / "capture.yuv"
+    raw.write_bytes(bytes(96 * 64 * 3))
+    small = tmp_path / "small_96x64.yuv"
+    small.write_bytes(bytes(100))
+    for args, words in (([raw], ["capture.yuv", "no header", "--raw 1920x1080:nv12"]),
+                        ([small], ["small_96x64.yuv", "less than one 96x64 yuv420p frame (9216 bytes)"]),
+                        ([tmp_path / "seq" / "f_%03d.png"], ["f_%03d.png", "no file matches"]),
+                        ([tmp_path / "seq"], ["seq", "is a directory", "frame_%04d.png"]),
+                        ([clip, "--fps", "10"], ["--fps", "own timestamps"]),
+                        ([raw, "--raw", "96x64:i422"], ["--raw", "'i422' is not a pixel format"]),
+                        ([raw, "--raw", "96"], ["--raw", "WIDTHxHEIGHT"]),
+                        ([clip, clip], ["2 inputs given", "quoted pattern"]),
+                        (["--fps", "10"], ["--fps", "--demo-fps"])):
+        assert_one_line_error(run_cli(*args, "--headless", "--weights", weights), *words)
+
+
 def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, make_clip):
     path = make_clip(seconds=3.0, name="damaged")
     data = bytearray(path.read_bytes())

@@ -360,6 +360,28 @@ def test_a_still_image_renders_to_a_lossless_image(weights, tmp_path, clip):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".v", "v."))) == []
 
 
+def test_raw_video_renders_and_its_track_opens_it_again(weights, tmp_path):
+    """A render of headerless raw video keeps its frame rate; its tuning track says how the file was
+    opened, so `--render --track` with no INPUT reads it the same way and gives the same frames."""
+    from media import read_frame_index, synth_frame
+
+    images = [synth_frame(i, 96, 64) for i in range(5)]
+    raw = tmp_path / "dump.bin"
+    raw.write_bytes(b"".join(av.VideoFrame.from_ndarray(a, format="rgb24").reformat(format="yuv444p").to_ndarray().tobytes()
+                             for a in images))
+    first, again = tmp_path / "first.mkv", tmp_path / "again.mkv"
+    run_player(raw, "--raw", "96x64:yuv444p", "--fps", "8", "--render", first, "--strength", "10", "--lossless",
+               "--weights", weights, "--threads", "1", check=True)
+    track = json.loads(Path(str(first) + ".json").read_text())
+    assert track["source"]["demuxer"] == "rawvideo"
+    assert track["source"]["options"] == {"video_size": "96x64", "pixel_format": "yuv444p", "framerate": "8"}
+    run_player("--render", again, "--track", Path(str(first) + ".json"), "--threads", "1", check=True)
+    (t1, f1), (t2, f2) = decode_video(first), decode_video(again)
+    assert t1 == t2 == pytest.approx([i / 8 for i in range(5)])
+    assert [read_frame_index(f) for f in f1] == list(range(5))
+    assert all(np.array_equal(a, b) for a, b in zip(f1, f2))
+
+
 PATCHES = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 210], [128, 128, 128]], np.uint8)  # RGB
 
 
