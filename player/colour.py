@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -97,19 +98,34 @@ def yuv_to_rgb_coefficients(colorspace: int, full_range: bool, bits: int) -> np.
     return np.array(k, np.float32)
 
 
+class Layout(NamedTuple):
+    """How a YUV pixel format's samples lie, for the native conversion."""
+
+    bits: int  # significant bits of a sample
+    size: int  # bytes a sample: 1, or 2 (little-endian)
+    semi: bool  # chroma in one plane of (U, V) pairs (NV12, P010 …), not a plane each
+    vfirst: bool  # in those pairs V comes first (NV21, NV42)
+    shift: int  # bits the value is shifted up by in its 16 (P010's 6: MSB-aligned), taken out by the coefficients
+
+
 @lru_cache(maxsize=None)
-def _planar_yuv(name: str) -> tuple[int, int] | None:
-    """(bits, bytes a sample) of a pixel format the native conversion takes: planar YUV (alpha
+def _layout(name: str) -> Layout | None:
+    """The Layout of a pixel format the native conversion takes: planar or semi-planar YUV (alpha
     ignored) in 8 to 16 little-endian bits, chroma full or halved in either direction; else None."""
     fmt = av.VideoFormat(name, 64, 32)
     comps = fmt.components
-    if (not fmt.is_planar or fmt.is_rgb or fmt.is_big_endian or len(comps) < 3
-            or [c.plane for c in comps[:3]] != [0, 1, 2] or not 8 <= comps[0].bits <= 16
+    if (not fmt.is_planar or fmt.is_rgb or fmt.is_big_endian or len(comps) < 3 or not 8 <= comps[0].bits <= 16
             or any(c.bits != comps[0].bits for c in comps[:3]) or name in SWSCALE_FAST):
         return None
-    if (comps[1].width, comps[1].height) not in ((64, 32), (32, 32), (64, 16), (32, 16)):
+    planes = [c.plane for c in comps[:3]]
+    if planes not in ([0, 1, 2], [0, 1, 1]) or (comps[1].width, comps[1].height) not in ((64, 32), (32, 32), (64, 16), (32, 16)):
         return None
-    return comps[0].bits, 1 if comps[0].bits == 8 else 2
+    bits = comps[0].bits
+    semi = planes == [0, 1, 1]
+    # FFmpeg's semi-planar formats over 8 bits: P0xx/P2xx/P4xx hold the value in a word's top bits;
+    # NV20 in its bottom ones. (PyAV does not say the shift; the names do.)
+    shift = 16 - bits if semi and bits > 8 and name.startswith("p") else 0
+    return Layout(bits, 1 if bits == 8 else 2, semi, name in ("nv21", "nv42"), shift)
 
 
 def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
@@ -117,21 +133,28 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, and samples over 8 bits,
     5–8 ms a 720p frame in swscale against about 1), through swscale for the others and where the
     native kernels are not in use."""
-    layout = _planar_yuv(frame.format.name)
+    layout = _layout(frame.format.name)
     if layout is not None and native.library() is not None:
-        bits, size = layout
-        dtype = np.uint8 if size == 1 else np.dtype("<u2")
-        planes = [np.ndarray((p.height, p.width), dtype, buffer=p, strides=(p.line_size, size)) for p in frame.planes[:3]]
+        dtype = np.uint8 if layout.size == 1 else np.dtype("<u2")
+        h, w = frame.planes[0].height, frame.planes[0].width
+        planes = [np.ndarray((p.height, p.width * (1 + layout.semi if i else 1)), dtype, buffer=p,
+                             strides=(p.line_size, layout.size)) for i, p in enumerate(frame.planes[:3])]
+        if layout.semi:  # (U, V) pairs: every other sample of the one chroma plane
+            u, v = planes[1][:, 0::2], planes[1][:, 1::2]
+            planes = [planes[0], *((v, u) if layout.vfirst else (u, v))]
         full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, bits))
+        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, layout.bits, layout.shift))
         if rgb is not None:
+            assert rgb.shape[:2] == (h, w)
             return rgb
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
 
 @lru_cache(maxsize=None)
-def _coefficients(colorspace: int, full_range: bool, bits: int) -> np.ndarray:
-    """yuv_to_rgb_coefficients, made once per file's colour (read-only: shared by every frame)."""
+def _coefficients(colorspace: int, full_range: bool, bits: int, shift: int = 0) -> np.ndarray:
+    """yuv_to_rgb_coefficients, made once per file's colour (read-only: shared by every frame), for
+    samples stored `shift` bits up (the factor 2^−shift is exact in float32)."""
     k = yuv_to_rgb_coefficients(colorspace, full_range, bits)
+    k[:5] *= np.float32(2.0**-shift)  # the terms that multiply a sample; the offsets are in output units
     k.flags.writeable = False
     return k
