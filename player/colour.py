@@ -99,23 +99,25 @@ def yuv_to_rgb_coefficients(colorspace: int, full_range: bool, bits: int) -> np.
 
 
 class Layout(NamedTuple):
-    """How a YUV pixel format's samples lie, for the native conversion."""
+    """How a YUV pixel format's samples lie, for the native conversions."""
 
     bits: int  # significant bits of a sample
     size: int  # bytes a sample: 1, or 2 (little-endian)
     semi: bool  # chroma in one plane of (U, V) pairs (NV12, P010 …), not a plane each
     vfirst: bool  # in those pairs V comes first (NV21, NV42)
     shift: int  # bits the value is shifted up by in its 16 (P010's 6: MSB-aligned), taken out by the coefficients
+    sub: tuple[int, int]  # chroma subsampling (rows, columns): (2, 2) for 4:2:0, (1, 2) for 4:2:2, (1, 1)
+    alpha: bool  # a fourth, alpha plane (ignored when read)
 
 
 @lru_cache(maxsize=None)
-def _layout(name: str) -> Layout | None:
-    """The Layout of a pixel format the native conversion takes: planar or semi-planar YUV (alpha
-    ignored) in 8 to 16 little-endian bits, chroma full or halved in either direction; else None."""
+def layout(name: str) -> Layout | None:
+    """The Layout of a planar or semi-planar YUV pixel format in 8 to 16 little-endian bits, chroma
+    full or halved in either direction; else None."""
     fmt = av.VideoFormat(name, 64, 32)
     comps = fmt.components
     if (not fmt.is_planar or fmt.is_rgb or fmt.is_big_endian or len(comps) < 3 or not 8 <= comps[0].bits <= 16
-            or any(c.bits != comps[0].bits for c in comps[:3]) or name in SWSCALE_FAST):
+            or any(c.bits != comps[0].bits for c in comps[:3])):
         return None
     planes = [c.plane for c in comps[:3]]
     if planes not in ([0, 1, 2], [0, 1, 1]) or (comps[1].width, comps[1].height) not in ((64, 32), (32, 32), (64, 16), (32, 16)):
@@ -125,7 +127,8 @@ def _layout(name: str) -> Layout | None:
     # FFmpeg's semi-planar formats over 8 bits: P0xx/P2xx/P4xx hold the value in a word's top bits;
     # NV20 in its bottom ones. (PyAV does not say the shift; the names do.)
     shift = 16 - bits if semi and bits > 8 and name.startswith("p") else 0
-    return Layout(bits, 1 if bits == 8 else 2, semi, name in ("nv21", "nv42"), shift)
+    return Layout(bits, 1 if bits == 8 else 2, semi, name in ("nv21", "nv42"), shift,
+                  (32 // comps[1].height, 64 // comps[1].width), len(comps) > 3)
 
 
 def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
@@ -133,21 +136,66 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, and samples over 8 bits,
     5–8 ms a 720p frame in swscale against about 1), through swscale for the others and where the
     native kernels are not in use."""
-    layout = _layout(frame.format.name)
-    if layout is not None and native.library() is not None:
-        dtype = np.uint8 if layout.size == 1 else np.dtype("<u2")
+    layout_ = layout(frame.format.name) if frame.format.name not in SWSCALE_FAST else None
+    if layout_ is not None and native.library() is not None:
+        dtype = np.uint8 if layout_.size == 1 else np.dtype("<u2")
         h, w = frame.planes[0].height, frame.planes[0].width
-        planes = [np.ndarray((p.height, p.width * (1 + layout.semi if i else 1)), dtype, buffer=p,
-                             strides=(p.line_size, layout.size)) for i, p in enumerate(frame.planes[:3])]
-        if layout.semi:  # (U, V) pairs: every other sample of the one chroma plane
+        planes = [np.ndarray((p.height, p.width * (1 + layout_.semi if i else 1)), dtype, buffer=p,
+                             strides=(p.line_size, layout_.size)) for i, p in enumerate(frame.planes[:3])]
+        if layout_.semi:  # (U, V) pairs: every other sample of the one chroma plane
             u, v = planes[1][:, 0::2], planes[1][:, 1::2]
-            planes = [planes[0], *((v, u) if layout.vfirst else (u, v))]
+            planes = [planes[0], *((v, u) if layout_.vfirst else (u, v))]
         full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, layout.bits, layout.shift))
+        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, layout_.bits, layout_.shift))
         if rgb is not None:
             assert rgb.shape[:2] == (h, w)
             return rgb
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
+
+
+def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
+    """uint8 (H, W, 3) RGB as a frame of pix_fmt with colour's matrix, limited range: to_rgb's
+    conversion undone. Chroma is the mean over the block of pixels it covers (to_rgb repeats it over
+    them), so a frame to_rgb made comes back to its own samples within rounding, except where RGB
+    clipped it; swscale's filtered chroma had moved them by up to 10 codes. Formats that are not
+    planar or semi-planar YUV (RGB, packed YUV, alpha) go through swscale."""
+    lay = layout(pix_fmt)
+    if lay is None or lay.alpha:
+        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+            format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=RANGE_MPEG)
+    kr, kb = KR_KB[colour.colorspace]
+    kg = 1.0 - kr - kb
+    h, w = rgb.shape[:2]
+    (sy, sx), top, unit = lay.sub, 2**lay.bits - 1, 2.0 ** (lay.bits - 8)
+    f32 = np.float32
+    # Channel by channel, in place (a matrix product over the colour axis took 59 ms a 720p frame).
+    r, g, b = (rgb[..., i].astype(f32) for i in range(3))  # (H, W) each, 0..255
+    ys = 219 * unit / 255
+    y = r * f32(kr * ys)
+    y += g * f32(kg * ys)
+    y += b * f32(kb * ys)
+    y += f32(16 * unit)
+    # The block means, summed in integers: an odd edge's block is its pixels alone (edge padding).
+    src = np.pad(rgb, ((0, -h % sy), (0, -w % sx), (0, 0)), mode="edge") if h % sy or w % sx else rgb
+    block = sum(src[i::sy, j::sx].astype(np.uint16) for i in range(sy) for j in range(sx))
+    cr, cg, cb = (block[..., i] * f32(1 / (sy * sx)) for i in range(3))  # (⌈H/sy⌉, ⌈W/sx⌉) each
+    yc = cr * f32(kr) + cg * f32(kg) + cb * f32(kb)
+    cs, c0 = 224 * unit / 255, f32(128 * unit)
+    u = (cb - yc) * f32(cs / (2 * (1 - kb))) + c0
+    v = (cr - yc) * f32(cs / (2 * (1 - kr))) + c0
+    dtype = np.uint8 if lay.size == 1 else np.dtype("<u2")
+    y, u, v = (np.clip(np.rint(a, out=a), 0, top, out=a).astype(dtype) << lay.shift for a in (y, u, v))
+    frame = av.VideoFrame(w, h, pix_fmt)
+    planes = [np.ndarray((p.height, p.width * (1 + lay.semi if i else 1)), dtype, buffer=p,
+                         strides=(p.line_size, lay.size)) for i, p in enumerate(frame.planes[:3])]
+    planes[0][:] = y
+    if lay.semi:
+        first, second = (v, u) if lay.vfirst else (u, v)
+        planes[1][:, 0::2], planes[1][:, 1::2] = first, second
+    else:
+        planes[1][:], planes[2][:] = u, v
+    frame.colorspace, frame.color_range = colour.colorspace, RANGE_MPEG
+    return frame
 
 
 @lru_cache(maxsize=None)

@@ -100,6 +100,10 @@ TAP_RING = 1024  # audio pieces kept while not recording (a recording starts wit
 CONTAINERS = {".mp4": "mp4", ".mov": "mp4", ".mkv": "matroska"}
 # What a render of a still image (a PNG, JPEG … input) may also write: the one frame, lossless.
 IMAGES = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+# What a render may also write for the tools of camera work (YUView, an ISP's own): uncompressed YUV,
+# headerless or in YUV4MPEG2 (its size, rate and chroma in the header). Frames at the source's rate,
+# one after another (neither holds timestamps), no sound: offline renders only, which drop nothing.
+RAW_OUTPUTS = {".yuv": "rawvideo", ".y4m": "yuv4mpegpipe"}
 
 
 class RecordError(Exception):
@@ -108,17 +112,19 @@ class RecordError(Exception):
 
 # ---- naming ------------------------------------------------------------------------------------
 def container_format(path: str | os.PathLike, images: bool = False) -> str:
-    """The muxer's name for the output's extension, or with images (a render of a still) PIL's
-    name of an image format. Raises RecordError naming what may be used."""
+    """The muxer's name for the output's extension, or with images (a render's output) also PIL's
+    name of an image format or a raw YUV muxer. Raises RecordError naming what may be used."""
     if str(path).strip() == "":
         raise RecordError("the output file name is empty")
     if os.path.isdir(path):
         raise RecordError(f"{path}: is a directory: name a file in it (.mp4, .mov or .mkv)")
     ext = Path(path).suffix.lower()
-    fmt = CONTAINERS.get(ext) or (IMAGES.get(ext) if images else None)
+    fmt = CONTAINERS.get(ext) or ((IMAGES.get(ext) or RAW_OUTPUTS.get(ext)) if images else None)
     if fmt is None:
         raise RecordError(f"{path}: unsupported output type {ext or '(no extension)'!r}: use .mp4, .mov or .mkv"
-                          + (" (or .png, .tif for a still image)" if images else ""))
+                          + (" (or .y4m, .yuv for uncompressed YUV; .png, .tif for a still image)" if images
+                             else "" if ext not in RAW_OUTPUTS and ext not in IMAGES
+                             else f" ({ext} is for --render, which drops no frame)"))
     return fmt
 
 
@@ -399,6 +405,67 @@ class ImageWriter:
         pass
 
 
+class RawWriter:
+    """A render to uncompressed YUV (`--render OUT.yuv` or `.y4m`): each frame converted with the
+    source's matrix, limited range, and written whole, in order, with MediaWriter's calls (no sound).
+    pix_fmt: FFmpeg's name (a raw source's own, so that the output goes back where the input came from)."""
+
+    def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, pix_fmt: str,
+                 colour: col.Colour | None = None):
+        import av
+
+        self.path, self.fmt, self.pix_fmt = path, fmt, pix_fmt
+        self.colour = colour or col.guess(width, height)
+        self.size = (height, width)
+        self.rate = _fps_fraction(fps)
+        try:
+            self.container = av.open(str(path), "w", format=fmt)
+        except (av.error.FFmpegError, OSError) as e:
+            raise RecordError(f"{path}: cannot open for writing ({_one_line(e)})") from None
+        self.vstream = self.container.add_stream("rawvideo", rate=self.rate)
+        self.vstream.width, self.vstream.height, self.vstream.pix_fmt = width, height, pix_fmt
+        self.frames = 0
+
+    def video(self, pts: float, rgb: np.ndarray) -> None:
+        if rgb.shape[:2] != self.size:
+            raise RecordError(f"frame size changed to {rgb.shape[1]}×{rgb.shape[0]} while rendering")
+        vf = col.from_rgb(rgb, self.pix_fmt, self.colour)
+        vf.pts, vf.time_base = self.frames, 1 / self.rate
+        for pkt in self.vstream.encode(vf):
+            self.container.mux(pkt)
+        self.frames += 1
+
+    def audio(self, pts: float, pcm: np.ndarray) -> None:
+        pass
+
+    def encode_audio_until(self, t: float, final: bool = False) -> None:
+        pass
+
+    def close(self, end_pts: float | None = None) -> None:
+        try:
+            for pkt in self.vstream.encode():
+                self.container.mux(pkt)
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        self.container.close()
+
+    def describe(self) -> str:
+        """How to read the output back (a headerless file says nothing of itself)."""
+        h, w = self.size
+        return f"{w}x{h} {self.pix_fmt} at {float(self.rate):g} fps" + (
+            f": play it with --raw {w}x{h}:{self.pix_fmt} --fps {float(self.rate):g}" if self.fmt == "rawvideo" else "")
+
+
+def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None) -> str:
+    """The pixel format of a raw render: a raw source's own in a headerless .yuv (back where it came
+    from), else 8-bit 4:2:0 (4:4:4 where a side is odd: 4:2:0 would blur the last column or row)."""
+    if Path(path).suffix.lower() == ".yuv" and source_format and not source_format.startswith("bayer"):
+        return source_format  # (a sensor's Bayer mosaic is read, demosaiced, but cannot be written)
+    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+
+
 def _one_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
@@ -521,10 +588,13 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps, **info.opened}
 
 
-def encoder_meta(writer: MediaWriter | ImageWriter) -> dict:
+def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
     if isinstance(writer, ImageWriter):
         return {"video": {"codec": writer.fmt.lower(), "pix_fmt": "rgb24"}, "audio": None}
+    if isinstance(writer, RawWriter):
+        return {"video": {"codec": "rawvideo", "container": writer.fmt, "pix_fmt": writer.pix_fmt,
+                          "matrix": writer.colour.name}, "audio": None}
     codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
     params = x264_options(writer.lossless).get("x264-params")

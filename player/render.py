@@ -149,6 +149,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     out_path = Path(out)
     fmt = record.container_format(out_path, images=True)
     image = Path(out).suffix.lower() in record.IMAGES  # a still's render: one lossless image
+    raw_out = Path(out).suffix.lower() in record.RAW_OUTPUTS  # uncompressed YUV
+    if raw_out and lossless:
+        raise RecordError(f"{out_path}: --lossless is for .mp4, .mov and .mkv (exact RGB); {out_path.suffix} is "
+                          "uncompressed YUV")
     track = record.load_track(track_path) if track_path is not None else None
     fixed = None if track is not None else _fixed_mix(preset, strength)
     if track is not None and (track.get("video") or {}).get("codec") == record.LOSSLESS_CODEC:
@@ -229,9 +233,14 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             if writer is None:
                 origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
-                writer = record.ImageWriter(tmp, fmt) if image else record.MediaWriter(
-                    tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio, colour=info.colour,
-                    lossless=lossless, sar=info.sar)
+                if image:
+                    writer = record.ImageWriter(tmp, fmt)
+                elif raw_out:
+                    pix_fmt = record.raw_pix_fmt(out_path, w, h, info.opened.get("options", {}).get("pixel_format"))
+                    writer = record.RawWriter(tmp, fmt, w, h, info.fps, pix_fmt, colour=info.colour)
+                else:
+                    writer = record.MediaWriter(tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio,
+                                                colour=info.colour, lossless=lossless, sar=info.sar)
                 out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
@@ -313,7 +322,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         record.write_json_atomic(record.sidecar_path(out_path), out_track.to_json(complete=True))
         missing = (len(want) - done) if want is not None else 0
         return {"frames": done, "missing": missing, "seconds": wall, "fps": done / wall if wall > 0 else 0.0,
-                "bytes": final.stat().st_size, "path": str(final), "span": end - out_track.frames[0]}
+                "bytes": final.stat().st_size, "path": str(final), "span": end - out_track.frames[0],
+                "layout": writer.describe() if raw_out else ""}
     finally:
         source.close()
         if tmp is not None:
@@ -360,7 +370,8 @@ def main(args) -> int:
               flush=True)
     else:
         print(f"rcd-player: rendered {s['frames']} frames ({s['span']:.2f} s of video) in {s['seconds']:.1f} s, "
-              f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)", flush=True)
+              f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)"
+              + (f"; {s['layout']}" if s["layout"] else ""), flush=True)
     if s["missing"]:
         print(f"rcd-player: error: {s['missing']} of the track's frames were not found in the source "
               "(a different file?)", file=sys.stderr)

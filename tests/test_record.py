@@ -382,6 +382,40 @@ def test_raw_video_renders_and_its_track_opens_it_again(weights, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(f1, f2))
 
 
+def test_a_render_to_raw_yuv_gives_a_raw_source_back_at_strength_0(weights, tmp_path, clip):
+    """`--render OUT.yuv` writes a raw source's own pixel format (NV12 here), frame after frame, and
+    says how to read it back; at strength 0 that is the input again within one code wherever its RGB
+    did not clip (chroma is the mean of the pixels it covers, as the decoder repeats it over them;
+    swscale's filtered chroma moved it by up to 10 codes). `.y4m` says size, rate and chroma in its
+    header. A video file renders to 8-bit 4:2:0. Neither is for live recording."""
+    rng = np.random.default_rng(6)
+    h, w, n = 64, 96, 4
+    y = rng.integers(50, 181, (n, h, w))  # noisy luma, chroma near grey: no RGB clips (BT.601 at this size)
+    uv = rng.integers(108, 149, (n, h // 2, w))  # NV12: (U, V) pairs, a row of pairs per two rows of pixels
+    raw = tmp_path / "cap_96x64_nv12_8fps.yuv"
+    raw.write_bytes(b"".join(np.concatenate([y[i].ravel(), uv[i].ravel()]).astype(np.uint8).tobytes() for i in range(n)))
+    same = tmp_path / "same.yuv"
+    r = run_player(raw, "--render", same, "--strength", "0", "--weights", weights, check=True)
+    assert "96x64 nv12 at 8 fps: play it with --raw 96x64:nv12 --fps 8" in r.stdout
+    back = np.frombuffer(same.read_bytes(), np.uint8).astype(int)
+    assert back.shape == (n * h * w * 3 // 2,)
+    assert np.abs(back - np.frombuffer(raw.read_bytes(), np.uint8)).max() <= 1
+    y4m = tmp_path / "tuned.y4m"
+    run_player(raw, "--render", y4m, "--strength", "20", "--weights", weights, check=True)
+    assert y4m.read_bytes().startswith(b"YUV4MPEG2 W96 H64 F8:1")
+    with av.open(str(y4m)) as c:
+        frames = [f.to_ndarray() for f in c.decode(video=0)]
+    assert len(frames) == n and frames[0].shape == (h * 3 // 2, w)
+    assert np.abs(frames[0][:h].astype(int) - y[0]).mean() > 2  # denoised
+    from_clip = tmp_path / "clip.yuv"
+    r = run_player(clip, "--render", from_clip, "--strength", "5", "--weights", weights, check=True)
+    assert "320x240 yuv420p at 30 fps" in r.stdout and from_clip.stat().st_size == 90 * 320 * 240 * 3 // 2
+    for args, words in (([raw, "--record", tmp_path / "live.y4m", "--headless"], [".y4m is for --render"]),
+                        ([raw, "--render", tmp_path / "x.yuv", "--lossless"], ["--lossless is for .mp4"])):
+        r = run_player(*args, "--weights", weights)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and all(w in r.stderr for w in words), r.stderr
+
+
 PATCHES = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 210], [128, 128, 128]], np.uint8)  # RGB
 
 
