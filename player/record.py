@@ -25,7 +25,9 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ import numpy as np
 
 from engine import checkpoint
 from player import colour as col
+from player import inputs
 from player.controls import read_json
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE
 
@@ -104,6 +107,11 @@ IMAGES = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
 # headerless or in YUV4MPEG2 (its size, rate and chroma in the header). Frames at the source's rate,
 # one after another (neither holds timestamps), no sound: offline renders only, which drop nothing.
 RAW_OUTPUTS = {".yuv": "rawvideo", ".y4m": "yuv4mpegpipe"}
+# A render to an image name with FFmpeg's frame-number pattern (`tuned/frame_%04d.png`) writes one
+# lossless image a frame, numbered from FFmpeg's first number, so FFmpeg's tools and this player
+# (an image sequence INPUT) read them back in order.
+SEQUENCE_START = 1
+PNG_LEVEL = 1  # zlib level of a sequence's PNGs: a third of the default level's time, the files ~10 % larger
 
 
 class RecordError(Exception):
@@ -128,6 +136,19 @@ def container_format(path: str | os.PathLike, images: bool = False) -> str:
     return fmt
 
 
+def is_sequence(target: str | os.PathLike) -> bool:
+    """Whether a render's output is an image sequence: an image name with a frame-number pattern."""
+    p = Path(target)
+    return p.suffix.lower() in IMAGES and bool(inputs.PRINTF.search(p.name))
+
+
+def _sequence_files(target: Path) -> list[Path]:
+    """The files on disk that the pattern names."""
+    import glob
+
+    return sorted(Path(f) for f in glob.glob(inputs.PRINTF.sub("[0-9]*", glob.escape(str(target)))))
+
+
 def sidecar_path(target: str | os.PathLike) -> Path:
     return Path(str(target) + ".json")
 
@@ -143,12 +164,20 @@ def claim_temp(target: str | os.PathLike, force: bool, images: bool = False) -> 
     killed recording is never overwritten). Returns the temporary path. Raises RecordError."""
     container_format(target, images)  # (before Path(), which reads "" as ".")
     target = Path(target)
-    for p in (target, sidecar_path(target)):
+    sequence = images and is_sequence(target)
+    if sequence and target.name.count("%") != 1:
+        raise RecordError(f"{target}: an image sequence's name holds one frame-number pattern (%04d) and no other %")
+    for p in ([*_sequence_files(target)[:1], sidecar_path(target)] if sequence else [target, sidecar_path(target)]):
         if p.exists() and not force:
             raise RecordError(f"{p}: already exists (use --force to overwrite)")
     parent = target.parent
     if not parent.is_dir():
         raise RecordError(f"{target}: cannot write: directory {str(parent) or '.'} does not exist")
+    if sequence:  # the frames gather in a folder of their own, moved into place when the render is done
+        try:
+            return Path(tempfile.mkdtemp(prefix=f".{inputs.output_stem(target.name, str(target))}.part-", dir=parent))
+        except OSError as e:
+            raise RecordError(f"{target}: cannot write in {str(parent) or '.'} ({e.strerror})") from None
     for tmp in _temp_candidates(target):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -169,11 +198,28 @@ def check_target(target: str | os.PathLike, force: bool) -> None:
 
 def finish_file(tmp: Path, target: Path, force: bool) -> Path:
     """Rename the finished temporary file to the target (never over a file that appeared
-    meanwhile, unless forced). Returns where the file is."""
+    meanwhile, unless forced); an image sequence's folder: each of its files. Returns where the file is."""
+    if tmp.is_dir():
+        frames = sorted(tmp.iterdir())
+        clash = next((target.parent / f.name for f in frames if (target.parent / f.name).exists()), None)
+        if clash is not None and not force:
+            raise RecordError(f"{clash}: appeared while rendering; the frames are kept in {tmp}")
+        for f in frames:
+            os.replace(f, target.parent / f.name)
+        tmp.rmdir()
+        return target
     if target.exists() and not force:
         raise RecordError(f"{target}: appeared while recording; the recording is kept as {tmp}")
     os.replace(tmp, target)
     return target
+
+
+def remove_temp(tmp: Path) -> None:
+    """A render's unfinished output, gone: its temporary file, or an image sequence's folder."""
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -405,6 +451,36 @@ class ImageWriter:
         pass
 
 
+class SequenceWriter:
+    """A render to an image sequence (`--render 'tuned/frame_%04d.png'`): each frame as 8-bit RGB,
+    lossless, into the folder claim_temp made, under the pattern's name for its number; with
+    MediaWriter's calls (no sound)."""
+
+    def __init__(self, folder: Path, pattern: str, fmt: str):
+        self.folder, self.pattern, self.fmt = folder, pattern, fmt
+        self.frames, self.bytes = 0, 0
+
+    def video(self, pts: float, rgb: np.ndarray) -> None:
+        from PIL import Image
+
+        path = self.folder / (self.pattern % (SEQUENCE_START + self.frames))
+        Image.fromarray(rgb).save(path, format=self.fmt, **({"compress_level": PNG_LEVEL} if self.fmt == "PNG" else {}))
+        self.frames += 1
+        self.bytes += path.stat().st_size
+
+    def audio(self, pts: float, pcm: np.ndarray) -> None:
+        pass
+
+    def encode_audio_until(self, t: float, final: bool = False) -> None:
+        pass
+
+    def close(self, end_pts: float | None = None) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
 class RawWriter:
     """A render to uncompressed YUV (`--render OUT.yuv` or `.y4m`): each frame converted with the
     source's matrix, limited range, and written whole, in order, with MediaWriter's calls (no sound).
@@ -588,9 +664,9 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
             "width": info.width, "height": info.height, "fps": info.fps, **info.opened}
 
 
-def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter) -> dict:
+def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter | SequenceWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
-    if isinstance(writer, ImageWriter):
+    if isinstance(writer, (ImageWriter, SequenceWriter)):
         return {"video": {"codec": writer.fmt.lower(), "pix_fmt": "rgb24"}, "audio": None}
     if isinstance(writer, RawWriter):
         return {"video": {"codec": "rawvideo", "container": writer.fmt, "pix_fmt": writer.pix_fmt,

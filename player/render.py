@@ -148,7 +148,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         raise RecordError("--track replays a recording's tuning: it cannot be combined with --preset or --strength")
     out_path = Path(out)
     fmt = record.container_format(out_path, images=True)
-    image = Path(out).suffix.lower() in record.IMAGES  # a still's render: one lossless image
+    sequence = record.is_sequence(out)  # one lossless image a frame
+    image = Path(out).suffix.lower() in record.IMAGES and not sequence  # a still's render: one lossless image
     raw_out = Path(out).suffix.lower() in record.RAW_OUTPUTS  # uncompressed YUV
     if raw_out and lossless:
         raise RecordError(f"{out_path}: --lossless is for .mp4, .mov and .mkv (exact RGB); {out_path.suffix} is "
@@ -233,7 +234,9 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             if writer is None:
                 origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
-                if image:
+                if sequence:
+                    writer = record.SequenceWriter(tmp, out_path.name, fmt)
+                elif image:
                     writer = record.ImageWriter(tmp, fmt)
                 elif raw_out:
                     pix_fmt = record.raw_pix_fmt(out_path, w, h, info.opened.get("options", {}).get("pixel_format"))
@@ -322,12 +325,12 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         record.write_json_atomic(record.sidecar_path(out_path), out_track.to_json(complete=True))
         missing = (len(want) - done) if want is not None else 0
         return {"frames": done, "missing": missing, "seconds": wall, "fps": done / wall if wall > 0 else 0.0,
-                "bytes": final.stat().st_size, "path": str(final), "span": end - out_track.frames[0],
+                "bytes": writer.bytes if sequence else final.stat().st_size, "path": str(final), "span": end - out_track.frames[0],
                 "layout": writer.describe() if raw_out else ""}
     finally:
         source.close()
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            record.remove_temp(tmp)
 
 
 def _compare(track: dict, meta: dict) -> None:
@@ -365,7 +368,7 @@ def main(args) -> int:
         print("rcd-player: render interrupted; nothing written", file=sys.stderr)
         return 130
     s = summary
-    if Path(s["path"]).suffix.lower() in record.IMAGES:
+    if Path(s["path"]).suffix.lower() in record.IMAGES and not record.is_sequence(s["path"]):
         print(f"rcd-player: rendered the image in {s['seconds']:.1f} s → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)",
               flush=True)
     else:

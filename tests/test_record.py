@@ -416,6 +416,31 @@ def test_a_render_to_raw_yuv_gives_a_raw_source_back_at_strength_0(weights, tmp_
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and all(w in r.stderr for w in words), r.stderr
 
 
+def test_a_render_to_an_image_sequence_writes_every_frame_once_done(make_clip, weights, tmp_path):
+    """`--render 'DIR/f_%03d.png'` writes one lossless PNG a frame, numbered from 1 as FFmpeg does;
+    at strength 0 each is the decoded source frame. They appear only when the render is done (its
+    folder of parts is gone), an existing sequence is not overwritten without --force, and the
+    player reads them back as an image sequence."""
+    from PIL import Image
+
+    from player.decode import FileSource
+
+    clip = make_clip(width=160, height=120, seconds=0.5, audio=False)  # 15 frames
+    out = tmp_path / "seq"
+    out.mkdir()
+    r = run_player(clip, "--render", out / "f_%03d.png", "--strength", "0", "--weights", weights, check=True)
+    assert "rendered 15 frames" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"f_{i:03d}.png" for i in range(1, 16)] + ["f_%03d.png.json"])
+    src = [f.rgb for f in FileSource(str(clip)).read(0.0, "video")]
+    assert len(src) == 15
+    assert all(np.array_equal(np.asarray(Image.open(out / f"f_{i + 1:03d}.png")), a) for i, a in enumerate(src))
+    r = run_player(clip, "--render", out / "f_%03d.png", "--strength", "0", "--weights", weights)
+    assert r.returncode == 1 and "f_001.png: already exists (use --force" in r.stderr
+    back = [f for f in FileSource(str(out / "f_%03d.png"), fps=30).read(0.0, "video")]
+    assert [f.pts for f in back] == pytest.approx([i / 30 for i in range(15)])
+    assert all(np.array_equal(f.rgb, a) for f, a in zip(back, src))
+
+
 PATCHES = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 210], [128, 128, 128]], np.uint8)  # RGB
 
 
@@ -765,9 +790,10 @@ def test_the_input_is_never_the_output(make_clip, tmp_path, mode):
     assert src.read_bytes() == before
 
 
-def test_sigterm_stops_a_render_and_leaves_nothing(make_clip, weights, tmp_path):
+@pytest.mark.parametrize("name", ["r.mp4", "r_%04d.png"])
+def test_sigterm_stops_a_render_and_leaves_nothing(make_clip, weights, tmp_path, name):
     src = make_clip(width=320, height=240, seconds=20.0, audio=False)
-    out = tmp_path / "out" / "r.mp4"
+    out = tmp_path / "out" / name
     out.parent.mkdir()
     proc = subprocess.Popen([sys.executable, "run_player.py", str(src), "--render", str(out), "--weights", str(weights),
                              "--threads", "1"], cwd=REPO, stderr=subprocess.PIPE, text=True,
@@ -780,7 +806,7 @@ def test_sigterm_stops_a_render_and_leaves_nothing(make_clip, weights, tmp_path)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "render interrupted; nothing written" in err
-    assert not list(out.parent.iterdir())  # no output, no part file, no sidecar
+    assert not list(out.parent.iterdir())  # no output, no part file (or folder of frames), no sidecar
 
 
 def test_lossless_render_keeps_every_pixel(make_clip, weights, tmp_path):
