@@ -65,6 +65,10 @@ AUTO_WARMUP_FRAMES = 6
 # 41–121 ms; in a window under Xvfb the first six had medians of 76–80 ms, 38–40 ms a frame with
 # two lanes, against the 43 ms that AUTO_CACHE_ABOVE allows at 29.97 fps).
 AUTO_EARLY_FRAMES = 6
+# `auto` keeps the bases of an A-B loop's frames in the render cache once live mode has dropped more
+# than this share of them over a pass (see BackboneWorker._keeps): a pass that shows 95 % of its frames
+# looks whole; below that, the one slower pass that fills the cache pays off on every pass after it.
+LOOP_KEEP_SHARE = 0.05
 WARM_UP_GATE_S = 5.0  # how long a lane's warm-up waits for the others (only a stuck pool waits that long)
 PREDICT_FRAMES = 9  # recent inference timings whose median predicts the next one
 # A demo size must be denoised and blended within this share of a frame interval (see DEMO_SIZES).
@@ -278,6 +282,9 @@ class BackboneWorker(threading.Thread):
         self._held: VideoFrame | None = None
         self._warm_shape: tuple | None = None  # the frame shape the lanes are warmed up for (_warm_up)
         self._warming: list[Future] = []  # the other lanes' warm-up passes while they run (_warm_up)
+        self._loop_full: tuple | None = None  # an A-B loop whose frames the cache could not all take (_keeps)
+        self._loop_counted: tuple | None = None  # the A-B loop whose frames are counted here (_count_loop):
+        self._loop_seen = self._loop_dropped = 0  # its frames admitted in live mode, and those dropped early
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -402,15 +409,18 @@ class BackboneWorker(threading.Thread):
         if a is not None and b is not None and frame.pts > b + frame.duration:
             self._held = frame  # past the loop's end: the player is about to seek back to A
             return False
-        if self.mode == "live" and not self.probing and not clock.paused and self.player.frames_presented_epoch > 0:
+        key = int(round(frame.pts * 1000))
+        bases = self.cache.get(key)  # (a cached frame needs no inference: never dropped early)
+        if bases is None and self.mode == "live" and not self.probing and not clock.paused \
+                and self.player.frames_presented_epoch > 0:
             # Late already, or late by the time the backbone would be done with it: skip it
             # and spend the inference on a frame that can still be shown on time.
             ready_at = clock.now() + self._expected_s() * clock.speed  # wall seconds → media seconds
-            if frame.pts < ready_at - EARLY_DROP_S:
+            late = frame.pts < ready_at - EARLY_DROP_S
+            self._count_loop(frame, late)
+            if late:
                 self.dropped_early += 1
                 return True  # (taken: returning None, it read as "held", and a free lane waited)
-        key = int(round(frame.pts * 1000))
-        bases = self.cache.get(key)
         if bases is not None:
             self._decide_mode(looped=True)
             self._jobs.append(_Job(frame, key, bases=bases))
@@ -422,6 +432,32 @@ class BackboneWorker(threading.Thread):
             else:
                 self._jobs.append(_Job(frame, key, future=lanes.submit(self.denoiser.infer, frame.rgb, noise)))
         return True
+
+    def _count_loop(self, frame: VideoFrame, dropped: bool) -> None:
+        a, b = self.player.loop
+        if a is None or b is None or not a - 0.05 <= frame.pts <= b + 0.05:
+            return
+        if self._loop_counted != (a, b):
+            self._loop_counted, self._loop_seen, self._loop_dropped = (a, b), 0, 0
+        self._loop_seen += 1
+        self._loop_dropped += dropped
+
+    def _keeps(self, frame: VideoFrame) -> bool:
+        """Whether live mode keeps this frame's bases: under `auto`, the frames of an A-B loop of
+        which live mode dropped more than LOOP_KEEP_SHARE over a pass, while the cache takes them
+        all. Its later passes then blend the kept frames and spend the lanes on the rest, so within
+        a pass or two it plays every frame. Keeping costs its pass the float16 copy (Denoiser.compact:
+        14 ms a 720p frame on one core, most of it fresh pages), so a loop that live mode plays
+        nearly whole is left alone: kept from the first pass, 01_dog.mp4 looped at 720p on a 2-core
+        CPU played at 27.2–27.6 fps over 12 s where live mode alone played 29.1–29.2. Measured where
+        it is kept (the same loop at --speed 1.25, 37.5 frames due a second): from the third second
+        of the second pass on 35–38 frames a second, where live mode alone went on at 31–37."""
+        a, b = self.player.loop
+        if self.requested_mode != "auto" or a is None or b is None or (a, b) in (self._loop_full,) \
+                or not a - 0.05 <= frame.pts <= b + 0.05 or self._loop_counted != (a, b):
+            return False
+        return (self._loop_seen >= (b - a) * self.player.info.fps
+                and self._loop_dropped > LOOP_KEEP_SHARE * self._loop_seen)
 
     def _warm_up(self, rgb: np.ndarray, noise: str, lanes: ThreadPoolExecutor) -> Future:
         """The first frame of a size on every lane at once: each lane's first pass makes its
@@ -466,9 +502,12 @@ class BackboneWorker(threading.Thread):
                 job.bases = self.denoiser.compact(bases)  # float16: twice the frames in the budget
                 self._size_ready_queue(job.bases)
                 self.cache.put(job.key, job.bases, self.player.clock.now(), self.player.loop)
-            elif self.probing:  # kept as well: were they not, a loop's first frames, played while `auto`
-                # timed the backbone, were inferred again on its second pass (a 6 s wait at the wrap)
-                self.cache.put(job.key, self.denoiser.compact(bases), self.player.clock.now(), self.player.loop)
+            elif self.probing or self._keeps(job.frame):  # kept as well: were they not, a loop's first
+                # frames, played while `auto` timed the backbone, were inferred again on its second pass
+                # (a 6 s wait at the wrap); and see _keeps
+                loop = self.player.loop
+                if not self.cache.put(job.key, self.denoiser.compact(bases), self.player.clock.now(), loop):
+                    self._loop_full = loop
         self._jobs.popleft()
         if job.frame.epoch != self.player.clock.epoch:
             return  # a seek came while it was in inference

@@ -677,6 +677,44 @@ def test_auto_mode_ignores_the_warm_up_frames(tmp_path, weights, clip, steady, w
     assert len(shown) > 10
 
 
+@pytest.mark.parametrize("mode", ["auto", "live"])
+def test_a_loop_live_mode_cannot_play_whole_is_kept_and_then_plays_whole(tmp_path, weights, clip, mode):
+    """An A-B loop whose frames the backbone cannot all make in time (each inference made 1.5 frame
+    intervals long, while `auto` is told they fit, so it plays live): live mode drops frames on the
+    first pass; under `auto` the loop's bases are then kept, and within a few passes a pass shows
+    every frame, most of them blended from the cache with no inference. `--mode live` keeps none."""
+    inferred = []  # the frame index of each inference
+
+    def slow(p):
+        infer, interval = p.denoiser.infer, 1.0 / p.info.fps
+
+        def slower(rgb, *args):
+            inferred.append(read_frame_index(rgb))
+            time.sleep(1.5 * interval * p.worker.lanes)  # (the lanes share the frames)
+            bases = infer(rgb, *args)
+            bases.infer_ms = 1000.0 * interval * p.worker.lanes  # what `auto` goes by: real time
+            return bases
+
+        p.denoiser.infer = slower
+
+    p, shown, stats = play(tmp_path, weights, clip, duration=7.0 if mode == "auto" else 3.0, setup=slow,
+                           loop=(0.0, 1.0), mode=mode)
+    assert stats["mode"] == "live" and stats["frames_dropped_early"] > 0
+    passes, last = [[]], -1.0
+    for s in shown:
+        if s.pts < last:
+            passes.append([])
+        passes[-1].append(read_frame_index(s.original))
+        last = s.pts
+    if mode == "live":
+        assert len(p.worker.cache) == 0
+        return
+    assert len(p.worker.cache) >= 30
+    whole = passes[-2]  # the last pass that ran to its end
+    assert whole == list(range(len(whole))) and len(whole) >= 30, passes
+    assert len(inferred) < len(shown) - 30  # a pass's worth of frames, at least, shown without inference
+
+
 @pytest.mark.parametrize("warm_up", [0.5, 7.0])
 def test_auto_chooses_live_at_once_when_even_the_warm_up_fits(tmp_path, weights, clip, warm_up):
     """A backbone whose first inferences (the slowest of a run) already fit live mode ends `auto`'s
