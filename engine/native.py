@@ -218,7 +218,7 @@ def _load() -> None:
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
         lib.rcd_yuv_rgb.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                    ctypes.c_int, p, p]
+                                    ctypes.c_int, ctypes.c_int, p, p]
         lib.rcd_yuv_rgb.restype = ctypes.c_int
         lib.rcd_luma.argtypes = [p, i64, p]
         lib.rcd_luma.restype = ctypes.c_int
@@ -292,7 +292,8 @@ def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.nd
     """The uint8 (H, W, 3) RGB frame of YUV: y (H, W), u and v (H, W) or subsampled by 2 in either
     direction (⌈H/2⌉, ⌈W/2⌉ …), all uint8 or all uint16 (samples wider than 8 bits, whatever their bit
     depth: the coefficients carry the scale), rows may be strided; u and v are planes of their own,
-    or the two halves of one semi-planar plane's pairs (NV12's plane[:, 0::2] and [:, 1::2]). k: float32
+    or the two halves of one semi-planar plane's pairs (NV12's plane[:, 0::2] and [:, 1::2]), or all
+    three views of one packed 8-bit 4:2:2 plane (YUYV's [:, 0::2], [:, 1::4], [:, 3::4]). k: float32
     (8,) as engine/csrc/yuv.c takes them (player/colour.py makes them). None where the kernels are
     not in use."""
     lib = library()
@@ -303,12 +304,12 @@ def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.nd
     xshift, yshift = int(cw < w), int(ch < h)
     assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
     assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
-    cstep = u.strides[1] // u.itemsize  # 1: a plane of its own; 2: interleaved with the other
-    assert y.strides[1] == y.itemsize and u.strides == v.strides and cstep in (1, 2) and k.shape == (8,)
+    ystep, cstep = y.strides[1] // y.itemsize, u.strides[1] // u.itemsize  # 1: a plane of its own; 2, 4: interleaved
+    assert u.strides == v.strides and (ystep, cstep) in ((1, 1), (1, 2), (2, 4)) and k.shape == (8,)
     out = np.empty((h, w, 3), np.uint8)
     depth = 8 * y.itemsize
     if lib.rcd_yuv_rgb(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
-                       xshift, yshift, depth, cstep, k.ctypes.data, out.ctypes.data):
+                       xshift, yshift, depth, ystep, cstep, k.ctypes.data, out.ctypes.data):
         raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
     return out
 

@@ -131,11 +131,29 @@ def layout(name: str) -> Layout | None:
                   (32 // comps[1].height, 64 // comps[1].width), len(comps) > 3)
 
 
+# Packed 8-bit 4:2:2 (webcams, MIPI YUV sensors): the byte offsets of Y (and Y + 2), U and V in each
+# group of four bytes, which holds two pixels.
+PACKED_422 = {"yuyv422": (0, 1, 3), "uyvy422": (1, 0, 2), "yvyu422": (0, 3, 1)}
+
+
+def _packed_views(frame: av.VideoFrame) -> list[np.ndarray]:
+    """Y, U and V of a packed 4:2:2 frame: strided views of its one plane."""
+    oy, ou, ov = PACKED_422[frame.format.name]
+    p = frame.planes[0]
+    groups = -(-frame.width // 2)
+    a = np.ndarray((frame.height, 4 * groups), np.uint8, buffer=p, strides=(p.line_size, 1))
+    return [a[:, oy::2][:, :frame.width], a[:, ou::4], a[:, ov::4]]
+
+
 def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     """A decoded frame as uint8 (H, W, 3) RGB with colour's matrix and the frame's range: natively
-    for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, and samples over 8 bits,
-    5–8 ms a 720p frame in swscale against about 1), through swscale for the others and where the
-    native kernels are not in use."""
+    for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, samples over 8 bits,
+    semi-planar and packed chroma, 4–8 ms a 720p frame in swscale against about 1), through
+    swscale for the others and where the native kernels are not in use."""
+    if frame.format.name in PACKED_422 and native.library() is not None:
+        rgb = native.yuv_rgb(*_packed_views(frame), _coefficients(colour.colorspace, frame.color_range == RANGE_JPEG, 8))
+        if rgb is not None:
+            return rgb
     layout_ = layout(frame.format.name) if frame.format.name not in SWSCALE_FAST else None
     if layout_ is not None and native.library() is not None:
         dtype = np.uint8 if layout_.size == 1 else np.dtype("<u2")
