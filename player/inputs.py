@@ -119,15 +119,44 @@ def resolve(text: str, fps: float | None = None, raw: str | None = None) -> Inpu
             raise InputError(f"{text}: --fps sets the rate of image sequences and raw video; a media file has "
                              "its own timestamps")
         return Input(text)
-    if PRINTF.search(p.name) or glob.has_magic(p.name):
-        is_glob = not PRINTF.search(p.name)
-        matches = glob.glob(text if is_glob else PRINTF.sub("[0-9]*", glob.escape(text)))
-        if not matches:
+    if PRINTF.search(p.name):
+        numbers = _numbers(p)
+        if not numbers:
             raise InputError(f"{text}: no file matches this pattern")
-        options = {**rate, **({"pattern_type": "glob"} if is_glob else {})}
+        # FFmpeg looks for the first image among the numbers 0 to 4 only, and stops at the first
+        # number missing after it: a camera's DSC_1000.png … was "no such file", and a sequence with
+        # a gap ended there without a word.
+        run = next((i for i, n in enumerate(numbers) if n != numbers[0] + i), len(numbers))
+        said = [] if fps else [f"{DEFAULT_FPS:g} fps (--fps to change)"]
+        if run < len(numbers):
+            said.append(f"{len(numbers) - run} of its {len(numbers)} images follow a gap in the numbering after "
+                        f"{_name(p.name, numbers[run - 1])} and are not played (a glob, "
+                        f"'{p.parent / PRINTF.sub('*', p.name, count=1)}', plays them all)")
+        notice = f"image sequence: {'; '.join(said)}" if said else ""
+        return Input(text, "image2", {**rate, "start_number": str(numbers[0])}, notice)
+    if glob.has_magic(p.name):
+        if not glob.glob(text):
+            raise InputError(f"{text}: no file matches this pattern")
         notice = "" if fps else f"image sequence: {DEFAULT_FPS:g} fps (--fps to change)"
-        return Input(text, "image2", options, notice)
+        return Input(text, "image2", {**rate, "pattern_type": "glob"}, notice)
     raise InputError(f"{text}: no such file")
+
+
+def _name(pattern: str, n: int) -> str:
+    """The file name a printf pattern gives number n (%d, %4d, %04d)."""
+    return PRINTF.sub(lambda m: m.group() % n, pattern, count=1)
+
+
+def _numbers(p: Path) -> list[int]:
+    """The numbers, in order, of the files on disk that a printf pattern names."""
+    m = PRINTF.search(p.name)
+    found = re.compile(re.escape(p.name[:m.start()]) + r" *([0-9]+)" + re.escape(p.name[m.end():]))
+    try:
+        names = [e.name for e in (p.parent if str(p.parent) else Path(".")).iterdir()]
+    except OSError:
+        return []
+    numbers = {int(f.group(1)) for f in map(found.fullmatch, names) if f}
+    return sorted(n for n in numbers if _name(p.name, n) in names)
 
 
 def _raw(text: str, fps: float | None, raw: str | None) -> Input:

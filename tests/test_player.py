@@ -906,6 +906,25 @@ def test_an_image_sequence_plays_every_image_in_order_at_its_rate(tmp_path, weig
     assert [n for n in stats["notices"] if "image sequence" in n] == ([] if fps else ["image sequence: 25 fps (--fps to change)"])
 
 
+def test_an_image_sequence_is_found_at_any_first_number_and_a_gap_is_said(tmp_path, weights):
+    """A camera's numbering starts anywhere (DSC_1000 …), where FFmpeg looks among 0–4 only ("no
+    such file"); and FFmpeg stops at the first missing number: the images after a gap are named in
+    one line, with the glob that plays them all."""
+    from PIL import Image
+
+    from media import synth_frame
+
+    for i, n in enumerate([1000, 1001, 1002, 1005, 1006]):
+        Image.fromarray(synth_frame(i, 96, 64)).save(tmp_path / f"DSC_{n}.png")
+    p, shown, stats = play(tmp_path, weights, tmp_path / "DSC_%d.png", duration=1.0, fps=10)
+    assert [read_frame_index(s.original) for s in shown] == [0, 1, 2]
+    assert [n for n in stats["notices"] if "image sequence" in n] == [
+        f"image sequence: 2 of its 5 images follow a gap in the numbering after DSC_1002.png and are not "
+        f"played (a glob, '{tmp_path / 'DSC_*.png'}', plays them all)"]
+    p, shown, _ = play(tmp_path, weights, tmp_path / "DSC_*.png", duration=1.0, fps=10)
+    assert [read_frame_index(s.original) for s in shown] == [0, 1, 2, 3, 4]
+
+
 def _raw_nv12(images) -> bytes:
     """Headerless NV12 frames, as an ISP's dump writes them."""
     import av
