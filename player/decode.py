@@ -73,6 +73,7 @@ class SourceInfo:
     audio_problem: str = ""  # why the file's audio stream is not played (one line), if it has one that is not
     still: bool = False  # a single image (PNG, JPEG, TIFF …): held on screen to be tuned, not played for 1/fps
     opened: dict = field(default_factory=dict)  # how an image sequence or raw video was opened (inputs.Input.meta)
+    pix_fmt: str = ""  # FFmpeg's name of the decoded frames' format (yuv420p10le, nv12 …), for the HUD
 
     @property
     def stem(self) -> str:
@@ -129,7 +130,8 @@ class FileSource:
         self.info = SourceInfo(name=self.input.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar,
-                               audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta())
+                               audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta(),
+                               pix_fmt=first.format.name)
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 
@@ -291,7 +293,7 @@ class DemoFeed:
         self.demo = demo
         self.info = SourceInfo(name="demo", width=demo.width, height=demo.height, fps=demo.fps,
                                duration=demo.num_frames / demo.fps, has_audio=True,
-                               colour=col.guess(demo.width, demo.height))
+                               colour=col.guess(demo.width, demo.height), pix_fmt="rgb24")
         self.bad_packets = 0
 
     def read(self, start: float, kind: str) -> Iterator[VideoFrame | AudioChunk]:

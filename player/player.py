@@ -1023,7 +1023,8 @@ class Player:
             (f"input noise σ ≈ {b.sigma_est:4.1f}" if b is not None else "") + psnr_text,
         ]
         details = [
-            f"{self.info.name}  {self.info.width}×{self.info.height} @ {self.info.fps:.2f}   model {self.denoiser.name}"
+            f"{self.info.name}  {self.info.width}×{self.info.height} {self.info.pix_fmt} @ {self.info.fps:.2f}"
+            f"   model {self.denoiser.name}"
             f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
             f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"
