@@ -454,16 +454,19 @@ class ImageWriter:
 class SequenceWriter:
     """A render to an image sequence (`--render 'tuned/frame_%04d.png'`): each frame as 8-bit RGB,
     lossless, into the folder claim_temp made, under the pattern's name for its number; with
-    MediaWriter's calls (no sound)."""
+    MediaWriter's calls (no sound). Numbered from SEQUENCE_START in order, or, from a numbered image
+    sequence (first: its first number; fps its rate), as the source image it was made from."""
 
-    def __init__(self, folder: Path, pattern: str, fmt: str):
+    def __init__(self, folder: Path, pattern: str, fmt: str, first: int | None = None, fps: float = 0.0):
         self.folder, self.pattern, self.fmt = folder, pattern, fmt
+        self.first, self.fps = first, fps
         self.frames, self.bytes = 0, 0
 
     def video(self, pts: float, rgb: np.ndarray) -> None:
         from PIL import Image
 
-        path = self.folder / (self.pattern % (SEQUENCE_START + self.frames))
+        number = SEQUENCE_START + self.frames if self.first is None else self.first + round(pts * self.fps)
+        path = self.folder / (self.pattern % number)
         Image.fromarray(rgb).save(path, format=self.fmt, **({"compress_level": PNG_LEVEL} if self.fmt == "PNG" else {}))
         self.frames += 1
         self.bytes += path.stat().st_size

@@ -235,7 +235,9 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 origin = start if track is not None else frame.pts  # the first frame at 0, as in a recording
                 h, w = frame.rgb.shape[:2]
                 if sequence:
-                    writer = record.SequenceWriter(tmp, out_path.name, fmt)
+                    first = info.opened.get("options", {}).get("start_number")  # a numbered sequence's
+                    writer = record.SequenceWriter(tmp, out_path.name, fmt, None if first is None else int(first),
+                                                   info.fps)
                 elif image:
                     writer = record.ImageWriter(tmp, fmt)
                 elif raw_out:

@@ -923,6 +923,11 @@ def test_an_image_sequence_is_found_at_any_first_number_and_a_gap_is_said(tmp_pa
         f"played (a glob, '{tmp_path / 'DSC_*.png'}', plays them all)"]
     p, shown, _ = play(tmp_path, weights, tmp_path / "DSC_*.png", duration=1.0, fps=10)
     assert [read_frame_index(s.original) for s in shown] == [0, 1, 2, 3, 4]
+    (tmp_path / "out").mkdir()  # rendered to a sequence, each image keeps its source image's number
+    r = run_cli(tmp_path / "DSC_%d.png", "--render", tmp_path / "out" / "tuned_%d.png", "--strength", "0",
+                "--weights", weights)
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in (tmp_path / "out").glob("*.png")) == ["tuned_1000.png", "tuned_1001.png", "tuned_1002.png"]
 
 
 def _raw_nv12(images) -> bytes:
