@@ -285,6 +285,7 @@ class BackboneWorker(threading.Thread):
         self._loop_full: tuple | None = None  # an A-B loop whose frames the cache could not all take (_keeps)
         self._loop_counted: tuple | None = None  # the A-B loop whose frames are counted here (_count_loop):
         self._loop_seen = self._loop_dropped = 0  # its frames admitted in live mode, and those dropped early
+        self._loop_told: tuple | None = None  # the loop the OSD said is being kept
         ready_q.maxsize = LIVE_READY_FRAMES
 
     def stop(self) -> None:
@@ -456,8 +457,13 @@ class BackboneWorker(threading.Thread):
         if self.requested_mode != "auto" or a is None or b is None or (a, b) in (self._loop_full,) \
                 or not a - 0.05 <= frame.pts <= b + 0.05 or self._loop_counted != (a, b):
             return False
-        return (self._loop_seen >= (b - a) * self.player.info.fps
-                and self._loop_dropped > LOOP_KEEP_SHARE * self._loop_seen)
+        keeps = (self._loop_seen >= (b - a) * self.player.info.fps
+                 and self._loop_dropped > LOOP_KEEP_SHARE * self._loop_seen)
+        if keeps and self._loop_told != (a, b):  # why the next pass is slower, and the ones after it whole
+            self._loop_told = (a, b)
+            self.player.message(f"loop: live mode dropped {self._loop_dropped / self._loop_seen:.0%} of its frames; "
+                                "keeping them in the render cache")
+        return keeps
 
     def _warm_up(self, rgb: np.ndarray, noise: str, lanes: ThreadPoolExecutor) -> Future:
         """The first frame of a size on every lane at once: each lane's first pass makes its
