@@ -24,11 +24,15 @@ DEFAULT_FPS = 25.0  # FFmpeg's (image2, rawvideo) and mpv's rate for inputs that
 # Headerless raw video by extension, and the pixel format each implies when neither --raw nor the
 # name says one (.yuv: planar 4:2:0, what every YUV dump tool writes by default).
 RAW_EXTENSIONS = {".yuv": "yuv420p", ".nv12": "nv12", ".nv21": "nv21", ".rgb": "rgb24", ".bgr": "bgr24",
-                  ".gray": "gray", ".y": "gray"}
+                  ".gray": "gray", ".y": "gray", ".cif": "yuv420p", ".qcif": "yuv420p"}
 # Names ISP tools give formats that FFmpeg names otherwise.
 FORMAT_ALIASES = {"i420": "yuv420p", "iyuv": "yuv420p", "yuy2": "yuyv422", "yuyv": "yuyv422", "uyvy": "uyvy422",
                   "p010": "p010le", "p016": "p016le", "y8": "gray", "grey": "gray", "y10": "gray10le",
                   "y16": "gray16le", "rgb": "rgb24", "bgr": "bgr24"}
+# Frame sizes by name, as the test sequences of video coding are named (foreman_cif.yuv) and as
+# YUView reads them: a word of the name, or the extension.
+SIZE_WORDS = {"sqcif": (128, 96), "qcif": (176, 144), "cif": (352, 288), "4cif": (704, 576), "16cif": (1408, 1152),
+              "sif": (352, 240), "720p": (1280, 720), "1080p": (1920, 1080), "2160p": (3840, 2160), "4k": (3840, 2160)}
 PRINTF = re.compile(r"%0?\d*d")  # image2's frame-number pattern: %d, %4d, %04d
 SIZE_IN_NAME = re.compile(r"(?<![0-9])([1-9][0-9]{1,4})[x×]([1-9][0-9]{1,4})(?![0-9])")
 FPS_IN_NAME = re.compile(r"(?<![0-9.])([0-9]+(?:\.[0-9]+)?)(?:fps|hz)(?![a-z])", re.I)
@@ -88,6 +92,15 @@ def parse_raw(spec: str) -> tuple[int, int, str | None]:
     except ValueError:
         raise ValueError(f"{fmt!r} is not a pixel format FFmpeg knows (yuv420p, nv12, p010le, yuyv422, "
                          "rgb24, gray …)") from None
+
+
+def _size_in_name(p: Path) -> tuple[int, int] | None:
+    """WxH in a raw file's name (cap_1280x720.yuv), else a size's name (foreman_cif.yuv, x.qcif)."""
+    m = SIZE_IN_NAME.search(p.stem)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    words = [*re.split(r"[_\-. ]+", p.stem.lower()), p.suffix.lower().lstrip(".")]
+    return next((SIZE_WORDS[t] for t in words if t in SIZE_WORDS), None)
 
 
 def _format_in_name(stem: str) -> str | None:
@@ -171,10 +184,10 @@ def _raw(text: str, fps: float | None, raw: str | None) -> Input:
         except ValueError as e:
             raise InputError(f"--raw: {e}") from None
     else:
-        m = SIZE_IN_NAME.search(p.stem)
-        if not m:
+        size = _size_in_name(p)
+        if size is None:
             raise InputError(f"{text}: raw video has no header: give its size and format, e.g. --raw 1920x1080:nv12")
-        w, h, fmt = int(m.group(1)), int(m.group(2)), None
+        (w, h), fmt = size, None
         said.append(f"{w}x{h} (its name)")
     if fmt is None:
         fmt = _format_in_name(p.stem)

@@ -944,6 +944,8 @@ def test_raw_video_plays_with_its_size_format_and_rate_from_its_name_or_from_raw
     """Headless YUV: the frame size, pixel format and rate come from the name, as YUView reads
     them (`cap_96x64_nv12_10fps.yuv`), or from --raw WxH:FORMAT and --fps; a wrong one would garble
     every frame. A tail that is not a whole frame is said; a file of one frame is a still."""
+    import av
+
     from media import synth_frame
 
     images = [synth_frame(i, 96, 64) for i in range(6)]
@@ -964,6 +966,11 @@ def test_raw_video_plays_with_its_size_format_and_rate_from_its_name_or_from_raw
     one.write_bytes(_raw_nv12(images[:1]))
     p, shown, _ = play(tmp_path, weights, one, duration=0.5)
     assert p.info.still and read_frame_index(shown[-1].original) == 0
+    foreman = tmp_path / "foreman_qcif.yuv"  # a size by its name, as video coding's test sequences are named
+    foreman.write_bytes(b"".join(av.VideoFrame.from_ndarray(synth_frame(i, 176, 144), format="rgb24")
+                                 .reformat(format="yuv420p").to_ndarray().tobytes() for i in range(3)))
+    p, shown, _ = play(tmp_path, weights, foreman, duration=0.5)
+    assert (p.info.width, p.info.height) == (176, 144) and [read_frame_index(s.original) for s in shown] == [0, 1, 2]
 
 
 def test_image_sequence_and_raw_video_mistakes_fail_in_one_line(tmp_path, weights, clip):
