@@ -144,12 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for each inference (default: the cores divided by the lanes)")
     ap.add_argument("--lanes", type=_lanes, default=0, metavar="N",
                     help="frames in inference at once (default: 2 on a CPU with 2 or more cores, else 1)")
-    inp = ap.add_argument_group("image sequences and raw video")
+    inp = ap.add_argument_group("how INPUT is read: image sequences, raw video, colour")
     inp.add_argument("--fps", type=_fps, default=None, metavar="FPS",
                      help="frame rate of an image sequence or raw video (default: from a raw file's name, else 25)")
     inp.add_argument("--raw", type=_raw, default=None, metavar="WxH[:FORMAT]",
                      help="INPUT is raw video (no header) of this frame size and FFmpeg pixel format, e.g. 1920x1080:nv12 "
                           "(default yuv420p; a .yuv file's size and format are read from its name when it has them)")
+    inp.add_argument("--matrix", default=None, choices=["bt601", "bt709", "bt2020", "smpte240m"],  # inputs.MATRICES
+                     help="read INPUT's YUV with this matrix, whatever its tags say (raw video has none: "
+                          "BT.709 from 1280 wide or above 576 lines, else BT.601)")
+    inp.add_argument("--range", default=None, choices=["limited", "full"],  # inputs.RANGES
+                     help="read INPUT's YUV as limited (16-235) or full (0-255) range, whatever its tags say "
+                          "(raw video: limited; a phone's camera frames are often full)")
     # ---- recording and offline render (player/record.py, player/render.py) ----
     rec = ap.add_argument_group("recording and rendering")
     rec.add_argument("--record", metavar="FILE",
@@ -212,8 +218,9 @@ def _main(argv: list[str] | None) -> int:
         ap.error(f"--speed needs {SPEED_MIN:g} to {SPEED_MAX:g}, got {args.speed:g}")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         ap.error(f"--duration needs seconds > 0, got {args.duration}")
-    if (args.fps or args.raw) and args.input is None:
-        ap.error("--fps and --raw describe an INPUT (image sequence, raw video); the demo has --demo-fps")
+    if (args.fps or args.raw or args.matrix or args.range) and args.input is None:
+        ap.error("--fps, --raw, --matrix and --range describe an INPUT (image sequence, raw video, its colour); "
+                 "the demo has --demo-fps")
     if args.cache_mb < 0:
         ap.error(f"--cache-mb needs MiB >= 0 (0: the default budget), got {args.cache_mb}")
     signal.signal(signal.SIGTERM, _terminate)  # a render or playback ends as with Ctrl-C: nothing half-written
@@ -234,7 +241,7 @@ def _main(argv: list[str] | None) -> int:
     from player.decode import MediaError
     from player.player import Player, PlayerConfig, PlayerError
 
-    cfg = PlayerConfig(input=args.input, fps=args.fps, raw=args.raw, weights=args.weights, device=args.device, precision=args.precision,
+    cfg = PlayerConfig(input=args.input, fps=args.fps, raw=args.raw, matrix=args.matrix, range=args.range, weights=args.weights, device=args.device, precision=args.precision,
                        noise=args.noise or "auto", mode=args.mode, cache_mb=args.cache_mb, start=args.start, speed=args.speed,
                        loop=tuple(args.loop) if args.loop else None, preset=args.preset, headless=args.headless,
                        duration=args.duration, script=args.script, stats_json=args.stats_json,

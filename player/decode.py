@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from fractions import Fraction
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import av
@@ -84,10 +84,13 @@ class SourceInfo:
 class FileSource:
     """A media file through PyAV. The constructor validates: it decodes the first video frame."""
 
-    def __init__(self, source: str | inputs.Input, fps: float | None = None, raw: str | None = None):
-        """source: an INPUT argument (fps and raw as --fps and --raw give them) or a resolved Input."""
+    def __init__(self, source: str | inputs.Input, fps: float | None = None, raw: str | None = None,
+                 matrix: str | None = None, range_: str | None = None):
+        """source: an INPUT argument (the rest as --fps, --raw, --matrix and --range give them) or a
+        resolved Input."""
         try:
-            self.input = source if isinstance(source, inputs.Input) else inputs.resolve(source, fps, raw)
+            self.input = (inputs.checked(source) if isinstance(source, inputs.Input)
+                          else inputs.resolve(source, fps, raw, matrix, range_))
         except inputs.InputError as e:
             raise MediaError(str(e)) from None
         self.path = path = self.input.path
@@ -129,11 +132,18 @@ class FileSource:
         sar = Fraction(sar) if sar and 0.1 <= sar <= 10 else Fraction(1)  # (0/1 and absurd values: square)
         self.info = SourceInfo(name=self.input.name, width=width, height=height, fps=fps if 0 < fps < 1000 else 30.0,
                                duration=duration, has_audio=self.astream is not None, path=self.path,
-                               colour=col.of_frame(first), sar=1 / sar if self.quarter_turns % 2 else sar,
+                               colour=self._colour(first), sar=1 / sar if self.quarter_turns % 2 else sar,
                                audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta(),
                                pix_fmt=first.format.name)
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
+
+    def _colour(self, first) -> col.Colour:
+        """The frames' colour: as tagged (or guessed), the matrix as --matrix says where it does."""
+        colour = col.of_frame(first)
+        if self.input.matrix is not None:
+            colour = replace(colour, colorspace=inputs.MATRICES[self.input.matrix])
+        return colour
 
     def _audio_problem(self) -> str:
         """'' if one of the first AUDIO_PROBE_PACKETS audio packets decodes (or none fails), else why
@@ -250,6 +260,8 @@ class FileSource:
             yield self._frame(skipped[0], 0, skipped[1], nominal)  # sound, a rounded duration): that frame
 
     def _frame(self, frame, index: int, pts: float, duration: float) -> VideoFrame:
+        if self.input.range is not None:  # --range: the samples' range, whatever the frame says
+            frame.color_range = col.RANGE_JPEG if self.input.range == "full" else col.RANGE_MPEG
         rgb = col.to_rgb(frame, self.info.colour)
         if self.quarter_turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -37,6 +37,11 @@ PRINTF = re.compile(r"%0?\d*d")  # image2's frame-number pattern: %d, %4d, %04d
 SIZE_IN_NAME = re.compile(r"(?<![0-9])([1-9][0-9]{1,4})[x×]([1-9][0-9]{1,4})(?![0-9])")
 FPS_IN_NAME = re.compile(r"(?<![0-9.])([0-9]+(?:\.[0-9]+)?)(?:fps|hz)(?![a-z])", re.I)
 MAX_RAW_SIDE = 16384  # FFmpeg's own bound on a frame's side
+# --matrix names and FFmpeg's AVColorSpace codes (player/colour.py reads frames with them). Raw YUV has
+# no tags, and a camera pipeline's dumps often hold another matrix and range than the size suggests
+# (Android's YUV_420_888 is JPEG's: BT.601, full range, at any size); mistagged files happen too.
+MATRICES = {"bt601": 6, "bt709": 1, "bt2020": 9, "smpte240m": 7}
+RANGES = ("limited", "full")
 
 
 class InputError(Exception):
@@ -51,6 +56,8 @@ class Input:
     demuxer: str | None = None  # None: FFmpeg probes the file
     options: dict[str, str] = field(default_factory=dict)
     notice: str = ""  # one line saying what was assumed (raw video's size from its name …)
+    matrix: str | None = None  # --matrix: the YUV matrix to read it with (MATRICES), whatever it says or lacks
+    range: str | None = None  # --range: "limited" or "full", likewise
 
     @property
     def name(self) -> str:
@@ -60,8 +67,9 @@ class Input:
         return av.open(self.path, format=self.demuxer, options=dict(self.options))
 
     def meta(self) -> dict:
-        """For a tuning track: what re-opens it the same way (empty for a probed file)."""
-        return {"demuxer": self.demuxer, "options": dict(self.options)} if self.demuxer else {}
+        """For a tuning track: what re-opens it the same way (empty for a probed file read as tagged)."""
+        said = {"demuxer": self.demuxer, "options": dict(self.options)} if self.demuxer else {}
+        return {**said, **{k: v for k, v in (("matrix", self.matrix), ("range", self.range)) if v}}
 
 
 def output_stem(name: str, path: str | None) -> str:
@@ -118,8 +126,24 @@ def _is_format(name: str) -> bool:
         return False
 
 
-def resolve(text: str, fps: float | None = None, raw: str | None = None) -> Input:
-    """The Input an INPUT argument names. Raises InputError (one line) where it cannot be opened."""
+def resolve(text: str, fps: float | None = None, raw: str | None = None, matrix: str | None = None,
+            range_: str | None = None) -> Input:
+    """The Input an INPUT argument names, read with matrix and range (--matrix, --range) where given.
+    Raises InputError (one line) where it cannot be opened."""
+    spec = _resolve(text, fps, raw)
+    return checked(replace(spec, matrix=matrix, range=range_)) if matrix or range_ else spec
+
+
+def checked(spec: Input) -> Input:
+    """spec, if its matrix and range are known (a tuning track's may be damaged); else InputError."""
+    if spec.matrix is not None and spec.matrix not in MATRICES:
+        raise InputError(f"--matrix: {spec.matrix!r} is not one of {', '.join(MATRICES)}")
+    if spec.range is not None and spec.range not in RANGES:
+        raise InputError(f"--range: {spec.range!r} is not one of {', '.join(RANGES)}")
+    return spec
+
+
+def _resolve(text: str, fps: float | None, raw: str | None) -> Input:
     p = Path(text)
     if p.is_dir():
         raise InputError(f"{text}: is a directory, not a media file (an image sequence is named by a "

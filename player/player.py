@@ -62,6 +62,8 @@ class PlayerConfig:
     input: str | None = None  # None: the built-in demo; else a file, an image sequence's pattern or raw video
     fps: float | None = None  # --fps: the rate of an image sequence or raw video (player/inputs.py)
     raw: str | None = None  # --raw WxH[:FORMAT]: raw video's frame size and pixel format
+    matrix: str | None = None  # --matrix: the YUV matrix the input is read with (inputs.MATRICES), over its tags
+    range: str | None = None  # --range: limited | full, likewise
     weights: str | None = None  # None: worker.default_weights for the device
     device: str = "auto"
     precision: str = "auto"
@@ -322,7 +324,7 @@ class Player:
         # Source (a file is opened first: a bad path is reported before the model loads).
         self.demo = None
         if cfg.input is not None:
-            self.source = FileSource(cfg.input, cfg.fps, cfg.raw)
+            self.source = FileSource(cfg.input, cfg.fps, cfg.raw, cfg.matrix, cfg.range)
             if self.source.input.notice:
                 self.notice(self.source.input.notice)
 

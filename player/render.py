@@ -113,13 +113,17 @@ def _fixed_mix(preset: str | None, strength: float | None) -> Mix:
 
 
 def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps: float,
-                 fps: float | None = None, raw: str | None = None):
+                 fps: float | None = None, raw: str | None = None, matrix: str | None = None,
+                 range_: str | None = None):
     """(source, demo or None)."""
     if input_path is None and track is not None:
         src = track.get("source") or {}
-        if src.get("kind") == "file" and src.get("demuxer"):  # an image sequence or raw video, opened as then
-            return FileSource(inputs.Input(str(src.get("path")), str(src["demuxer"]),
-                                           {str(k): str(v) for k, v in (src.get("options") or {}).items()})), None
+        if src.get("kind") == "file" and any(src.get(k) for k in ("demuxer", "matrix", "range")):
+            # an image sequence, raw video or a file read with --matrix / --range: opened as then
+            opened = inputs.Input(str(src.get("path")), src.get("demuxer") or None,
+                                  {str(k): str(v) for k, v in (src.get("options") or {}).items()},
+                                  matrix=src.get("matrix") or None, range=src.get("range") or None)
+            return FileSource(opened), None
         if src.get("kind") == "file":
             input_path = src.get("path")
         elif src.get("kind") == "demo":
@@ -133,14 +137,15 @@ def _open_source(input_path: str | None, track: dict | None, demo_size, demo_fps
 
         demo = DemoSource(width=demo_size[0], height=demo_size[1], fps=demo_fps)
         return DemoFeed(demo), demo
-    return FileSource(input_path, fps, raw), None
+    return FileSource(input_path, fps, raw, matrix, range_), None
 
 
 def render(input_path: str | None, out: str, *, track_path: str | None = None, preset: str | None = None,
            strength: float | None = None, weights: str | None = None, device: str | None = None,
            precision: str | None = None, noise: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
            demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None,
-           fps: float | None = None, raw: str | None = None) -> dict:
+           fps: float | None = None, raw: str | None = None, matrix: str | None = None,
+           range_: str | None = None) -> dict:
     """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
     import torch
 
@@ -187,7 +192,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     if fixed is not None and fixed.coeffs is not None and len(fixed.coeffs) != len(den.levels):
         raise RecordError(f"{preset}: preset has {len(fixed.coeffs)} coefficients, the model has {len(den.levels)} levels")
 
-    source, demo = _open_source(input_path, track, demo_size, demo_fps, fps, raw)
+    source, demo = _open_source(input_path, track, demo_size, demo_fps, fps, raw, matrix, range_)
     if demo is None and source.input.notice:
         _warn(source.input.notice)
     tmp = None
@@ -359,7 +364,7 @@ def main(args) -> int:
                          weights=args.weights, device=args.device, precision=args.precision, noise=args.noise,
                          force=args.force,
                          threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE, lossless=args.lossless,
-                         fps=args.fps, raw=args.raw)
+                         fps=args.fps, raw=args.raw, matrix=args.matrix, range_=args.range)
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)
         return 1

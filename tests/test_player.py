@@ -987,7 +987,8 @@ def test_image_sequence_and_raw_video_mistakes_fail_in_one_line(tmp_path, weight
                         ([raw, "--raw", "96x64:i422"], ["--raw", "'i422' is not a pixel format"]),
                         ([raw, "--raw", "96"], ["--raw", "WIDTHxHEIGHT"]),
                         ([clip, clip], ["2 inputs given", "quoted pattern"]),
-                        (["--fps", "10"], ["--fps", "--demo-fps"])):
+                        (["--fps", "10"], ["--fps", "--demo-fps"]),
+                        ([raw, "--raw", "96x64", "--matrix", "bt999"], ["--matrix", "bt601"])):
         assert_one_line_error(run_cli(*args, "--headless", "--weights", weights), *words)
 
 
@@ -1003,7 +1004,7 @@ def test_mid_file_corruption_skips_bad_frames_and_goes_on(tmp_path, weights, mak
 
 
 # ---- decoding: pixel formats to RGB ----------------------------------------------------------------
-KR_KB = {1: (0.2126, 0.0722), 6: (0.299, 0.114)}  # BT.709 and BT.601 (SMPTE 170M), by AVColorSpace
+KR_KB = {1: (0.2126, 0.0722), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}  # BT.709, BT.601 (SMPTE 170M), BT.2020
 
 
 @pytest.mark.parametrize("pix_fmt, colorspace, full_range", [
@@ -1096,6 +1097,34 @@ def test_semi_planar_raw_video_decodes_to_the_exactly_rounded_rgb(tmp_path, pix_
     exact = _exact_rgb(*(a.astype(np.float64) for a in (y, u, v)), bits, 6, False)
     assert np.abs(rgb - exact).max() <= 0.5 + 1e-3
     assert (rgb == 0).any() and (rgb == 255).any()
+
+
+def test_matrix_and_range_read_yuv_as_the_camera_wrote_it(tmp_path):
+    """Raw YUV carries no tags, and a camera pipeline's frames are often full range whatever their
+    size (Android's YUV_420_888 is JPEG's: BT.601, full): --matrix and --range read them exactly, on
+    the native path (NV12) and on swscale's (planar 4:2:0), and a tuning track keeps them."""
+    from engine import native
+    from player.decode import FileSource
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    h, w = 24, 54
+    rng = np.random.default_rng(7)
+    y, u, v = rng.integers(0, 256, (h, w)), rng.integers(0, 256, (h // 2, w // 2)), rng.integers(0, 256, (h // 2, w // 2))
+    nv12 = tmp_path / "frame.bin"
+    nv12.write_bytes(np.concatenate([y.ravel(), np.stack([u, v], -1).ravel()]).astype(np.uint8).tobytes())
+    for matrix, range_, colorspace, full in ((None, None, 6, False), ("bt709", "full", 1, True),
+                                             ("bt2020", "limited", 9, False), (None, "full", 6, True)):
+        source = FileSource(str(nv12), raw=f"{w}x{h}:nv12", matrix=matrix, range_=range_)
+        rgb = next(iter(source.read(0.0, "video"))).rgb
+        exact = _exact_rgb(*(a.astype(np.float64) for a in (y, u, v)), 8, colorspace, full)
+        assert np.abs(rgb - exact).max() <= 0.5 + 1e-3, (matrix, range_)
+        assert {k: source.info.opened.get(k) for k in ("matrix", "range")} == {"matrix": matrix, "range": range_}
+    grey = tmp_path / "grey.bin"  # planar 4:2:0 (swscale's path): Y 128, chroma neutral
+    grey.write_bytes(bytes([128]) * (w * h * 3 // 2))
+    for range_, want in ((None, 130), ("full", 128)):  # limited: (128 − 16) · 255 / 219 = 130.4
+        rgb = next(iter(FileSource(str(grey), raw=f"{w}x{h}:yuv420p", range_=range_).read(0.0, "video"))).rgb
+        assert np.abs(rgb.astype(int) - want).max() <= 1, range_
 
 
 @pytest.mark.parametrize("pix_fmt, offsets", [("yuyv422", (0, 1, 3)), ("uyvy422", (1, 0, 2)), ("yvyu422", (0, 3, 1))])

@@ -370,10 +370,10 @@ def test_raw_video_renders_and_its_track_opens_it_again(weights, tmp_path):
     raw.write_bytes(b"".join(av.VideoFrame.from_ndarray(a, format="rgb24").reformat(format="yuv444p").to_ndarray().tobytes()
                              for a in images))
     first, again = tmp_path / "first.mkv", tmp_path / "again.mkv"
-    run_player(raw, "--raw", "96x64:yuv444p", "--fps", "8", "--render", first, "--strength", "10", "--lossless",
-               "--weights", weights, "--threads", "1", check=True)
+    run_player(raw, "--raw", "96x64:yuv444p", "--fps", "8", "--range", "full", "--render", first, "--strength", "10",
+               "--lossless", "--weights", weights, "--threads", "1", check=True)
     track = json.loads(Path(str(first) + ".json").read_text())
-    assert track["source"]["demuxer"] == "rawvideo"
+    assert track["source"]["demuxer"] == "rawvideo" and track["source"]["range"] == "full"
     assert track["source"]["options"] == {"video_size": "96x64", "pixel_format": "yuv444p", "framerate": "8"}
     run_player("--render", again, "--track", Path(str(first) + ".json"), "--threads", "1", check=True)
     (t1, f1), (t2, f2) = decode_video(first), decode_video(again)
