@@ -531,10 +531,14 @@ class RawWriter:
         self.container.close()
 
     def describe(self) -> str:
-        """How to read the output back (a headerless file says nothing of itself)."""
+        """How to read the output back (a headerless file says nothing of itself, and a reader
+        guesses its matrix from its size: where that guess is not the matrix written, it is said)."""
         h, w = self.size
-        return f"{w}x{h} {self.pix_fmt} at {float(self.rate):g} fps" + (
-            f": play it with --raw {w}x{h}:{self.pix_fmt} --fps {float(self.rate):g}" if self.fmt == "rawvideo" else "")
+        kr_kb = col.KR_KB[self.colour.colorspace]  # (BT.470BG and SMPTE 170M are one matrix)
+        matrix = "" if kr_kb == col.KR_KB[col.guess(w, h).colorspace] else \
+            next((f" --matrix {name}" for name, code in inputs.MATRICES.items() if col.KR_KB[code] == kr_kb), "")
+        return f"{w}x{h} {self.pix_fmt} at {float(self.rate):g} fps, {self.colour.name}" + (
+            f": play it with --raw {w}x{h}:{self.pix_fmt} --fps {float(self.rate):g}{matrix}" if self.fmt == "rawvideo" else "")
 
 
 def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None) -> str:

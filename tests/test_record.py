@@ -396,7 +396,7 @@ def test_a_render_to_raw_yuv_gives_a_raw_source_back_at_strength_0(weights, tmp_
     raw.write_bytes(b"".join(np.concatenate([y[i].ravel(), uv[i].ravel()]).astype(np.uint8).tobytes() for i in range(n)))
     same = tmp_path / "same.yuv"
     r = run_player(raw, "--render", same, "--strength", "0", "--weights", weights, check=True)
-    assert "96x64 nv12 at 8 fps: play it with --raw 96x64:nv12 --fps 8" in r.stdout
+    assert "96x64 nv12 at 8 fps, BT.601: play it with --raw 96x64:nv12 --fps 8" in r.stdout
     back = np.frombuffer(same.read_bytes(), np.uint8).astype(int)
     assert back.shape == (n * h * w * 3 // 2,)
     assert np.abs(back - np.frombuffer(raw.read_bytes(), np.uint8)).max() <= 1
@@ -410,6 +410,9 @@ def test_a_render_to_raw_yuv_gives_a_raw_source_back_at_strength_0(weights, tmp_
     from_clip = tmp_path / "clip.yuv"
     r = run_player(clip, "--render", from_clip, "--strength", "5", "--weights", weights, check=True)
     assert "320x240 yuv420p at 30 fps" in r.stdout and from_clip.stat().st_size == 90 * 320 * 240 * 3 // 2
+    r = run_player(raw, "--matrix", "bt709", "--render", tmp_path / "709.yuv", "--strength", "0", "--weights", weights,
+                   check=True)  # read as BT.709 and written so: a reader of this size would guess BT.601
+    assert "96x64 nv12 at 8 fps, BT.709: play it with --raw 96x64:nv12 --fps 8 --matrix bt709" in r.stdout
     for args, words in (([raw, "--record", tmp_path / "live.y4m", "--headless"], [".y4m is for --render"]),
                         ([raw, "--render", tmp_path / "x.yuv", "--lossless"], ["--lossless is for .mp4"])):
         r = run_player(*args, "--weights", weights)
