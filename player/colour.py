@@ -171,16 +171,17 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
 
-def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
-    """uint8 (H, W, 3) RGB as a frame of pix_fmt with colour's matrix, limited range: to_rgb's
-    conversion undone. Chroma is the mean over the block of pixels it covers (to_rgb repeats it over
-    them), so a frame to_rgb made comes back to its own samples within rounding, except where RGB
-    clipped it; swscale's filtered chroma had moved them by up to 10 codes. Formats that are not
+def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = False) -> av.VideoFrame:
+    """uint8 (H, W, 3) RGB as a frame of pix_fmt with colour's matrix, limited range (or full):
+    to_rgb's conversion undone. Chroma is the mean over the block of pixels it covers (to_rgb repeats
+    it over them), so a frame to_rgb made comes back to its own samples within rounding, except where
+    RGB clipped it; swscale's filtered chroma had moved them by up to 10 codes. Formats that are not
     planar or semi-planar YUV (RGB, packed YUV, alpha) go through swscale."""
+    rng = RANGE_JPEG if full_range else RANGE_MPEG
     lay = layout(pix_fmt)
     if lay is None or lay.alpha:
         return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-            format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=RANGE_MPEG)
+            format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=rng)
     kr, kb = KR_KB[colour.colorspace]
     kg = 1.0 - kr - kb
     h, w = rgb.shape[:2]
@@ -188,17 +189,19 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
     f32 = np.float32
     # Channel by channel, in place (a matrix product over the colour axis took 59 ms a 720p frame).
     r, g, b = (rgb[..., i].astype(f32) for i in range(3))  # (H, W) each, 0..255
-    ys = 219 * unit / 255
+    # (the ranges as yuv_to_rgb_coefficients reads them: limited Y 16..235, U, V 16..240 times
+    # 2^(bits − 8); full 0..2^bits − 1, chroma centred on 2^(bits − 1))
+    ys, y0 = ((top / 255, 0.0) if full_range else (219 * unit / 255, 16 * unit))
     y = r * f32(kr * ys)
     y += g * f32(kg * ys)
     y += b * f32(kb * ys)
-    y += f32(16 * unit)
+    y += f32(y0)
     # The block means, summed in integers: an odd edge's block is its pixels alone (edge padding).
     src = np.pad(rgb, ((0, -h % sy), (0, -w % sx), (0, 0)), mode="edge") if h % sy or w % sx else rgb
     block = sum(src[i::sy, j::sx].astype(np.uint16) for i in range(sy) for j in range(sx))
     cr, cg, cb = (block[..., i] * f32(1 / (sy * sx)) for i in range(3))  # (⌈H/sy⌉, ⌈W/sx⌉) each
     yc = cr * f32(kr) + cg * f32(kg) + cb * f32(kb)
-    cs, c0 = 224 * unit / 255, f32(128 * unit)
+    cs, c0 = (top / 255 if full_range else 224 * unit / 255), f32(128 * unit)
     u = (cb - yc) * f32(cs / (2 * (1 - kb))) + c0
     v = (cr - yc) * f32(cs / (2 * (1 - kr))) + c0
     dtype = np.uint8 if lay.size == 1 else np.dtype("<u2")
@@ -212,7 +215,7 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFrame:
         planes[1][:, 0::2], planes[1][:, 1::2] = first, second
     else:
         planes[1][:], planes[2][:] = u, v
-    frame.colorspace, frame.color_range = colour.colorspace, RANGE_MPEG
+    frame.colorspace, frame.color_range = colour.colorspace, rng
     return frame
 
 

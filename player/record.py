@@ -486,14 +486,15 @@ class SequenceWriter:
 
 class RawWriter:
     """A render to uncompressed YUV (`--render OUT.yuv` or `.y4m`): each frame converted with the
-    source's matrix, limited range, and written whole, in order, with MediaWriter's calls (no sound).
-    pix_fmt: FFmpeg's name (a raw source's own, so that the output goes back where the input came from)."""
+    source's matrix, limited range (full for a source read with --range full), and written whole, in
+    order, with MediaWriter's calls (no sound). pix_fmt: FFmpeg's name (a raw source's own, so that
+    the output goes back where the input came from)."""
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, pix_fmt: str,
-                 colour: col.Colour | None = None):
+                 colour: col.Colour | None = None, full_range: bool = False):
         import av
 
-        self.path, self.fmt, self.pix_fmt = path, fmt, pix_fmt
+        self.path, self.fmt, self.pix_fmt, self.full_range = path, fmt, pix_fmt, full_range
         self.colour = colour or col.guess(width, height)
         self.size = (height, width)
         self.rate = _fps_fraction(fps)
@@ -503,12 +504,13 @@ class RawWriter:
             raise RecordError(f"{path}: cannot open for writing ({_one_line(e)})") from None
         self.vstream = self.container.add_stream("rawvideo", rate=self.rate)
         self.vstream.width, self.vstream.height, self.vstream.pix_fmt = width, height, pix_fmt
+        self.vstream.codec_context.color_range = col.RANGE_JPEG if full_range else col.RANGE_MPEG  # (y4m says it)
         self.frames = 0
 
     def video(self, pts: float, rgb: np.ndarray) -> None:
         if rgb.shape[:2] != self.size:
             raise RecordError(f"frame size changed to {rgb.shape[1]}×{rgb.shape[0]} while rendering")
-        vf = col.from_rgb(rgb, self.pix_fmt, self.colour)
+        vf = col.from_rgb(rgb, self.pix_fmt, self.colour, self.full_range)
         vf.pts, vf.time_base = self.frames, 1 / self.rate
         for pkt in self.vstream.encode(vf):
             self.container.mux(pkt)
@@ -537,8 +539,10 @@ class RawWriter:
         kr_kb = col.KR_KB[self.colour.colorspace]  # (BT.470BG and SMPTE 170M are one matrix)
         matrix = "" if kr_kb == col.KR_KB[col.guess(w, h).colorspace] else \
             next((f" --matrix {name}" for name, code in inputs.MATRICES.items() if col.KR_KB[code] == kr_kb), "")
-        return f"{w}x{h} {self.pix_fmt} at {float(self.rate):g} fps, {self.colour.name}" + (
-            f": play it with --raw {w}x{h}:{self.pix_fmt} --fps {float(self.rate):g}{matrix}" if self.fmt == "rawvideo" else "")
+        full = " --range full" if self.full_range else ""
+        return f"{w}x{h} {self.pix_fmt} at {float(self.rate):g} fps, {self.colour.name}{', full range' if full else ''}" + (
+            f": play it with --raw {w}x{h}:{self.pix_fmt} --fps {float(self.rate):g}{matrix}{full}"
+            if self.fmt == "rawvideo" else "")
 
 
 def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None) -> str:
@@ -677,7 +681,8 @@ def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter | SequenceWriter)
         return {"video": {"codec": writer.fmt.lower(), "pix_fmt": "rgb24"}, "audio": None}
     if isinstance(writer, RawWriter):
         return {"video": {"codec": "rawvideo", "container": writer.fmt, "pix_fmt": writer.pix_fmt,
-                          "matrix": writer.colour.name}, "audio": None}
+                          "matrix": writer.colour.name, "range": "full" if writer.full_range else "limited"},
+                "audio": None}
     codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
         {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
     params = x264_options(writer.lossless).get("x264-params")

@@ -247,7 +247,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                     writer = record.ImageWriter(tmp, fmt)
                 elif raw_out:
                     pix_fmt = record.raw_pix_fmt(out_path, w, h, info.opened.get("options", {}).get("pixel_format"))
-                    writer = record.RawWriter(tmp, fmt, w, h, info.fps, pix_fmt, colour=info.colour)
+                    writer = record.RawWriter(tmp, fmt, w, h, info.fps, pix_fmt, colour=info.colour,
+                                              full_range=info.opened.get("range") == "full")
                 else:
                     writer = record.MediaWriter(tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio,
                                                 colour=info.colour, lossless=lossless, sar=info.sar)

@@ -413,6 +413,10 @@ def test_a_render_to_raw_yuv_gives_a_raw_source_back_at_strength_0(weights, tmp_
     r = run_player(raw, "--matrix", "bt709", "--render", tmp_path / "709.yuv", "--strength", "0", "--weights", weights,
                    check=True)  # read as BT.709 and written so: a reader of this size would guess BT.601
     assert "96x64 nv12 at 8 fps, BT.709: play it with --raw 96x64:nv12 --fps 8 --matrix bt709" in r.stdout
+    full = tmp_path / "full.yuv"  # the same samples read as full range come back as full range
+    r = run_player(raw, "--range", "full", "--render", full, "--strength", "0", "--weights", weights, check=True)
+    assert "96x64 nv12 at 8 fps, BT.601, full range: play it with --raw 96x64:nv12 --fps 8 --range full" in r.stdout
+    assert np.abs(np.frombuffer(full.read_bytes(), np.uint8).astype(int) - np.frombuffer(raw.read_bytes(), np.uint8)).max() <= 1
     for args, words in (([raw, "--record", tmp_path / "live.y4m", "--headless"], [".y4m is for --render"]),
                         ([raw, "--render", tmp_path / "x.yuv", "--lossless"], ["--lossless is for .mp4"])):
         r = run_player(*args, "--weights", weights)
