@@ -109,6 +109,10 @@ class Layout(NamedTuple):
     sub: tuple[int, int]  # chroma subsampling (rows, columns): (2, 2) for 4:2:0, (1, 2) for 4:2:2, (1, 1)
     alpha: bool  # a fourth, alpha plane (ignored when read)
 
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.size == 1 else np.dtype("<u2")
+
 
 @lru_cache(maxsize=None)
 def layout(name: str) -> Layout | None:
@@ -145,6 +149,17 @@ def _packed_views(frame: av.VideoFrame) -> list[np.ndarray]:
     return [a[:, oy::2][:, :frame.width], a[:, ou::4], a[:, ov::4]]
 
 
+def _plane_views(frame: av.VideoFrame, lay: Layout) -> list[np.ndarray]:
+    """Y, U and V of a planar or semi-planar frame as arrays on its buffers (a semi-planar chroma
+    plane's pairs: every other sample of it, V first where lay.vfirst)."""
+    planes = [np.ndarray((p.height, p.width * (1 + lay.semi if i else 1)), lay.dtype, buffer=p,
+                         strides=(p.line_size, lay.size)) for i, p in enumerate(frame.planes[:3])]
+    if not lay.semi:
+        return planes
+    u, v = planes[1][:, 0::2], planes[1][:, 1::2]
+    return [planes[0], *((v, u) if lay.vfirst else (u, v))]
+
+
 def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     """A decoded frame as uint8 (H, W, 3) RGB with colour's matrix and the frame's range: natively
     for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, samples over 8 bits,
@@ -156,17 +171,10 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
             return rgb
     layout_ = layout(frame.format.name) if frame.format.name not in SWSCALE_FAST else None
     if layout_ is not None and native.library() is not None:
-        dtype = np.uint8 if layout_.size == 1 else np.dtype("<u2")
-        h, w = frame.planes[0].height, frame.planes[0].width
-        planes = [np.ndarray((p.height, p.width * (1 + layout_.semi if i else 1)), dtype, buffer=p,
-                             strides=(p.line_size, layout_.size)) for i, p in enumerate(frame.planes[:3])]
-        if layout_.semi:  # (U, V) pairs: every other sample of the one chroma plane
-            u, v = planes[1][:, 0::2], planes[1][:, 1::2]
-            planes = [planes[0], *((v, u) if layout_.vfirst else (u, v))]
         full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-        rgb = native.yuv_rgb(*planes, _coefficients(colour.colorspace, full, layout_.bits, layout_.shift))
+        rgb = native.yuv_rgb(*_plane_views(frame, layout_), _coefficients(colour.colorspace, full, layout_.bits,
+                                                                          layout_.shift))
         if rgb is not None:
-            assert rgb.shape[:2] == (h, w)
             return rgb
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
@@ -204,17 +212,10 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     cs, c0 = (top / 255 if full_range else 224 * unit / 255), f32(128 * unit)
     u = (cb - yc) * f32(cs / (2 * (1 - kb))) + c0
     v = (cr - yc) * f32(cs / (2 * (1 - kr))) + c0
-    dtype = np.uint8 if lay.size == 1 else np.dtype("<u2")
-    y, u, v = (np.clip(np.rint(a, out=a), 0, top, out=a).astype(dtype) << lay.shift for a in (y, u, v))
+    y, u, v = (np.clip(np.rint(a, out=a), 0, top, out=a).astype(lay.dtype) << lay.shift for a in (y, u, v))
     frame = av.VideoFrame(w, h, pix_fmt)
-    planes = [np.ndarray((p.height, p.width * (1 + lay.semi if i else 1)), dtype, buffer=p,
-                         strides=(p.line_size, lay.size)) for i, p in enumerate(frame.planes[:3])]
-    planes[0][:] = y
-    if lay.semi:
-        first, second = (v, u) if lay.vfirst else (u, v)
-        planes[1][:, 0::2], planes[1][:, 1::2] = first, second
-    else:
-        planes[1][:], planes[2][:] = u, v
+    for plane, samples in zip(_plane_views(frame, lay), (y, u, v)):
+        plane[:] = samples
     frame.colorspace, frame.color_range = colour.colorspace, rng
     return frame
 

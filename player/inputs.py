@@ -157,7 +157,7 @@ def _resolve(text: str, fps: float | None, raw: str | None) -> Input:
                              "its own timestamps")
         return Input(text)
     if PRINTF.search(p.name):
-        numbers = _numbers(p)
+        numbers = sequence_numbers(p)
         if not numbers:
             raise InputError(f"{text}: no file matches this pattern")
         # FFmpeg looks for the first image among the numbers 0 to 4 only, and stops at the first
@@ -167,7 +167,7 @@ def _resolve(text: str, fps: float | None, raw: str | None) -> Input:
         said = [] if fps else [f"{DEFAULT_FPS:g} fps (--fps to change)"]
         if run < len(numbers):
             said.append(f"{len(numbers) - run} of its {len(numbers)} images follow a gap in the numbering after "
-                        f"{_name(p.name, numbers[run - 1])} and are not played (a glob, "
+                        f"{frame_name(p.name, numbers[run - 1])} and are not played (a glob, "
                         f"'{p.parent / PRINTF.sub('*', p.name, count=1)}', plays them all)")
         notice = f"image sequence: {'; '.join(said)}" if said else ""
         return Input(text, "image2", {**rate, "start_number": str(numbers[0])}, notice)
@@ -179,12 +179,12 @@ def _resolve(text: str, fps: float | None, raw: str | None) -> Input:
     raise InputError(f"{text}: no such file")
 
 
-def _name(pattern: str, n: int) -> str:
+def frame_name(pattern: str, n: int) -> str:
     """The file name a printf pattern gives number n (%d, %4d, %04d)."""
     return PRINTF.sub(lambda m: m.group() % n, pattern, count=1)
 
 
-def _numbers(p: Path) -> list[int]:
+def sequence_numbers(p: Path) -> list[int]:
     """The numbers, in order, of the files on disk that a printf pattern names."""
     m = PRINTF.search(p.name)
     found = re.compile(re.escape(p.name[:m.start()]) + r" *([0-9]+)" + re.escape(p.name[m.end():]))
@@ -193,7 +193,7 @@ def _numbers(p: Path) -> list[int]:
     except OSError:
         return []
     numbers = {int(f.group(1)) for f in map(found.fullmatch, names) if f}
-    return sorted(n for n in numbers if _name(p.name, n) in names)
+    return sorted(n for n in numbers if frame_name(p.name, n) in names)
 
 
 def _raw(text: str, fps: float | None, raw: str | None) -> Input:

@@ -142,13 +142,6 @@ def is_sequence(target: str | os.PathLike) -> bool:
     return p.suffix.lower() in IMAGES and bool(inputs.PRINTF.search(p.name))
 
 
-def _sequence_files(target: Path) -> list[Path]:
-    """The files on disk that the pattern names."""
-    import glob
-
-    return sorted(Path(f) for f in glob.glob(inputs.PRINTF.sub("[0-9]*", glob.escape(str(target)))))
-
-
 def sidecar_path(target: str | os.PathLike) -> Path:
     return Path(str(target) + ".json")
 
@@ -167,7 +160,9 @@ def claim_temp(target: str | os.PathLike, force: bool, images: bool = False) -> 
     sequence = images and is_sequence(target)
     if sequence and target.name.count("%") != 1:
         raise RecordError(f"{target}: an image sequence's name holds one frame-number pattern (%04d) and no other %")
-    for p in ([*_sequence_files(target)[:1], sidecar_path(target)] if sequence else [target, sidecar_path(target)]):
+    first = inputs.sequence_numbers(target)[:1] if sequence else []  # a file of the sequence already there
+    for p in ([target.parent / inputs.frame_name(target.name, n) for n in first] + [sidecar_path(target)] if sequence
+              else [target, sidecar_path(target)]):
         if p.exists() and not force:
             raise RecordError(f"{p}: already exists (use --force to overwrite)")
     parent = target.parent
@@ -422,7 +417,23 @@ class MediaWriter:
             self.container.close()
 
 
-class ImageWriter:
+class _SilentWriter:
+    """MediaWriter's calls for the outputs that hold no sound (an image, an image sequence, raw YUV)."""
+
+    def audio(self, pts: float, pcm: np.ndarray) -> None:
+        pass
+
+    def encode_audio_until(self, t: float, final: bool = False) -> None:
+        pass
+
+    def close(self, end_pts: float | None = None) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class ImageWriter(_SilentWriter):
     """A render of a still image (`--render OUT.png`): its one frame as 8-bit RGB, lossless, with
     MediaWriter's calls (no sound: a still has none)."""
 
@@ -435,23 +446,14 @@ class ImageWriter:
             raise RecordError(f"{self.path}: an image holds one frame: render a video to .mp4, .mov or .mkv")
         self._rgb = rgb.copy()
 
-    def audio(self, pts: float, pcm: np.ndarray) -> None:
-        pass
-
-    def encode_audio_until(self, t: float, final: bool = False) -> None:
-        pass
-
     def close(self, end_pts: float | None = None) -> None:
         from PIL import Image
 
         if self._rgb is not None:
             Image.fromarray(self._rgb).save(self.path, format=self.fmt)
 
-    def abort(self) -> None:
-        pass
 
-
-class SequenceWriter:
+class SequenceWriter(_SilentWriter):
     """A render to an image sequence (`--render 'tuned/frame_%04d.png'`): each frame as 8-bit RGB,
     lossless, into the folder claim_temp made, under the pattern's name for its number; with
     MediaWriter's calls (no sound). Numbered from SEQUENCE_START in order, or, from a numbered image
@@ -466,25 +468,13 @@ class SequenceWriter:
         from PIL import Image
 
         number = SEQUENCE_START + self.frames if self.first is None else self.first + round(pts * self.fps)
-        path = self.folder / (self.pattern % number)
+        path = self.folder / inputs.frame_name(self.pattern, number)
         Image.fromarray(rgb).save(path, format=self.fmt, **({"compress_level": PNG_LEVEL} if self.fmt == "PNG" else {}))
         self.frames += 1
         self.bytes += path.stat().st_size
 
-    def audio(self, pts: float, pcm: np.ndarray) -> None:
-        pass
 
-    def encode_audio_until(self, t: float, final: bool = False) -> None:
-        pass
-
-    def close(self, end_pts: float | None = None) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-class RawWriter:
+class RawWriter(_SilentWriter):
     """A render to uncompressed YUV (`--render OUT.yuv` or `.y4m`): each frame converted with the
     source's matrix, limited range (full for a source read with --range full), and written whole, in
     order, with MediaWriter's calls (no sound). pix_fmt: FFmpeg's name (a raw source's own, so that
@@ -515,12 +505,6 @@ class RawWriter:
         for pkt in self.vstream.encode(vf):
             self.container.mux(pkt)
         self.frames += 1
-
-    def audio(self, pts: float, pcm: np.ndarray) -> None:
-        pass
-
-    def encode_audio_until(self, t: float, final: bool = False) -> None:
-        pass
 
     def close(self, end_pts: float | None = None) -> None:
         try:

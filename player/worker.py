@@ -166,6 +166,12 @@ def pick_demo_size(denoiser, fps: float, cores: int | None = None, lanes: int = 
     return DEMO_SIZES[-1], timings[0], budget_ms
 
 
+def in_loop(t: float, loop: tuple[float | None, float | None]) -> bool:
+    """Whether time t lies in the A-B loop (with 50 ms to spare at its ends), if one is set."""
+    a, b = loop
+    return a is not None and b is not None and a - 0.05 <= t <= b + 0.05
+
+
 class RenderCache:
     """Bases by frame time (ms), within a byte budget. Evicts what lies behind the playhead and
     outside the A-B loop first; never evicts frames ahead of the playhead (it refuses instead)."""
@@ -202,11 +208,10 @@ class RenderCache:
     @staticmethod
     def _evict_rank(key: int, playhead: float, loop) -> tuple[int, float]:
         t = key / 1000.0
-        a, b = loop
-        in_loop = a is not None and b is not None and a - 0.05 <= t <= b + 0.05
-        if t < playhead - CACHE_KEEP_BEHIND_S and not in_loop:
+        looped = in_loop(t, loop)
+        if t < playhead - CACHE_KEEP_BEHIND_S and not looped:
             return (0, t)  # long behind: evict oldest first
-        if t < playhead and not in_loop:
+        if t < playhead and not looped:
             return (1, t)
         return (2, -t)  # ahead or in the loop: keep
 
@@ -435,11 +440,11 @@ class BackboneWorker(threading.Thread):
         return True
 
     def _count_loop(self, frame: VideoFrame, dropped: bool) -> None:
-        a, b = self.player.loop
-        if a is None or b is None or not a - 0.05 <= frame.pts <= b + 0.05:
+        loop = self.player.loop
+        if not in_loop(frame.pts, loop):
             return
-        if self._loop_counted != (a, b):
-            self._loop_counted, self._loop_seen, self._loop_dropped = (a, b), 0, 0
+        if self._loop_counted != loop:
+            self._loop_counted, self._loop_seen, self._loop_dropped = loop, 0, 0
         self._loop_seen += 1
         self._loop_dropped += dropped
 
@@ -453,14 +458,14 @@ class BackboneWorker(threading.Thread):
         CPU played at 27.2–27.6 fps over 12 s where live mode alone played 29.1–29.2. Measured where
         it is kept (the same loop at --speed 1.25, 37.5 frames due a second): from the third second
         of the second pass on 35–38 frames a second, where live mode alone went on at 31–37."""
-        a, b = self.player.loop
-        if self.requested_mode != "auto" or a is None or b is None or (a, b) in (self._loop_full,) \
-                or not a - 0.05 <= frame.pts <= b + 0.05 or self._loop_counted != (a, b):
+        loop = a, b = self.player.loop
+        if (self.requested_mode != "auto" or not in_loop(frame.pts, loop) or loop == self._loop_full
+                or loop != self._loop_counted):
             return False
         keeps = (self._loop_seen >= (b - a) * self.player.info.fps
                  and self._loop_dropped > LOOP_KEEP_SHARE * self._loop_seen)
-        if keeps and self._loop_told != (a, b):  # why the next pass is slower, and the ones after it whole
-            self._loop_told = (a, b)
+        if keeps and self._loop_told != loop:  # why the next pass is slower, and the ones after it whole
+            self._loop_told = loop
             self.player.message(f"loop: live mode dropped {self._loop_dropped / self._loop_seen:.0%} of its frames; "
                                 "keeping them in the render cache")
         return keeps
