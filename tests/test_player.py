@@ -387,8 +387,8 @@ def test_a_speed_change_right_after_a_seek_keeps_the_sound_from_the_seek_on(tmp_
     def setup(p):
         put = p.feed.tap.put
 
-        def tapped(pts, pcm):
-            heard.append((p.epoch, pts))
+        def tapped(pts, pcm):  # (the fill's own epoch: the player's can move on mid-fill)
+            heard.append((p.feed.played_to[0], pts))
             put(pts, pcm)
 
         p.feed.tap.put = tapped
