@@ -17,7 +17,8 @@ versions, used where the CPU has it (`isa()`, `set_isa()`; the same bytes either
 statistics an AMX version for bfloat16 features (the same within float32 rounding). And from
 engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `Heads` (Router, ND
 and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
-`absdiff4`, the player's difference view in one pass instead of six; from engine/csrc/yuv.c
+`absdiff4`, the player's difference view in one pass instead of six, and `tonemap`, the
+display's picture of an HDR or wide-gamut frame; from engine/csrc/yuv.c
 `yuv_rgb`, the decoder's conversion of the YUV formats swscale converts slowly (4:4:4, > 8 bits).
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
@@ -217,6 +218,8 @@ def _load() -> None:
         lib.rcd_heads.restype = ctypes.c_int
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
+        lib.rcd_tonemap.argtypes = [p, i64, p, i64, i64, p, p, p, i64, p, p, i64, ctypes.c_float, p, i64]
+        lib.rcd_tonemap.restype = ctypes.c_int
         lib.rcd_yuv_rgb.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                     ctypes.c_int, ctypes.c_int, p, p]
         lib.rcd_yuv_rgb.restype = ctypes.c_int
@@ -285,6 +288,26 @@ def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     h, w, c = a.shape
     out = np.empty((h, w, c), np.uint8)
     lib.rcd_absdiff4(a.ctypes.data, a.strides[0], b.ctypes.data, b.strides[0], out.ctypes.data, h, w * c)
+    return out
+
+
+def tonemap(rgb: np.ndarray, out: np.ndarray, lin: np.ndarray, ky: np.ndarray, ootf: np.ndarray | None,
+            m: np.ndarray, tone: np.ndarray, tone_max: float, enc: np.ndarray) -> np.ndarray | None:
+    """out ← the display's picture of rgb, uint8 (H, W, 3) (rows may be strided; out contiguous),
+    through player/colour.py's DisplayMap tables (float32 lin (256,), ky (3,), ootf (no + 1,) or
+    None, m (9,), tone (nt + 1,); uint8 enc (ne,)) as engine/csrc/view.c says; None where the
+    kernels are not in use or the layout does not fit."""
+    lib = library()
+    if lib is None or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.strides[1:] != (3, 1) or rgb.shape[2] != 3:
+        return None
+    assert out.shape == rgb.shape and out.dtype == np.uint8 and out.flags.c_contiguous
+    tables = (lin, ky, m, tone) + (() if ootf is None else (ootf,))
+    assert all(t.dtype == np.float32 and t.flags.c_contiguous for t in tables) and enc.dtype == np.uint8
+    h, w = rgb.shape[:2]
+    if lib.rcd_tonemap(rgb.ctypes.data, rgb.strides[0], out.ctypes.data, h, w, lin.ctypes.data, ky.ctypes.data,
+                       None if ootf is None else ootf.ctypes.data, 0 if ootf is None else len(ootf) - 1,
+                       m.ctypes.data, tone.ctypes.data, len(tone) - 1, tone_max, enc.ctypes.data, len(enc)):
+        raise ValueError(f"native tone mapping refused its tables (tone {len(tone)}, enc {len(enc)}, peak {tone_max})")
     return out
 
 

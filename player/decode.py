@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from player import colour as col
+from player import tonemap
 from player import inputs
 from player.frames import AudioChunk, VideoFrame
 from player.queues import ClosableQueue
@@ -74,6 +75,7 @@ class SourceInfo:
     still: bool = False  # a single image (PNG, JPEG, TIFF …): held on screen to be tuned, not played for 1/fps
     opened: dict = field(default_factory=dict)  # how an image sequence or raw video was opened (inputs.Input.meta)
     pix_fmt: str = ""  # FFmpeg's name of the decoded frames' format (yuv420p10le, nv12 …), for the HUD
+    peak_nits: float = 0.0  # HDR10's light level of the content (tonemap.content_peak), 0: not given
 
     @property
     def stem(self) -> str:
@@ -134,7 +136,7 @@ class FileSource:
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=self._colour(first), sar=1 / sar if self.quarter_turns % 2 else sar,
                                audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta(),
-                               pix_fmt=first.format.name)
+                               pix_fmt=first.format.name, peak_nits=tonemap.content_peak(first))
         self.bad_packets = 0
         self._containers: dict[str, av.container.InputContainer] = {}
 

@@ -30,7 +30,7 @@ from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
 from player import controls as ctl
-from player import keymap
+from player import keymap, tonemap
 from player.clock import SPEED_MAX, SPEED_MIN, Clock
 from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
@@ -109,7 +109,8 @@ SCRIPT_VERBS = {"quit", "cycle", "set", "add", "multiply", "seek", "frame-step",
 PLAYER_VERB_ARGS = {"quit": (0, 0), "seek": (1, 2), "frame-step": (0, 0), "frame-back-step": (0, 0),
                     "ab-loop": (0, 0), "ab-loop-clear": (0, 0), "preset-store": (0, 1), "preset-flip": (0, 0)}
 PLAYER_PROPERTIES = {"pause": ("cycle", "set"), "loop-a": ("set",), "loop-b": ("set",), "speed": ("set", "add", "multiply"),
-                     "volume": ("set", "add"), "mute": ("cycle", "set"), "fullscreen": ("cycle", "set")}  # → their verbs
+                     "volume": ("set", "add"), "mute": ("cycle", "set"), "fullscreen": ("cycle", "set"),
+                     "tone-mapping": ("cycle", "set")}  # → their verbs
 
 
 def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
@@ -142,7 +143,7 @@ def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
         if verb not in allowed:
             raise ctl.CommandError(f"{name}: use {' or '.join(allowed)}")
         if value is not None and not (name.startswith("loop-") and value == "no"):
-            (ctl.parse_bool if name in ("pause", "mute", "fullscreen") else ctl.parse_float)(value)
+            (ctl.parse_bool if name in ("pause", "mute", "fullscreen", "tone-mapping") else ctl.parse_float)(value)
         return name, value
     if verb == "multiply":
         raise ctl.CommandError(f"multiply {' '.join(args[:1])}: only speed multiplies (use add or set)")
@@ -353,10 +354,15 @@ class Player:
             self.demo = DemoSource(width=w, height=h, fps=cfg.demo_fps)
             self.source = DemoFeed(self.demo)
         self.info = self.source.info
-        if self.info.colour is not None and self.info.colour.unmanaged:
-            # No tone or gamut mapping here (mpv's): the picture is shown, denoised and recorded as coded.
-            self.notice(f"{self.info.colour.unmanaged} video: shown as coded, without tone or gamut mapping "
-                        f"(colours look flat); recordings keep its colour tags")
+        # HDR and wide-gamut video: the window shows it mapped to the screen (player/tonemap.py), as
+        # mpv does; the denoiser, recordings and renders keep its codes and tags.
+        self.display = tonemap.display_map(self.info.colour, self.info.peak_nits) if self.info.colour else None
+        self.tone_mapping = self.display is not None  # the `tone-mapping` property (key t): off shows the codes
+        if self.display is not None:
+            d = self.display
+            self.notice(f"{self.info.colour.unmanaged} video: shown {'tone' if d.hdr else 'gamut'}-mapped ({d.name}"
+                        f"{', BT.2390' if d.hdr else ''}; t shows it as coded); denoised, recorded and rendered as "
+                        f"coded, with its colour tags")
 
         # State owned by the main thread (the compositor reads `controls`, `paused`, `loop`).
         self.controls = ctl.Controls(level=1)
@@ -626,7 +632,7 @@ class Player:
             v = ctl.parse_float(value)
             speed = v if verb == "set" else self.clock.speed + v if verb == "add" else self.clock.speed * v
             self.set_speed(speed)
-        elif name in ("volume", "mute", "fullscreen"):
+        elif name in ("volume", "mute", "fullscreen", "tone-mapping"):
             self._output_property(verb, name, value)
         elif verb == "screenshot":
             self.screenshot(path or self.cfg.screenshot_dir)
@@ -659,7 +665,15 @@ class Player:
             self.presets[self._preset_side] = self.controls.mix
 
     def _output_property(self, verb: str, name: str, value: str | None) -> None:
-        """volume (0..VOLUME_MAX %), mute and fullscreen: how the outputs play, not what the blend makes."""
+        """volume (0..VOLUME_MAX %), mute, fullscreen and tone-mapping: how the outputs play, not
+        what the blend makes."""
+        if name == "tone-mapping":
+            on = not self.tone_mapping if verb == "cycle" else ctl.parse_bool(value)
+            self.tone_mapping = on and self.display is not None
+            self.message(f"tone mapping {self.display.name}" if self.tone_mapping else
+                         "shown as coded" if self.display is not None else
+                         f"{self.info.colour.name if self.info.colour else 'RGB'} SDR video: shown as coded, nothing to map")
+            return
         if name == "volume":
             v = ctl.parse_float(value) + (self.volume if verb == "add" else 0)
             self.volume = int(round(min(max(v, 0), VOLUME_MAX)))  # muted stays muted, as in mpv
@@ -795,7 +809,11 @@ class Player:
             from player.outputs.window import compose_view
 
             both = c.view == "side"  # full resolution, as the window shows it: twice the width
-            shown = np.concatenate([original, tuned], axis=1) if both else compose_view(original, tuned, c.view, c.split)
+            display = self.display if self.tone_mapping else None  # (as the window shows it)
+            shown = (np.concatenate([original, tuned], axis=1) if both
+                     else compose_view(original, tuned, c.view, c.split, display=display))
+            if both and display is not None:
+                shown = display(shown)
             pngs = {c.view + ("-bypass" if c.bypass else ""): shown}  # bypassed, "tuned" shows the original
         else:
             b = self.last.bases
@@ -924,7 +942,8 @@ class Player:
         # the message shown now, not only how many there were: one that expires is taken away, paused too
         return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom else None, c.hud, c.help, self.window.help_page,
                 self.paused, len(self._messages), self._current_message(),
-                self.window.size)  # a resized window: drawn again
+                self.window.size,  # a resized window: drawn again
+                self.tone_mapping)
 
     def _current_message(self) -> str:
         """The OSD message on screen now: the latest one, for MESSAGE_S (asked on every pass of the
@@ -948,7 +967,8 @@ class Player:
         c = self.controls
         self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
                          hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None,
-                         tuned_label="original (bypass)" if c.bypass else "tuned")  # both halves are the original
+                         tuned_label="original (bypass)" if c.bypass else "tuned",  # both halves are the original
+                         display=self.display if self.tone_mapping else None)
         t = time.monotonic()
         self._last_show = self._view_key()
         if again:
@@ -1026,7 +1046,9 @@ class Player:
         ]
         details = [
             f"{self.info.name}  {self.info.width}×{self.info.height} {self.info.pix_fmt} @ {self.info.fps:.2f}"
-            f"   model {self.denoiser.name}"
+            + (f"  {self.display.name}" if self.tone_mapping else f"  {self.info.colour.unmanaged} as coded"
+               if self.display is not None else "")
+            + f"   model {self.denoiser.name}"
             f" · {self.denoiser.device.type} {dtype_name(self.denoiser.dtype)} · {self.worker.mode} mode",
             f"display {self.display_fps():5.1f} fps  frame {frame_p50:3.0f}/{frame_max:3.0f} ms"
             f"  drops early {self.worker.dropped_early} late {self.compositor.dropped_late + self.slot.replaced}"

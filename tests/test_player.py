@@ -1155,8 +1155,8 @@ def test_packed_422_raw_video_decodes_to_the_exactly_rounded_rgb(tmp_path, pix_f
 @pytest.mark.parametrize("primaries, trc, says", [(9, 18, "HDR (HLG)"), (9, 16, "HDR (PQ)"), (9, 14, "BT.2020 wide-gamut"),
                                                    (1, 1, None)])
 def test_hdr_and_wide_gamut_sources_are_named_in_a_notice(tmp_path, weights, primaries, trc, says):
-    """The player shows what it decodes without tone or gamut mapping, so an HDR or BT.2020 file
-    (as phones record) looks flat: it says so in one line; a BT.709 file says nothing of it."""
+    """An HDR or BT.2020 file (as phones record) is shown mapped to the screen, and kept as coded
+    everywhere else: it says so in one line, with the mapping; a BT.709 file says nothing of it."""
     import av
 
     path = tmp_path / f"tagged_{primaries}_{trc}.mp4"
@@ -1173,9 +1173,11 @@ def test_hdr_and_wide_gamut_sources_are_named_in_a_notice(tmp_path, weights, pri
         for pkt in s.encode():
             c.mux(pkt)
     p, _, stats = play(tmp_path, weights, path, duration=0.05)
-    named = [n for n in stats["notices"] if "without tone or gamut mapping" in n]
-    assert named == ([] if says is None else [f"{says} video: shown as coded, without tone or gamut mapping "
-                                              "(colours look flat); recordings keep its colour tags"])
+    named = [n for n in stats["notices"] if "-mapped" in n]
+    mapping = {18: "tone-mapped (HLG 1000 nits → SDR, BT.2390", 16: "tone-mapped (PQ 1000 nits → SDR, BT.2390",
+               14: "gamut-mapped (BT.2020 → BT.709"}.get(trc)
+    assert named == ([] if says is None else [f"{says} video: shown {mapping}; t shows it as coded); denoised, "
+                                              "recorded and rendered as coded, with its colour tags"])
 
 
 # ---- the command line: bad input ---------------------------------------------------------------

@@ -285,7 +285,7 @@ def _compose_small(original: np.ndarray, tuned: np.ndarray, view: str, split: fl
 
 
 def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
-                 zoom: int = 1, center: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+                 zoom: int = 1, center: tuple[float, float] = (0.5, 0.5), display=None) -> np.ndarray:
     """The image a view shows, uint8 (H, W, 3) at the native frame size.
 
     original, tuned: uint8 (H, W, 3) RGB frames of the same size.
@@ -300,6 +300,8 @@ def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", s
       edges), the view is composed from the crops, and the result is upscaled
       with nearest neighbour (pixel-exact) back to H x W.  So in "split" the
       split column is ``round(split * crop_w)`` of the crop.
+    display: None, or the screen's mapping of the frames' colour (player/tonemap.py, DisplayMap:
+      HDR and wide-gamut video), applied to every view but the difference, which shows the codes'.
     No overlays (split line, labels): the window draws those.
     May return ``tuned`` or ``original`` itself (no copy) for those views at zoom 1.
     """
@@ -308,6 +310,8 @@ def compose_view(original: np.ndarray, tuned: np.ndarray, view: str = "tuned", s
         raise ValueError(f"zoom must be >= 1, got {zoom}")
     h, w = tuned.shape[:2]
     small = _compose_small(original, tuned, view, split, crop_rect(h, w, zoom, center) if zoom > 1 else None)
+    if display is not None and view != "diff":
+        small = display(small)
     if zoom == 1:
         return small
     up = np.repeat(np.repeat(small, zoom, axis=0), zoom, axis=1)
@@ -423,6 +427,7 @@ class Window:
         self._video_rect = pygame.Rect(letterbox_rect(self._shown_width(self._frame_size[0]), self._frame_size[1], *self._size))
         self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
         self._frame_ref = None           # keeps the array behind the frombuffer surface alive
+        self._mapped_bufs: list[np.ndarray] = []  # the display mapping's output (_mapped)
         self._fonts: dict[int, pygame.font.Font] = {}
         self._text: dict[tuple, pygame.Surface] = {}
         self._dark: pygame.Surface | None = None
@@ -657,9 +662,10 @@ class Window:
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
              zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
-             help_lines: list[str] | None = None, tuned_label: str = "tuned") -> None:
-        """Draw one frame pair in ``view`` (see :func:`compose_view`), letterboxed into
-        the window, then the HUD and the help page if given, and flip."""
+             help_lines: list[str] | None = None, tuned_label: str = "tuned", display=None) -> None:
+        """Draw one frame pair in ``view`` (see :func:`compose_view`, and its ``display``: only
+        the pixels in the window are mapped), letterboxed into the window, then the HUD and the
+        help page if given, and flip."""
         if self._closed:
             return
         ratio = max(0, int(zoom))  # screen pixels per frame pixel; 0: the frame fitted to the window
@@ -670,7 +676,7 @@ class Window:
         self._frame_size = (fw, fh)
         self._halves = None
         if view == "side":  # each frame in its half of the window, at full resolution
-            self._show_side(screen, original, tuned, ratio, center)
+            self._show_side(screen, original, tuned, ratio, center, display)
             self._overlays(screen, view, split, 1.0, fw, hud, help_lines, tuned_label)
             return
         if ratio == 0:
@@ -681,7 +687,9 @@ class Window:
             dw, dh = min(ww, crop[3] * ratio), min(wh, crop[2] * ratio)
             x, y = (ww - dw) // 2, (wh - dh) // 2
         small = _compose_small(original, tuned, view, split, crop)
-        if not small.flags.c_contiguous:
+        if display is not None and view != "diff":
+            small = display(small, out=self._mapped(small.shape))
+        elif not small.flags.c_contiguous:
             small = np.ascontiguousarray(small)
         sh, sw = small.shape[:2]
         self._video_rect = pygame.Rect(x, y, dw, dh)
@@ -718,8 +726,16 @@ class Window:
             self.help_page = 0  # opened again, it starts at its first page
         pygame.display.flip()
 
+    def _mapped(self, shape: tuple[int, ...], i: int = 0) -> np.ndarray:
+        """A buffer for the display's mapping of a view (two for side by side), kept from frame to
+        frame (a fresh 720p one a frame cost its page faults: more than the mapping's arithmetic)."""
+        bufs = self._mapped_bufs
+        if len(bufs) <= i or bufs[i].shape != shape:
+            bufs[i:i + 1] = [np.empty(shape, np.uint8)]
+        return bufs[i]
+
     def _show_side(self, screen, original: np.ndarray, tuned: np.ndarray, ratio: int,
-                   center: tuple[float, float]) -> None:
+                   center: tuple[float, float], display=None) -> None:
         """Side by side: original in the left half of the window, tuned in the right, each at
         `ratio` screen pixels per frame pixel around `center` (0: fitted to its half). It was one
         frame-size image of two halves at half resolution: half the noise, in the view for it."""
@@ -736,7 +752,8 @@ class Window:
         screen.fill((0, 0, 0))
         refs, rects = [], []
         for i, img in enumerate((original, tuned)):
-            part = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
+            part = img[y0:y0 + ch, x0:x0 + cw]
+            part = np.ascontiguousarray(part) if display is None else display(part, out=self._mapped(part.shape, i))
             refs.append(part)
             surf = pygame.image.frombuffer(part.data, (cw, ch), "RGB")
             if (tw, th) != (cw, ch):
@@ -1053,9 +1070,9 @@ class NullWindow:
 
     def show(self, original: np.ndarray, tuned: np.ndarray, view: str = "tuned", split: float = 0.5,
              zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
-             help_lines: list[str] | None = None, tuned_label: str = "tuned") -> None:
+             help_lines: list[str] | None = None, tuned_label: str = "tuned", display=None) -> None:
         # its screen is the frame's own size: a ratio is the crop factor there (0, fit: the frame)
-        img = compose_view(original, tuned, view, split, max(1, int(zoom)), center)
+        img = compose_view(original, tuned, view, split, max(1, int(zoom)), center, display)
         if img is original or img is tuned:
             img = img.copy()                   # the caller may reuse its frame buffers
         self.last = img
