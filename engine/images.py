@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -61,8 +61,14 @@ def too_small(path, img: np.ndarray) -> str:
     return f"{path}: {w}×{h} pixels, too small (at least {MIN_SIDE}×{MIN_SIDE})" if min(h, w) < MIN_SIDE else ""
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> None:
-    Image.fromarray(rgb).save(path)
+def write_png(path: str | Path, rgb: np.ndarray, cicp: tuple[int, int, int, int] | None = None) -> None:
+    """rgb: uint8 (H, W, 3). cicp: (primaries, transfer, matrix, full range) as H.273 numbers them
+    (FFmpeg's too), written in PNG's cICP chunk: HDR codes that viewers which read it show as HDR."""
+    info = None
+    if cicp is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add(b"cICP", bytes(cicp))  # (before IDAT, where the PNG specification puts it)
+    Image.fromarray(rgb).save(path, pnginfo=info)
 
 
 def check_output(path: str | os.PathLike, what: str) -> str:

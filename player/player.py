@@ -29,6 +29,7 @@ from engine import checkpoint, native
 from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
+from player import colour as col
 from player import controls as ctl
 from player import keymap, tonemap
 from player.clock import SPEED_MAX, SPEED_MIN, Clock
@@ -814,16 +815,23 @@ class Player:
                      else compose_view(original, tuned, c.view, c.split, display=display))
             if both and display is not None:
                 shown = display(shown)
-            pngs = {c.view + ("-bypass" if c.bypass else ""): shown}  # bypassed, "tuned" shows the original
+            # (named apart from the pair: the tuned view's PNG wrote over the pair's tuned one, the
+            # same pixels until the window mapped HDR video)
+            pngs = {"view-" + c.view + ("-bypass" if c.bypass else ""): shown}  # bypassed, "tuned" shows the original
         else:
             b = self.last.bases
             if c.bypass and b is not None:  # the screen shows the original: the pair's tuned is blended here
                 tuned = self.denoiser.blend(b, c.mix)
             pngs = {"original": original, "tuned": tuned}
+        # HDR and wide-gamut codes (the pair, or a view shown as coded) say what they are in PNG's
+        # cICP chunk: a viewer that reads it shows them as the window's mapping does, not flat.
+        coded = self.display is not None and (not view or not self.tone_mapping and c.view != "diff")
+        k = self.info.colour
+        cicp = (k.primaries, k.trc, col.SPC_RGB, 1) if coded else None
         try:
             d.mkdir(parents=True, exist_ok=True)
             for name, rgb in pngs.items():
-                write_png(d / f"{stem}-{name}.png", rgb)
+                write_png(d / f"{stem}-{name}.png", rgb, cicp)
         except OSError as e:
             raise ctl.CommandError(f"cannot write screenshot to {d}: {e.strerror}") from None
         names = ",".join(pngs)

@@ -1664,7 +1664,7 @@ def test_a_screenshot_pair_taken_while_playing_is_one_frame(tmp_path, weights, c
     from PIL import Image
 
     write = pl.write_png
-    monkeypatch.setattr(pl, "write_png", lambda path, rgb: (time.sleep(0.3), write(path, rgb)))
+    monkeypatch.setattr(pl, "write_png", lambda path, rgb, cicp=None: (time.sleep(0.3), write(path, rgb, cicp)))
     shots = tmp_path / "shots"
     play(tmp_path, weights, clip, duration=2.0, script=[(0.5, f"screenshot {shots}"), (1.2, f"screenshot {shots}")])
     pairs = sorted(shots.glob("*-original.png"))

@@ -201,3 +201,33 @@ def test_tone_mapping_on_sdr_video_says_there_is_nothing_to_map(tmp_path, weight
     p, _, _ = play(tmp_path, weights, clip, script=[(0.1, "set tone-mapping yes")], duration=0.2, setup=setup)
     assert p.display is None and not p.tone_mapping
     assert any("shown as coded, nothing to map" in m for m in messages)
+
+
+def png_chunks(path):
+    data, out, at = path.read_bytes(), [], 8
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 4], "big")
+        out.append((data[at + 4:at + 8], data[at + 8:at + 8 + n]))
+        at += 12 + n
+    return out
+
+
+def test_screenshots_of_hdr_codes_say_so_in_cicp_and_the_view_as_shown_is_mapped(tmp_path, weights):
+    """The original/tuned pair keeps the codes, tagged with PNG's cICP chunk (BT.2020, PQ, RGB, full
+    range) before the pixels; the view as shown (S) is the window's mapping, untagged; shown as coded,
+    the view is tagged again."""
+    from engine.images import read_rgb
+
+    path = hdr10_clip(tmp_path / "pq.mp4", col.TRC_PQ, n=20)
+    shots = tmp_path / "shots"
+    script = [(0.1, f"screenshot {shots / 'a'}; screenshot-view {shots / 'a'}"),
+              (0.2, "set tone-mapping no"), (0.3, f"screenshot-view {shots / 'b'}")]
+    p, _, _ = play(tmp_path, weights, path, script=script, duration=0.4)
+    (original,), (tuned,) = (shots / "a").glob("*[0-9]-original.png"), (shots / "a").glob("*[0-9]-tuned.png")
+    (view,), (coded_view,) = (shots / "a").glob("*-view-tuned.png"), (shots / "b").glob("*-view-tuned.png")
+    pq = bytes([col.PRI_BT2020, col.TRC_PQ, col.SPC_RGB, 1])
+    for f in (original, tuned, coded_view):
+        names = [n for n, _ in png_chunks(f)]
+        assert dict(png_chunks(f))[b"cICP"] == pq and names.index(b"cICP") < names.index(b"IDAT"), f.name
+    assert b"cICP" not in dict(png_chunks(view))
+    assert np.array_equal(read_rgb(view), p.display(read_rgb(tuned)))

@@ -689,3 +689,30 @@ def test_an_anamorphic_frame_is_shown_at_its_pixel_aspect(window_cls):
     assert tuple(w._video_rect) == (0, 0, 192, 144)
     shot = w.screenshot()
     assert shot.shape == (144, 192, 3) and shot[:, 0].any() and shot[:, -1].any()
+
+
+@pytest.mark.parametrize("view, zoom", [("tuned", 0), ("split", 2), ("side", 0), ("side", 2), ("diff", 0)])
+def test_the_window_maps_what_it_shows_to_the_screen(window_cls, view, zoom):
+    """With a display mapping (HDR video), the window shows the mapped view (each half of side by
+    side, the crop of a zoomed one), the same buffers reused frame after frame; the difference view
+    shows the codes' difference."""
+    from player import colour as col
+    from player import tonemap as tm
+
+    d = tm.display_map(col.Colour(col.SPC_BT2020_NCL, col.PRI_BT2020, col.TRC_PQ), 1000.0)
+    w = window_cls(640 if view == "side" else 320, 240)
+    for seed in (15, 16):  # a second frame through the kept buffers
+        o, t = frames(240, 320, seed=seed)
+        w.show(o, t, view=view, split=0.3, zoom=zoom, center=(0.5, 0.5), display=d)
+        shot = w.screenshot()[:110]                           # above the labels
+        if view == "side":
+            mo, mt = (d(o), d(t)) if zoom == 0 else (up(d(o[60:180, 80:240]), 2), up(d(t[60:180, 80:240]), 2))
+            assert np.array_equal(shot[:, :320], mo[:110]) and np.array_equal(shot[:, 320:], mt[:110])
+            continue
+        want = compose_view(o, t, view, 0.3, max(1, zoom), (0.5, 0.5), display=d)[:110]
+        mask = np.ones((110, 320), bool)
+        if view == "split":
+            lx = round(0.3 * 160) * 2
+            mask[:, lx - 1:lx + 2] = False
+        assert np.array_equal(shot[mask], want[mask])
+        assert np.array_equal(want, compose_view(o, t, view, 0.3, max(1, zoom), (0.5, 0.5))[:110]) == (view == "diff")
