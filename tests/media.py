@@ -176,3 +176,30 @@ def make_test_clip(path, *, width: int = 320, height: int = 240, fps=30,
             for pkt in as_.encode():
                 container.mux(pkt)
     return path
+
+
+def write_frames(path, frames, *, codec: str = "libx264", pix_fmt: str = "yuv420p", fps=30, tags=None,
+                 options: dict | None = None, matrix: str | None = None) -> Path:
+    """Encode RGB frames (uint8 rgb24, or uint16 rgb48le for deeper formats) as they are, one per
+    1/fps; `tags`: (colorspace, primaries, transfer) as FFmpeg numbers them; `matrix`: swscale's
+    name of the matrix the frames are converted to YUV with."""
+    import av
+
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.options = _video_options(codec) | (options or {})
+        if tags is not None:
+            cc = s.codec_context
+            cc.colorspace, cc.color_primaries, cc.color_trc = tags
+        for i, rgb in enumerate(frames):
+            fmt = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
+            f = av.VideoFrame.from_ndarray(rgb, format=fmt).reformat(format=pix_fmt, dst_colorspace=matrix)
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return Path(path)

@@ -21,7 +21,7 @@ import torch
 
 from engine import checkpoint, compose
 from engine.model import PRESETS, RCDNet
-from media import read_frame_index
+from media import read_frame_index, write_frames
 from player.outputs.window import compose_view
 from player.player import Player, PlayerConfig
 
@@ -1157,21 +1157,8 @@ def test_packed_422_raw_video_decodes_to_the_exactly_rounded_rgb(tmp_path, pix_f
 def test_hdr_and_wide_gamut_sources_are_named_in_a_notice(tmp_path, weights, primaries, trc, says):
     """An HDR or BT.2020 file (as phones record) is shown mapped to the screen, and kept as coded
     everywhere else: it says so in one line, with the mapping; a BT.709 file says nothing of it."""
-    import av
-
-    path = tmp_path / f"tagged_{primaries}_{trc}.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        cc = s.codec_context
-        cc.colorspace, cc.color_primaries, cc.color_trc = (9 if primaries == 9 else 1), primaries, trc
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24").reformat(format="yuv420p")
-            f.pts = i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    path = write_frames(tmp_path / f"tagged_{primaries}_{trc}.mp4", [np.full((48, 64, 3), 60 * i, np.uint8) for i in range(3)],
+                        tags=((9 if primaries == 9 else 1), primaries, trc))
     p, _, stats = play(tmp_path, weights, path, duration=0.05)
     named = [n for n in stats["notices"] if "-mapped" in n]
     mapping = {18: "tone-mapped (HLG 1000 nits → SDR, BT.2390", 16: "tone-mapped (PQ 1000 nits → SDR, BT.2390",

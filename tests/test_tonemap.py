@@ -9,6 +9,7 @@ import pytest
 from engine import native
 from player import colour as col
 from player import tonemap as tm
+from media import write_frames
 from player.outputs.window import compose_view
 from test_player import play, weights  # noqa: F401  (fixture)
 
@@ -126,21 +127,10 @@ def hdr10_clip(path, trc, x265_params="", n=4, size=(64, 48)):
     if "libx265" not in av.codecs_available:
         pytest.skip("this PyAV has no libx265")
     w, h = size
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx265", rate=30)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p10le"
-        s.options = {"x265-params": "log-level=error" + (":" + x265_params if x265_params else "")}
-        cc = s.codec_context
-        cc.colorspace, cc.color_primaries, cc.color_trc = col.SPC_BT2020_NCL, col.PRI_BT2020, trc
-        ramp = (np.linspace(0, 1, w)[None, :, None] * np.ones((h, 1, 3)) * 65535).astype(np.uint16)
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(ramp, format="rgb48le").reformat(format="yuv420p10le", dst_colorspace="BT2020")
-            f.pts = i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    return path
+    ramp = (np.linspace(0, 1, w)[None, :, None] * np.ones((h, 1, 3)) * 65535).astype(np.uint16)
+    return write_frames(path, [ramp] * n, codec="libx265", pix_fmt="yuv420p10le", matrix="BT2020",
+                        tags=(col.SPC_BT2020_NCL, col.PRI_BT2020, trc),
+                        options={"x265-params": "log-level=error" + (":" + x265_params if x265_params else "")})
 
 
 MASTERING = "hdr10=1:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(40000000,50)"
