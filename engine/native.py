@@ -218,7 +218,7 @@ def _load() -> None:
         lib.rcd_heads.restype = ctypes.c_int
         lib.rcd_absdiff4.argtypes = [p, i64, p, i64, p, i64, i64]
         lib.rcd_absdiff4.restype = ctypes.c_int
-        lib.rcd_tonemap.argtypes = [p, i64, p, i64, i64, p, p, p, i64, p, p, i64, ctypes.c_float, p, i64]
+        lib.rcd_tonemap.argtypes = [p, i64, p, p, p, i64, i64, p, p, p, i64, p, p, i64, ctypes.c_float, p, i64]
         lib.rcd_tonemap.restype = ctypes.c_int
         lib.rcd_yuv_rgb.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                     ctypes.c_int, ctypes.c_int, p, p]
@@ -292,19 +292,28 @@ def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 
 def tonemap(rgb: np.ndarray, out: np.ndarray, lin: np.ndarray, ky: np.ndarray, ootf: np.ndarray | None,
-            m: np.ndarray, tone: np.ndarray, tone_max: float, enc: np.ndarray) -> np.ndarray | None:
+            m: np.ndarray, tone: np.ndarray, tone_max: float, enc: np.ndarray,
+            rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray | None:
     """out ← the display's picture of rgb, uint8 (H, W, 3) (rows may be strided; out contiguous),
-    through player/colour.py's DisplayMap tables (float32 lin (256,), ky (3,), ootf (no + 1,) or
-    None, m (9,), tone (nt + 1,); uint8 enc (ne,)) as engine/csrc/view.c says; None where the
-    kernels are not in use or the layout does not fit."""
+    or of its pixels at `rows` × `cols` (int32, in range: a nearest-neighbour downscale picked as
+    it is mapped), through player/tonemap.py's DisplayMap tables (float32 lin (256,), ky (3,), ootf
+    (no + 1,) or None, m (9,), tone (nt + 1,); uint8 enc (ne,)) as engine/csrc/view.c says; None
+    where the kernels are not in use or the layout does not fit."""
     lib = library()
     if lib is None or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.strides[1:] != (3, 1) or rgb.shape[2] != 3:
         return None
-    assert out.shape == rgb.shape and out.dtype == np.uint8 and out.flags.c_contiguous
+    h, w = rgb.shape[:2]
+    picks = []
+    for n, idx in ((h, rows), (w, cols)):
+        if idx is not None:
+            assert idx.dtype == np.int32 and idx.flags.c_contiguous and idx.ndim == 1 and (len(idx) == 0 or 0 <= idx.min() and idx.max() < n)
+        picks.append(n if idx is None else len(idx))
+    h, w = picks
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
     tables = (lin, ky, m, tone) + (() if ootf is None else (ootf,))
     assert all(t.dtype == np.float32 and t.flags.c_contiguous for t in tables) and enc.dtype == np.uint8
-    h, w = rgb.shape[:2]
-    if lib.rcd_tonemap(rgb.ctypes.data, rgb.strides[0], out.ctypes.data, h, w, lin.ctypes.data, ky.ctypes.data,
+    if lib.rcd_tonemap(rgb.ctypes.data, rgb.strides[0], None if rows is None else rows.ctypes.data,
+                       None if cols is None else cols.ctypes.data, out.ctypes.data, h, w, lin.ctypes.data, ky.ctypes.data,
                        None if ootf is None else ootf.ctypes.data, 0 if ootf is None else len(ootf) - 1,
                        m.ctypes.data, tone.ctypes.data, len(tone) - 1, tone_max, enc.ctypes.data, len(enc)):
         raise ValueError(f"native tone mapping refused its tables (tone {len(tone)}, enc {len(enc)}, peak {tone_max})")

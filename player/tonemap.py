@@ -126,11 +126,19 @@ class DisplayMap:
     tone_max: float  # the content's peak, SDR white 1
     enc: np.ndarray  # uint8 (ENC_SAMPLES,): √L in [0, 1] to the screen's code
 
-    def __call__(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """rgb: uint8 (H, W, 3) as decoded → uint8 (H, W, 3) for the screen (into `out` if given)."""
-        out = np.empty(rgb.shape, np.uint8) if out is None else out
-        if native.tonemap(rgb, out, self.lin, self.ky, self.ootf, self.m, self.tone, self.tone_max, self.enc) is None:
-            self._numpy(rgb, out)
+    def __call__(self, rgb: np.ndarray, out: np.ndarray | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """rgb: uint8 (H, W, 3) as decoded → uint8 (H, W, 3) for the screen (into `out` if given);
+        with `size` (w, h), the pixels of a nearest-neighbour scaling to it (each the one under the
+        centre of its cell), picked as they are mapped: a frame shown smaller costs the size shown."""
+        rows = cols = None
+        if size is not None:
+            (sh, sw), (w, h) = rgb.shape[:2], size
+            rows, cols = (((2 * np.arange(k) + 1) * n // (2 * k)).astype(np.int32) for k, n in ((h, sh), (w, sw)))
+        shape = rgb.shape if size is None else (size[1], size[0], 3)
+        out = np.empty(shape, np.uint8) if out is None else out
+        if native.tonemap(rgb, out, self.lin, self.ky, self.ootf, self.m, self.tone, self.tone_max, self.enc,
+                          rows, cols) is None:
+            self._numpy(rgb if size is None else np.take(np.take(rgb, rows, axis=0), cols, axis=1), out)
         return out
 
     def _numpy(self, rgb: np.ndarray, out: np.ndarray) -> None:

@@ -99,6 +99,8 @@ def test_the_display_map_is_the_mapping_to_half_a_code(kernel, trc, peak, monkey
     assert np.all(np.diff(grey[:, 0]) >= 0) and grey[0, 0] == 0 and grey[-1, 0] > 200
     crop = rgb[5:40, 9:60]  # a view of it, rows strided
     assert np.array_equal(d(crop), out[5:40, 9:60])
+    ys, xs = (2 * np.arange(20) + 1) * 35 // 40, (2 * np.arange(30) + 1) * 51 // 60  # shown at 30×20
+    assert np.array_equal(d(crop, size=(30, 20)), out[5:40, 9:60][ys[:, None], xs])
 
 
 def test_an_sdr_frame_carried_in_pq_comes_back_as_it_was():

@@ -716,3 +716,19 @@ def test_the_window_maps_what_it_shows_to_the_screen(window_cls, view, zoom):
             mask[:, lx - 1:lx + 2] = False
         assert np.array_equal(shot[mask], want[mask])
         assert np.array_equal(want, compose_view(o, t, view, 0.3, max(1, zoom), (0.5, 0.5))[:110]) == (view == "diff")
+
+
+def test_a_frame_shown_smaller_is_mapped_at_the_size_shown(window_cls):
+    """Fitted into a smaller window, only the pixels shown are mapped (nearest neighbour, each the
+    frame pixel under its centre): the mapping of the frame, downscaled."""
+    from player import colour as col
+    from player import tonemap as tm
+
+    d = tm.display_map(col.Colour(col.SPC_BT2020_NCL, col.PRI_BT2020, col.TRC_HLG))
+    o, t = frames(720, 1280, seed=17)
+    w = window_cls(320, 180)
+    calls = []
+    w.show(o, t, display=lambda rgb, out=None, size=None: (calls.append(size), d(rgb, out, size))[1])
+    ys, xs = (2 * np.arange(180) + 1) * 720 // 360, (2 * np.arange(320) + 1) * 1280 // 640
+    assert calls == [(320, 180)]
+    assert np.array_equal(w.screenshot(), d(t)[ys[:, None], xs])

@@ -76,16 +76,20 @@ static inline void rcd_tm_pixel(const rcd_tm *T, const uint8_t *p, uint8_t *o) {
     }
 }
 
-static void rcd_tm_row8(const rcd_tm *T, const uint8_t *p, uint8_t *o, int64_t w) {
+/* One output row from the source row p: pixel x is p's pixel x, or cols[x] where cols is given. */
+static void rcd_tm_row8(const rcd_tm *T, const uint8_t *p, const int32_t *cols, uint8_t *o, int64_t w) {
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     const __m256 ts = _mm256_set1_ps((float)T->nt / T->tone_max), tmax = _mm256_set1_ps(T->tone_max);
     const __m256 top = _mm256_set1_ps(T->top), es = _mm256_set1_ps((float)(T->ne - 1)), half = _mm256_set1_ps(0.5f);
     __m256 mm[9];
     for (int i = 0; i < 9; i++) mm[i] = _mm256_set1_ps(T->m[i]);
     int64_t x = 0;
-    for (; x + 8 <= w; x += 8, p += 24, o += 24) {
+    for (; x + 8 <= w; x += 8, o += 24) {
         float lr[8], lg[8], lb[8];
-        for (int k = 0; k < 8; k++) lr[k] = T->lin[p[3 * k]], lg[k] = T->lin[p[3 * k + 1]], lb[k] = T->lin[p[3 * k + 2]];
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *q = p + 3 * (cols ? cols[x + k] : x + k);
+            lr[k] = T->lin[q[0]], lg[k] = T->lin[q[1]], lb[k] = T->lin[q[2]];
+        }
         __m256 r = _mm256_loadu_ps(lr), g = _mm256_loadu_ps(lg), b = _mm256_loadu_ps(lb);
         if (T->ootf) {
             __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(T->ky[0]), r,
@@ -109,14 +113,17 @@ static void rcd_tm_row8(const rcd_tm *T, const uint8_t *p, uint8_t *o, int64_t w
         for (int k2 = 0; k2 < 8; k2++)
             o[3 * k2] = T->enc[idx[0][k2]], o[3 * k2 + 1] = T->enc[idx[1][k2]], o[3 * k2 + 2] = T->enc[idx[2][k2]];
     }
-    for (; x < w; x++, p += 3, o += 3) rcd_tm_pixel(T, p, o);
+    for (; x < w; x++, o += 3) rcd_tm_pixel(T, p + 3 * (cols ? cols[x] : x), o);
 }
 
-int rcd_tonemap(const uint8_t *src, int64_t ss, uint8_t *out, int64_t h, int64_t w, const float *lin,
+/* out (h, w, 3) from src's rows rows[y] (else y) and columns cols[x] (else x): a nearest-neighbour
+ * downscale picked as it is mapped. */
+int rcd_tonemap(const uint8_t *src, int64_t ss, const int32_t *rows, const int32_t *cols, uint8_t *out,
+                int64_t h, int64_t w, const float *lin,
                 const float *ky, const float *ootf, int64_t no, const float *m, const float *tone, int64_t nt,
                 float tone_max, const uint8_t *enc, int64_t ne) {
     if (h < 0 || w < 0 || nt < 1 || ne < 2 || (ootf && no < 1) || !(tone_max > 0.0f)) return 1;
     rcd_tm T = {lin, ky, ootf, m, tone, enc, no, nt, ne, tone_max, tone[nt] * tone_max};
-    for (int64_t y = 0; y < h; y++) rcd_tm_row8(&T, src + y * ss, out + y * w * 3, w);
+    for (int64_t y = 0; y < h; y++) rcd_tm_row8(&T, src + (rows ? rows[y] : y) * ss, cols, out + y * w * 3, w);
     return 0;
 }
