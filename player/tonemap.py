@@ -42,9 +42,12 @@ PQ_C1, PQ_C2, PQ_C3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
 HLG_A = 0.17883277
 HLG_B = 1 - 4 * HLG_A
 HLG_C = 0.5 - HLG_A * np.log(4 * HLG_A)
-# CIE xy of the red, green and blue primaries, and of the D65 white both use.
+# CIE xy of the red, green and blue primaries, and of the D65 white they all use (P3-D65: Apple's
+# and some HDR10 grades'; other primaries are taken as BT.709's).
+PRI_P3_D65 = 12  # AVCOL_PRI_SMPTE432
 PRIMARIES = {col.PRI_BT709: ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
-             col.PRI_BT2020: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046))}
+             col.PRI_BT2020: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046)),
+             PRI_P3_D65: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))}
 D65 = (0.3127, 0.3290)
 BT2020_LUMA = (0.2627, 0.6780, 0.0593)  # the luminance of BT.2020 linear RGB (HLG's OOTF reads it)
 
