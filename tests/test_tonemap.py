@@ -60,8 +60,8 @@ def test_the_transfers_and_the_gamut_are_the_standards():
     assert tm.gamut_matrix(col.PRI_BT2020) == pytest.approx(BT2020_TO_BT709, abs=1e-4)
     assert tm.gamut_matrix(col.PRI_BT2020).sum(axis=1) == pytest.approx([1, 1, 1], abs=1e-9)  # white stays white
     # Display P3 → sRGB / BT.709 (as colour-science libraries give it)
-    assert tm.gamut_matrix(tm.PRI_P3_D65) == pytest.approx([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0],
-                                                            [-0.0197, -0.0786, 1.0979]], abs=5e-4)
+    assert tm.gamut_matrix(tm.PRI_P3_D65) == pytest.approx(np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0],
+                                                                     [-0.0197, -0.0786, 1.0979]]), abs=5e-4)
 
 
 @pytest.mark.parametrize("peak", [400.0, 1000.0, 4000.0])
