@@ -46,6 +46,7 @@ JOIN_TIMEOUT_S = 3.0
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by SIGINT
 STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsampled), for the HUD
 MESSAGE_S = 1.5  # how long an OSD message stays
+PROBE_SIZE = 16  # the noise probe's square, pixels a side: 256 samples a channel read σ to about ±4 % (1/√512)
 # A frame handed over early waits for its time, up to this long (the compositor blends up to 1.25
 # blends ahead: 0.15 s for a 4K frame on a 2-core CPU); a longer wait means the clock jumped.
 SHOW_WAIT_MAX_S = 0.25
@@ -111,7 +112,7 @@ PLAYER_VERB_ARGS = {"quit": (0, 0), "seek": (1, 2), "frame-step": (0, 0), "frame
                     "ab-loop": (0, 0), "ab-loop-clear": (0, 0), "preset-store": (0, 1), "preset-flip": (0, 0)}
 PLAYER_PROPERTIES = {"pause": ("cycle", "set"), "loop-a": ("set",), "loop-b": ("set",), "speed": ("set", "add", "multiply"),
                      "volume": ("set", "add"), "mute": ("cycle", "set"), "fullscreen": ("cycle", "set"),
-                     "tone-mapping": ("cycle", "set")}  # → their verbs
+                     "tone-mapping": ("cycle", "set"), "probe": ("cycle", "set")}  # → their verbs
 
 
 def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
@@ -143,7 +144,9 @@ def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
         allowed = PLAYER_PROPERTIES[name]
         if verb not in allowed:
             raise ctl.CommandError(f"{name}: use {' or '.join(allowed)}")
-        if value is not None and not (name.startswith("loop-") and value == "no"):
+        if name == "probe" and value is not None:
+            parse_probe(value)
+        elif value is not None and not (name.startswith("loop-") and value == "no"):
             (ctl.parse_bool if name in ("pause", "mute", "fullscreen", "tone-mapping") else ctl.parse_float)(value)
         return name, value
     if verb == "multiply":
@@ -151,6 +154,34 @@ def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
     if levels is not None:
         ctl.apply(ctl.Controls(), cmd, ctl.Context(levels=tuple(levels)))
     return None, None
+
+
+def parse_probe(value: str) -> tuple[int, int] | None:
+    """`set probe X,Y` (frame pixels) or `set probe no`."""
+    if value == "no":
+        return None
+    try:
+        x, y = (int(v) for v in value.split(","))
+    except ValueError:
+        raise ctl.CommandError(f"probe needs X,Y in frame pixels (e.g. 640,360) or no, got {value!r}") from None
+    return x, y
+
+
+def probe_text(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE) -> tuple[str, int, int]:
+    """What the noise probe reads in the size × size square of both frames (uint8 (H, W, 3)) around
+    (x, y), moved inside the frame: σ (the channels' standard deviations, as one RMS value: on a
+    flat patch, the noise) and the mean RGB, original → tuned. Returns (text, x, y) with (x, y)
+    the square's centre as read."""
+    h, w = original.shape[:2]
+    x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
+    parts = []
+    for img in (original, tuned):
+        patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
+        parts.append((float(np.sqrt(patch.var(axis=0).mean())), np.rint(patch.mean(axis=0)).astype(int)))
+    (so, mo), (st, mt) = parts
+    cx, cy = x0 + size // 2, y0 + size // 2
+    return (f"probe {cx},{cy} {size}×{size}: σ {so:5.2f} → {st:5.2f}   mean {' '.join(map(str, mo))} → "
+            f"{' '.join(map(str, mt))}", cx, cy)
 
 
 def load_script(path: str, levels=None) -> list[tuple[float, str]]:
@@ -359,6 +390,8 @@ class Player:
         # mpv does; the denoiser, recordings and renders keep its codes and tags.
         self.display = tonemap.display_map(self.info.colour, self.info.peak_nits) if self.info.colour else None
         self.tone_mapping = self.display is not None  # the `tone-mapping` property (key t): off shows the codes
+        self.probe: tuple[int, int] | None = None  # the noise probe's frame pixel (key n, `set probe X,Y`), or off
+        self._pointer: tuple[int, int] | None = None  # the frame pixel under the mouse pointer, last seen
         if self.display is not None:
             d = self.display
             self.notice(f"{self.info.colour.unmanaged} video: shown {'tone' if d.hdr else 'gamut'}-mapped ({d.name}"
@@ -635,6 +668,12 @@ class Player:
             self.set_speed(speed)
         elif name in ("volume", "mute", "fullscreen", "tone-mapping"):
             self._output_property(verb, name, value)
+        elif name == "probe":
+            on = self.probe is None if verb == "cycle" else value != "no"
+            self.probe = None if not on else parse_probe(value) if verb == "set" else (
+                self._pointer or (self.info.width // 2, self.info.height // 2))
+            self.message("noise probe: move the pointer over a flat patch" if self.probe and verb == "cycle" else
+                         "noise probe off" if not self.probe else f"noise probe at {self.probe[0]},{self.probe[1]}")
         elif verb == "screenshot":
             self.screenshot(path or self.cfg.screenshot_dir)
         elif verb == "screenshot-view":
@@ -937,6 +976,11 @@ class Player:
         elif ev.kind == "mouse":
             # The pointer moves the split (split view) or the zoom's centre; in split view a drag
             # moves the centre and leaves the split (both at once kept the zoomed detail on one side).
+            # The noise probe, when on, follows it.
+            if ev.frame_x >= 0:
+                self._pointer = (int(ev.frame_x), int(ev.frame_y))
+                if self.probe is not None:
+                    self.probe = self._pointer
             c = self.controls
             if c.view == "split" and not ev.button:
                 self._set_controls(ctl.apply(c, f"set split {ev.x:.4f}", self.context()))
@@ -951,7 +995,7 @@ class Player:
         return (c.view, round(c.split, 3), c.zoom, c.center if c.zoom else None, c.hud, c.help, self.window.help_page,
                 self.paused, len(self._messages), self._current_message(),
                 self.window.size,  # a resized window: drawn again
-                self.tone_mapping)
+                self.tone_mapping, self.probe)
 
     def _current_message(self) -> str:
         """The OSD message on screen now: the latest one, for MESSAGE_S (asked on every pass of the
@@ -1092,9 +1136,14 @@ class Player:
             badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
+        probe = None
+        if self.probe is not None:  # the noise probe's reading, under the tuning lines
+            text, px, py = probe_text(p.frame.rgb, p.tuned, *self.probe)
+            lines.append(text)
+            probe = (px, py, PROBE_SIZE)
         return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=self.frame_number(p.frame.pts),
                    duration=self.info.duration,
-                   cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg)
+                   cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg, probe=probe)
 
     def _hud_hidden(self):
         """With the HUD hidden (i), still the transient message and the states that change what the

@@ -2009,3 +2009,39 @@ def test_a_preset_with_a_misspelt_key_is_refused(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CommandError, match=message):
         read_presets(str(path))
+
+
+def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leaves(tmp_path):
+    """`set probe X,Y` (key n at the pointer) puts σ and the mean of the 16×16 square there, original
+    → tuned, in the HUD and outlines it: on a flat patch with noise of σ 10, σ ≈ 10 and the shipped
+    live model's AutoTune leaves a fraction of it; `cycle probe` turns it off, and on again at the
+    frame's centre where the pointer has not been; a bad position is refused in one line."""
+    from PIL import Image
+
+    from player.controls import CommandError
+    from player.player import PROBE_SIZE, check_command, probe_text
+
+    rng = np.random.default_rng(7)
+    clean = np.full((96, 128, 3), 128.0)
+    clean[:, 64:] = np.linspace(40, 210, 64)[None, :, None]  # a ramp beside the flat half
+    path = tmp_path / "patch.png"
+    Image.fromarray(np.clip(clean + rng.normal(0, 10, clean.shape), 0, 255).round().astype(np.uint8)).save(path)
+    huds = []
+
+    def setup(p):
+        show = p.window.show
+        p.window.show = lambda *a, **kw: (huds.append((p.probe, kw["hud"])), show(*a, **kw))
+
+    script = [(0.3, "set probe 30,40"), (0.6, "cycle probe"), (0.8, "cycle probe")]
+    p, _, _ = play(tmp_path, REPO / "weights" / "rcd_live.pt", path, script=script, duration=1.0, setup=setup)
+    on = [hud for probe, hud in huds if probe == (30, 40)]
+    assert on and all(hud.probe == (30, 40, PROBE_SIZE) for hud in on)
+    text = probe_text(p.last.frame.rgb, p.last.tuned, 30, 40)[0]
+    assert text in on[-1].lines
+    sigma_in, sigma_out = (float(v) for v in text.split("σ")[1].split("mean")[0].split("→"))
+    assert 9.0 < sigma_in < 11.0 and sigma_out < 0.5 * sigma_in
+    assert [hud.probe for probe, hud in huds if probe is None and hud.probe is not None] == []
+    assert huds[-1][0] == (64, 48) and huds[-1][1].probe == (64, 48, PROBE_SIZE)  # on again: the centre
+    assert probe_text(p.last.frame.rgb, p.last.tuned, 127, 0)[1:] == (120, 8)  # moved inside the frame
+    with pytest.raises(CommandError, match="probe needs X,Y"):
+        check_command("set probe 30")

@@ -732,3 +732,36 @@ def test_a_frame_shown_smaller_is_mapped_at_the_size_shown(window_cls):
     ys, xs = (2 * np.arange(180) + 1) * 720 // 360, (2 * np.arange(320) + 1) * 1280 // 640
     assert calls == [(320, 180)]
     assert np.array_equal(w.screenshot(), d(t)[ys[:, None], xs])
+
+
+@pytest.mark.parametrize("view, zoom, probe, pointer, box, frame_xy", [
+    ("tuned", 0, (100, 60), (201, 121), (184, 104, 32), (100.75, 60.75)),          # fitted at 2×
+    ("tuned", 4, (150, 100), (400, 200), (248, 128, 64), (180.125, 110.125)),      # 4:1 around the centre
+    ("side", 0, (100, 60), (420, 180), (412, 172, 16), (100.5, 60.5)),             # the right half
+])
+def test_the_pointer_reads_as_a_frame_pixel_and_the_probe_is_outlined_there(window_cls, view, zoom, probe,
+                                                                              pointer, box, frame_xy):
+    """Mouse events carry the frame pixel under the pointer, however the picture is shown; the
+    probe's square is outlined over the frame pixels it reads (in both halves side by side)."""
+    import pygame
+    from player.outputs.window import _ACCENT
+
+    o, t = frames(240, 320, seed=18)
+    w = window_cls(640, 480)
+    w.show(o, t, view=view, zoom=zoom, center=(0.5, 0.5), hud=Hud(probe=(*probe, 16), timeline=False))
+    shot = w.screenshot()
+    x, y, size = box
+    for bx in ([x, x - 320] if view == "side" else [x]):
+        assert tuple(shot[y + size // 2, bx]) == _ACCENT and tuple(shot[y + size // 2, bx - 1]) == (0, 0, 0)
+        assert tuple(shot[y, bx + size // 2]) == _ACCENT and tuple(shot[y + size - 1, bx + size // 2]) == _ACCENT
+    pygame.event.clear()
+    pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=pointer, rel=(1, 1), buttons=(0, 0, 0)))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=pointer, button=3))
+    mouse, click = w.poll()
+    assert (mouse.frame_x, mouse.frame_y) == frame_xy and (click.frame_x, click.frame_y) == frame_xy
+    w.show(o, t, view=view, zoom=zoom, center=(0.5, 0.5))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=(639, 5) if view == "side" else (5, 5), rel=(1, 1),
+                                         buttons=(0, 0, 0)))
+    (off,) = w.poll()
+    assert (off.frame_x, off.frame_y) == ((-1.0, -1.0) if view == "side" else (2.75 if zoom == 0 else 81.375,
+                                                                              2.75 if zoom == 0 else 61.375))

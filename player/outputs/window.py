@@ -106,6 +106,10 @@ class Event:
     button: int = 0
     repeat: bool = False
     """A "key" event repeated while the key is held (after 350 ms, every 40 ms)."""
+    frame_x: float = -1.0
+    frame_y: float = -1.0
+    """"mouse" and "click": the frame's pixel coordinates under the pointer, as shown (zoomed,
+    scaled, either half of side by side); -1 off the picture."""
 
 
 @dataclass
@@ -135,6 +139,9 @@ class Hud:
     """Transient OSD message, centred near the top ("" for none)."""
     timeline: bool = True
     """Draw the timeline; False for the HUD's hidden state (messages and key badges only)."""
+    probe: tuple[int, int, int] | None = None
+    """(x, y, size): the square of frame pixels the probe reads, size wide, centred on (x, y);
+    outlined on the picture (in both halves of side by side)."""
 
 
 # =========================================================================== pure helpers
@@ -437,6 +444,7 @@ class Window:
         self.fullscreen = False
         self._last_press = (-1.0, (0, 0))  # time and place of the last left press on the picture
         self._halves: tuple | None = None  # side by side: the (left, right) image rects
+        self._places: list[tuple] = []  # (screen Rect, frame x0, y0, frame pixels per screen pixel x, y) shown
         self._scrub: list | None = None  # dragging the playhead: [time of the last seek, fraction not sought yet]
         self.hud_rows = 0  # text lines of the last HUD panel drawn (tests)
         self.panel_rect = pygame.Rect(0, 0, 0, 0)  # the last HUD panel and badges drawn (tests)
@@ -520,6 +528,27 @@ class Window:
         fy = (pos[1] - r.y + 0.5) / max(1, r.h)
         return min(max(fx, 0.0), 1.0), min(max(fy, 0.0), 1.0)
 
+    def frame_point(self, pos) -> tuple[float, float]:
+        """The frame's pixel coordinates at a screen position, as last shown; (-1, -1) off the picture."""
+        for r, x0, y0, sx, sy in self._places:
+            if r.collidepoint(pos):
+                return x0 + (pos[0] - r.x + 0.5) * sx, y0 + (pos[1] - r.y + 0.5) * sy
+        return -1.0, -1.0
+
+    def _draw_probe(self, screen, probe: tuple[int, int, int]) -> None:
+        """The probe's square, outlined where it is on the picture (light on a dark edge: seen on
+        any content)."""
+        x, y, size = probe
+        for r, x0, y0, sx, sy in self._places:
+            left, top = r.x + (x - size // 2 - x0) / sx, r.y + (y - size // 2 - y0) / sy
+            box = pygame.Rect(round(left), round(top), max(3, round(size / sx)), max(3, round(size / sy)))
+            if not box.colliderect(r):
+                continue
+            screen.set_clip(r)
+            pygame.draw.rect(screen, (0, 0, 0), box.inflate(2, 2), 1)
+            pygame.draw.rect(screen, _ACCENT, box, 1)
+            screen.set_clip(None)
+
     def _along_timeline(self, pos) -> float:
         track = self._timeline[0] if self._timeline is not None else pygame.Rect(0, 0, max(1, self._size[0]), 1)
         return min(max((pos[0] - track.x) / max(1, track.w), 0.0), 1.0)
@@ -559,7 +588,8 @@ class Window:
                 fx, fy = self._fraction(e.pos)
                 held = getattr(e, "buttons", (0, 0, 0))
                 button = next((i + 1 for i, b in enumerate(held) if b), 0)
-                ev = Event("mouse", x=fx, y=fy, button=button)
+                px_, py_ = self.frame_point(e.pos)
+                ev = Event("mouse", x=fx, y=fy, button=button, frame_x=px_, frame_y=py_)
                 if motion_at >= 0:
                     out[motion_at] = ev
                 else:
@@ -575,7 +605,8 @@ class Window:
                         self._scrub = [time.monotonic(), None]
                 else:
                     fx, fy = self._fraction(e.pos)
-                    out.append(Event("click", x=fx, y=fy, button=e.button))
+                    px_, py_ = self.frame_point(e.pos)
+                    out.append(Event("click", x=fx, y=fy, button=e.button, frame_x=px_, frame_y=py_))
                     if e.button == 1:
                         now, (t0, p0) = time.monotonic(), self._last_press
                         near = abs(e.pos[0] - p0[0]) <= DOUBLE_CLICK_PX and abs(e.pos[1] - p0[1]) <= DOUBLE_CLICK_PX
@@ -698,6 +729,8 @@ class Window:
             small = np.ascontiguousarray(small)
         sh, sw = small.shape[:2]
         self._video_rect = pygame.Rect(x, y, dw, dh)
+        self._places = [(self._video_rect, 0, 0, fw / dw, fh / dh) if crop is None else
+                        (self._video_rect, crop[1], crop[0], 1 / ratio, 1 / ratio)]
 
         # letterbox bars
         if dh < wh:
@@ -723,6 +756,8 @@ class Window:
         self._view_overlay(screen, self._video_rect, view, split, scale, small_w, px,
                            hud is not None and hud.timeline, tuned_label)
         self._timeline = None
+        if hud is not None and hud.probe is not None:
+            self._draw_probe(screen, hud.probe)
         if hud is not None:
             self._draw_hud(screen, hud, px)
         if help_lines is not None:
@@ -766,6 +801,7 @@ class Window:
             r = pygame.Rect(i * half + (half - dw) // 2, (wh - dh) // 2, dw, dh)
             screen.blit(surf, r.topleft, pygame.Rect(0, 0, dw, dh))
             rects.append(r)
+        self._places = [(r, x0, y0, cw / tw, ch / th) for r in rects]
         self._frame_ref = refs
         self._halves = tuple(rects)
         self._video_rect = rects[0]
