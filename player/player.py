@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from engine import checkpoint, native
-from engine.compose import Mix
+from engine.compose import LUMA_WEIGHTS, Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
 from player import colour as col
@@ -169,19 +169,22 @@ def parse_probe(value: str) -> tuple[int, int] | None:
 
 def probe_text(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE) -> tuple[str, int, int]:
     """What the noise probe reads in the size × size square of both frames (uint8 (H, W, 3)) around
-    (x, y), moved inside the frame: σ (the channels' standard deviations, as one RMS value: on a
-    flat patch, the noise) and the mean RGB, original → tuned. Returns (text, x, y) with (x, y)
-    the square's centre as read."""
+    (x, y), moved inside the frame: the standard deviation of its luma (BT.709 Y) and of its chroma
+    (RGB − Y, the channels' RMS) — on a flat patch, the noise in the two parts the luma and chroma
+    gains scale — and the mean RGB, original → tuned. Returns (text, x, y) with (x, y) the
+    square's centre as read."""
     h, w = original.shape[:2]
     x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
-    parts = []
+    luma, chroma, mean = [], [], []
     for img in (original, tuned):
         patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
-        parts.append((float(np.sqrt(patch.var(axis=0).mean())), np.rint(patch.mean(axis=0)).astype(int)))
-    (so, mo), (st, mt) = parts
+        y_ = patch @ np.asarray(LUMA_WEIGHTS)  # (n,)
+        luma.append(y_.std())
+        chroma.append(np.sqrt((patch - y_[:, None]).var(axis=0).mean()))
+        mean.append(" ".join(str(int(v)) for v in np.rint(patch.mean(axis=0))))
     cx, cy = x0 + size // 2, y0 + size // 2
-    return (f"probe {cx},{cy} {size}×{size}: σ {so:5.2f} → {st:5.2f}   mean {' '.join(map(str, mo))} → "
-            f"{' '.join(map(str, mt))}", cx, cy)
+    return (f"probe {cx},{cy} {size}×{size}: luma σ {luma[0]:5.2f} → {luma[1]:5.2f}  chroma σ {chroma[0]:5.2f} → "
+            f"{chroma[1]:5.2f}  mean {mean[0]} → {mean[1]}", cx, cy)
 
 
 def load_script(path: str, levels=None) -> list[tuple[float, str]]:

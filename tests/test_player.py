@@ -2012,9 +2012,9 @@ def test_a_preset_with_a_misspelt_key_is_refused(tmp_path, text, message):
 
 
 def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leaves(tmp_path):
-    """`set probe X,Y` (key n at the pointer) puts σ and the mean of the 16×16 square there, original
-    → tuned, in the HUD and outlines it: on a flat patch with noise of σ 10, σ ≈ 10 and the shipped
-    live model's AutoTune leaves a fraction of it; `cycle probe` turns it off, and on again at the
+    """`set probe X,Y` (key n at the pointer) puts the luma and chroma σ and the mean of the 16×16
+    square there, original → tuned, in the HUD and outlines it: on a flat patch with noise of σ 10
+    they are the noise's, and the shipped live model's AutoTune leaves a fraction of them; `cycle probe` turns it off, and on again at the
     frame's centre where the pointer has not been; a bad position is refused in one line."""
     from PIL import Image
 
@@ -2038,8 +2038,12 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
     assert on and all(hud.probe == (30, 40, PROBE_SIZE) for hud in on)
     text = probe_text(p.last.frame.rgb, p.last.tuned, 30, 40)[0]
     assert text in on[-1].lines
-    sigma_in, sigma_out = (float(v) for v in text.split("σ")[1].split("mean")[0].split("→"))
-    assert 9.0 < sigma_in < 11.0 and sigma_out < 0.5 * sigma_in
+    (luma_in, luma_out), (chroma_in, chroma_out) = ((float(v) for v in part.split("chroma")[0].split("mean")[0].split("→"))
+                                                    for part in text.split("σ")[1:])
+    # iid noise of σ 10 per channel: Y = 0.2126 R + 0.7152 G + 0.0722 B has σ 10·|y| = 7.50, and
+    # each channel less its Y σ 10·√(1 − 2y_c + |y|²) (RMS over the channels: 10·√(1/3 + |y|²) = 9.46)
+    assert 6.3 < luma_in < 8.7 and 8.0 < chroma_in < 10.9  # (±15 %: 256 samples)
+    assert luma_out < 0.5 * luma_in and chroma_out < 0.5 * chroma_in
     assert [hud.probe for probe, hud in huds if probe is None and hud.probe is not None] == []
     assert huds[-1][0] == (64, 48) and huds[-1][1].probe == (64, 48, PROBE_SIZE)  # on again: the centre
     assert probe_text(p.last.frame.rgb, p.last.tuned, 127, 0)[1:] == (120, 8)  # moved inside the frame
