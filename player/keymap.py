@@ -58,7 +58,7 @@ BINDINGS: list[tuple[str, str, str]] = [
     ("S", "screenshot-view", "screenshot of the view as shown (split, side…), no HUD"),
     ("R", "record", "start / stop recording the tuned frames"),
     ("i", "cycle hud", "show / hide the HUD"),
-    ("n", "cycle probe", "noise probe at the pointer: luma / chroma σ, original → tuned"),
+    ("n", "cycle probe", "noise probe at the pointer: luma, chroma σ"),
     ("t", "cycle tone-mapping", "HDR video: tone-mapped ⇄ as coded"),
     ("f", "cycle fullscreen", "fullscreen on / off"),
     ("MBTN_LEFT_DBL", "cycle fullscreen", "fullscreen on / off"),
