@@ -53,8 +53,8 @@ class Colour:
 
     @property
     def unmanaged(self) -> str:
-        """'' for colours the display shows as coded (BT.709 / BT.601 SDR), else what it shows
-        without tone or gamut mapping: HDR (PQ, HLG) or BT.2020 primaries, as phones now record."""
+        """'' for colours the window shows as coded (BT.709 / BT.601 SDR), else what it maps to the
+        screen (player/tonemap.py): HDR (PQ, HLG) or BT.2020 primaries, as phones now record."""
         if self.trc in (TRC_PQ, TRC_HLG):
             return f"HDR ({'PQ' if self.trc == TRC_PQ else 'HLG'})"
         return "BT.2020 wide-gamut" if self.primaries == PRI_BT2020 else ""
