@@ -1079,7 +1079,7 @@ class NullWindow:
     """The :class:`Window` API without a display (headless runs, tests).
 
     ``show()`` composes the view with :func:`compose_view` (native frame size,
-    no HUD) into ``.last`` and counts ``.frames_shown``; ``screenshot()``
+    no HUD; its ``display`` mapping applied when ``.last`` is read) into ``.last`` and counts ``.frames_shown``; ``screenshot()``
     returns ``.last``; ``poll()`` returns [].  The last HUD and help lines are
     kept in ``.last_hud`` / ``.last_help`` for inspection.
     """
@@ -1089,7 +1089,7 @@ class NullWindow:
         self._size = fit_size(width, height)
         self.title = title
         self.frames_shown = 0
-        self.last: np.ndarray | None = None
+        self._last: tuple[np.ndarray, object] | None = None  # (the view composed, its display mapping or None)
         self.last_hud: Hud | None = None
         self.last_help: list[str] | None = None
         self.closed = False
@@ -1113,13 +1113,26 @@ class NullWindow:
              zoom: int = 0, center: tuple[float, float] = (0.5, 0.5), hud: Hud | None = None,
              help_lines: list[str] | None = None, tuned_label: str = "tuned", display=None) -> None:
         # its screen is the frame's own size: a ratio is the crop factor there (0, fit: the frame)
-        img = compose_view(original, tuned, view, split, max(1, int(zoom)), center, display)
+        img = compose_view(original, tuned, view, split, max(1, int(zoom)), center)
         if img is original or img is tuned:
             img = img.copy()                   # the caller may reuse its frame buffers
-        self.last = img
+        # The display mapping (HDR video) waits until the picture is asked for: headless runs,
+        # benchmarks among them, do not pay 7 ms a 720p frame for a picture nobody sees.
+        self._last = img, (display if view != "diff" else None)
         self.last_hud = hud
         self.last_help = help_lines
         self.frames_shown += 1
+
+    @property
+    def last(self) -> np.ndarray | None:
+        """The view last shown, as the screen would show it (mapped, for HDR video)."""
+        if self._last is None:
+            return None
+        img, display = self._last
+        if display is not None:
+            img = display(img)
+            self._last = img, None
+        return img
 
     def screenshot(self) -> np.ndarray:
         if self.last is None:
