@@ -19,6 +19,7 @@ import resource
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,24 +168,41 @@ def parse_probe(value: str) -> tuple[int, int] | None:
     return x, y
 
 
-def probe_text(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE) -> tuple[str, int, int]:
-    """What the noise probe reads in the size × size square of both frames (uint8 (H, W, 3)) around
-    (x, y), moved inside the frame: the standard deviation of its luma (BT.709 Y) and of its chroma
-    (RGB − Y, the channels' RMS) — on a flat patch, the noise in the two parts the luma and chroma
-    gains scale — and the mean RGB, original → tuned. Returns (text, x, y) with (x, y) the
-    square's centre as read."""
+@dataclass(frozen=True)
+class ProbeReading:
+    """What the noise probe read: the square's centre and size (frame pixels), and original → tuned
+    the standard deviation of its luma (BT.709 Y) and of its chroma (RGB − Y, the channels' RMS) —
+    on a flat patch, the noise in the two parts the luma and chroma gains scale — and its mean RGB,
+    in 8-bit codes."""
+
+    x: int
+    y: int
+    size: int
+    luma_sigma: tuple[float, float]
+    chroma_sigma: tuple[float, float]
+    mean_rgb: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+    @property
+    def text(self) -> str:
+        (lo, lt), (co, ct) = self.luma_sigma, self.chroma_sigma
+        mo, mt = (" ".join(str(round(v)) for v in m) for m in self.mean_rgb)
+        return (f"probe {self.x},{self.y} {self.size}×{self.size}: luma σ {lo:5.2f} → {lt:5.2f}  chroma σ "
+                f"{co:5.2f} → {ct:5.2f}  mean {mo} → {mt}")
+
+
+def probe(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE) -> ProbeReading:
+    """The noise probe's reading of the size × size square of both frames (uint8 (H, W, 3)) around
+    (x, y), moved inside the frame."""
     h, w = original.shape[:2]
     x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
     luma, chroma, mean = [], [], []
     for img in (original, tuned):
         patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
         y_ = patch @ np.asarray(LUMA_WEIGHTS)  # (n,)
-        luma.append(y_.std())
-        chroma.append(np.sqrt((patch - y_[:, None]).var(axis=0).mean()))
-        mean.append(" ".join(str(int(v)) for v in np.rint(patch.mean(axis=0))))
-    cx, cy = x0 + size // 2, y0 + size // 2
-    return (f"probe {cx},{cy} {size}×{size}: luma σ {luma[0]:5.2f} → {luma[1]:5.2f}  chroma σ {chroma[0]:5.2f} → "
-            f"{chroma[1]:5.2f}  mean {mean[0]} → {mean[1]}", cx, cy)
+        luma.append(round(float(y_.std()), 3))
+        chroma.append(round(float(np.sqrt((patch - y_[:, None]).var(axis=0).mean())), 3))
+        mean.append(tuple(round(float(v), 2) for v in patch.mean(axis=0)))
+    return ProbeReading(x0 + size // 2, y0 + size // 2, size, tuple(luma), tuple(chroma), tuple(mean))
 
 
 def load_script(path: str, levels=None) -> list[tuple[float, str]]:
@@ -394,6 +412,7 @@ class Player:
         self.display = tonemap.display_map(self.info.colour, self.info.peak_nits) if self.info.colour else None
         self.tone_mapping = self.display is not None  # the `tone-mapping` property (key t): off shows the codes
         self.probe: tuple[int, int] | None = None  # the noise probe's frame pixel (key n, `set probe X,Y`), or off
+        self.probe_reading: ProbeReading | None = None  # what it read last (the stats keep it)
         self._pointer: tuple[int, int] | None = None  # the frame pixel under the mouse pointer, last seen
         if self.display is not None:
             d = self.display
@@ -1139,14 +1158,14 @@ class Player:
             badges.append(f"PRESET {self._preset_side}")
         badges += self.recording.badges()  # REC ● / REC LAG / REC DROPPED n
         msg = self._current_message()
-        probe = None
+        square = None
         if self.probe is not None:  # the noise probe's reading, under the tuning lines
-            text, px, py = probe_text(p.frame.rgb, p.tuned, *self.probe)
-            lines.append(text)
-            probe = (px, py, PROBE_SIZE)
+            self.probe_reading = probe(p.frame.rgb, p.tuned, *self.probe)
+            lines.append(self.probe_reading.text)
+            square = (self.probe_reading.x, self.probe_reading.y, PROBE_SIZE)
         return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=self.frame_number(p.frame.pts),
                    duration=self.info.duration,
-                   cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg, probe=probe)
+                   cache=self.worker.cache.ranges(), loop=self.loop, badges=badges, message=msg, probe=square)
 
     def _hud_hidden(self):
         """With the HUD hidden (i), still the transient message and the states that change what the
@@ -1224,6 +1243,8 @@ class Player:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
             "bad_packets": self.source.bad_packets,
             **self.recording.stats(),  # record_frames, record_frames_dropped, record_lag_max_frames, …
+            # the noise probe's last reading (x, y, size, luma_sigma, chroma_sigma, mean_rgb: original, tuned)
+            "probe": dataclasses.asdict(self.probe_reading) if self.probe_reading is not None else None,
             "notices": self.notices,
         }
 

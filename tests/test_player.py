@@ -2019,7 +2019,7 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
     from PIL import Image
 
     from player.controls import CommandError
-    from player.player import PROBE_SIZE, check_command, probe_text
+    from player.player import PROBE_SIZE, check_command, probe
 
     rng = np.random.default_rng(7)
     clean = np.full((96, 128, 3), 128.0)
@@ -2033,19 +2033,21 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
         p.window.show = lambda *a, **kw: (huds.append((p.probe, kw["hud"])), show(*a, **kw))
 
     script = [(0.3, "set probe 30,40"), (0.6, "cycle probe"), (0.8, "cycle probe")]
-    p, _, _ = play(tmp_path, REPO / "weights" / "rcd_live.pt", path, script=script, duration=1.0, setup=setup)
-    on = [hud for probe, hud in huds if probe == (30, 40)]
+    p, _, stats = play(tmp_path, REPO / "weights" / "rcd_live.pt", path, script=script, duration=1.0, setup=setup)
+    on = [hud for at, hud in huds if at == (30, 40)]
     assert on and all(hud.probe == (30, 40, PROBE_SIZE) for hud in on)
-    text = probe_text(p.last.frame.rgb, p.last.tuned, 30, 40)[0]
-    assert text in on[-1].lines
-    (luma_in, luma_out), (chroma_in, chroma_out) = ((float(v) for v in part.split("chroma")[0].split("mean")[0].split("→"))
-                                                    for part in text.split("σ")[1:])
+    reading = probe(p.last.frame.rgb, p.last.tuned, 30, 40)
+    assert reading.text in on[-1].lines
+    (luma_in, luma_out), (chroma_in, chroma_out) = reading.luma_sigma, reading.chroma_sigma
+    assert reading.text.startswith(f"probe 30,40 16×16: luma σ {luma_in:5.2f} → {luma_out:5.2f}  chroma σ {chroma_in:5.2f}")
     # iid noise of σ 10 per channel: Y = 0.2126 R + 0.7152 G + 0.0722 B has σ 10·|y| = 7.50, and
     # each channel less its Y σ 10·√(1 − 2y_c + |y|²) (RMS over the channels: 10·√(1/3 + |y|²) = 9.46)
     assert 6.3 < luma_in < 8.7 and 8.0 < chroma_in < 10.9  # (±15 %: 256 samples)
     assert luma_out < 0.5 * luma_in and chroma_out < 0.5 * chroma_in
-    assert [hud.probe for probe, hud in huds if probe is None and hud.probe is not None] == []
+    assert [hud.probe for at, hud in huds if at is None and hud.probe is not None] == []
     assert huds[-1][0] == (64, 48) and huds[-1][1].probe == (64, 48, PROBE_SIZE)  # on again: the centre
-    assert probe_text(p.last.frame.rgb, p.last.tuned, 127, 0)[1:] == (120, 8)  # moved inside the frame
+    assert stats["probe"]["x"] == 64 and stats["probe"]["luma_sigma"] == probe(p.last.frame.rgb, p.last.tuned, 64, 48).luma_sigma
+    corner = probe(p.last.frame.rgb, p.last.tuned, 127, 0)
+    assert (corner.x, corner.y) == (120, 8)  # moved inside the frame
     with pytest.raises(CommandError, match="probe needs X,Y"):
         check_command("set probe 30")
