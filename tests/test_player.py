@@ -1389,6 +1389,46 @@ def test_a_still_image_stays_up_in_a_window_and_takes_edits(tmp_path, weights, r
     assert tuned.std() > 10 and np.abs(tuned.astype(int) - original).mean() > 3, "bypass did not show"
 
 
+@pytest.mark.display
+def test_hdr_video_in_a_real_window_maps_to_the_screen_and_the_probe_follows_the_pointer(tmp_path, weights, real_display):
+    """A PQ clip in a window: `t` shows the codes instead of the mapped picture; the pointer moved
+    over the picture and `n` put the probe's square under it, and its reading in the stats."""
+    import av
+
+    from player.outputs.window import _ACCENT
+
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this PyAV has no libx265")
+    ramp = (np.linspace(0.05, 0.75, 320)[None, :, None] * np.ones((240, 1, 3)) * 65535).astype(np.uint16)
+    ramp[..., 2] //= 2  # a colour: the mapping changes hue as well as level
+    clip = write_frames(tmp_path / "pq.mp4", [ramp] * 180, codec="libx265", pix_fmt="yuv420p10le", matrix="BT2020",
+                        tags=(9, 9, 16))
+    stats_file = tmp_path / "stats.json"
+
+    def act(wid, env, proc):
+        time.sleep(1.5)
+        _key(wid, "i", env)  # no HUD: the picture alone
+        time.sleep(0.6)
+        mapped = _screenshot(wid, env, proc)
+        _key(wid, "t", env)
+        time.sleep(0.6)
+        coded = _screenshot(wid, env, proc)
+        _key(wid, "i", env)
+        subprocess.run(["xdotool", "mousemove", "--window", wid, "240", "196"], env=env, check=True)
+        time.sleep(0.3)
+        _key(wid, "n", env)
+        time.sleep(0.6)
+        return mapped, coded, _screenshot(wid, env, proc)
+
+    mapped, coded, probed = _in_window([clip, "--weights", weights, "--no-audio", "--stats-json", stats_file],
+                                       "rcdhdrtest", real_display, act)
+    picture = (slice(0, 180), slice(0, 320))
+    assert np.abs(mapped[picture].astype(int) - coded[picture]).mean() > 10, "t did not change the picture"
+    assert tuple(probed[196, 232]) == _ACCENT and tuple(probed[196, 231]) == (0, 0, 0), "no probe square at the pointer"
+    reading = json.loads(stats_file.read_text())["probe"]
+    assert (reading["x"], reading["y"], reading["size"]) == (240, 196, 16)
+
+
 def test_fullscreen_and_back_under_a_window_manager(tmp_path, weights, make_clip):
     """`f` fills the screen and ESC gives the window back at its size (mpv's keys), on an X server of
     the test's own with a window manager (openbox), as on a desktop: without one, SDL's X11 code
