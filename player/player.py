@@ -19,15 +19,14 @@ import resource
 import sys
 import threading
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine import checkpoint, native
-from engine.compose import LUMA_WEIGHTS, Mix
+from engine.compose import Mix
 from engine.denoiser import Denoiser, pick_device, psnr
 from engine.images import write_png
 from player import colour as col
@@ -37,6 +36,7 @@ from player.clock import SPEED_MAX, SPEED_MIN, Clock
 from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
 from player.frames import Presented
+from player.probe import PROBE_SIZE, ProbeReading, parse_probe, probe
 from player.queues import ClosableQueue
 from player.record import dtype_name
 from player.worker import DEMO_SIZES, BackboneWorker, default_weights, pick_demo_size, set_up_lanes
@@ -47,7 +47,6 @@ JOIN_TIMEOUT_S = 3.0
 EXIT_INTERRUPTED = 130  # the shell's code for a run ended by SIGINT
 STATS_EVERY = 8  # measure PSNR / removed σ on every Nth presented frame (subsampled), for the HUD
 MESSAGE_S = 1.5  # how long an OSD message stays
-PROBE_SIZE = 16  # the noise probe's square, pixels a side: 256 samples a channel read σ to about ±4 % (1/√512)
 # A frame handed over early waits for its time, up to this long (the compositor blends up to 1.25
 # blends ahead: 0.15 s for a 4K frame on a 2-core CPU); a longer wait means the clock jumped.
 SHOW_WAIT_MAX_S = 0.25
@@ -155,54 +154,6 @@ def check_command(cmd: str, levels=None) -> tuple[str | None, str | None]:
     if levels is not None:
         ctl.apply(ctl.Controls(), cmd, ctl.Context(levels=tuple(levels)))
     return None, None
-
-
-def parse_probe(value: str) -> tuple[int, int] | None:
-    """`set probe X,Y` (frame pixels) or `set probe no`."""
-    if value == "no":
-        return None
-    try:
-        x, y = (int(v) for v in value.split(","))
-    except ValueError:
-        raise ctl.CommandError(f"probe needs X,Y in frame pixels (e.g. 640,360) or no, got {value!r}") from None
-    return x, y
-
-
-@dataclass(frozen=True)
-class ProbeReading:
-    """What the noise probe read: the square's centre and size (frame pixels), and original → tuned
-    the standard deviation of its luma (BT.709 Y) and of its chroma (RGB − Y, the channels' RMS) —
-    on a flat patch, the noise in the two parts the luma and chroma gains scale — and its mean RGB,
-    in 8-bit codes."""
-
-    x: int
-    y: int
-    size: int
-    luma_sigma: tuple[float, float]
-    chroma_sigma: tuple[float, float]
-    mean_rgb: tuple[tuple[float, float, float], tuple[float, float, float]]
-
-    @property
-    def text(self) -> str:
-        (lo, lt), (co, ct) = self.luma_sigma, self.chroma_sigma
-        mo, mt = (" ".join(str(round(v)) for v in m) for m in self.mean_rgb)
-        return (f"probe {self.x},{self.y} {self.size}×{self.size}: luma σ {lo:5.2f} → {lt:5.2f}  chroma σ "
-                f"{co:5.2f} → {ct:5.2f}  mean {mo} → {mt}")
-
-
-def probe(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE) -> ProbeReading:
-    """The noise probe's reading of the size × size square of both frames (uint8 (H, W, 3)) around
-    (x, y), moved inside the frame."""
-    h, w = original.shape[:2]
-    x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
-    luma, chroma, mean = [], [], []
-    for img in (original, tuned):
-        patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
-        y_ = patch @ np.asarray(LUMA_WEIGHTS)  # (n,)
-        luma.append(round(float(y_.std()), 3))
-        chroma.append(round(float(np.sqrt((patch - y_[:, None]).var(axis=0).mean())), 3))
-        mean.append(tuple(round(float(v), 2) for v in patch.mean(axis=0)))
-    return ProbeReading(x0 + size // 2, y0 + size // 2, size, tuple(luma), tuple(chroma), tuple(mean))
 
 
 def load_script(path: str, levels=None) -> list[tuple[float, str]]:
@@ -691,11 +642,7 @@ class Player:
         elif name in ("volume", "mute", "fullscreen", "tone-mapping"):
             self._output_property(verb, name, value)
         elif name == "probe":
-            on = self.probe is None if verb == "cycle" else value != "no"
-            self.probe = None if not on else parse_probe(value) if verb == "set" else (
-                self._pointer or (self.info.width // 2, self.info.height // 2))
-            self.message("noise probe: move the pointer over a flat patch" if self.probe and verb == "cycle" else
-                         "noise probe off" if not self.probe else f"noise probe at {self.probe[0]},{self.probe[1]}")
+            self._probe_property(verb, value)
         elif verb == "screenshot":
             self.screenshot(path or self.cfg.screenshot_dir)
         elif verb == "screenshot-view":
@@ -725,6 +672,21 @@ class Player:
         """Edits belong to the preset on screen, as with a plugin's A/B: a flip threw them away."""
         if self._preset_side in self.presets:
             self.presets[self._preset_side] = self.controls.mix
+
+    def _probe_property(self, verb: str, value: str | None) -> None:
+        """`set probe X,Y|no`; `cycle probe` turns it on under the pointer (the frame's centre where
+        the pointer has not been), or off."""
+        if verb == "set":
+            self.probe = parse_probe(value)
+        elif self.probe is None:
+            self.probe = self._pointer or (self.info.width // 2, self.info.height // 2)
+        else:
+            self.probe = None
+        if self.probe is None:
+            self.message("noise probe off")
+        else:
+            self.message("noise probe: move the pointer over a flat patch" if verb == "cycle" else
+                         f"noise probe at {self.probe[0]},{self.probe[1]}")
 
     def _output_property(self, verb: str, name: str, value: str | None) -> None:
         """volume (0..VOLUME_MAX %), mute, fullscreen and tone-mapping: how the outputs play, not
@@ -1244,7 +1206,7 @@ class Player:
             "bad_packets": self.source.bad_packets,
             **self.recording.stats(),  # record_frames, record_frames_dropped, record_lag_max_frames, …
             # the noise probe's last reading (x, y, size, luma_sigma, chroma_sigma, mean_rgb: original, tuned)
-            "probe": dataclasses.asdict(self.probe_reading) if self.probe_reading is not None else None,
+            "probe": asdict(self.probe_reading) if self.probe_reading is not None else None,
             "notices": self.notices,
         }
 

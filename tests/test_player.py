@@ -2059,7 +2059,8 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
     from PIL import Image
 
     from player.controls import CommandError
-    from player.player import PROBE_SIZE, check_command, probe
+    from player.player import check_command
+    from player.probe import PROBE_SIZE, probe
 
     rng = np.random.default_rng(7)
     clean = np.full((96, 128, 3), 128.0)
