@@ -434,7 +434,7 @@ class Window:
         self._video_rect = pygame.Rect(letterbox_rect(self._shown_width(self._frame_size[0]), self._frame_size[1], *self._size))
         self._timeline = None            # (track Rect, band Rect) of the last drawn timeline
         self._frame_ref = None           # keeps the array behind the frombuffer surface alive
-        self._mapped_bufs: list[np.ndarray] = []  # the display mapping's output (_mapped)
+        self._mapped_bufs: list[np.ndarray | None] = []  # the display mapping's output (_mapped)
         self._fonts: dict[int, pygame.font.Font] = {}
         self._text: dict[tuple, pygame.Surface] = {}
         self._dark: pygame.Surface | None = None
@@ -770,8 +770,9 @@ class Window:
         """A buffer for the display's mapping of a view (two for side by side), kept from frame to
         frame (a fresh 720p one a frame cost its page faults: more than the mapping's arithmetic)."""
         bufs = self._mapped_bufs
-        if len(bufs) <= i or bufs[i].shape != shape:
-            bufs[i:i + 1] = [np.empty(shape, np.uint8)]
+        bufs += [None] * (i + 1 - len(bufs))
+        if bufs[i] is None or bufs[i].shape != shape:
+            bufs[i] = np.empty(shape, np.uint8)
         return bufs[i]
 
     def _show_side(self, screen, original: np.ndarray, tuned: np.ndarray, ratio: int,
