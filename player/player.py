@@ -36,7 +36,7 @@ from player.clock import SPEED_MAX, SPEED_MIN, Clock
 from player.compositor import CompositorThread, Slot
 from player.decode import AUDIO_CHANNELS, AUDIO_RATE, DecodeThread, DemoFeed, EndOfStream, FileSource, MediaError
 from player.frames import Presented
-from player.probe import PROBE_SIZE, ProbeReading, parse_probe, probe
+from player.probe import PROBE_SIZE, ProbeHistory, ProbeReading, parse_probe, probe
 from player.queues import ClosableQueue
 from player.record import dtype_name
 from player.worker import DEMO_SIZES, BackboneWorker, default_weights, pick_demo_size, set_up_lanes
@@ -364,6 +364,7 @@ class Player:
         self.tone_mapping = self.display is not None  # the `tone-mapping` property (key t): off shows the codes
         self.probe: tuple[int, int] | None = None  # the noise probe's frame pixel (key n, `set probe X,Y`), or off
         self.probe_reading: ProbeReading | None = None  # what it read last (the stats keep it)
+        self._probe_history = ProbeHistory()  # the frames it read at its position: the temporal σ
         self._pointer: tuple[int, int] | None = None  # the frame pixel under the mouse pointer, last seen
         if self.display is not None:
             d = self.display
@@ -1122,8 +1123,9 @@ class Player:
         msg = self._current_message()
         square = None
         if self.probe is not None:  # the noise probe's reading, under the tuning lines
-            self.probe_reading = probe(p.frame.rgb, p.tuned, *self.probe)
-            lines.append(self.probe_reading.text)
+            self.probe_reading = probe(p.frame.rgb, p.tuned, *self.probe, history=self._probe_history,
+                                       epoch=p.frame.epoch, pts=p.frame.pts)
+            lines += self.probe_reading.lines
             square = (self.probe_reading.x, self.probe_reading.y, PROBE_SIZE)
         return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=self.frame_number(p.frame.pts),
                    duration=self.info.duration,

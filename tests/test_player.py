@@ -2078,9 +2078,12 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
     on = [hud for at, hud in huds if at == (30, 40)]
     assert on and all(hud.probe == (30, 40, PROBE_SIZE) for hud in on)
     reading = probe(p.last.frame.rgb, p.last.tuned, 30, 40)
-    assert reading.text in on[-1].lines
     (luma_in, luma_out), (chroma_in, chroma_out) = reading.luma_sigma, reading.chroma_sigma
-    assert reading.text.startswith(f"probe 30,40 16×16: luma σ {luma_in:5.2f} → {luma_out:5.2f}  chroma σ {chroma_in:5.2f}")
+    assert on[-1].lines[-2] == (f"probe 30,40 16×16: luma σ {luma_in:5.2f} → {luma_out:5.2f}  chroma σ {chroma_in:5.2f}"
+                                f" → {chroma_out:5.2f}")
+    assert on[-1].lines[-1] == "      mean 128 128 128 → " + " ".join(str(round(v)) for v in reading.mean_rgb[1])
+    # a still: every reading is of the one frame, so no temporal σ
+    assert stats["probe"]["frames"] == 1 and stats["probe"]["temporal_sigma"] is None
     # iid noise of σ 10 per channel: Y = 0.2126 R + 0.7152 G + 0.0722 B has σ 10·|y| = 7.50, and
     # each channel less its Y σ 10·√(1 − 2y_c + |y|²) (RMS over the channels: 10·√(1/3 + |y|²) = 9.46)
     assert 6.3 < luma_in < 8.7 and 8.0 < chroma_in < 10.9  # (±15 %: 256 samples)
@@ -2092,3 +2095,29 @@ def test_the_noise_probe_reads_the_noise_of_a_flat_patch_and_what_the_blend_leav
     assert (corner.x, corner.y) == (120, 8)  # moved inside the frame
     with pytest.raises(CommandError, match="probe needs X,Y"):
         check_command("set probe 30")
+
+
+def test_the_noise_probe_reads_temporal_noise_on_a_still_shot(tmp_path):
+    """A still shot with fresh noise in every frame (σ 8 a channel): the probe's temporal σ, over
+    the frames it has read at one place, is the luma's noise from frame to frame (8·|y| = 6.0), and
+    what the shipped live model leaves of it; a seek starts it again."""
+    from player.probe import PROBE_FRAMES
+
+    rng = np.random.default_rng(11)
+    frames = [np.clip(128 + rng.normal(0, 8, (96, 128, 3)), 0, 255).round().astype(np.uint8) for _ in range(60)]
+    clip = write_frames(tmp_path / "still_shot.mkv", frames, codec="libx264rgb", pix_fmt="rgb24", options={"qp": "0"})
+    readings = []
+
+    def setup(p):
+        hud = p._hud
+        p._hud = lambda presented: (h := hud(presented), readings.append(p.probe_reading))[0]
+
+    p, _, stats = play(tmp_path, REPO / "weights" / "rcd_live.pt", clip, script=[(0.1, "set probe 60,50"), (1.2, "seek 0.2 absolute")],
+                       duration=1.6, setup=setup)
+    full = [r for r in readings if r is not None and r.frames == PROBE_FRAMES]
+    assert full, [r.frames for r in readings if r is not None]
+    before, after = full[-1].temporal_sigma
+    assert 5.0 < before < 7.0 and after < 0.5 * before
+    counts = [r.frames for r in readings if r is not None]
+    assert counts.index(PROBE_FRAMES) >= PROBE_FRAMES - 1 and 1 in counts[counts.index(PROBE_FRAMES):]  # the seek
+    assert f"temporal σ {before:5.2f} → {after:5.2f} ({PROBE_FRAMES} frames)" in full[-1].lines[1]
