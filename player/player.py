@@ -1124,7 +1124,8 @@ class Player:
         square = None
         if self.probe is not None:  # the noise probe's reading, under the tuning lines
             self.probe_reading = probe(p.frame.rgb, p.tuned, *self.probe, history=self._probe_history,
-                                       epoch=p.frame.epoch, pts=p.frame.pts)
+                                       epoch=p.frame.epoch, pts=p.frame.pts,
+                                       nits=self.display.nits if self.display is not None and self.display.hdr else None)
             lines += self.probe_reading.lines
             square = (self.probe_reading.x, self.probe_reading.y, PROBE_SIZE)
         return Hud(lines=[x for x in lines if x], details=details, bars=bars, position=p.frame.pts, frame=self.frame_number(p.frame.pts),

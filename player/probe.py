@@ -49,6 +49,7 @@ class ProbeReading:
     mean_rgb: tuple[tuple[float, float, float], tuple[float, float, float]]
     temporal_sigma: tuple[float, float] | None = None  # luma's σ over frames, RMS over the square's pixels
     frames: int = 1  # the frames the temporal σ is over
+    nits: tuple[float, float] | None = None  # HDR video: the mean light on the display it was graded for
 
     @property
     def lines(self) -> list[str]:
@@ -58,8 +59,9 @@ class ProbeReading:
         mo, mt = (" ".join(str(round(v)) for v in m) for m in self.mean_rgb)
         temporal = "" if self.temporal_sigma is None else (
             f"temporal σ {self.temporal_sigma[0]:5.2f} → {self.temporal_sigma[1]:5.2f} ({self.frames} frames)  ")
+        nits = "" if self.nits is None else f" ({self.nits[0]:.0f} → {self.nits[1]:.0f} nits)"
         return [f"probe {self.x},{self.y} {self.size}×{self.size}: luma σ {lo:5.2f} → {lt:5.2f}  chroma σ {co:5.2f} → {ct:5.2f}",
-                f"      {temporal}mean {mo} → {mt}"]
+                f"      {temporal}mean {mo} → {mt}{nits}"]
 
 
 class ProbeHistory:
@@ -94,14 +96,16 @@ class ProbeHistory:
 
 
 def probe(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = PROBE_SIZE,
-          history: ProbeHistory | None = None, epoch: int = 0, pts: float = 0.0) -> ProbeReading:
+          history: ProbeHistory | None = None, epoch: int = 0, pts: float = 0.0, nits=None) -> ProbeReading:
     """The noise probe's reading of the size × size square of both frames (uint8 (H, W, 3)) around
     (x, y), moved inside the frame; with a history, this frame (epoch, pts) is added to it and the
-    temporal σ read from it."""
+    temporal σ read from it; with `nits` (HDR video: tonemap.DisplayMap.nits), the mean in nits."""
     h, w = original.shape[:2]
     x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
-    luma, chroma, mean, lumas = [], [], [], []
+    luma, chroma, mean, lumas, light = [], [], [], [], []
     for img in (original, tuned):
+        if nits is not None:
+            light.append(round(nits(img[y0:y0 + size, x0:x0 + size]), 1))
         patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
         y_ = patch @ np.asarray(LUMA_WEIGHTS)  # (n,)
         lumas.append(y_)
@@ -113,4 +117,5 @@ def probe(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = P
     if history is not None:
         history.add(epoch, pts, (cx, cy), np.stack(lumas))
         temporal, frames = history.temporal()
-    return ProbeReading(cx, cy, size, tuple(luma), tuple(chroma), tuple(mean), temporal, frames)
+    return ProbeReading(cx, cy, size, tuple(luma), tuple(chroma), tuple(mean), temporal, frames,
+                        tuple(light) if light else None)

@@ -144,6 +144,16 @@ class DisplayMap:
             self._numpy(rgb if size is None else np.take(np.take(rgb, rows, axis=0), cols, axis=1), out)
         return out
 
+    def nits(self, rgb: np.ndarray) -> float:
+        """The mean light of uint8 RGB codes (…, 3) on the display this mapping assumes, in nits,
+        before its tone curve (PQ: as graded; HLG: through the OOTF for its peak): what an HDR
+        grade's patch is, where the codes alone do not say."""
+        lin = self.lin[rgb.reshape(-1, 3)].astype(np.float64)  # (n, 3) light, SDR white 1
+        y = lin @ self.ky.astype(np.float64)  # (n,) luminance
+        if self.ootf is not None:
+            y = y * np.interp(np.sqrt(np.sqrt(np.maximum(y, 0.0))) * (len(self.ootf) - 1), np.arange(len(self.ootf)), self.ootf)
+        return float(y.mean() * SDR_WHITE_NITS)
+
     def _numpy(self, rgb: np.ndarray, out: np.ndarray) -> None:
         """The same tables in NumPy (where the native kernels are not in use): ~20× the time."""
         lin = self.lin[rgb]  # (H, W, 3) float32

@@ -121,6 +121,20 @@ def test_an_sdr_frame_carried_in_pq_comes_back_as_it_was():
     assert np.abs(coded - sdr).mean() > 10 * np.abs(out - sdr).mean()
 
 
+def test_a_patch_reads_in_nits_on_the_display_it_was_graded_for():
+    """PQ codes are nits as graded; HLG's through the OOTF of a 1000-nit display: its 75 % is
+    BT.2408's 203-nit white and its top the display's peak."""
+    pq = tm.display_map(col.Colour(col.SPC_BT2020_NCL, col.PRI_BT2020, col.TRC_PQ), 1000.0)
+    hlg = tm.display_map(col.Colour(col.SPC_BT2020_NCL, col.PRI_BT2020, col.TRC_HLG))
+    for nits in (1.0, 100.0, 203.0, 1000.0):
+        code = np.full((4, 4, 3), round(255 * float(tm.nits_to_pq(nits))), np.uint8)
+        assert pq.nits(code) == pytest.approx(nits, rel=0.03)  # (an 8-bit PQ code is about 2 % apart)
+    assert hlg.nits(np.full((2, 2, 3), 191, np.uint8)) == pytest.approx(203, rel=0.01)
+    assert hlg.nits(np.full((2, 2, 3), 255, np.uint8)) == pytest.approx(1000, rel=1e-3)
+    mixed = np.array([[[255, 255, 255], [0, 0, 0]]], np.uint8)  # the mean of the light, not of the codes
+    assert hlg.nits(mixed) == pytest.approx(500, rel=1e-3)
+
+
 def test_sdr_video_in_bt709_or_bt601_is_not_mapped():
     for c in (col.Colour(col.SPC_BT709, col.PRI_BT709, col.TRC_BT709), col.guess(640, 480)):
         assert tm.display_map(c, 1000.0) is None
@@ -169,8 +183,12 @@ def test_the_window_shows_hdr_mapped_and_t_shows_the_codes(tmp_path, weights):
 
         p.window.show = watch
 
-    script = [(0.1, "set view split"), (0.2, "set view diff"), (0.3, "cycle tone-mapping"), (0.4, "set view original")]
+    script = [(0.1, "set view split; set probe 32,24"), (0.2, "set view diff"), (0.3, "cycle tone-mapping"),
+              (0.4, "set view original")]
     p, _, stats = play(tmp_path, weights, path, script=script, duration=0.55, setup=setup)
+    patch = p.last.frame.rgb[16:32, 24:40]  # the probe's square: its mean in nits as graded
+    assert stats["probe"]["nits"][0] == pytest.approx(p.display.nits(patch), abs=0.05)
+    assert "nits)" in p.window.last_hud.lines[-1]
     assert p.display is not None and p.display.name == "PQ 1000 nits → SDR"
     assert any("shown tone-mapped (PQ 1000 nits → SDR" in n for n in stats["notices"])
     seen = set()
