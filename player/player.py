@@ -674,6 +674,11 @@ class Player:
         if self._preset_side in self.presets:
             self.presets[self._preset_side] = self.controls.mix
 
+    @property
+    def shown_display(self) -> "tonemap.DisplayMap | None":
+        """The mapping the window shows the frames through: None for SDR video, or with tone mapping off."""
+        return self.display if self.tone_mapping else None
+
     def _probe_property(self, verb: str, value: str | None) -> None:
         """`set probe X,Y|no`; `cycle probe` turns it on under the pointer (the frame's centre where
         the pointer has not been), or off."""
@@ -834,7 +839,7 @@ class Player:
             from player.outputs.window import compose_view
 
             both = c.view == "side"  # full resolution, as the window shows it: twice the width
-            display = self.display if self.tone_mapping else None  # (as the window shows it)
+            display = self.shown_display  # (as the window shows it)
             shown = (np.concatenate([original, tuned], axis=1) if both
                      else compose_view(original, tuned, c.view, c.split, display=display))
             if both and display is not None:
@@ -1005,7 +1010,7 @@ class Player:
         self.window.show(p.frame.rgb, p.tuned, view=c.view, split=c.split, zoom=c.zoom, center=c.center,
                          hud=self._hud(p) if c.hud else self._hud_hidden(), help_lines=keymap.help_lines() if c.help else None,
                          tuned_label="original (bypass)" if c.bypass else "tuned",  # both halves are the original
-                         display=self.display if self.tone_mapping else None)
+                         display=self.shown_display)
         t = time.monotonic()
         self._last_show = self._view_key()
         if again:

@@ -73,9 +73,6 @@ class ProbeHistory:
     def __init__(self):
         self._frames: deque = deque(maxlen=PROBE_FRAMES)  # (epoch, pts, (x, y), luma (2, n): original, tuned)
 
-    def clear(self) -> None:
-        self._frames.clear()
-
     def add(self, epoch: int, pts: float, at: tuple[int, int], luma: np.ndarray) -> None:
         last = self._frames[-1] if self._frames else None
         if last is not None and (last[0] != epoch or last[2] != at or pts < last[1]):
@@ -104,9 +101,10 @@ def probe(original: np.ndarray, tuned: np.ndarray, x: int, y: int, size: int = P
     x0, y0 = min(max(x - size // 2, 0), max(w - size, 0)), min(max(y - size // 2, 0), max(h - size, 0))
     luma, chroma, mean, lumas, light = [], [], [], [], []
     for img in (original, tuned):
+        square = img[y0:y0 + size, x0:x0 + size]
         if nits is not None:
-            light.append(round(nits(img[y0:y0 + size, x0:x0 + size]), 1))
-        patch = img[y0:y0 + size, x0:x0 + size].reshape(-1, 3).astype(np.float64)  # (n, 3) codes
+            light.append(round(nits(square), 1))
+        patch = square.reshape(-1, 3).astype(np.float64)  # (n, 3) codes
         y_ = patch @ np.asarray(LUMA_WEIGHTS)  # (n,)
         lumas.append(y_)
         luma.append(round(float(y_.std()), 3))

@@ -151,15 +151,19 @@ class DisplayMap:
         lin = self.lin[rgb.reshape(-1, 3)].astype(np.float64)  # (n, 3) light, SDR white 1
         y = lin @ self.ky.astype(np.float64)  # (n,) luminance
         if self.ootf is not None:
-            y = y * np.interp(np.sqrt(np.sqrt(np.maximum(y, 0.0))) * (len(self.ootf) - 1), np.arange(len(self.ootf)), self.ootf)
+            y = y * self._ootf_gain(y)
         return float(y.mean() * SDR_WHITE_NITS)
+
+    def _ootf_gain(self, y: np.ndarray) -> np.ndarray:
+        """HLG's OOTF gain at luminance y (any shape), from its table over y^(1/4), as the kernel reads it."""
+        n = len(self.ootf) - 1
+        return np.interp(np.sqrt(np.sqrt(np.maximum(y, 0.0))) * n, np.arange(n + 1), self.ootf)
 
     def _numpy(self, rgb: np.ndarray, out: np.ndarray) -> None:
         """The same tables in NumPy (where the native kernels are not in use): ~20× the time."""
         lin = self.lin[rgb]  # (H, W, 3) float32
         if self.ootf is not None:
-            s = np.sqrt(np.sqrt(np.maximum(lin @ self.ky, 0.0)))  # (H, W) Y^(1/4)
-            lin *= np.interp(s * (len(self.ootf) - 1), np.arange(len(self.ootf)), self.ootf).astype(np.float32)[..., None]
+            lin *= self._ootf_gain(lin @ self.ky).astype(np.float32)[..., None]  # (H, W, 1)
         lin = lin @ self.m.reshape(3, 3).T
         mx = lin.max(axis=-1)
         n = len(self.tone) - 1
@@ -175,14 +179,13 @@ class DisplayMap:
 def display_map(colour: col.Colour, peak: float = 0.0) -> DisplayMap | None:
     """The mapping of frames of this colour (`peak`: content_peak's nits for PQ, 0 unknown) to an
     SDR BT.709 screen; None for those shown as coded (BT.709 and BT.601 SDR)."""
-    hdr = colour.trc in (col.TRC_PQ, col.TRC_HLG)
-    wide = colour.primaries == col.PRI_BT2020
-    if not hdr and not wide:
+    if not colour.unmanaged:
         return None
+    hdr = colour.trc in (col.TRC_PQ, col.TRC_HLG)
     codes = np.arange(256) / 255.0
-    if colour.trc == col.TRC_HLG:
-        peak = HDR_PEAK_NITS  # scene-referred: no content peak; BT.2100's OOTF is for a display's
-    peak = float(np.clip(peak or HDR_PEAK_NITS, *PEAK_RANGE)) if hdr else SDR_WHITE_NITS
+    # HLG is scene-referred, with no content peak: BT.2100's OOTF is for a display's
+    peak = (float(np.clip(peak or HDR_PEAK_NITS, *PEAK_RANGE)) if colour.trc == col.TRC_PQ
+            else HDR_PEAK_NITS if hdr else SDR_WHITE_NITS)
     ootf = None
     if colour.trc == col.TRC_PQ:
         lin, name = pq_to_nits(codes) / SDR_WHITE_NITS, f"PQ {peak:.0f} nits"
