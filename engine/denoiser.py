@@ -395,8 +395,12 @@ class Denoiser:
 
     # ---- inference -------------------------------------------------------------------------
     @torch.no_grad()
-    def infer(self, rgb: np.ndarray, noise: str = "auto") -> Bases:
+    def infer(self, rgb: np.ndarray, noise: str = "auto", fine: np.ndarray | None = None) -> Bases:
         """uint8 (H, W, 3) → Bases. One backbone pass, then statistics only.
+
+        fine: the same frame at more than 8 bits, float32 (H, W, 3) in 8-bit units (a 10-bit
+        source's, unrounded), where rgb is it rounded: the network and the statistics read rgb, and the
+        blend's base is fine, so that a blend (blend(fine=True)) keeps the source's finer steps.
 
         noise: which backbone reads a colour frame, where the model has one for monochrome frames:
         "auto" the monochrome one on the frame's luma where its noise is luma only (luma_noise),
@@ -453,7 +457,10 @@ class Denoiser:
         # Router, ND and AutoTune: ~150 operations on L×L matrices (engine/heads_np.py)
         t, auto = self._heads(cov, feats[0].float().cpu().numpy(), sigma)
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
-        if luma and not colour_in_x:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
+        if fine is not None:  # the blend's base at the source's precision (the residuals barely see a quarter code)
+            assert fine.shape == colour.shape and fine.dtype == np.float32, f"fine must be float32 {colour.shape}"
+            self._copy_noisy(x, self._padded_input(fine, hp, wp), hp, wp)
+        elif luma and not colour_in_x:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
             self._fill_noisy(x, colour, h, w, hp, wp)
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),
                      sigma_est=sigma, backbone_ms=backbone_ms, mono=mono, luma=luma,
@@ -645,16 +652,20 @@ class Denoiser:
 
     @torch.no_grad()
     def blend(self, bases: Bases, mix: compose.Mix | None = None, out: np.ndarray | None = None,
-              coeffs: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None) -> np.ndarray:
+              coeffs: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
+              fine: bool = False) -> np.ndarray:
         """Bases + mix (or explicit (luma, chroma) coefficients (L,), NumPy or torch) → uint8
-        (H, W, 3), clipped to 0..255."""
+        (H, W, 3), clipped to 0..255. fine: float32 (H, W, 3) in 8-bit units instead, clipped to
+        0..255 and not rounded (a render at more than 8 bits; the torch path, about twice the native
+        blend's time)."""
         if coeffs is None:
             coeffs = compose.coefficients_np(mix or compose.Mix(), bases.levels, bases.auto)
         hp, wp = bases.padded
         h, w = bases.size
         if out is None:
-            out = np.empty((h, w, 3), np.uint8)
-        if self.native_blend and out.flags.c_contiguous:
+            out = np.empty((h, w, 3), np.float32 if fine else np.uint8)
+        assert out.dtype == (np.float32 if fine else np.uint8), f"out must be {'float32' if fine else 'uint8'}"
+        if self.native_blend and out.flags.c_contiguous and not fine:
             wm = np.zeros((self.c1 + 1, 16), np.float32)  # [W; b], 16 columns: the kernel's two SIMD rows
             wm[:, :12] = self._feature_weights(bases, *coeffs)
             native.blend(bases.x, wp // 2, self.c1, torch.from_numpy(wm), out, torch.get_num_threads())
@@ -665,9 +676,14 @@ class Denoiser:
         # X·W as a 1×1 convolution over X seen as a channels_last image: oneDNN runs this
         # tall-skinny product faster than the BLAS matmul does (measured 1.3× at 720p).
         x_img = x.view(1, hp // 2, wp // 2, k).permute(0, 3, 1, 2)  # (1, K, h2, w2)
-        y = _conv1x1_clamped(x_img, wmat.T.contiguous()[:, :, None, None], 255.49)  # (1, 12, h2, w2) channels_last
-        y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) in 0..255.49 (+0.5 for rounding), a view
+        top = 255.5 if fine else 255.49  # (255.49 truncates to 255; a fine blend takes the 0.5 off below)
+        y = _conv1x1_clamped(x_img, wmat.T.contiguous()[:, :, None, None], top)  # (1, 12, h2, w2) channels_last
+        y = y.permute(0, 2, 3, 1).reshape(-1, 12)  # (h2·w2, 12) in 0..top (+0.5 for rounding), a view
         src = y.view(hp // 2, wp // 2, 2, 2, 3).permute(0, 2, 1, 3, 4)  # (hp/2, dy, wp/2, dx, 3)
+        if fine:
+            torch.from_numpy(out).copy_(src.reshape(hp, wp, 3)[:h, :w])
+            out -= np.float32(0.5)
+            return np.maximum(out, 0.0, out=out)  # 0..255
         if self.device.type == "cuda":
             out[...] = src.reshape(hp, wp, 3)[:h, :w].to(torch.uint8).cpu().numpy()
         elif h % 2 == 0 and w % 2 == 0:  # depth-to-space, crop and uint8 conversion in one copy

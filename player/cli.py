@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--render", metavar="FILE",
                      help="render offline to FILE (no window, no sound, no drops) and exit: the span of a recording "
                           "with --track, else the whole input with --preset / --strength (default AutoTune)")
+    rec.add_argument("--depth", choices=("auto", "8", "10"), default=None,
+                     help="with --render: bits of the output; auto (default) keeps a source's 10 bits (10-bit H.264, "
+                          "16-bit PNG/TIFF) and a recording's with --track; 10 also for 8-bit sources (denoised "
+                          "gradients without 8-bit steps)")
     rec.add_argument("--track", metavar="SIDECAR", help="with --render: replay a recording's tuning track (FILE.json)")
     rec.add_argument("--strength", type=float, metavar="S", help="with --render: fixed strength S for the whole input")
     return ap
@@ -192,6 +196,9 @@ def _main(argv: list[str] | None) -> int:
     # ---- recording and offline render ----
     if (args.track is not None or args.strength is not None) and not args.render:
         ap.error("--track and --strength need --render")
+    if args.depth is not None and not args.render:
+        ap.error("--depth needs --render (a live recording keeps the 8-bit frames shown: render it again with "
+                 "--render OUT --track REC.json --depth 10)")
     if args.render and args.record:
         ap.error("--render and --record cannot be combined")
     if args.render and args.track and (args.preset or args.strength is not None):

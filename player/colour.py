@@ -176,11 +176,56 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
                                                                           layout_.shift))
         if rgb is not None:
             return rgb
+    if layout_ is None and bits(frame.format.name) > 8:
+        # RGB, grey and packed YUV over 8 bits: swscale takes 16-bit RGB or grey to 8 as v/256 (1.4
+        # codes high at the top) and 10-bit RGB to 8 off by up to a code. Its 16-bit conversion, rounded.
+        return np.rint(to_rgb_fine(frame, colour)).astype(np.uint8)
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
 
+def bits(pix_fmt: str) -> int:
+    """Significant bits of a sample of FFmpeg's pixel format pix_fmt (8 for an unknown name)."""
+    try:
+        comps = av.VideoFormat(pix_fmt, 16, 16).components
+    except (ValueError, av.error.FFmpegError):
+        return 8
+    return max((c.bits for c in comps[:3]), default=8)
+
+
+def to_rgb_fine(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
+    """A decoded frame of more than 8 bits as float32 (H, W, 3) RGB in 8-bit units (0..255, clipped,
+    not rounded): what to_rgb computes before it rounds, with the same matrix, range and repeated
+    chroma, so that np.rint of it is to_rgb's frame. For renders that keep a 10-bit source's steps.
+    YUV in NumPy (about 30 ms a 720p frame here: renders only); RGB and packed formats through
+    swscale at 16 bits."""
+    f32 = np.float32
+    lay = layout(frame.format.name)
+    comps = frame.format.components
+    if lay is None and len(comps) == 1 and not frame.format.is_rgb:  # grey: a 16-bit PNG, a sensor's 10-bit luma
+        b, p = comps[0].bits, frame.planes[0]
+        dt = np.dtype(np.uint8) if b <= 8 else np.dtype(">u2" if frame.format.name.endswith("be") else "<u2")
+        g = np.ndarray((frame.height, frame.width), dt, buffer=p, strides=(p.line_size, dt.itemsize))
+        return np.repeat(np.multiply(g, f32(255 / (2**b - 1)), dtype=f32)[..., None], 3, axis=2)  # (swscale: v·2^(16−b))
+    if lay is None:
+        rgb16 = frame.to_ndarray(format="rgb48le", src_colorspace=colour.matrix, threads=1)  # (H, W, 3) uint16
+        return np.multiply(rgb16, f32(255 / 65535), dtype=f32)
+    full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
+    a, rv, gu, gv, bu, dr, dg, db = (f32(c) for c in _coefficients(colour.colorspace, full, lay.bits, lay.shift))
+    y, u, v = _plane_views(frame, lay)
+    h, w = frame.height, frame.width
+    (sy, sx) = lay.sub
+    out = np.empty((h, w, 3), f32)
+    yy = y[:h, :w].astype(f32) * a  # (H, W)
+    uu, vv = (np.repeat(np.repeat(c.astype(f32), sy, 0), sx, 1)[:h, :w] for c in (u, v))  # (H, W) each
+    np.add(yy, vv * rv + dr, out=out[..., 0])
+    np.add(yy, uu * gu + (vv * gv + dg), out=out[..., 1])
+    np.add(yy, uu * bu + db, out=out[..., 2])
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
 def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = False) -> av.VideoFrame:
-    """uint8 (H, W, 3) RGB as a frame of pix_fmt with colour's matrix, limited range (or full):
+    """uint8 (H, W, 3) RGB, or float32 in 8-bit units (to_rgb_fine, a fine blend: for formats over
+    8 bits), as a frame of pix_fmt with colour's matrix, limited range (or full):
     to_rgb's conversion undone. Chroma is the mean over the block of pixels it covers (to_rgb repeats
     it over them), so a frame to_rgb made comes back to its own samples within rounding, except where
     RGB clipped it; swscale's filtered chroma had moved them by up to 10 codes. Formats that are not
@@ -188,8 +233,9 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     rng = RANGE_JPEG if full_range else RANGE_MPEG
     lay = layout(pix_fmt)
     if lay is None or lay.alpha:
-        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-            format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=rng)
+        src = av.VideoFrame.from_ndarray(rgb, format="rgb24") if rgb.dtype == np.uint8 else \
+            av.VideoFrame.from_ndarray(np.rint(rgb * np.float32(257)).astype("<u2"), format="rgb48le")
+        return src.reformat(format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=rng)
     kr, kb = KR_KB[colour.colorspace]
     kg = 1.0 - kr - kb
     h, w = rgb.shape[:2]
@@ -206,7 +252,8 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     y += f32(y0)
     # The block means, summed in integers: an odd edge's block is its pixels alone (edge padding).
     src = np.pad(rgb, ((0, -h % sy), (0, -w % sx), (0, 0)), mode="edge") if h % sy or w % sx else rgb
-    block = sum(src[i::sy, j::sx].astype(np.uint16) for i in range(sy) for j in range(sx))
+    acc = np.uint16 if rgb.dtype == np.uint8 else f32  # (four uint8 sum exactly in 16 bits)
+    block = sum(src[i::sy, j::sx].astype(acc) for i in range(sy) for j in range(sx))
     cr, cg, cb = (block[..., i] * f32(1 / (sy * sx)) for i in range(3))  # (⌈H/sy⌉, ⌈W/sx⌉) each
     yc = cr * f32(kr) + cg * f32(kg) + cb * f32(kb)
     cs, c0 = (top / 255 if full_range else 224 * unit / 255), f32(128 * unit)

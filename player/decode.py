@@ -138,6 +138,7 @@ class FileSource:
                                audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta(),
                                pix_fmt=first.format.name, peak_nits=tonemap.content_peak(first))
         self.bad_packets = 0
+        self.fine = False  # also decode each frame unrounded (VideoFrame.fine), where the source has over 8 bits
         self._containers: dict[str, av.container.InputContainer] = {}
 
     def _colour(self, first) -> col.Colour:
@@ -264,10 +265,15 @@ class FileSource:
     def _frame(self, frame, index: int, pts: float, duration: float) -> VideoFrame:
         if self.input.range is not None:  # --range: the samples' range, whatever the frame says
             frame.color_range = col.RANGE_JPEG if self.input.range == "full" else col.RANGE_MPEG
-        rgb = col.to_rgb(frame, self.info.colour)
+        fine = None
+        if self.fine and col.bits(frame.format.name) > 8:  # rgb is its rounding, so that both are one picture
+            fine = col.to_rgb_fine(frame, self.info.colour)
+            rgb = np.rint(fine).astype(np.uint8)
+        else:
+            rgb = col.to_rgb(frame, self.info.colour)
         if self.quarter_turns:
-            rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
-        return VideoFrame(index=index, pts=pts, duration=duration, rgb=rgb, epoch=0)
+            rgb, fine = (None if a is None else np.ascontiguousarray(np.rot90(a, self.quarter_turns)) for a in (rgb, fine))
+        return VideoFrame(index=index, pts=pts, duration=duration, rgb=rgb, epoch=0, fine=fine)
 
     def _audio(self, c, stream, start: float):
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=AUDIO_RATE)

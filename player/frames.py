@@ -19,6 +19,7 @@ class VideoFrame:
     rgb: np.ndarray  # (H, W, 3) uint8, the source frame as decoded
     epoch: int
     clean: np.ndarray | None = None  # (H, W, 3) uint8 reference, only for the demo source
+    fine: np.ndarray | None = None  # (H, W, 3) float32 in 8-bit units: a source over 8 bits unrounded (renders at 10 bits only)
 
 
 @dataclass

@@ -4,7 +4,8 @@ encoder/muxer and tuning track that the offline render (player/render.py) shares
 Owns output naming and validation (container from the extension, never overwrite without
 --force, a temporary `.NAME.part.EXT` next to the target renamed when finished cleanly), the
 encoder settings (libx264 veryfast crf 18, threads=1 and no AVX-512 code so that a re-render is
-bit-identical, a keyframe every second, yuv420p — yuv444p for odd sizes — and AAC), crash safety (fragmented MP4 /
+bit-identical, a keyframe every second, yuv420p — yuv444p for odd sizes, in 10 bits for a render
+that keeps a deeper source's bits — and AAC), crash safety (fragmented MP4 /
 progressively written Matroska, packets flushed as written) and the JSON tuning track beside
 each recording (`FILE.json`).
 
@@ -234,7 +235,9 @@ class MediaWriter:
     same bitstream out."""
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool,
-                 colour: col.Colour | None = None, lossless: bool = False, sar: Fraction = Fraction(1)):
+                 colour: col.Colour | None = None, lossless: bool = False, sar: Fraction = Fraction(1),
+                 depth: int = 8):
+        """depth 10: x264's High 10 in 10-bit YUV, fed float32 frames (a fine blend, player/render.py)."""
         import av
 
         self.origin = origin
@@ -251,13 +254,15 @@ class MediaWriter:
         try:
             self.container = av.open(str(path), "w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError) as e:
-            raise RecordError(f"{path}: cannot open for writing ({_one_line(e)})") from None
+            raise RecordError(f"{path}: cannot open for writing ({one_line(e)})") from None
         rate = _fps_fraction(fps)
         self.lossless = lossless
+        assert depth in (8, 10) and not (lossless and depth > 8), "lossless is 8-bit RGB"
+        self.depth = depth
         if lossless:
             self.pix_fmt = LOSSLESS_PIX_FMT
         else:
-            self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            self.pix_fmt = ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p") + ("10le" if depth > 8 else "")
         vs = self.container.add_stream(LOSSLESS_CODEC if lossless else "libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, self.pix_fmt
         cc = vs.codec_context
@@ -313,9 +318,12 @@ class MediaWriter:
         t0 = time.perf_counter()
         if rgb.shape[:2] != self.size:
             raise RecordError(f"frame size changed to {rgb.shape[1]}×{rgb.shape[0]} while recording")
-        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        if not self.lossless:
-            vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
+        if rgb.dtype != np.uint8:  # float32 in 8-bit units, unrounded: straight to 10-bit YUV
+            vf = col.from_rgb(rgb, self.pix_fmt, self.colour)
+        else:
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            if not self.lossless:
+                vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
         vf.pts = int(round((pts - self.origin) / VIDEO_TIME_BASE))
         vf.time_base = VIDEO_TIME_BASE
         for pkt in self.vstream.encode(vf):
@@ -433,12 +441,36 @@ class _SilentWriter:
         pass
 
 
-class ImageWriter(_SilentWriter):
-    """A render of a still image (`--render OUT.png`): its one frame as 8-bit RGB, lossless, with
-    MediaWriter's calls (no sound: a still has none)."""
+def save_image(path: Path, rgb: np.ndarray, fmt: str, png_level: int | None = None) -> None:
+    """A frame as a lossless PNG or TIFF: uint8 RGB as 8 bits a channel, float32 (8-bit units, a
+    fine blend) as 16 (rounded to 1/257 of an 8-bit code), which PIL cannot write: FFmpeg's encoder.
+    png_level: zlib's level (None: the encoder's default)."""
+    if rgb.dtype == np.uint8:
+        from PIL import Image
 
-    def __init__(self, path: Path, fmt: str):
+        Image.fromarray(rgb).save(path, format=fmt, **({"compress_level": png_level} if fmt == "PNG" and png_level is not None else {}))
+        return
+    import av
+
+    cc = av.CodecContext.create(fmt.lower(), "w")
+    cc.width, cc.height, cc.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb48be" if fmt == "PNG" else "rgb48le"
+    if fmt == "PNG" and png_level is not None:
+        cc.options = {"compression_level": str(png_level)}
+    frame = av.VideoFrame.from_ndarray(np.rint(rgb * np.float32(257)).astype("<u2"), format="rgb48le")
+    data = b"".join(bytes(p) for p in [*cc.encode(frame.reformat(format=cc.pix_fmt)), *cc.encode(None)])
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise RecordError(f"{path}: cannot write ({one_line(e)})") from None
+
+
+class ImageWriter(_SilentWriter):
+    """A render of a still image (`--render OUT.png`): its one frame as RGB, lossless (16 bits a
+    channel for float32 frames), with MediaWriter's calls (no sound: a still has none)."""
+
+    def __init__(self, path: Path, fmt: str, depth: int = 8):
         self.path, self.fmt = path, fmt
+        self.pix_fmt = "rgb24" if depth == 8 else "rgb48"
         self._rgb: np.ndarray | None = None
 
     def video(self, pts: float, rgb: np.ndarray) -> None:
@@ -447,29 +479,27 @@ class ImageWriter(_SilentWriter):
         self._rgb = rgb.copy()
 
     def close(self, end_pts: float | None = None) -> None:
-        from PIL import Image
-
         if self._rgb is not None:
-            Image.fromarray(self._rgb).save(self.path, format=self.fmt)
+            save_image(self.path, self._rgb, self.fmt)
 
 
 class SequenceWriter(_SilentWriter):
-    """A render to an image sequence (`--render 'tuned/frame_%04d.png'`): each frame as 8-bit RGB,
-    lossless, into the folder claim_temp made, under the pattern's name for its number; with
+    """A render to an image sequence (`--render 'tuned/frame_%04d.png'`): each frame as RGB, lossless
+    (16 bits a channel for float32 frames), into the folder claim_temp made, under the pattern's name for its number; with
     MediaWriter's calls (no sound). Numbered from SEQUENCE_START in order, or, from a numbered image
     sequence (first: its first number; fps its rate), as the source image it was made from."""
 
-    def __init__(self, folder: Path, pattern: str, fmt: str, first: int | None = None, fps: float = 0.0):
+    def __init__(self, folder: Path, pattern: str, fmt: str, first: int | None = None, fps: float = 0.0,
+                 depth: int = 8):
         self.folder, self.pattern, self.fmt = folder, pattern, fmt
+        self.pix_fmt = "rgb24" if depth == 8 else "rgb48"
         self.first, self.fps = first, fps
         self.frames, self.bytes = 0, 0
 
     def video(self, pts: float, rgb: np.ndarray) -> None:
-        from PIL import Image
-
         number = SEQUENCE_START + self.frames if self.first is None else self.first + round(pts * self.fps)
         path = self.folder / inputs.frame_name(self.pattern, number)
-        Image.fromarray(rgb).save(path, format=self.fmt, **({"compress_level": PNG_LEVEL} if self.fmt == "PNG" else {}))
+        save_image(path, rgb, self.fmt, PNG_LEVEL)
         self.frames += 1
         self.bytes += path.stat().st_size
 
@@ -488,10 +518,10 @@ class RawWriter(_SilentWriter):
         self.colour = colour or col.guess(width, height)
         self.size = (height, width)
         self.rate = _fps_fraction(fps)
-        try:
-            self.container = av.open(str(path), "w", format=fmt)
+        try:  # (YUV4MPEG2's header for samples over 8 bits is FFmpeg's extension of it: "unofficial")
+            self.container = av.open(str(path), "w", format=fmt, options={"strict": "unofficial"} if fmt == "yuv4mpegpipe" else {})
         except (av.error.FFmpegError, OSError) as e:
-            raise RecordError(f"{path}: cannot open for writing ({_one_line(e)})") from None
+            raise RecordError(f"{path}: cannot open for writing ({one_line(e)})") from None
         self.vstream = self.container.add_stream("rawvideo", rate=self.rate)
         self.vstream.width, self.vstream.height, self.vstream.pix_fmt = width, height, pix_fmt
         self.vstream.codec_context.color_range = col.RANGE_JPEG if full_range else col.RANGE_MPEG  # (y4m says it)
@@ -529,15 +559,16 @@ class RawWriter(_SilentWriter):
             if self.fmt == "rawvideo" else "")
 
 
-def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None) -> str:
+def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None, deep: bool = False) -> str:
     """The pixel format of a raw render: a raw source's own in a headerless .yuv (back where it came
-    from), else 8-bit 4:2:0 (4:4:4 where a side is odd: 4:2:0 would blur the last column or row)."""
+    from), else 4:2:0 (4:4:4 where a side is odd: 4:2:0 would blur the last column or row), in 8 bits
+    or, deep, 10."""
     if Path(path).suffix.lower() == ".yuv" and source_format and not source_format.startswith("bayer"):
         return source_format  # (a sensor's Bayer mosaic is read, demosaiced, but cannot be written)
-    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    return ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p") + ("10le" if deep else "")
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
 
@@ -662,7 +693,7 @@ def source_meta(info, demo, hashes: Hashes) -> dict:
 def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter | SequenceWriter) -> dict:
     """What a MediaWriter encodes with, for the tuning track."""
     if isinstance(writer, (ImageWriter, SequenceWriter)):
-        return {"video": {"codec": writer.fmt.lower(), "pix_fmt": "rgb24"}, "audio": None}
+        return {"video": {"codec": writer.fmt.lower(), "pix_fmt": writer.pix_fmt}, "audio": None}
     if isinstance(writer, RawWriter):
         return {"video": {"codec": "rawvideo", "container": writer.fmt, "pix_fmt": writer.pix_fmt,
                           "matrix": writer.colour.name, "range": "full" if writer.full_range else "limited"},
@@ -1005,7 +1036,7 @@ class Recording:
         for rec in [self.current, *self.finished]:
             if rec is not None and rec.error is not None and id(rec) not in self._reported:
                 self._reported.add(id(rec))
-                self.player.notice(f"recording to {rec.target} failed: {_one_line(rec.error)}")
+                self.player.notice(f"recording to {rec.target} failed: {one_line(rec.error)}")
                 if rec is self.current:
                     self.current = None
                     rec.stop()
@@ -1066,5 +1097,5 @@ class Recording:
             "record_lag_max_frames": max((r.lag_max_frames for r in recs), default=0),
             "record_encode_ms_p50": round(float(np.median(ms)), 3) if ms else None,
             "record_files": [str(r.final_path) for r in recs if r.final_path is not None],
-            "record_errors": [f"{r.target}: {_one_line(r.error)}" for r in recs if r.error is not None],
+            "record_errors": [f"{r.target}: {one_line(r.error)}" for r in recs if r.error is not None],
         }

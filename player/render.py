@@ -12,6 +12,11 @@ machine and device. Two ways to choose the tuning:
 A still image (PNG, JPEG … input) may also be rendered to an image (`OUT.png`, `.tif`): its one
 frame, lossless.
 
+Playback is 8-bit; a render need not be. From a source over 8 bits (or with `--depth 10`) frames
+stay float from the decoder (VideoFrame.fine) through the blend (Denoiser.blend(fine=True)) to a
+10-bit encoder, a 16-bit image or a raw format's own bits; the network still reads the 8-bit
+rounding of each frame.
+
 The source's timestamps are kept (irregular ones too) and its audio is re-encoded to AAC for the
 rendered span. Encoding runs on a second thread so it overlaps the network, and on a CPU two
 frames are in inference at once (the player's lanes, player/worker.py), finished in order.
@@ -27,10 +32,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import av
+import numpy as np
+
 
 from engine import checkpoint, compose
 from engine.compose import Mix
 from engine.denoiser import NOISE_MODES, Denoiser, NoiseChoice, pick_device
+from player import colour as col
 from player import controls as ctl
 from player import inputs
 from player import record
@@ -41,6 +50,7 @@ from player.worker import DEMO_SIZES, default_weights, set_up_lanes
 ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+DEPTHS = ("auto", "8", "10")  # --depth
 DEMO_RENDER_SIZE = DEMO_SIZES[0]  # an offline render of the demo has no frame budget: the full size
 
 
@@ -69,6 +79,8 @@ class _Encoder(threading.Thread):
             if self.error is None:
                 try:
                     job[0](*job[1])
+                except (av.error.FFmpegError, OSError) as e:  # the encoder or the disk: one line, not a traceback
+                    self.error = RecordError(f"cannot write the render ({record.one_line(e)})")
                 except BaseException as e:
                     self.error = e
 
@@ -145,8 +157,13 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
            precision: str | None = None, noise: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
            demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None,
            fps: float | None = None, raw: str | None = None, matrix: str | None = None,
-           range_: str | None = None) -> dict:
-    """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line)."""
+           range_: str | None = None, depth: str = "auto") -> dict:
+    """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line).
+
+    depth: "8", "10", or "auto": a recording's (--track), else 10 where the source has more than 8
+    bits and the output can hold them. Over 8 bits the frames stay float from decoding to the encoder
+    (Denoiser.infer's `fine`, blend(fine=True)): 10-bit H.264 (High 10), 16-bit PNG / TIFF, or a raw
+    format's own bits."""
     import torch
 
     if track_path is not None and (preset is not None or strength is not None):
@@ -159,6 +176,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
     if raw_out and lossless:
         raise RecordError(f"{out_path}: --lossless is for .mp4, .mov and .mkv (exact RGB); {out_path.suffix} is "
                           "uncompressed YUV")
+    if depth not in DEPTHS:
+        raise RecordError(f"--depth must be one of {', '.join(DEPTHS)}, got {depth!r}")
+    if lossless and depth == "10":
+        raise RecordError("--lossless keeps the 8-bit RGB frames exactly; --depth 10 writes 10-bit YUV: choose one")
     track = record.load_track(track_path) if track_path is not None else None
     fixed = None if track is not None else _fixed_mix(preset, strength)
     if track is not None and (track.get("video") or {}).get("codec") == record.LOSSLESS_CODEC:
@@ -206,6 +227,14 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         if image and not info.still:
             raise RecordError(f"{out_path}: an image output needs a still image input (this is a video: "
                               "render to .mp4, .mov or .mkv)")
+        deep = _deep(depth, col.bits(info.pix_fmt) if demo is None else 8, track, lossless)
+        raw_fmt = None
+        if raw_out:  # uncompressed YUV holds what its pixel format holds (a raw source's own, in a .yuv)
+            raw_fmt = record.raw_pix_fmt(out_path, info.width, info.height,
+                                         info.opened.get("options", {}).get("pixel_format"), deep)
+            deep = col.bits(raw_fmt) > 8 and depth != "8"
+        if demo is None:
+            source.fine = deep  # frames over 8 bits come unrounded too (VideoFrame.fine)
         tmp = record.claim_temp(out_path, force, images=True)
 
         # What to render.
@@ -242,26 +271,26 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 if sequence:
                     first = info.opened.get("options", {}).get("start_number")  # a numbered sequence's
                     writer = record.SequenceWriter(tmp, out_path.name, fmt, None if first is None else int(first),
-                                                   info.fps)
+                                                   info.fps, depth=16 if deep else 8)
                 elif image:
-                    writer = record.ImageWriter(tmp, fmt)
+                    writer = record.ImageWriter(tmp, fmt, depth=16 if deep else 8)
                 elif raw_out:
-                    pix_fmt = record.raw_pix_fmt(out_path, w, h, info.opened.get("options", {}).get("pixel_format"))
-                    writer = record.RawWriter(tmp, fmt, w, h, info.fps, pix_fmt, colour=info.colour,
+                    writer = record.RawWriter(tmp, fmt, w, h, info.fps, raw_fmt, colour=info.colour,
                                               full_range=info.opened.get("range") == "full")
                 else:
                     writer = record.MediaWriter(tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio,
-                                                colour=info.colour, lossless=lossless, sar=info.sar)
+                                                colour=info.colour, lossless=lossless, sar=info.sar,
+                                                depth=10 if deep else 8)
                 out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)
-            if bypass:
-                rgb = frame.rgb  # bypass frames are the original, as played
+            if bypass:  # bypass frames are the original, as played (over 8 bits: as decoded)
+                rgb = frame.rgb if not deep else frame.fine if frame.fine is not None else frame.rgb.astype(np.float32)
             else:
                 bases = inference.result()
                 if state.get("bases") == "float16":  # played from the render cache: blended from its float16 bases
                     bases = den.compact(bases)
-                rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto))
+                rgb = den.blend(bases, coeffs=compose.coefficients_np(mix, bases.levels, bases.auto), fine=deep)
                 state = record.with_backbone(state, bases.luma)
             enc.call(writer.video, frame.pts, rgb)
             enc.call(writer.encode_audio_until, frame.pts + frame.duration)
@@ -295,9 +324,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                         inference = None
                     elif recorded_noise:  # the recording's backbone (a track from before it was noted: per frame, as then)
                         frame_noise = changes[ci].get("noise")
-                        inference = pool.submit(den.infer, frame.rgb, frame_noise if frame_noise in NOISE_MODES else noise)
+                        inference = pool.submit(den.infer, frame.rgb, frame_noise if frame_noise in NOISE_MODES else noise,
+                                                frame.fine)
                     else:
-                        inference = pool.submit(den.infer, frame.rgb, choose(frame.rgb))
+                        inference = pool.submit(den.infer, frame.rgb, choose(frame.rgb), frame.fine)
                     pending.append((frame, mix, bypass, state, inference))
                     taken += 1
                     if len(pending) >= lanes:
@@ -334,11 +364,25 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         missing = (len(want) - done) if want is not None else 0
         return {"frames": done, "missing": missing, "seconds": wall, "fps": done / wall if wall > 0 else 0.0,
                 "bytes": writer.bytes if sequence else final.stat().st_size, "path": str(final), "span": end - out_track.frames[0],
-                "layout": writer.describe() if raw_out else ""}
+                "layout": writer.describe() if raw_out else "",
+                "bits": col.bits(raw_fmt) if raw_out else 8 if not deep else 16 if image or sequence else 10}
     finally:
         source.close()
         if tmp is not None:
             record.remove_temp(tmp)
+
+
+def _deep(depth: str, source_bits: int, track: dict | None, lossless: bool) -> bool:
+    """Whether the render keeps more than 8 bits (float frames to the encoder); --depth's rule."""
+    if lossless:
+        if depth == "auto" and source_bits > 8:
+            _warn(f"--lossless keeps the 8-bit RGB frames exactly: this {source_bits}-bit source is rendered in 8 bits")
+        return False
+    if depth == "auto":
+        if track is not None:  # as recorded: a re-render gives the recording's frames
+            return col.bits((track.get("video") or {}).get("pix_fmt") or "") > 8
+        return source_bits > 8
+    return depth == "10"
 
 
 def _compare(track: dict, meta: dict) -> None:
@@ -365,7 +409,7 @@ def main(args) -> int:
                          weights=args.weights, device=args.device, precision=args.precision, noise=args.noise,
                          force=args.force,
                          threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE, lossless=args.lossless,
-                         fps=args.fps, raw=args.raw, matrix=args.matrix, range_=args.range)
+                         fps=args.fps, raw=args.raw, matrix=args.matrix, range_=args.range, depth=args.depth or "auto")
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)
         return 1
@@ -377,12 +421,12 @@ def main(args) -> int:
         return 130
     s = summary
     if Path(s["path"]).suffix.lower() in record.IMAGES and not record.is_sequence(s["path"]):
-        print(f"rcd-player: rendered the image in {s['seconds']:.1f} s → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)",
-              flush=True)
+        print(f"rcd-player: rendered the image in {s['seconds']:.1f} s → {s['path']} ({s['bytes'] / 2**20:.1f} MiB"
+              f"{', 16 bits' if s['bits'] > 8 else ''})", flush=True)
     else:
         print(f"rcd-player: rendered {s['frames']} frames ({s['span']:.2f} s of video) in {s['seconds']:.1f} s, "
               f"{s['fps']:.1f} fps → {s['path']} ({s['bytes'] / 2**20:.1f} MiB)"
-              + (f"; {s['layout']}" if s["layout"] else ""), flush=True)
+              + (f"; {s['layout']}" if s["layout"] else f", {s['bits']} bits" if s["bits"] > 8 else ""), flush=True)
     if s["missing"]:
         print(f"rcd-player: error: {s['missing']} of the track's frames were not found in the source "
               "(a different file?)", file=sys.stderr)

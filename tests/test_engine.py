@@ -484,6 +484,33 @@ def test_uint8_blend_matches_float64_reference_within_1(denoisers, preset, size)
         assert np.abs(got.astype(np.int64) - ref).max() <= 1, mix
 
 
+@pytest.mark.parametrize("size", [(48, 64), (37, 53)])
+def test_a_fine_frame_is_the_blends_base_and_a_fine_blend_is_the_uint8_one_unrounded(denoisers, size):
+    """Denoiser.infer(rgb, fine=…) for a source over 8 bits: the network and statistics read rgb (its
+    rounding), the blend's base is the fine frame. blend(fine=True) gives float32 unrounded: the fine
+    frame itself at strength 0 (the source's finer steps kept), and within rounding of the uint8
+    blend of the same bases, on either side of a half code."""
+    den = denoisers["live"]
+    rng = np.random.default_rng(12)
+    fine = np.clip(textured(*size, seed=4).astype(np.float32) + rng.uniform(-0.5, 0.5, size + (3,)).astype(np.float32),
+                   0, 255)
+    rgb = np.rint(fine).astype(np.uint8)
+    b, b8 = den.infer(rgb, fine=fine), den.infer(rgb)
+    assert torch.equal(b.transform, b8.transform) and torch.equal(b.auto, b8.auto)  # the same statistics
+    zero = np.zeros(len(den.levels))
+    same = den.blend(b, coeffs=(zero, zero), fine=True)
+    assert same.dtype == np.float32 and np.abs(same - fine).max() < 1e-3
+    assert np.array_equal(den.blend(b8, coeffs=(zero, zero), fine=True), rgb.astype(np.float32))
+    for mix in (compose.Mix(), compose.Mix(strength=30.0, character=0.5, chroma=0.4)):
+        tuned, tuned8 = den.blend(b8, mix, fine=True), den.blend(b8, mix)
+        assert tuned.min() >= 0 and tuned.max() <= 255
+        assert np.abs(tuned - tuned8).max() <= 0.5 + 1e-3, mix  # the uint8 blend is its rounding
+        assert np.mean(np.abs(tuned - np.rint(tuned)) > 0.05) > 0.5  # and this one is not rounded
+        shifted = den.blend(b, mix, fine=True) - tuned  # the fine base moves the output by its own difference
+        inside = (tuned > 0.5) & (tuned < 254.5)
+        assert np.abs(shifted - (fine - rgb))[inside].max() < 1e-3
+
+
 def test_fused_clamp_blend_gives_the_plain_blend(models, monkeypatch):
     """The CPU blend's oneDNN conv + clamp fusion against conv2d + clamp_ (the CUDA and fallback path)."""
     from engine import denoiser as dn

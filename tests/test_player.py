@@ -1052,6 +1052,35 @@ def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, pix_fmt, colors
     exact = _exact_rgb(*planes[:3], bits, colorspace, full_range)
     assert np.abs(rgb - exact).max() <= 0.5 + 1e-3  # rounded to nearest (float32 arithmetic at the ties)
     assert (rgb == 0).any() and (rgb == 255).any()  # the clamps were exercised
+    if bits > 8:  # a render that keeps the bits (--depth) reads the same conversion unrounded, and rgb is its rounding
+        source.fine = True
+        frame = next(iter(source.read(0.0, "video")))
+        assert frame.fine.dtype == np.float32 and np.abs(frame.fine - np.clip(exact, 0, 255)).max() < 0.01
+        assert np.array_equal(frame.rgb, np.rint(frame.fine)) and np.abs(frame.rgb - exact).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("pix_fmt", ["gray16be", "gray10le", "rgb48le", "gbrp10le"])
+def test_grey_and_rgb_over_8_bits_decode_to_the_exactly_rounded_rgb(pix_fmt):
+    """Grey and RGB frames over 8 bits (16-bit PNGs and TIFFs, a sensor's 10-bit luma): 8-bit RGB is
+    v·255/(2^bits − 1) rounded to nearest, and the unrounded value for renders that keep the bits.
+    swscale's 8-bit conversion took v/256 (1.4 codes high at the top) and 10 bits off by up to 1.2."""
+    import av
+
+    from player import colour as col
+
+    h, w = 8, 40
+    bits = col.bits(pix_fmt)
+    v = np.linspace(0, 2**bits - 1, h * w).astype(np.int64).reshape(h, w)  # every range, both ends
+    frame = av.VideoFrame(w, h, pix_fmt)
+    dt = np.dtype(">u2" if pix_fmt.endswith("be") else "<u2")
+    for p in frame.planes:
+        np.ndarray((h, w * (3 if pix_fmt == "rgb48le" else 1)), dt, buffer=p, strides=(p.line_size, 2))[:] = \
+            np.repeat(v, 3, axis=1) if pix_fmt == "rgb48le" else v
+    exact = (v * 255 / (2**bits - 1))[..., None]
+    colour = col.guess(w, h)
+    fine, rgb = col.to_rgb_fine(frame, colour), col.to_rgb(frame, colour)
+    assert fine.dtype == np.float32 and np.abs(fine - exact).max() < 0.005
+    assert rgb.dtype == np.uint8 and np.abs(rgb - exact).max() <= 0.5 + 1e-3
 
 
 def _exact_rgb(y, u, v, bits: int, colorspace: int, full_range: bool) -> np.ndarray:

@@ -891,3 +891,117 @@ def test_an_encoder_that_fails_is_reported_and_its_badge_goes_without_another_fr
     recording.check_errors()
     assert len(notices) == 1  # said once
     recording.close()
+
+
+# ---- renders over 8 bits (--depth) ----------------------------------------------------------------
+
+def _ten_bit_ramp(path: Path, n: int = 4, h: int = 48, w: int = 96, sigma: float = 2.0) -> Path:
+    """A 10-bit 4:2:0 clip (x264 High 10, lossless): a grey-blue ramp with light noise, frames whose
+    8-bit rounding loses their steps. Untagged, BT.601 (the guess for its size)."""
+    from media import write_frames
+
+    rng = np.random.default_rng(9)
+    ramp = np.linspace(40.0, 200.0, w)[None, :, None] * np.array([0.9, 1.0, 1.1])  # (1, w, 3) 8-bit units
+    frames = [np.rint(np.clip(ramp + rng.normal(0, sigma, (h, w, 3)), 0, 255) * 257).astype(np.uint16)
+              for _ in range(n)]  # rgb48
+    return write_frames(path, frames, pix_fmt="yuv420p10le", options={"qp": "0", "crf": "0"})
+
+
+def _y4m_planes(path: Path, h: int, w: int) -> list[np.ndarray]:
+    """The Y planes (int64) of a 4:2:0 .y4m in 8 or 10 bits, as written."""
+    data = path.read_bytes()
+    header, body = data.split(b"\n", 1)
+    deep = b"C420p10" in header
+    size = 2 if deep else 1
+    frame_bytes = h * w * 3 // 2 * size
+    out, pos = [], 0
+    while pos < len(body):
+        pos = body.index(b"\n", pos) + 1  # "FRAME\n"
+        y = np.frombuffer(body[pos : pos + h * w * size], "<u2" if deep else np.uint8).reshape(h, w)
+        out.append(y.astype(np.int64))
+        pos += frame_bytes
+    return out
+
+
+def test_a_ten_bit_source_renders_in_ten_bits(weights, tmp_path):
+    """A 10-bit source renders in 10 bits by default (--depth auto): at strength 0 a .y4m gives the
+    source's own samples back within a code (an 8-bit render moves them by up to 2, and keeps only a
+    quarter of the levels); an .mp4 is x264's High 10, whose denoised frames use every 10-bit level
+    rather than the 8-bit steps. --depth 8 renders 8 bits."""
+    src = _ten_bit_ramp(tmp_path / "ramp10.mp4")
+    with av.open(str(src)) as c:
+        source = [np.frombuffer(f.planes[0], "<u2").reshape(f.planes[0].height, -1)[:, : f.width].astype(np.int64)
+                  for f in c.decode(video=0)]
+    fine, coarse = tmp_path / "fine.y4m", tmp_path / "coarse.y4m"
+    r = run_player(src, "--render", fine, "--strength", "0", "--weights", weights, check=True)
+    assert "48x96" not in r.stdout and "96x48 yuv420p10le" in r.stdout
+    run_player(src, "--render", coarse, "--strength", "0", "--depth", "8", "--weights", weights, check=True)
+    assert fine.read_bytes().startswith(b"YUV4MPEG2 W96 H48") and b"C420p10" in fine.read_bytes()[:80]
+    got, got8 = _y4m_planes(fine, 48, 96), _y4m_planes(coarse, 48, 96)
+    assert len(got) == len(got8) == len(source) == 4
+    assert max(np.abs(a - b).max() for a, b in zip(got, source)) <= 1
+    err8 = np.concatenate([(4 * a - b).ravel() for a, b in zip(got8, source)])  # 8-bit samples in 10-bit codes
+    assert np.abs(err8).max() >= 2 and len(np.unique(got[0])) > 2 * len(np.unique(got8[0]))
+    tuned = tmp_path / "tuned.mp4"
+    r = run_player(src, "--render", tuned, "--strength", "10", "--weights", "live", check=True)  # (the shipped model)
+    assert r.stdout.strip().endswith("10 bits")
+    with av.open(str(tuned)) as c:
+        v = c.streams.video[0].codec_context
+        assert v.pix_fmt == "yuv420p10le" and v.profile == "High 10"
+        y = [np.frombuffer(f.planes[0], "<u2").reshape(f.planes[0].height, -1)[:, : f.width] for f in c.decode(video=0)]
+    assert len(y) == 4 and np.mean(y[0] % 4 != 0) > 0.5  # between the 8-bit steps
+    assert np.abs(y[0].astype(np.int64) - source[0]).mean() > 1  # denoised, not the source
+    assert json.loads(Path(str(tuned) + ".json").read_text())["video"]["pix_fmt"] == "yuv420p10le"
+    eight = tmp_path / "eight.mp4"
+    run_player(src, "--render", eight, "--strength", "10", "--depth", "8", "--weights", weights, check=True)
+    with av.open(str(eight)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+def test_depth_10_renders_an_eight_bit_source_without_its_steps_and_stills_in_16_bits(make_clip, weights, tmp_path):
+    """--depth 10 on an 8-bit source: the blend is kept unrounded, so denoised gradients are not
+    put back on 8-bit steps. A 16-bit PNG renders to a 16-bit PNG (the same samples at strength 0),
+    and to 8 bits with --depth 8. --lossless (exact 8-bit RGB) with --depth 10 is refused in one line,
+    and --depth without --render too."""
+    src = make_clip(width=160, height=120, seconds=0.3, audio=False)
+    out = tmp_path / "deep.mkv"
+    run_player(src, "--render", out, "--strength", "20", "--depth", "10", "--weights", weights, check=True)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        y = np.frombuffer((f := next(c.decode(video=0))).planes[0], "<u2").reshape(f.planes[0].height, -1)[:, : f.width]
+    assert np.mean(y % 4 != 0) > 0.5
+    rng = np.random.default_rng(4)
+    still = (np.linspace(2000, 60000, 40)[None, :, None] + rng.normal(0, 300, (30, 40, 3))).clip(0, 65535).astype(np.uint16)
+    png = tmp_path / "capture16.png"
+    frame = av.VideoFrame.from_ndarray(still, format="rgb48le").reformat(format="rgb48be")
+    cc = av.CodecContext.create("png", "w")
+    cc.width, cc.height, cc.pix_fmt = 40, 30, "rgb48be"
+    png.write_bytes(b"".join(bytes(p) for p in [*cc.encode(frame), *cc.encode(None)]))
+    same, same8 = tmp_path / "same.png", tmp_path / "same8.png"
+    r = run_player(png, "--render", same, "--strength", "0", "--weights", weights, check=True)
+    assert "16 bits" in r.stdout
+    run_player(png, "--render", same8, "--strength", "0", "--depth", "8", "--weights", weights, check=True)
+    with av.open(str(same)) as c:
+        f = next(c.decode(video=0))
+        assert f.format.name == "rgb48be" and np.array_equal(f.to_ndarray(format="rgb48le"), still)
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(same8)), np.rint(still / 257))  # (swscale's v/256 was up to 1.4 codes high)
+    for args, words in (([src, "--render", tmp_path / "x.mkv", "--lossless", "--depth", "10"], ["--lossless", "choose one"]),
+                        ([src, "--headless", "--record", tmp_path / "r.mkv", "--depth", "10"], ["--depth needs --render"])):
+        r = run_player(*args, "--weights", weights)
+        assert r.returncode != 0 and all(w in r.stderr for w in words), r.stderr
+        assert len([ln for ln in r.stderr.splitlines() if "error" in ln]) == 1
+    assert not list(tmp_path.glob("*x.mkv*")) and not list(tmp_path.glob("*r.mkv*"))
+
+
+def test_depth_auto_follows_a_recordings_track_and_the_source():
+    """--depth auto: a re-render from a recording's track keeps its depth (so it gives the same frames),
+    else the source's; --lossless is 8-bit RGB whatever the source."""
+    from player.render import _deep
+
+    assert _deep("auto", 10, None, False) and not _deep("auto", 8, None, False)
+    assert not _deep("auto", 10, {"video": {"pix_fmt": "yuv420p"}}, False)
+    assert _deep("auto", 8, {"video": {"pix_fmt": "yuv420p10le"}}, False)
+    assert _deep("10", 10, {"video": {"pix_fmt": "yuv420p"}}, False) and _deep("10", 8, None, False)
+    assert not _deep("8", 10, None, False) and not _deep("auto", 10, None, True)
