@@ -19,7 +19,8 @@ engine/csrc/heads.c the per-frame algebra after those passes, `gram_cov` and `He
 and AutoTune), which NumPy ran in about 150 calls of ~10 µs each. And from engine/csrc/view.c
 `absdiff4`, the player's difference view in one pass instead of six, and `tonemap`, the
 display's picture of an HDR or wide-gamut frame; from engine/csrc/yuv.c
-`yuv_rgb`, the decoder's conversion of the YUV formats swscale converts slowly (4:4:4, > 8 bits).
+`yuv_rgb`, the decoder's conversion of the YUV formats swscale converts slowly (4:4:4, > 8 bits),
+and `yuv_rgb_float`, the same unrounded (renders that keep a deeper source's bits).
 Why at run time: the product installs as pure Python; a build step in `pip install` would make a
 compiler a hard requirement.
 """
@@ -223,6 +224,9 @@ def _load() -> None:
         lib.rcd_yuv_rgb.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                     ctypes.c_int, ctypes.c_int, p, p]
         lib.rcd_yuv_rgb.restype = ctypes.c_int
+        lib.rcd_yuv_rgbf.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_int, p, p]
+        lib.rcd_yuv_rgbf.restype = ctypes.c_int
         lib.rcd_luma.argtypes = [p, i64, p]
         lib.rcd_luma.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
@@ -317,6 +321,26 @@ def tonemap(rgb: np.ndarray, out: np.ndarray, lin: np.ndarray, ky: np.ndarray, o
                        None if ootf is None else ootf.ctypes.data, 0 if ootf is None else len(ootf) - 1,
                        m.ctypes.data, tone.ctypes.data, len(tone) - 1, tone_max, enc.ctypes.data, len(enc)):
         raise ValueError(f"native tone mapping refused its tables (tone {len(tone)}, enc {len(enc)}, peak {tone_max})")
+    return out
+
+
+def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray | None:
+    """yuv_rgb unrounded: float32 (H, W, 3) in 8-bit units, clamped to 0..255, of planar or
+    semi-planar YUV (not packed); np.rint of it is yuv_rgb's frame. None where the kernels are not in use."""
+    lib = library()
+    if lib is None:
+        return None
+    h, w = y.shape
+    ch, cw = u.shape
+    xshift, yshift = int(cw < w), int(ch < h)
+    assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
+    assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
+    cstep = u.strides[1] // u.itemsize
+    assert y.strides[1] == y.itemsize and u.strides == v.strides and cstep in (1, 2) and k.shape == (8,)
+    out = np.empty((h, w, 3), np.float32)
+    if lib.rcd_yuv_rgbf(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
+                        xshift, yshift, 8 * y.itemsize, cstep, k.ctypes.data, out.ctypes.data):
+        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
     return out
 
 

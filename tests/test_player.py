@@ -1010,7 +1010,7 @@ KR_KB = {1: (0.2126, 0.0722), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}  # BT.709,
 @pytest.mark.parametrize("pix_fmt, colorspace, full_range", [
     ("yuv444p", 1, False), ("yuv444p", 6, True), ("yuv444p10le", 1, True), ("yuv422p10le", 6, False),
     ("yuv420p10le", 1, False), ("yuva444p10le", 6, False), ("yuv444p12le", 1, False), ("yuv420p", 1, False)])
-def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, pix_fmt, colorspace, full_range):
+def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, monkeypatch, pix_fmt, colorspace, full_range):
     """Frames in the formats swscale converts slowly (4:4:4, samples over 8 bits) come out of the
     decoder as the exact conversion with the file's matrix and range, rounded to nearest (chroma
     repeated over the pixels it covers); 8-bit 4:2:0 stays swscale's. Lossless FFV1, 53×23: the
@@ -1057,6 +1057,13 @@ def test_yuv_formats_decode_to_the_exactly_rounded_rgb(tmp_path, pix_fmt, colors
         frame = next(iter(source.read(0.0, "video")))
         assert frame.fine.dtype == np.float32 and np.abs(frame.fine - np.clip(exact, 0, 255)).max() < 0.01
         assert np.array_equal(frame.rgb, np.rint(frame.fine)) and np.abs(frame.rgb - exact).max() <= 0.5 + 1e-3
+        with av.open(str(path)) as c:  # the NumPy path (no kernels) gives the same floats
+            decoded = next(c.decode(video=0))
+        from player import colour as col
+
+        native_fine = col.to_rgb_fine(decoded, source.info.colour)
+        monkeypatch.setattr(native, "library", lambda: None)
+        assert np.abs(col.to_rgb_fine(decoded, source.info.colour) - native_fine).max() < 1e-3
 
 
 @pytest.mark.parametrize("pix_fmt", ["gray16be", "gray10le", "rgb48le", "gbrp10le"])

@@ -94,6 +94,39 @@ static inline void packed16(const uint8_t *g, int64_t x, __m256i oy, __m256i oy2
     }
 }
 
+/* 16 pixels of planar or semi-planar YUV from pixel x on, unclamped: R, G and B of pixels x..x+7 and
+ * x+8..x+15 as out[0], out[1] (R), out[2], out[3] (G), out[4], out[5] (B). */
+static inline __attribute__((always_inline)) void planar16(const uint8_t *ry, const uint8_t *ru, const uint8_t *rv,
+                                                           int depth, int cstep, int xshift, int64_t x, const float *k,
+                                                           __m256 out[6]) {
+    const __m256 ky = _mm256_set1_ps(k[K_Y]), krv = _mm256_set1_ps(k[K_RV]), kgu = _mm256_set1_ps(k[K_GU]),
+                 kgv = _mm256_set1_ps(k[K_GV]), kbu = _mm256_set1_ps(k[K_BU]), kdr = _mm256_set1_ps(k[K_DR]),
+                 kdg = _mm256_set1_ps(k[K_DG]), kdb = _mm256_set1_ps(k[K_DB]);
+    __m256 cr[2], cg[2], cb[2];  /* the chroma terms of pixels x..x+7 and x+8..x+15 */
+    if (xshift == 0) {
+        for (int half = 0; half < 2; half++) {
+            __m256 u, v;
+            load8_uv(ru, rv, depth, cstep, x + 8 * half, &u, &v);
+            cr[half] = _mm256_fmadd_ps(v, krv, kdr);
+            cg[half] = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg));
+            cb[half] = _mm256_fmadd_ps(u, kbu, kdb);
+        }
+    } else {  /* 4:2:x chroma: sample i of 8 to pixels 2i and 2i + 1 */
+        const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+        __m256 u, v;
+        load8_uv(ru, rv, depth, cstep, x / 2, &u, &v);
+        const __m256 r8 = _mm256_fmadd_ps(v, krv, kdr), g8 = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg)),
+                     b8 = _mm256_fmadd_ps(u, kbu, kdb);
+        cr[0] = _mm256_permutevar8x32_ps(r8, dup_lo), cr[1] = _mm256_permutevar8x32_ps(r8, dup_hi);
+        cg[0] = _mm256_permutevar8x32_ps(g8, dup_lo), cg[1] = _mm256_permutevar8x32_ps(g8, dup_hi);
+        cb[0] = _mm256_permutevar8x32_ps(b8, dup_lo), cb[1] = _mm256_permutevar8x32_ps(b8, dup_hi);
+    }
+    const __m256 y0 = load8(ry, depth, x), y1 = load8(ry, depth, x + 8);
+    out[0] = _mm256_fmadd_ps(y0, ky, cr[0]), out[1] = _mm256_fmadd_ps(y1, ky, cr[1]);
+    out[2] = _mm256_fmadd_ps(y0, ky, cg[0]), out[3] = _mm256_fmadd_ps(y1, ky, cg[1]);
+    out[4] = _mm256_fmadd_ps(y0, ky, cb[0]), out[5] = _mm256_fmadd_ps(y1, ky, cb[1]);
+}
+
 int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, const uint8_t *pv, int64_t sv,
                 int64_t h, int64_t w, int xshift, int yshift, int depth, int ystep, int cstep, const float *k,
                 uint8_t *out) {
@@ -114,11 +147,6 @@ int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, co
     __m128i m[3][3];
     for (int q = 0; q < 3; q++)
         for (int c = 0; c < 3; c++) m[q][c] = _mm_loadu_si128((const __m128i *)masks[q][c]);
-    const __m256 ky = _mm256_set1_ps(k[K_Y]), krv = _mm256_set1_ps(k[K_RV]), kgu = _mm256_set1_ps(k[K_GU]),
-                 kgv = _mm256_set1_ps(k[K_GV]), kbu = _mm256_set1_ps(k[K_BU]), kdr = _mm256_set1_ps(k[K_DR]),
-                 kdg = _mm256_set1_ps(k[K_DG]), kdb = _mm256_set1_ps(k[K_DB]);
-    /* 4:2:x chroma: sample i of 8 to pixels 2i and 2i + 1 */
-    const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
     const int64_t fast = w - w % 16;
     for (int64_t y = 0; y < h; y++) {
         const uint8_t *ry = py + y * sy, *ru = pu + (y >> yshift) * su, *rv = pv + (y >> yshift) * sv;
@@ -133,28 +161,9 @@ int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, co
             }
         }
         for (int64_t x = 0; ystep == 1 && x < fast; x += 16) {
-            __m256 cr[2], cg[2], cb[2];  /* the chroma terms of pixels x..x+7 and x+8..x+15 */
-            if (xshift == 0) {
-                for (int half = 0; half < 2; half++) {
-                    __m256 u, v;
-                    load8_uv(ru, rv, depth, cstep, x + 8 * half, &u, &v);
-                    cr[half] = _mm256_fmadd_ps(v, krv, kdr);
-                    cg[half] = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg));
-                    cb[half] = _mm256_fmadd_ps(u, kbu, kdb);
-                }
-            } else {
-                __m256 u, v;
-                load8_uv(ru, rv, depth, cstep, x / 2, &u, &v);
-                const __m256 r8 = _mm256_fmadd_ps(v, krv, kdr), g8 = _mm256_fmadd_ps(u, kgu, _mm256_fmadd_ps(v, kgv, kdg)),
-                             b8 = _mm256_fmadd_ps(u, kbu, kdb);
-                cr[0] = _mm256_permutevar8x32_ps(r8, dup_lo), cr[1] = _mm256_permutevar8x32_ps(r8, dup_hi);
-                cg[0] = _mm256_permutevar8x32_ps(g8, dup_lo), cg[1] = _mm256_permutevar8x32_ps(g8, dup_hi);
-                cb[0] = _mm256_permutevar8x32_ps(b8, dup_lo), cb[1] = _mm256_permutevar8x32_ps(b8, dup_hi);
-            }
-            const __m256 y0 = load8(ry, depth, x), y1 = load8(ry, depth, x + 8);
-            const __m128i r = bytes16(_mm256_fmadd_ps(y0, ky, cr[0]), _mm256_fmadd_ps(y1, ky, cr[1]));
-            const __m128i g = bytes16(_mm256_fmadd_ps(y0, ky, cg[0]), _mm256_fmadd_ps(y1, ky, cg[1]));
-            const __m128i b = bytes16(_mm256_fmadd_ps(y0, ky, cb[0]), _mm256_fmadd_ps(y1, ky, cb[1]));
+            __m256 c[6];
+            planar16(ry, ru, rv, depth, cstep, xshift, x, k, c);
+            const __m128i r = bytes16(c[0], c[1]), g = bytes16(c[2], c[3]), b = bytes16(c[4], c[5]);
             for (int q = 0; q < 3; q++) {
                 const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(r, m[q][0]), _mm_shuffle_epi8(g, m[q][1])),
                                                _mm_shuffle_epi8(b, m[q][2]));
@@ -167,6 +176,42 @@ int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, co
             o[3 * x] = to_byte(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
             o[3 * x + 1] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
             o[3 * x + 2] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
+        }
+    }
+    return 0;
+}
+
+/* The same conversion unrounded: float32 R, G, B in 8-bit units, clamped to 0..255 and not rounded,
+ * for renders that keep a deeper source's bits (player/colour.py, to_rgb_fine). Planar and
+ * semi-planar YUV (ystep 1); 16 pixels at a time with rcd_yuv_rgb's arithmetic, so that rounding
+ * it gives rcd_yuv_rgb's bytes. */
+static inline float clamp255(float v) { return fminf(fmaxf(v, 0.0f), 255.0f); }
+
+int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, const uint8_t *pv, int64_t sv,
+                 int64_t h, int64_t w, int xshift, int yshift, int depth, int cstep, const float *k, float *out) {
+    if (h < 0 || w < 0 || xshift < 0 || xshift > 1 || yshift < 0 || yshift > 1 || depth < 8 || depth > 16) return 1;
+    if (cstep < 1 || cstep > 2) return 1;
+    if (cstep == 2 && pu + (depth == 8 ? 1 : 2) != pv && pv + (depth == 8 ? 1 : 2) != pu) return 1;
+    const int64_t fast = w - w % 16;
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    for (int64_t y = 0; y < h; y++) {
+        const uint8_t *ry = py + y * sy, *ru = pu + (y >> yshift) * su, *rv = pv + (y >> yshift) * sv;
+        float *o = out + y * w * 3;
+        for (int64_t x = 0; x < fast; x += 16) {
+            __m256 c[6];
+            float t[6][8];  /* interleaved through the stack: 16 pixels' 48 floats */
+            planar16(ry, ru, rv, depth, cstep, xshift, x, k, c);
+            for (int i = 0; i < 6; i++) _mm256_storeu_ps(t[i], _mm256_min_ps(_mm256_max_ps(c[i], zero), top));
+            for (int i = 0; i < 16; i++) {
+                o[3 * (x + i)] = t[i / 8][i % 8], o[3 * (x + i) + 1] = t[2 + i / 8][i % 8], o[3 * (x + i) + 2] = t[4 + i / 8][i % 8];
+            }
+        }
+        for (int64_t x = fast; x < w; x++) {
+            const int64_t c = (x >> xshift) * cstep;
+            const float yy = sample(ry, depth, x), u = sample(ru, depth, c), v = sample(rv, depth, c);
+            o[3 * x] = clamp255(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
+            o[3 * x + 1] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
+            o[3 * x + 2] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
         }
     }
     return 0;
