@@ -749,9 +749,10 @@ class Recorder(threading.Thread):
 
     def __init__(self, target: Path, force: bool, fps: float, has_audio: bool, tap: AudioTap | None,
                  meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None,
-                 lossless: bool = False, sar: Fraction = Fraction(1)):
+                 lossless: bool = False, sar: Fraction = Fraction(1), source_bits: int = 8):
         super().__init__(name="recorder", daemon=True)
         self.sar = sar
+        self.source_bits = source_bits  # a deeper source's recording says how to render it in its own bits
         self.target, self.force, self.fps = Path(target), force, fps
         self.tmp = claim_temp(self.target, force)
         self.fmt = container_format(self.target)
@@ -926,7 +927,9 @@ class Recorder(threading.Thread):
         missing = "".join([f"; {self.frames_dropped} frames dropped (the encoder was behind)" if self.frames_dropped else "",
                            f"; {self.frames_skipped} frames shown again after a loop or seek back not recorded"
                            if self.frames_skipped else ""])
-        self.notice(f"recorded {self.frames_written} frames ({span:.2f} s) to {self.target}{missing}")
+        deeper = (f"; in 8 bits, as shown: --render OUT.mp4 --track {sidecar_path(self.target)} --depth 10 renders "
+                  f"it from the {self.source_bits}-bit source" if self.source_bits > 8 else "")
+        self.notice(f"recorded {self.frames_written} frames ({span:.2f} s) to {self.target}{missing}{deeper}")
 
 
 class Recording:
@@ -959,7 +962,7 @@ class Recording:
     def start(self, target: Path) -> None:
         p = self.player
         rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice,
-                       colour=p.info.colour, lossless=self.lossless, sar=p.info.sar)
+                       colour=p.info.colour, lossless=self.lossless, sar=p.info.sar, source_bits=col.bits(p.info.pix_fmt))
         self._used.add(str(Path(target).resolve()))
         rec.start()
         self.current = rec

@@ -958,6 +958,24 @@ def test_a_ten_bit_source_renders_in_ten_bits(weights, tmp_path):
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
 
 
+def test_a_live_recording_of_a_ten_bit_source_says_how_to_render_it_in_ten_bits(weights, tmp_path):
+    """A live recording is the 8-bit frames shown; its closing line says how to render its tuning from
+    the 10-bit source, and the track re-renders in 8 bits by default (the recording's frames) or in
+    10 with --depth 10."""
+    src = _ten_bit_ramp(tmp_path / "ramp10.mp4", n=8)
+    rec = tmp_path / "live.mp4"
+    r = run_player(src, "--headless", "--duration", "0.2", "--record", rec, "--weights", weights, check=True)
+    assert f"--track {rec}.json --depth 10 renders it from the 10-bit source" in r.stderr
+    again, deep = tmp_path / "again.mp4", tmp_path / "deep.mp4"
+    run_player(src, "--render", again, "--track", f"{rec}.json", check=True)
+    run_player(src, "--render", deep, "--track", f"{rec}.json", "--depth", "10", check=True)
+    (_, recorded), (_, rendered) = decode_video(rec), decode_video(again)
+    assert len(recorded) == len(rendered) > 0 and all(np.array_equal(a, b) for a, b in zip(recorded, rendered))
+    for path, fmt in ((rec, "yuv420p"), (again, "yuv420p"), (deep, "yuv420p10le")):
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == fmt and len(list(c.decode(video=0))) == len(recorded)
+
+
 def test_depth_10_renders_an_eight_bit_source_without_its_steps_and_stills_in_16_bits(make_clip, weights, tmp_path):
     """--depth 10 on an 8-bit source: the blend is kept unrounded, so denoised gradients are not
     put back on 8-bit steps. A 16-bit PNG renders to a 16-bit PNG (the same samples at strength 0),
