@@ -35,7 +35,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-
 from engine import checkpoint, compose
 from engine.compose import Mix
 from engine.denoiser import NOISE_MODES, Denoiser, NoiseChoice, pick_device
