@@ -871,7 +871,7 @@ def test_an_encoder_that_fails_is_reported_and_its_badge_goes_without_another_fr
     from player.record import Recording
 
     notices = []
-    player = SimpleNamespace(info=SimpleNamespace(fps=FPS, has_audio=False, colour=None, sar=Fraction(1), name="x"),
+    player = SimpleNamespace(info=SimpleNamespace(fps=FPS, has_audio=False, colour=None, sar=Fraction(1), name="x", pix_fmt="yuv420p"),
                              controls=SimpleNamespace(serial=0, mix=Mix(), bypass=False),
                              notice=notices.append, message=lambda s: None)
     gone = tmp_path / "gone"
