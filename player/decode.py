@@ -76,6 +76,7 @@ class SourceInfo:
     opened: dict = field(default_factory=dict)  # how an image sequence or raw video was opened (inputs.Input.meta)
     pix_fmt: str = ""  # FFmpeg's name of the decoded frames' format (yuv420p10le, nv12 …), for the HUD
     peak_nits: float = 0.0  # HDR10's light level of the content (tonemap.content_peak), 0: not given
+    chroma: tuple[int, int] = (2, 2)  # the chroma subsampling (rows, columns) of the upright picture, which recordings keep
 
     @property
     def stem(self) -> str:
@@ -136,10 +137,18 @@ class FileSource:
                                duration=duration, has_audio=self.astream is not None, path=self.path,
                                colour=self._colour(first), sar=1 / sar if self.quarter_turns % 2 else sar,
                                audio_problem=audio_problem, still=self._is_still(), opened=self.input.meta(),
-                               pix_fmt=first.format.name, peak_nits=tonemap.content_peak(first))
+                               pix_fmt=first.format.name, peak_nits=tonemap.content_peak(first),
+                               chroma=self._chroma(first.format.name))
         self.bad_packets = 0
         self.fine = False  # also decode each frame unrounded (VideoFrame.fine), where the source has over 8 bits
         self._containers: dict[str, av.container.InputContainer] = {}
+
+    def _chroma(self, pix_fmt: str) -> tuple[int, int]:
+        """The decoded format's chroma subsampling, turned with the picture (4:2:0 for RGB, grey and
+        the formats the native conversions do not know)."""
+        lay = col.layout(pix_fmt)
+        sub = lay.sub if lay is not None else (2, 2)
+        return sub[::-1] if self.quarter_turns % 2 else sub
 
     def _colour(self, first) -> col.Colour:
         """The frames' colour: as tagged (or guessed), the matrix as --matrix says where it does."""

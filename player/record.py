@@ -4,8 +4,8 @@ encoder/muxer and tuning track that the offline render (player/render.py) shares
 Owns output naming and validation (container from the extension, never overwrite without
 --force, a temporary `.NAME.part.EXT` next to the target renamed when finished cleanly), the
 encoder settings (libx264 veryfast crf 18, threads=1 and no AVX-512 code so that a re-render is
-bit-identical, a keyframe every second, yuv420p — yuv444p for odd sizes, in 10 bits for a render
-that keeps a deeper source's bits — and AAC), crash safety (fragmented MP4 /
+bit-identical, a keyframe every second, the source's chroma subsampling — 4:4:4 where an odd size
+cannot hold it, in 10 bits for a render that keeps a deeper source's bits — and AAC), crash safety (fragmented MP4 /
 progressively written Matroska, packets flushed as written) and the JSON tuning track beside
 each recording (`FILE.json`).
 
@@ -47,7 +47,7 @@ TRACK_FORMAT = "rcd-track/1"
 VIDEO_TIME_BASE = Fraction(1, 90000)
 X264_PRESET = "veryfast"
 X264_CRF = "18"
-# --lossless: x264's RGB encoder at qp 0 keeps every presented pixel exactly (the default 4:2:0 at
+# --lossless: x264's RGB encoder at qp 0 keeps every presented pixel exactly (the default YUV at
 # CRF 18 smooths away part of the very noise being tuned: about 4 of the demo's 8.7 σ in luma).
 # ultrafast: lossless noisy frames are large and slow to compress; speed matters more than size.
 LOSSLESS_CODEC, LOSSLESS_PIX_FMT, LOSSLESS_OPTIONS = "libx264rgb", "rgb24", {"preset": "ultrafast", "qp": "0"}
@@ -236,8 +236,9 @@ class MediaWriter:
 
     def __init__(self, path: Path, fmt: str, width: int, height: int, fps: float, origin: float, audio: bool,
                  colour: col.Colour | None = None, lossless: bool = False, sar: Fraction = Fraction(1),
-                 depth: int = 8):
-        """depth 10: x264's High 10 in 10-bit YUV, fed float32 frames (a fine blend, player/render.py)."""
+                 depth: int = 8, chroma: tuple[int, int] = (2, 2)):
+        """depth 10: x264's 10-bit YUV, fed float32 frames (a fine blend, player/render.py); chroma:
+        the source's subsampling (rows, columns), kept where the size allows (video_pix_fmt)."""
         import av
 
         self.origin = origin
@@ -262,7 +263,7 @@ class MediaWriter:
         if lossless:
             self.pix_fmt = LOSSLESS_PIX_FMT
         else:
-            self.pix_fmt = ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p") + ("10le" if depth > 8 else "")
+            self.pix_fmt = video_pix_fmt(width, height, chroma, depth)
         vs = self.container.add_stream(LOSSLESS_CODEC if lossless else "libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, self.pix_fmt
         cc = vs.codec_context
@@ -559,13 +560,28 @@ class RawWriter(_SilentWriter):
             if self.fmt == "rawvideo" else "")
 
 
-def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None, deep: bool = False) -> str:
+def video_pix_fmt(width: int, height: int, chroma: tuple[int, int] = (2, 2), depth: int = 8) -> str:
+    """The YUV format recordings and renders are written in: the source's chroma subsampling (rows,
+    columns) where the size allows it — 4:2:0 needs both sides even, 4:2:2 an even width, as FFmpeg
+    keeps a source's format — else 4:4:4 (4:2:0 would blur an odd last column or row); 8 or 10 bits.
+    (A ProRes 4:2:2 or a 4:4:4 capture was written in 4:2:0: half its chroma, the part a chroma
+    denoise is tuned on.)"""
+    if chroma == (2, 2) and width % 2 == 0 and height % 2 == 0:
+        base = "yuv420p"
+    elif chroma == (1, 2) and width % 2 == 0:
+        base = "yuv422p"
+    else:
+        base = "yuv444p"
+    return base + ("10le" if depth > 8 else "")
+
+
+def raw_pix_fmt(path: str | os.PathLike, width: int, height: int, source_format: str | None, deep: bool = False,
+                chroma: tuple[int, int] = (2, 2)) -> str:
     """The pixel format of a raw render: a raw source's own in a headerless .yuv (back where it came
-    from), else 4:2:0 (4:4:4 where a side is odd: 4:2:0 would blur the last column or row), in 8 bits
-    or, deep, 10."""
+    from), else video_pix_fmt's, in 8 bits or, deep, 10."""
     if Path(path).suffix.lower() == ".yuv" and source_format and not source_format.startswith("bayer"):
         return source_format  # (a sensor's Bayer mosaic is read, demosaiced, but cannot be written)
-    return ("yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p") + ("10le" if deep else "")
+    return video_pix_fmt(width, height, chroma, 10 if deep else 8)
 
 
 def one_line(e: BaseException) -> str:
@@ -749,10 +765,12 @@ class Recorder(threading.Thread):
 
     def __init__(self, target: Path, force: bool, fps: float, has_audio: bool, tap: AudioTap | None,
                  meta_fn, notice, cap_bytes: int = QUEUE_CAP_BYTES, colour: col.Colour | None = None,
-                 lossless: bool = False, sar: Fraction = Fraction(1), source_bits: int = 8):
+                 lossless: bool = False, sar: Fraction = Fraction(1), source_bits: int = 8,
+                 chroma: tuple[int, int] = (2, 2)):
         super().__init__(name="recorder", daemon=True)
         self.sar = sar
         self.source_bits = source_bits  # a deeper source's recording says how to render it in its own bits
+        self.chroma = chroma  # the source's chroma subsampling, kept (video_pix_fmt)
         self.target, self.force, self.fps = Path(target), force, fps
         self.tmp = claim_temp(self.target, force)
         self.fmt = container_format(self.target)
@@ -878,7 +896,7 @@ class Recorder(threading.Thread):
         if self.writer is None:
             h, w = item.rgb.shape[:2]
             self.writer = MediaWriter(self.tmp, self.fmt, w, h, self.fps, origin=item.pts, audio=self.has_audio,
-                                      colour=self.colour, lossless=self.lossless, sar=self.sar)
+                                      colour=self.colour, lossless=self.lossless, sar=self.sar, chroma=self.chroma)
             meta = self.meta_fn()
             meta.update(encoder_meta(self.writer))
             meta["recording"] = str(self.target)
@@ -962,7 +980,8 @@ class Recording:
     def start(self, target: Path) -> None:
         p = self.player
         rec = Recorder(target, self.force, p.info.fps, p.info.has_audio, self.tap, self._meta, p.notice,
-                       colour=p.info.colour, lossless=self.lossless, sar=p.info.sar, source_bits=col.bits(p.info.pix_fmt))
+                       colour=p.info.colour, lossless=self.lossless, sar=p.info.sar, source_bits=col.bits(p.info.pix_fmt),
+                       chroma=p.info.chroma)
         self._used.add(str(Path(target).resolve()))
         rec.start()
         self.current = rec

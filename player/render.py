@@ -230,7 +230,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         raw_fmt = None
         if raw_out:  # uncompressed YUV holds what its pixel format holds (a raw source's own, in a .yuv)
             raw_fmt = record.raw_pix_fmt(out_path, info.width, info.height,
-                                         info.opened.get("options", {}).get("pixel_format"), deep)
+                                         info.opened.get("options", {}).get("pixel_format"), deep, info.chroma)
             deep = col.bits(raw_fmt) > 8 and depth != "8"
         if demo is None:
             source.fine = deep  # frames over 8 bits come unrounded too (VideoFrame.fine)
@@ -279,7 +279,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 else:
                     writer = record.MediaWriter(tmp, fmt, w, h, info.fps, origin=origin, audio=info.has_audio,
                                                 colour=info.colour, lossless=lossless, sar=info.sar,
-                                                depth=10 if deep else 8)
+                                                depth=10 if deep else 8, chroma=info.chroma)
                 out_track.meta.update(record.encoder_meta(writer))
             for a in audio.until(frame.pts + frame.duration + AUDIO_AHEAD_S):
                 enc.call(writer.audio, a.pts, a.pcm)

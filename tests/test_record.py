@@ -871,7 +871,8 @@ def test_an_encoder_that_fails_is_reported_and_its_badge_goes_without_another_fr
     from player.record import Recording
 
     notices = []
-    player = SimpleNamespace(info=SimpleNamespace(fps=FPS, has_audio=False, colour=None, sar=Fraction(1), name="x", pix_fmt="yuv420p"),
+    player = SimpleNamespace(info=SimpleNamespace(fps=FPS, has_audio=False, colour=None, sar=Fraction(1), name="x", pix_fmt="yuv420p",
+                                                  chroma=(2, 2)),
                              controls=SimpleNamespace(serial=0, mix=Mix(), bypass=False),
                              notice=notices.append, message=lambda s: None)
     gone = tmp_path / "gone"
@@ -1023,3 +1024,39 @@ def test_depth_auto_follows_a_recordings_track_and_the_source():
     assert _deep("auto", 8, {"video": {"pix_fmt": "yuv420p10le"}}, False)
     assert _deep("10", 10, {"video": {"pix_fmt": "yuv420p"}}, False) and _deep("10", 8, None, False)
     assert not _deep("8", 10, None, False) and not _deep("auto", 10, None, True)
+
+
+def test_recordings_and_renders_keep_the_sources_chroma_subsampling(weights, tmp_path):
+    """A 4:2:2 source (ProRes, 10-bit) renders to 4:2:2 (x264's High 4:2:2, 10-bit), and at strength 0
+    a .y4m gives its samples back within a code, chroma included (4:2:0 halved the chroma's rows);
+    a 4:4:4 source records in 4:4:4. Where the size cannot hold the subsampling (an odd width), 4:4:4."""
+    from media import write_frames
+    from player.record import video_pix_fmt
+
+    assert [video_pix_fmt(96, 64, c) for c in ((2, 2), (1, 2), (1, 1), (2, 1))] == ["yuv420p", "yuv422p", "yuv444p", "yuv444p"]
+    assert video_pix_fmt(95, 64, (1, 2), 10) == "yuv444p10le" and video_pix_fmt(96, 63, (2, 2)) == "yuv444p"
+    assert video_pix_fmt(96, 63, (1, 2)) == "yuv422p"
+    rng = np.random.default_rng(5)
+    smooth = np.linspace(60, 190, 96)[None, :, None] * np.array([1.0, 0.8, 1.2])  # (1, 96, 3) in 8-bit units
+    frames = [np.rint(np.clip(smooth + rng.normal(0, 4, (64, 96, 3)), 0, 255) * 257).astype(np.uint16) for _ in range(3)]
+    src = write_frames(tmp_path / "pro.mov", frames, codec="prores_ks", pix_fmt="yuv422p10le")
+    with av.open(str(src)) as c:
+        first = next(c.decode(video=0))
+        planes = [np.frombuffer(p, "<u2").reshape(p.height, -1)[:, : p.width].astype(np.int64) for p in first.planes]
+    same, tuned = tmp_path / "same.y4m", tmp_path / "tuned.mp4"
+    run_player(src, "--render", same, "--strength", "0", "--weights", weights, check=True)
+    data = same.read_bytes()
+    assert b"C422p10" in data[:80]
+    body = data[data.index(b"FRAME\n") + 6 :]
+    y = np.frombuffer(body[: 64 * 96 * 2], "<u2").reshape(64, 96)
+    u = np.frombuffer(body[64 * 96 * 2 : 64 * 96 * 3], "<u2").reshape(64, 48)
+    assert np.abs(y - planes[0]).max() <= 1 and np.abs(u - planes[1]).max() <= 1
+    run_player(src, "--render", tuned, "--strength", "10", "--weights", weights, check=True)
+    with av.open(str(tuned)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.pix_fmt, cc.profile) == ("yuv422p10le", "High 4:2:2")
+    src444 = write_frames(tmp_path / "cap444.mp4", [(f >> 8).astype(np.uint8) for f in frames], pix_fmt="yuv444p")
+    rec = tmp_path / "rec.mkv"
+    run_player(src444, "--headless", "--duration", "0.1", "--record", rec, "--weights", weights, check=True)
+    with av.open(str(rec)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
