@@ -656,8 +656,7 @@ class Denoiser:
               fine: bool = False) -> np.ndarray:
         """Bases + mix (or explicit (luma, chroma) coefficients (L,), NumPy or torch) → uint8
         (H, W, 3), clipped to 0..255. fine: float32 (H, W, 3) in 8-bit units instead, clipped to
-        0..255 and not rounded (a render at more than 8 bits; the torch path, about twice the native
-        blend's time)."""
+        0..255 and not rounded (a render at more than 8 bits)."""
         if coeffs is None:
             coeffs = compose.coefficients_np(mix or compose.Mix(), bases.levels, bases.auto)
         hp, wp = bases.padded
@@ -665,9 +664,12 @@ class Denoiser:
         if out is None:
             out = np.empty((h, w, 3), np.float32 if fine else np.uint8)
         assert out.dtype == (np.float32 if fine else np.uint8), f"out must be {'float32' if fine else 'uint8'}"
-        if self.native_blend and out.flags.c_contiguous and not fine:
+        if self.native_blend and out.flags.c_contiguous:
             wm = np.zeros((self.c1 + 1, 16), np.float32)  # [W; b], 16 columns: the kernel's two SIMD rows
-            wm[:, :12] = self._feature_weights(bases, *coeffs)
+            wb = self._feature_weights(bases, *coeffs)
+            if fine:
+                wb[self.c1] -= 0.5  # unrounded: no rounding offset
+            wm[:, :12] = wb
             native.blend(bases.x, wp // 2, self.c1, torch.from_numpy(wm), out, torch.get_num_threads())
             return out
         wmat = self.blend_matrix(bases, *coeffs)

@@ -196,6 +196,8 @@ def _load() -> None:
         lib.rcd_blend.restype = ctypes.c_int
         lib.rcd_blend_f16.argtypes = lib.rcd_blend.argtypes
         lib.rcd_blend_f16.restype = ctypes.c_int
+        for f in (lib.rcd_blend_float, lib.rcd_blend_f16_float):
+            f.argtypes, f.restype = lib.rcd_blend.argtypes, ctypes.c_int
         lib.rcd_fill.argtypes = [p, i64, i64, p, p, i64, i64, i64, i64, i64, p, p, ctypes.c_int, p, p, p, i64, p, p,
                                  ctypes.c_int]
         lib.rcd_fill.restype = ctypes.c_int
@@ -265,18 +267,23 @@ def set_isa(name: str) -> str:
 
 
 def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray, threads: int) -> None:
-    """out (h, w, 3) uint8 ← clamp(X[noisy] + X[d]·W + b) with depth-to-space, in one pass.
+    """out (h, w, 3) uint8 ← clamp(X[noisy] + X[d]·W + b) with depth-to-space, in one pass; or
+    float32 out, unrounded (renders that keep a deeper source's bits).
 
     x: (h2·wp2, c1 + 13) float32 or float16 (compact bases), contiguous, CPU; wm: (c1 + 1, 16)
-    float32 contiguous ([W; b], b with the +0.5 for rounding); out: C-contiguous, written in full."""
+    float32 contiguous ([W; b], b with the +0.5 for rounding a uint8 out, without it for float32);
+    out: C-contiguous, written in full."""
     lib = library()
     assert lib is not None, why_not
     assert x.dtype in (torch.float32, torch.float16) and x.is_contiguous() and x.device.type == "cpu"
     assert wm.dtype == torch.float32 and wm.is_contiguous() and tuple(wm.shape) == (c1 + 1, 16)
-    assert out.dtype == np.uint8 and out.flags.c_contiguous and out.ndim == 3 and out.shape[2] == 3
+    assert out.dtype in (np.uint8, np.float32) and out.flags.c_contiguous and out.ndim == 3 and out.shape[2] == 3
     h, w = out.shape[:2]
     assert x.shape[0] >= ((h + 1) // 2) * wp2, "X has fewer rows than the frame needs"
-    kernel = lib.rcd_blend if x.dtype == torch.float32 else lib.rcd_blend_f16
+    if out.dtype == np.float32:
+        kernel = lib.rcd_blend_float if x.dtype == torch.float32 else lib.rcd_blend_f16_float
+    else:
+        kernel = lib.rcd_blend if x.dtype == torch.float32 else lib.rcd_blend_f16
     rc = kernel(x.data_ptr(), wp2, x.shape[1], c1, wm.data_ptr(), out.ctypes.data, h, w, threads)
     if rc != 0:
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")

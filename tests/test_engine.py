@@ -485,7 +485,7 @@ def test_uint8_blend_matches_float64_reference_within_1(denoisers, preset, size)
 
 
 @pytest.mark.parametrize("size", [(48, 64), (37, 53)])
-def test_a_fine_frame_is_the_blends_base_and_a_fine_blend_is_the_uint8_one_unrounded(denoisers, size):
+def test_a_fine_frame_is_the_blends_base_and_a_fine_blend_is_the_uint8_one_unrounded(denoisers, size, monkeypatch):
     """Denoiser.infer(rgb, fine=…) for a source over 8 bits: the network and statistics read rgb (its
     rounding), the blend's base is the fine frame. blend(fine=True) gives float32 unrounded: the fine
     frame itself at strength 0 (the source's finer steps kept), and within rounding of the uint8
@@ -509,6 +509,12 @@ def test_a_fine_frame_is_the_blends_base_and_a_fine_blend_is_the_uint8_one_unrou
         shifted = den.blend(b, mix, fine=True) - tuned  # the fine base moves the output by its own difference
         inside = (tuned > 0.5) & (tuned < 254.5)
         assert np.abs(shifted - (fine - rgb))[inside].max() < 1e-3
+    if den.native_blend:  # the native kernel's float output (float32 and compact bases) is the torch path's
+        mix = compose.Mix(strength=25.0, character=-0.4, luma=1.2)
+        native_out, compact_out = den.blend(b, mix, fine=True), den.blend(den.compact(b), mix, fine=True)
+        monkeypatch.setattr(den, "native_blend", False)
+        torch_out = den.blend(b, mix, fine=True)
+        assert np.abs(native_out - torch_out).max() < 1e-3 and np.abs(compact_out - torch_out).max() < 0.25
 
 
 def test_fused_clamp_blend_gives_the_plain_blend(models, monkeypatch):

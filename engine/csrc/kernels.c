@@ -89,6 +89,7 @@ typedef struct {
     int64_t wp2, k, c1;
     const float *wm;  /* (c1 + 1, 16) */
     uint8_t *out;     /* (h, w, 3), C-contiguous */
+    float *outf;      /* or (h, w, 3) float32, unrounded (out NULL): renders that keep a deeper source's bits */
     int64_t h, w;
     int64_t y0, y1;   /* half-size rows of this job */
 } job_t;
@@ -118,6 +119,17 @@ static inline __attribute__((always_inline)) __m128i blend_pack(__m256 a0, __m12
     return _mm_packus_epi16(p16, _mm_packus_epi32(i1, i1));
 }
 
+/* A half-pixel's 12 outputs unrounded (the bias without the +0.5), clamped to 0..255 as blend_pack
+ * clamps, into its two float rows: n = 6 floats a row, or 3 for the last column of an odd width. */
+static inline __attribute__((always_inline)) void blend_store_f(__m256 a0, __m128 a1, float *row0, float *row1,
+                                                                int64_t x2, const size_t n) {
+    float t[12];
+    _mm256_storeu_ps(t, _mm256_max_ps(_mm256_min_ps(a0, _mm256_set1_ps(255.0f)), _mm256_setzero_ps()));
+    _mm_storeu_ps(t + 8, _mm_max_ps(_mm_min_ps(a1, _mm_set1_ps(255.0f)), _mm_setzero_ps()));
+    memcpy(row0 + 6 * x2, t, n * sizeof(float));
+    if (row1) memcpy(row1 + 6 * x2, t + 6, n * sizeof(float));
+}
+
 /* A packed half-pixel (blend_pack) into its two rows as 8-byte stores, whose 2 extra bytes are the
  * next half-pixel's, written next: never the row's last. */
 static inline __attribute__((always_inline)) void blend_store(__m128i p8, uint8_t *row0, uint8_t *row1, int64_t x2) {
@@ -131,15 +143,18 @@ static inline __attribute__((always_inline)) void blend_store(__m128i p8, uint8_
  * sums in the same order as alone: the same bytes). Both builds alternating in one process, caches
  * flushed, one thread as the player's compositor blends, live model: 4.54 → 4.17 ms at 720p, 9.28 →
  * 8.42 at 1080p; on two threads 2.29 → 2.23 and 4.69 → 4.50; quality (c1 32) within noise. */
-static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1, const int half) {
+static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, const int64_t c1, const int half,
+                                                                const int fout) {
     const int64_t w = j->w, h = j->h;
     const int64_t w2 = (w + 1) / 2;  /* half-pixels per row that reach the frame */
     const float *wm = j->wm;
     const __m256 b0 = _mm256_loadu_ps(wm + c1 * 16);  /* outputs 0..7 */
     const __m128 b1 = _mm_loadu_ps(wm + c1 * 16 + 8); /* outputs 8..11 */
     for (int64_t y2 = j->y0; y2 < j->y1; y2++) {
-        uint8_t *row0 = j->out + (2 * y2) * w * 3;
-        uint8_t *row1 = (2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
+        uint8_t *row0 = fout ? NULL : j->out + (2 * y2) * w * 3;
+        uint8_t *row1 = (!fout && 2 * y2 + 1 < h) ? row0 + w * 3 : NULL;
+        float *frow0 = fout ? j->outf + (2 * y2) * w * 3 : NULL;
+        float *frow1 = (fout && 2 * y2 + 1 < h) ? frow0 + w * 3 : NULL;
         const float *line = half ? NULL : (const float *)j->x + y2 * j->wp2 * j->k;
         const uint16_t *hline = half ? (const uint16_t *)j->x + y2 * j->wp2 * j->k : NULL;
         int64_t x2 = 0;
@@ -165,6 +180,11 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
                     a1s = _mm_fmadd_ps(_mm256_castps256_ps128(ds), w1, a1s);
                     e0s = _mm256_fmadd_ps(es, w2v, e0s);
                     e1s = _mm_fmadd_ps(_mm256_castps256_ps128(es), w3, e1s);
+                }
+                if (fout) {
+                    blend_store_f(_mm256_add_ps(a0, e0), _mm_add_ps(a1, e1), frow0, frow1, x2, 6);
+                    blend_store_f(_mm256_add_ps(a0s, e0s), _mm_add_ps(a1s, e1s), frow0, frow1, x2 + 1, 6);
+                    continue;
                 }
                 blend_store(blend_pack(_mm256_add_ps(a0, e0), _mm_add_ps(a1, e1)), row0, row1, x2);
                 blend_store(blend_pack(_mm256_add_ps(a0s, e0s), _mm_add_ps(a1s, e1s)), row0, row1, x2 + 1);
@@ -211,6 +231,10 @@ static inline __attribute__((always_inline)) void blend_rows_c1(const job_t *j, 
                     a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(wm + q * 16), a0);
                     a1 = _mm_fmadd_ps(_mm256_castps256_ps128(d), _mm_loadu_ps(wm + q * 16 + 8), a1);
                 }
+            }
+            if (fout) {
+                blend_store_f(_mm256_add_ps(a0, e0), _mm_add_ps(a1, e1), frow0, frow1, x2, (2 * x2 + 1 < w) ? 6 : 3);
+                continue;
             }
             const __m128i p8 = blend_pack(_mm256_add_ps(a0, e0), _mm_add_ps(a1, e1));
             if (x2 + 1 < w2) {
@@ -333,14 +357,20 @@ int rcd_set_isa(int want) {
 
 static void blend_rows(const job_t *j, const int half) {
     if (half) {
-        if (j->c1 == 16) blend_rows_c1(j, 16, 1);
-        else if (j->c1 == 32) blend_rows_c1(j, 32, 1);
-        else blend_rows_c1(j, j->c1, 1);
+        if (j->c1 == 16) blend_rows_c1(j, 16, 1, 0);
+        else if (j->c1 == 32) blend_rows_c1(j, 32, 1, 0);
+        else blend_rows_c1(j, j->c1, 1, 0);
     } else {
-        if (j->c1 == 16) blend_rows_c1(j, 16, 0);
-        else if (j->c1 == 32) blend_rows_c1(j, 32, 0);
-        else blend_rows_c1(j, j->c1, 0);
+        if (j->c1 == 16) blend_rows_c1(j, 16, 0, 0);
+        else if (j->c1 == 32) blend_rows_c1(j, 32, 0, 0);
+        else blend_rows_c1(j, j->c1, 0, 0);
     }
+}
+
+static void blend_rows_float(const job_t *j, const int half) {  /* float output: AVX2 on every CPU (renders only) */
+    if (half) blend_rows_c1(j, j->c1, 1, 1);
+    else if (j->c1 == 16) blend_rows_c1(j, 16, 0, 1);
+    else blend_rows_c1(j, j->c1, 0, 1);
 }
 
 /* Blend a frame of h×w pixels; X rows are wp2 half-pixels wide (wp2 ≥ (w + 1) / 2, padding
@@ -354,8 +384,8 @@ static void blend_rows(const job_t *j, const int half) {
  * schedule. The kernels that also sum statistics keep fixed bands, statically assigned (SUM_BANDS):
  * their float sums must come out the same on every run (a recording re-renders bit-identically). 0 = done. */
 #define BLEND_CHUNK 8
-static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
-                     int64_t w, int threads, const int half) {
+static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, float *outf,
+                     int64_t h, int64_t w, int threads, const int half) {
     if (k != c1 + 13 || k > 64 || wp2 < (w + 1) / 2 || h < 1 || w < 1) return 1;
     const int64_t h2 = (h + 1) / 2;
     const int64_t n = threads < 1 ? 1 : (threads > h2 ? h2 : threads);
@@ -364,8 +394,9 @@ static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const fl
 #pragma omp parallel for num_threads(n) schedule(dynamic, 1)
     for (int64_t i = 0; i < chunks; i++) {
         const int64_t y0 = BLEND_CHUNK * i, y1 = y0 + BLEND_CHUNK < h2 ? y0 + BLEND_CHUNK : h2;
-        const job_t job = {x, wp2, k, c1, wm, out, h, w, y0, y1};
-        if (avx512) blend_rows_512(&job, half);
+        const job_t job = {x, wp2, k, c1, wm, out, outf, h, w, y0, y1};
+        if (outf) blend_rows_float(&job, half);
+        else if (avx512) blend_rows_512(&job, half);
         else blend_rows(&job, half);
     }
     return 0;
@@ -373,13 +404,24 @@ static int blend_any(const void *x, int64_t wp2, int64_t k, int64_t c1, const fl
 
 int rcd_blend(const float *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
               int64_t w, int threads) {
-    return blend_any(x, wp2, k, c1, wm, out, h, w, threads, 0);
+    return blend_any(x, wp2, k, c1, wm, out, NULL, h, w, threads, 0);
+}
+
+/* The same unrounded, into float32 (h, w, 3) clamped to 0..255: wm's bias without the +0.5. */
+int rcd_blend_float(const float *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, float *out, int64_t h,
+                    int64_t w, int threads) {
+    return blend_any(x, wp2, k, c1, wm, NULL, out, h, w, threads, 0);
 }
 
 /* The same from X stored in float16 (IEEE half, as torch.float16). */
 int rcd_blend_f16(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, uint8_t *out, int64_t h,
                   int64_t w, int threads) {
-    return blend_any(x, wp2, k, c1, wm, out, h, w, threads, 1);
+    return blend_any(x, wp2, k, c1, wm, out, NULL, h, w, threads, 1);
+}
+
+int rcd_blend_f16_float(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, const float *wm, float *out, int64_t h,
+                        int64_t w, int threads) {
+    return blend_any(x, wp2, k, c1, wm, NULL, out, h, w, threads, 1);
 }
 
 /* ---- statistics: the cross Gram [d | 1]ᵀ·X over a frame's half-pixels --------------------------
