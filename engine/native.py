@@ -229,6 +229,9 @@ def _load() -> None:
         lib.rcd_yuv_rgbf.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                      ctypes.c_int, p, p]
         lib.rcd_yuv_rgbf.restype = ctypes.c_int
+        lib.rcd_rgbf_yuv.argtypes = [p, i64, i64, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_float, p, i64, p, i64, p, i64, ctypes.c_int]
+        lib.rcd_rgbf_yuv.restype = ctypes.c_int
         lib.rcd_luma.argtypes = [p, i64, p]
         lib.rcd_luma.restype = ctypes.c_int
         lib.rcd_set_isa.argtypes = [ctypes.c_int]
@@ -349,6 +352,25 @@ def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) ->
                         xshift, yshift, 8 * y.itemsize, cstep, k.ctypes.data, out.ctypes.data):
         raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
     return out
+
+
+def rgb_float_yuv(rgb: np.ndarray, k: np.ndarray, sub: tuple[int, int], top: int, shift: int,
+                  y: np.ndarray, u: np.ndarray, v: np.ndarray) -> bool:
+    """y, u, v ← float32 (H, W, 3) RGB in 8-bit units as YUV samples (engine/csrc/yuv.c, rcd_rgbf_yuv,
+    k its float32 (10,)): views of a frame's planes as colour._plane_views makes them, uint8 or
+    uint16, chroma subsampled by sub (rows, columns), planar or a semi-planar plane's halves. False
+    where the kernels are not in use."""
+    lib = library()
+    if lib is None:
+        return False
+    h, w = y.shape
+    assert rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.shape == (h, w, 3) and k.dtype == np.float32
+    assert y.dtype == u.dtype == v.dtype and y.strides[1] == y.itemsize and u.strides == v.strides
+    cstep = u.strides[1] // u.itemsize
+    if lib.rcd_rgbf_yuv(rgb.ctypes.data, h, w, k.ctypes.data, sub[0], sub[1], y.itemsize, shift, float(top),
+                        y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], cstep):
+        raise ValueError(f"native RGB → YUV conversion refused a {w}×{h} frame (chroma {sub}, step {cstep})")
+    return True
 
 
 def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray | None:

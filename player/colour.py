@@ -245,11 +245,18 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     h, w = rgb.shape[:2]
     (sy, sx), top, unit = lay.sub, 2**lay.bits - 1, 2.0 ** (lay.bits - 8)
     f32 = np.float32
-    # Channel by channel, in place (a matrix product over the colour axis took 59 ms a 720p frame).
-    r, g, b = (rgb[..., i].astype(f32) for i in range(3))  # (H, W) each, 0..255
     # (the ranges as yuv_to_rgb_coefficients reads them: limited Y 16..235, U, V 16..240 times
     # 2^(bits − 8); full 0..2^bits − 1, chroma centred on 2^(bits − 1))
     ys, y0 = ((top / 255, 0.0) if full_range else (219 * unit / 255, 16 * unit))
+    cs, c0 = (top / 255 if full_range else 224 * unit / 255), f32(128 * unit)
+    if rgb.dtype == f32 and rgb.flags.c_contiguous:  # a fine blend (renders over 8 bits): natively, 22 → ~3 ms at 720p
+        frame = av.VideoFrame(w, h, pix_fmt)
+        k = np.array([kr * ys, kg * ys, kb * ys, y0, kr, kg, kb, cs / (2 * (1 - kb)), cs / (2 * (1 - kr)), c0], f32)
+        if native.rgb_float_yuv(rgb, k, (sy, sx), top, lay.shift, *_plane_views(frame, lay)):
+            frame.colorspace, frame.color_range = colour.colorspace, rng
+            return frame
+    # Channel by channel, in place (a matrix product over the colour axis took 59 ms a 720p frame).
+    r, g, b = (rgb[..., i].astype(f32) for i in range(3))  # (H, W) each, 0..255
     y = r * f32(kr * ys)
     y += g * f32(kg * ys)
     y += b * f32(kb * ys)
@@ -260,7 +267,6 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     block = sum(src[i::sy, j::sx].astype(acc) for i in range(sy) for j in range(sx))
     cr, cg, cb = (block[..., i] * f32(1 / (sy * sx)) for i in range(3))  # (⌈H/sy⌉, ⌈W/sx⌉) each
     yc = cr * f32(kr) + cg * f32(kg) + cb * f32(kb)
-    cs, c0 = (top / 255 if full_range else 224 * unit / 255), f32(128 * unit)
     u = (cb - yc) * f32(cs / (2 * (1 - kb))) + c0
     v = (cr - yc) * f32(cs / (2 * (1 - kr))) + c0
     y, u, v = (np.clip(np.rint(a, out=a), 0, top, out=a).astype(lay.dtype) << lay.shift for a in (y, u, v))

@@ -1090,6 +1090,33 @@ def test_grey_and_rgb_over_8_bits_decode_to_the_exactly_rounded_rgb(pix_fmt):
     assert rgb.dtype == np.uint8 and np.abs(rgb - exact).max() <= 0.5 + 1e-3
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv422p10le", "yuv444p12le", "p010le", "nv12"])
+def test_float_rgb_converts_to_yuv_natively_as_in_numpy_and_back_within_a_code(pix_fmt, monkeypatch):
+    """colour.from_rgb of a fine blend (float32, renders over 8 bits): the native pass gives NumPy's
+    samples (within a code, at float ties), odd sizes and semi-planar chroma included, and
+    to_rgb_fine of them is the frame again to within the format's step where its chroma is flat."""
+    from engine import native
+    from player import colour as col
+
+    if native.library() is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not}")
+    rng = np.random.default_rng(8)
+    lay = col.layout(pix_fmt)
+    for h, w in ((23, 53), (48, 64)):
+        noisy = np.clip(rng.normal(128, 60, (h, w, 3)), 0, 255).astype(np.float32)
+        colour = col.guess(w, h)
+        planes = lambda f: [np.array(p).astype(np.int64) >> lay.shift for p in col._plane_views(f, lay)]  # noqa: E731
+        fast = col.from_rgb(noisy, pix_fmt, colour)
+        with monkeypatch.context() as m:
+            m.setattr(native, "library", lambda: None)
+            slow = col.from_rgb(noisy, pix_fmt, colour)
+        for a, b in zip(planes(fast), planes(slow)):
+            assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 0.01
+    grey_ramp = np.repeat(np.linspace(20, 235, 64, dtype=np.float32)[None, :, None], 48, axis=0) * np.ones(3, np.float32)
+    back = col.to_rgb_fine(col.from_rgb(np.ascontiguousarray(grey_ramp), pix_fmt, col.guess(64, 48)), col.guess(64, 48))
+    assert np.abs(back - grey_ramp).max() <= 0.5 * 255 / (219 * 2 ** (lay.bits - 8)) + 1e-3  # half a Y step
+
+
 def _exact_rgb(y, u, v, bits: int, colorspace: int, full_range: bool) -> np.ndarray:
     """float64 (H, W, 3) RGB in 0..255 of float64 sample planes, chroma repeated over its pixels."""
     h, w = y.shape

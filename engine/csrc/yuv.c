@@ -216,3 +216,53 @@ int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, c
     }
     return 0;
 }
+
+/* The way back for renders that keep a deeper source's bits: float32 RGB (h, w, 3) in 8-bit units →
+ * planar or semi-planar YUV of 1- or 2-byte samples (player/colour.py, from_rgb, whose NumPy
+ * arithmetic this is, in the same order; about 22 ms a 720p frame there). k: {Kr·ys, Kg·ys, Kb·ys,
+ * y0, Kr, Kg, Kb, cu, cv, c0}: Y = R·k0 + G·k1 + B·k2 + y0; each chroma sample from the mean of the
+ * sy × sx pixels it covers (an odd edge's block repeats its last pixel, as edge padding does),
+ * U = (B̄ − Ȳ)·cu + c0, V = (R̄ − Ȳ)·cv + c0 with Ȳ = Kr·R̄ + Kg·Ḡ + Kb·B̄. Samples are rounded to
+ * nearest even, clamped to 0..top and shifted up by `shift` (P010's 6). cstep 2: U and V
+ * interleaved in one plane (pu and pv one sample apart). 0 = done. */
+static inline void put_sample(uint8_t *row, int size, int64_t i, float v, float top, int shift) {
+    v = rintf(fminf(fmaxf(v, 0.0f), top));
+    if (size == 1) row[i] = (uint8_t)v;
+    else ((uint16_t *)row)[i] = (uint16_t)((uint32_t)v << shift);
+}
+
+int rcd_rgbf_yuv(const float *rgb, int64_t h, int64_t w, const float *k, int sy, int sx, int size, int shift,
+                 float top, uint8_t *py, int64_t spy, uint8_t *pu, int64_t spu, uint8_t *pv, int64_t spv, int cstep) {
+    if (h < 1 || w < 1 || sy < 1 || sy > 2 || sx < 1 || sx > 2 || size < 1 || size > 2 || cstep < 1 || cstep > 2 ||
+        shift < 0 || shift > 8)
+        return 1;
+    for (int64_t y = 0; y < h; y++) {
+        const float *p = rgb + y * w * 3;
+        uint8_t *row = py + y * spy;
+        for (int64_t x = 0; x < w; x++) {
+            float v = p[3 * x] * k[0];
+            v += p[3 * x + 1] * k[1];
+            v += p[3 * x + 2] * k[2];
+            put_sample(row, size, x, v + k[3], top, shift);
+        }
+    }
+    const int64_t ch = (h + sy - 1) / sy, cw = (w + sx - 1) / sx;
+    const float inv = 1.0f / (float)(sy * sx);
+    for (int64_t cy = 0; cy < ch; cy++) {
+        uint8_t *ru = pu + cy * spu, *rv = pv + cy * spv;
+        for (int64_t cx = 0; cx < cw; cx++) {
+            float s[3] = {0.0f, 0.0f, 0.0f};
+            for (int i = 0; i < sy; i++)
+                for (int j = 0; j < sx; j++) {
+                    const int64_t yy = cy * sy + i < h ? cy * sy + i : h - 1, xx = cx * sx + j < w ? cx * sx + j : w - 1;
+                    const float *q = rgb + (yy * w + xx) * 3;
+                    s[0] += q[0], s[1] += q[1], s[2] += q[2];
+                }
+            const float r = s[0] * inv, g = s[1] * inv, b = s[2] * inv;
+            const float yc = r * k[4] + g * k[5] + b * k[6];
+            put_sample(ru, size, cx * cstep, (b - yc) * k[7] + k[9], top, shift);
+            put_sample(rv, size, cx * cstep, (r - yc) * k[8] + k[9], top, shift);
+        }
+    }
+    return 0;
+}
