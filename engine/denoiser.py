@@ -459,7 +459,10 @@ class Denoiser:
         t, auto = torch.from_numpy(t), torch.from_numpy(auto)  # (L, L), (L,) float64
         if fine is not None:  # the blend's base at the source's precision (the residuals barely see a quarter code)
             assert fine.shape == colour.shape and fine.dtype == np.float32, f"fine must be float32 {colour.shape}"
-            self._copy_noisy(x, self._padded_input(fine, hp, wp), hp, wp)
+            if self.native_stats and fine.flags.c_contiguous:
+                native.put_noisy(x, self.c1, fine, hp, wp, torch.get_num_threads())
+            else:
+                self._copy_noisy(x, self._padded_input(fine, hp, wp), hp, wp)
         elif luma and not colour_in_x:  # the statistics are the luma frame's, as the monochrome backbone was trained; the blend's base is the colour frame
             self._fill_noisy(x, colour, h, w, hp, wp)
         return Bases(x=x, transform=t, auto=auto, levels=self.levels, size=(h, w), padded=(hp, wp),

@@ -227,8 +227,10 @@ def _load() -> None:
                                     ctypes.c_int, ctypes.c_int, p, p]
         lib.rcd_yuv_rgb.restype = ctypes.c_int
         lib.rcd_yuv_rgbf.argtypes = [p, i64, p, i64, p, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                     ctypes.c_int, p, p]
+                                     ctypes.c_int, p, p, p]
         lib.rcd_yuv_rgbf.restype = ctypes.c_int
+        lib.rcd_put_noisy_f.argtypes = [p, i64, i64, p, i64, i64, i64, i64, ctypes.c_int]
+        lib.rcd_put_noisy_f.restype = ctypes.c_int
         lib.rcd_rgbf_yuv.argtypes = [p, i64, i64, p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                      ctypes.c_float, p, i64, p, i64, p, i64, ctypes.c_int]
         lib.rcd_rgbf_yuv.restype = ctypes.c_int
@@ -292,6 +294,19 @@ def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray,
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
 
 
+def put_noisy(x: torch.Tensor, c1: int, fine: np.ndarray, hp: int, wp: int, threads: int) -> None:
+    """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from a float32 frame (H, W, 3) in
+    8-bit units, replicate-padded to hp × wp (fill's layout, for a render's unrounded frames)."""
+    lib = library()
+    assert lib is not None, why_not
+    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    assert fine.dtype == np.float32 and fine.flags.c_contiguous and fine.ndim == 3 and fine.shape[2] == 3
+    h, w = fine.shape[:2]
+    assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    if lib.rcd_put_noisy_f(x.data_ptr(), x.shape[1], c1, fine.ctypes.data, h, w, hp, wp, threads):
+        raise ValueError(f"native put_noisy refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
+
+
 def absdiff4(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """min(4·|a − b|, 255) of two uint8 (H, W, 3) frames (views with strided rows too) as a new
     contiguous array in one pass; None where the kernels are not in use or the layout does not fit."""
@@ -334,9 +349,11 @@ def tonemap(rgb: np.ndarray, out: np.ndarray, lin: np.ndarray, ky: np.ndarray, o
     return out
 
 
-def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.ndarray | None:
+def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray,
+                  rounded: np.ndarray | None = None) -> np.ndarray | None:
     """yuv_rgb unrounded: float32 (H, W, 3) in 8-bit units, clamped to 0..255, of planar or
-    semi-planar YUV (not packed); np.rint of it is yuv_rgb's frame. None where the kernels are not in use."""
+    semi-planar YUV (not packed); np.rint of it is yuv_rgb's frame, which `rounded` (uint8 (H, W, 3),
+    C-contiguous) receives in the same pass. None where the kernels are not in use."""
     lib = library()
     if lib is None:
         return None
@@ -348,8 +365,11 @@ def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) ->
     cstep = u.strides[1] // u.itemsize
     assert y.strides[1] == y.itemsize and u.strides == v.strides and cstep in (1, 2) and k.shape == (8,)
     out = np.empty((h, w, 3), np.float32)
+    if rounded is not None:
+        assert rounded.dtype == np.uint8 and rounded.shape == (h, w, 3) and rounded.flags.c_contiguous
     if lib.rcd_yuv_rgbf(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
-                        xshift, yshift, 8 * y.itemsize, cstep, k.ctypes.data, out.ctypes.data):
+                        xshift, yshift, 8 * y.itemsize, cstep, k.ctypes.data, out.ctypes.data,
+                        None if rounded is None else rounded.ctypes.data):
         raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
     return out
 

@@ -179,7 +179,9 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     if layout_ is None and bits(frame.format.name) > 8:
         # RGB, grey and packed YUV over 8 bits: swscale takes 16-bit RGB or grey to 8 as v/256 (1.4
         # codes high at the top) and 10-bit RGB to 8 off by up to a code. Its 16-bit conversion, rounded.
-        return np.rint(to_rgb_fine(frame, colour)).astype(np.uint8)
+        rgb = np.empty((frame.height, frame.width, 3), np.uint8)
+        to_rgb_fine(frame, colour, rounded=rgb)
+        return rgb
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
 
@@ -192,29 +194,45 @@ def bits(pix_fmt: str) -> int:
     return max((c.bits for c in comps[:3]), default=8)
 
 
-def to_rgb_fine(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
+def to_rgb_fine(frame: av.VideoFrame, colour: Colour, rounded: np.ndarray | None = None) -> np.ndarray:
     """A decoded frame of more than 8 bits as float32 (H, W, 3) RGB in 8-bit units (0..255, clipped,
     not rounded): what to_rgb computes before it rounds, with the same matrix, range and repeated
     chroma, so that np.rint of it is to_rgb's frame. For renders that keep a 10-bit source's steps.
     YUV natively (engine/csrc/yuv.c), else in NumPy; RGB and packed formats through swscale at 16
-    bits, grey directly."""
-    f32 = np.float32
+    bits, grey directly. rounded (uint8 (H, W, 3), C-contiguous), if given, receives np.rint of it
+    (natively in the same pass)."""
     lay = layout(frame.format.name)
+    if lay is not None:
+        full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
+        k = _coefficients(colour.colorspace, full, lay.bits, lay.shift)
+        fine = native.yuv_rgb_float(*_plane_views(frame, lay), k, rounded)  # about 3 ms a 720p frame
+        if fine is not None:
+            return fine
+        fine = _yuv_rgb_float(frame, lay, k)  # NumPy: about 30
+    else:
+        fine = _rgb_float(frame, colour)
+    if rounded is not None:
+        np.rint(fine, out=rounded, casting="unsafe")
+    return fine
+
+
+def _rgb_float(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
+    """to_rgb_fine of grey, RGB and packed YUV frames."""
+    f32 = np.float32
     comps = frame.format.components
-    if lay is None and len(comps) == 1 and not frame.format.is_rgb:  # grey: a 16-bit PNG, a sensor's 10-bit luma
+    if len(comps) == 1 and not frame.format.is_rgb:  # grey: a 16-bit PNG, a sensor's 10-bit luma
         b, p = comps[0].bits, frame.planes[0]
         dt = np.dtype(np.uint8) if b <= 8 else np.dtype(">u2" if frame.format.name.endswith("be") else "<u2")
         g = np.ndarray((frame.height, frame.width), dt, buffer=p, strides=(p.line_size, dt.itemsize))
         return np.repeat(np.multiply(g, f32(255 / (2**b - 1)), dtype=f32)[..., None], 3, axis=2)  # (swscale: v·2^(16−b))
-    if lay is None:
-        rgb16 = frame.to_ndarray(format="rgb48le", src_colorspace=colour.matrix, threads=1)  # (H, W, 3) uint16
-        return np.multiply(rgb16, f32(255 / 65535), dtype=f32)
-    full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-    k = _coefficients(colour.colorspace, full, lay.bits, lay.shift)
+    rgb16 = frame.to_ndarray(format="rgb48le", src_colorspace=colour.matrix, threads=1)  # (H, W, 3) uint16
+    return np.multiply(rgb16, f32(255 / 65535), dtype=f32)
+
+
+def _yuv_rgb_float(frame: av.VideoFrame, lay: Layout, k: np.ndarray) -> np.ndarray:
+    """to_rgb_fine of planar and semi-planar YUV in NumPy (where the native kernels are not in use)."""
+    f32 = np.float32
     y, u, v = _plane_views(frame, lay)
-    out = native.yuv_rgb_float(y, u, v, k)  # about 5 ms a 720p frame; NumPy's below, 30
-    if out is not None:
-        return out
     a, rv, gu, gv, bu, dr, dg, db = (f32(c) for c in k)
     h, w = frame.height, frame.width
     (sy, sx) = lay.sub

@@ -276,8 +276,8 @@ class FileSource:
             frame.color_range = col.RANGE_JPEG if self.input.range == "full" else col.RANGE_MPEG
         fine = None
         if self.fine and col.bits(frame.format.name) > 8:  # rgb is its rounding, so that both are one picture
-            fine = col.to_rgb_fine(frame, self.info.colour)
-            rgb = np.rint(fine).astype(np.uint8)
+            rgb = np.empty((frame.height, frame.width, 3), np.uint8)
+            fine = col.to_rgb_fine(frame, self.info.colour, rounded=rgb)
         else:
             rgb = col.to_rgb(frame, self.info.colour)
         if self.quarter_turns:

@@ -497,6 +497,10 @@ def test_a_fine_frame_is_the_blends_base_and_a_fine_blend_is_the_uint8_one_unrou
     rgb = np.rint(fine).astype(np.uint8)
     b, b8 = den.infer(rgb, fine=fine), den.infer(rgb)
     assert torch.equal(b.transform, b8.transform) and torch.equal(b.auto, b8.auto)  # the same statistics
+    hp, wp = b.padded
+    x = b.x.clone()
+    den._copy_noisy(x, den._padded_input(fine, hp, wp), hp, wp)  # (the torch path's copy: the native one's X)
+    assert torch.equal(x, b.x)
     zero = np.zeros(len(den.levels))
     same = den.blend(b, coeffs=(zero, zero), fine=True)
     assert same.dtype == np.float32 and np.abs(same - fine).max() < 1e-3

@@ -424,6 +424,28 @@ int rcd_blend_f16_float(const uint16_t *x, int64_t wp2, int64_t k, int64_t c1, c
     return blend_any(x, wp2, k, c1, wm, NULL, out, h, w, threads, 1);
 }
 
+/* X's [1 | noisy] columns from a float32 frame (h, w, 3) in 8-bit units, replicate-padded to hp × wp:
+ * what rcd_fill writes from a uint8 frame, for renders that keep a deeper source's bits (engine/
+ * denoiser.py, infer's `fine`; torch's two strided copies took about 10 ms a 720p frame). 0 = done. */
+int rcd_put_noisy_f(float *x, int64_t k, int64_t c1, const float *rgb, int64_t h, int64_t w, int64_t hp, int64_t wp,
+                    int threads) {
+    if (k != c1 + 13 || hp < h || wp < w || hp % 2 || wp % 2 || h < 1 || w < 1) return 1;
+    const int64_t h2 = hp / 2, w2 = wp / 2;
+#pragma omp parallel for num_threads(threads < 1 ? 1 : threads) schedule(static)
+    for (int64_t y2 = 0; y2 < h2; y2++) {
+        for (int dy = 0; dy < 2; dy++) {
+            const float *src = rgb + (2 * y2 + dy < h ? 2 * y2 + dy : h - 1) * w * 3;
+            for (int64_t x2 = 0; x2 < w2; x2++) {
+                float *row = x + (y2 * w2 + x2) * k + c1;  /* [1 | dy 0: dx 0 RGB, dx 1 RGB | dy 1: …] */
+                row[0] = 1.0f;
+                for (int dx = 0; dx < 2; dx++)
+                    memcpy(row + 1 + 6 * dy + 3 * dx, src + (2 * x2 + dx < w ? 2 * x2 + dx : w - 1) * 3, 3 * sizeof(float));
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---- statistics: the cross Gram [d | 1]ᵀ·X over a frame's half-pixels --------------------------
  *
  * g (c1 + 1, k) float64 = Σ_p x_p[0..c1]ᵀ · x_p over the h2 × w2 half-pixels that lie in the frame

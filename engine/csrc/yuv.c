@@ -184,11 +184,12 @@ int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, co
 /* The same conversion unrounded: float32 R, G, B in 8-bit units, clamped to 0..255 and not rounded,
  * for renders that keep a deeper source's bits (player/colour.py, to_rgb_fine). Planar and
  * semi-planar YUV (ystep 1); 16 pixels at a time with rcd_yuv_rgb's arithmetic, so that rounding
- * it gives rcd_yuv_rgb's bytes. */
+ * it gives rcd_yuv_rgb's bytes, which out8 (if not NULL) receives in the same pass. */
 static inline float clamp255(float v) { return fminf(fmaxf(v, 0.0f), 255.0f); }
 
 int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, const uint8_t *pv, int64_t sv,
-                 int64_t h, int64_t w, int xshift, int yshift, int depth, int cstep, const float *k, float *out) {
+                 int64_t h, int64_t w, int xshift, int yshift, int depth, int cstep, const float *k, float *out,
+                 uint8_t *out8) {
     if (h < 0 || w < 0 || xshift < 0 || xshift > 1 || yshift < 0 || yshift > 1 || depth < 8 || depth > 16) return 1;
     if (cstep < 1 || cstep > 2) return 1;
     if (cstep == 2 && pu + (depth == 8 ? 1 : 2) != pv && pv + (depth == 8 ? 1 : 2) != pu) return 1;
@@ -197,6 +198,7 @@ int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, c
     for (int64_t y = 0; y < h; y++) {
         const uint8_t *ry = py + y * sy, *ru = pu + (y >> yshift) * su, *rv = pv + (y >> yshift) * sv;
         float *o = out + y * w * 3;
+        uint8_t *o8 = out8 ? out8 + y * w * 3 : NULL;
         for (int64_t x = 0; x < fast; x += 16) {
             __m256 c[6];
             float t[6][8];  /* interleaved through the stack: 16 pixels' 48 floats */
@@ -205,6 +207,12 @@ int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, c
             for (int i = 0; i < 16; i++) {
                 o[3 * (x + i)] = t[i / 8][i % 8], o[3 * (x + i) + 1] = t[2 + i / 8][i % 8], o[3 * (x + i) + 2] = t[4 + i / 8][i % 8];
             }
+            if (o8) {  /* and rounded, in the same pass: rcd_yuv_rgb's bytes */
+                const __m128i r = bytes16(c[0], c[1]), g = bytes16(c[2], c[3]), b = bytes16(c[4], c[5]);
+                uint8_t tr[16], tg[16], tb[16];
+                _mm_storeu_si128((__m128i *)tr, r), _mm_storeu_si128((__m128i *)tg, g), _mm_storeu_si128((__m128i *)tb, b);
+                for (int i = 0; i < 16; i++) o8[3 * (x + i)] = tr[i], o8[3 * (x + i) + 1] = tg[i], o8[3 * (x + i) + 2] = tb[i];
+            }
         }
         for (int64_t x = fast; x < w; x++) {
             const int64_t c = (x >> xshift) * cstep;
@@ -212,6 +220,7 @@ int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, c
             o[3 * x] = clamp255(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
             o[3 * x + 1] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
             o[3 * x + 2] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
+            if (o8) o8[3 * x] = to_byte(o[3 * x]), o8[3 * x + 1] = to_byte(o[3 * x + 1]), o8[3 * x + 2] = to_byte(o[3 * x + 2]);
         }
     }
     return 0;
