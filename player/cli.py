@@ -125,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", default="auto", choices=["auto", "live", "cache"],
                     help="live: drop late frames; cache: render cache ahead of the playhead (default: chosen from the measured speed)")
     ap.add_argument("--cache-mb", type=int, default=0, metavar="N", help="render-cache budget in MiB (default: 1/4 of RAM, at most 8 GiB)")
-    ap.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds")
+    ap.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds (with --render: render from there)")
     ap.add_argument("--speed", type=float, default=1.0, metavar="X",
                     help="play at X times normal speed, 0.25–4 (the sound keeps its pitch; { } change it)")
     ap.add_argument("--loop", type=float, nargs=2, metavar=("A", "B"), help="loop the section A–B seconds")
     ap.add_argument("--preset", metavar="FILE", help="load tuning presets (JSON, as saved with ctrl+s)")
     ap.add_argument("--headless", action="store_true", help="no window, no sound device: null outputs that still run in real time")
-    ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of playback")
+    ap.add_argument("--duration", type=float, metavar="S",
+                    help="stop after S seconds of playback (with --render: render S seconds)")
     ap.add_argument("--script", metavar="FILE", help="lines 'TIME COMMAND' applied when playback reaches TIME seconds")
     ap.add_argument("--stats-json", metavar="FILE", help="write playback statistics to FILE at exit")
     ap.add_argument("--screenshot-dir", default=".", metavar="DIR", help="where screenshots and R's recordings go (default: .)")
@@ -206,11 +207,15 @@ def _main(argv: list[str] | None) -> int:
     if args.render and args.preset and args.strength is not None:
         ap.error("--preset and --strength: choose one (--strength renders a fixed strength, --preset its preset A)")
     if args.render:
-        given = [o for o, v in (("--script", args.script), ("--start", args.start), ("--duration", args.duration),
-                                ("--loop", args.loop), ("--speed", args.speed != 1.0)) if v]
+        given = [o for o, v in (("--script", args.script), ("--loop", args.loop), ("--speed", args.speed != 1.0)) if v]
         if given:
-            ap.error(f"{', '.join(given)}: not with --render, which renders the whole input (or, with --track, a "
+            ap.error(f"{', '.join(given)}: not with --render, which renders the input (or, with --track, a "
                      f"recording's span and tuning); record with them, then --render --track")
+        span = [o for o, v in (("--start", args.start), ("--duration", args.duration is not None)) if v]
+        if span and args.track:
+            ap.error(f"{', '.join(span)}: not with --track, whose recording sets the span")
+        if args.start < 0 or (args.duration is not None and args.duration <= 0):
+            ap.error("--render: --start must be ≥ 0 and --duration > 0 (seconds)")
     for out in (args.render, args.record, args.stats_json):
         for inp in (args.input, args.preset, args.script, args.track):
             if out and inp and _same_file(inp, out):

@@ -25,6 +25,7 @@ frames are in inference at once (the player's lanes, player/worker.py), finished
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import sys
 import threading
@@ -50,6 +51,7 @@ ENCODE_QUEUE = 8
 AUDIO_AHEAD_S = 0.2  # audio is read this far past the frame being rendered
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 DEPTHS = ("auto", "8", "10")  # --depth
+SPAN_EPS_S = 1e-6  # a frame at start + duration, give or take float rounding, is after the span
 DEMO_RENDER_SIZE = DEMO_SIZES[0]  # an offline render of the demo has no frame budget: the full size
 
 
@@ -156,8 +158,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
            precision: str | None = None, noise: str | None = None, force: bool = False, threads: int = 0, lossless: bool = False,
            demo_size=DEMO_RENDER_SIZE, demo_fps: float = 30.0, progress: bool | None = None,
            fps: float | None = None, raw: str | None = None, matrix: str | None = None,
-           range_: str | None = None, depth: str = "auto") -> dict:
+           range_: str | None = None, depth: str = "auto", start: float = 0.0, duration: float | None = None) -> dict:
     """Render; returns a summary dict. Raises RecordError / MediaError / CheckpointError (one line).
+
+    start, duration: the span of the input to render, in its seconds (a track sets its own).
 
     depth: "8", "10", or "auto": a recording's (--track), else 10 where the source has more than 8
     bits and the output can hold them. Over 8 bits the frames stay float from decoding to the encoder
@@ -242,10 +246,12 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             want = {record.pts_key(p) for p in frames}
             changes = sorted(track["changes"], key=lambda c: c["pts"])
             start, end = float(track["start_pts"]), float(track["end_pts"])
-            total = len(frames)
-        else:
-            want, changes, start, end = None, None, 0.0, None
-            total = int(round(info.duration * info.fps)) if info.duration > 0 else None
+            stop, total = math.inf, len(frames)
+        else:  # the input from `start`, for `duration` seconds or to its end
+            want, changes, end = None, None, None
+            stop = start + duration if duration is not None else math.inf
+            length = min(stop, info.duration) - start if info.duration > 0 else (duration or 0.0)
+            total = int(round(length * info.fps)) if length > 0 else None
 
         from tqdm import tqdm
 
@@ -301,6 +307,10 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
             # `lanes` frames in inference at once, as in playback (player/worker.py); finished in order
             with ThreadPoolExecutor(lanes, thread_name_prefix="render-lane") as pool:
                 for frame in source.read(start, "video"):
+                    if frame.pts >= stop - SPAN_EPS_S:
+                        break
+                    if want is None and frame.pts + frame.duration <= start + SPAN_EPS_S:
+                        continue  # (a start past the end: the decoder's seek gives the last frame, which ended before it)
                     if want is not None:
                         if record.pts_key(frame.pts) not in want:
                             if frame.pts > end + 1.0:
@@ -336,7 +346,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                 while pending:
                     finish(*pending.popleft())
             if writer is None:
-                raise RecordError("no frames to render" + (" (the track's frames are not in this source)" if track else ""))
+                raise RecordError("no frames to render" + (" (the track's frames are not in this source)" if track else
+                                                           f" from {start:g} s" if start > 0 else ""))
             if track is None:
                 end = out_track.end_pts
             for a in audio.until(end + AUDIO_AHEAD_S):
@@ -408,7 +419,8 @@ def main(args) -> int:
                          weights=args.weights, device=args.device, precision=args.precision, noise=args.noise,
                          force=args.force,
                          threads=args.threads, demo_size=args.demo_size or DEMO_RENDER_SIZE, lossless=args.lossless,
-                         fps=args.fps, raw=args.raw, matrix=args.matrix, range_=args.range, depth=args.depth or "auto")
+                         fps=args.fps, raw=args.raw, matrix=args.matrix, range_=args.range, depth=args.depth or "auto",
+                         start=args.start, duration=args.duration)
     except (RecordError, MediaError, checkpoint.CheckpointError) as e:
         print(f"rcd-player: error: {e}", file=sys.stderr)
         return 1

@@ -774,9 +774,10 @@ def test_read_only_directory_fails_before_playback(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--start", "1"], "--start: not with --render"),
-    (["--script", "s.txt", "--duration", "2"], "--script, --duration: not with --render"),
+    (["--start", "1", "--track", "x.json"], "--start: not with --track"),
+    (["--script", "s.txt", "--duration", "2"], "--script: not with --render"),
     (["--loop", "0", "1"], "--loop: not with --render"),
+    (["--duration", "0"], "--duration > 0"),
     (["--strength", "12", "--preset", "p.json"], "--preset and --strength: choose one"),  # (--preset was ignored)
 ])
 def test_render_refuses_playback_options(clip, tmp_path, extra, message):
@@ -786,6 +787,29 @@ def test_render_refuses_playback_options(clip, tmp_path, extra, message):
     errs = error_lines(r)
     assert len(errs) == 1 and message in errs[0], r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_render_of_a_span_starts_at_start_and_lasts_duration(clip, weights, tmp_path):
+    """--render with --start S --duration D renders that excerpt (as FFmpeg's -ss and -t): its frames
+    from the one at S, timed from 0, its sound with them, and a track that renders it again; a
+    start past the end renders nothing, in one line."""
+    out, again = tmp_path / "excerpt.mkv", tmp_path / "again.mkv"
+    r = run_player(clip, "--render", out, "--start", "1", "--duration", "0.5", "--strength", "5", "--weights", weights,
+                   check=True)
+    assert "15 frames (0.50 s of video)" in r.stdout
+    t, frames = decode_video(out)
+    assert [read_frame_index(f) for f in frames] == list(range(30, 45))
+    assert t == pytest.approx([i / 30 for i in range(15)], abs=1e-3)
+    pcm = decode_audio(out)
+    assert pcm is not None and pcm.shape[1] / 48000 == pytest.approx(0.5, abs=0.03)
+    track = json.loads(Path(str(out) + ".json").read_text())
+    assert track["start_pts"] == pytest.approx(1.0) and len(track["frames"]) == 15
+    run_player("--render", again, "--track", Path(str(out) + ".json"), "--weights", weights, check=True)
+    _, frames2 = decode_video(again)
+    assert len(frames2) == 15 and all(np.array_equal(a, b) for a, b in zip(frames, frames2))
+    r = run_player(clip, "--render", tmp_path / "none.mkv", "--start", "9", "--weights", weights)
+    assert r.returncode == 1 and "no frames to render from 9 s" in r.stderr and len(error_lines(r)) == 1
+    assert not list(tmp_path.glob("*none*"))
 
 
 @pytest.mark.parametrize("mode", ["--render", "--record"])
