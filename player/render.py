@@ -7,7 +7,8 @@ mix) and the same encoder settings as a live recording (player/record.py MediaWr
 machine and device. Two ways to choose the tuning:
 
 - `--track SIDECAR`: the span, the frames and the mix of every frame of a recording;
-- `--preset FILE` / `--strength S` (default: AutoTune): fixed settings for the whole input.
+- `--preset FILE` / `--strength S` (default: AutoTune): fixed settings for the whole input, or
+  for its span from `--start` for `--duration` seconds.
 
 A still image (PNG, JPEG … input) may also be rendered to an image (`OUT.png`, `.tif`): its one
 frame, lossless.
