@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "key R / the `record [FILE]` command toggles recording; a tuning track goes to FILE.json")
     rec.add_argument("--force", action="store_true", help="let --record / --render overwrite existing files")
     rec.add_argument("--lossless", action="store_true",
-                     help="with --record / --render: keep every presented pixel exactly (H.264 RGB at qp 0; large "
-                          "files) instead of H.264 4:2:0 at CRF 18, which smooths part of the noise away")
+                     help="with --record / --render: keep every presented pixel exactly (H.264 RGB at qp 0; a "
+                          "render over 8 bits: 10-bit YUV at qp 0; large files) instead of H.264 at CRF 18, which "
+                          "smooths part of the noise away")
     rec.add_argument("--render", metavar="FILE",
                      help="render offline to FILE (no window, no sound, no drops) and exit: the span of a recording "
                           "with --track, else the whole input with --preset / --strength (default AutoTune)")

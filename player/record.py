@@ -258,13 +258,14 @@ class MediaWriter:
             raise RecordError(f"{path}: cannot open for writing ({one_line(e)})") from None
         rate = _fps_fraction(fps)
         self.lossless = lossless
-        assert depth in (8, 10) and not (lossless and depth > 8), "lossless is 8-bit RGB"
+        assert depth in (8, 10)
         self.depth = depth
-        if lossless:
+        self.rgb = lossless and depth == 8  # lossless 8 bits: the RGB frames themselves (libx264rgb)
+        if self.rgb:
             self.pix_fmt = LOSSLESS_PIX_FMT
-        else:
+        else:  # (lossless over 8 bits: x264 at qp 0 in 10-bit YUV, the samples exactly as converted)
             self.pix_fmt = video_pix_fmt(width, height, chroma, depth)
-        vs = self.container.add_stream(LOSSLESS_CODEC if lossless else "libx264", rate=rate)
+        vs = self.container.add_stream(LOSSLESS_CODEC if self.rgb else "libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, self.pix_fmt
         cc = vs.codec_context
         cc.time_base = VIDEO_TIME_BASE
@@ -278,7 +279,7 @@ class MediaWriter:
         self.colour = colour or col.guess(width, height)
         cc.colorspace, cc.color_primaries, cc.color_trc = self.colour.colorspace, self.colour.primaries, self.colour.trc
         cc.color_range = col.RANGE_MPEG
-        if lossless:  # RGB itself: no matrix, full range
+        if self.rgb:  # RGB itself: no matrix, full range
             cc.colorspace, cc.color_range = col.SPC_RGB, col.RANGE_JPEG
         vs.time_base = VIDEO_TIME_BASE
         vs.options = x264_options(lossless)
@@ -323,7 +324,7 @@ class MediaWriter:
             vf = col.from_rgb(rgb, self.pix_fmt, self.colour)
         else:
             vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            if not self.lossless:
+            if not self.rgb:
                 vf = vf.reformat(format=self.pix_fmt, dst_colorspace=self.colour.matrix, dst_color_range=col.RANGE_MPEG)
         vf.pts = int(round((pts - self.origin) / VIDEO_TIME_BASE))
         vf.time_base = VIDEO_TIME_BASE
@@ -714,14 +715,14 @@ def encoder_meta(writer: MediaWriter | ImageWriter | RawWriter | SequenceWriter)
         return {"video": {"codec": "rawvideo", "container": writer.fmt, "pix_fmt": writer.pix_fmt,
                           "matrix": writer.colour.name, "range": "full" if writer.full_range else "limited"},
                 "audio": None}
-    codec = {"codec": LOSSLESS_CODEC, "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} if writer.lossless else \
-        {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
+    codec = {"codec": LOSSLESS_CODEC if writer.rgb else "libx264", "preset": LOSSLESS_OPTIONS["preset"], "qp": 0} \
+        if writer.lossless else {"codec": "libx264", "preset": X264_PRESET, "crf": int(X264_CRF)}
     params = x264_options(writer.lossless).get("x264-params")
     if params:  # x264 held to its reproducible code (X264_ASM_UP_TO_AVX2)
         codec["x264-params"] = params
     return {"video": {**codec, "threads": 1, "pix_fmt": writer.pix_fmt,
                       "time_base": f"{VIDEO_TIME_BASE.numerator}/{VIDEO_TIME_BASE.denominator}",
-                      "matrix": None if writer.lossless else writer.colour.name},
+                      "matrix": None if writer.rgb else writer.colour.name},
             "audio": {"codec": AUDIO_CODEC, "rate": AUDIO_RATE, "channels": AUDIO_CHANNELS}}
 
 

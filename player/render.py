@@ -182,12 +182,11 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
                           "uncompressed YUV")
     if depth not in DEPTHS:
         raise RecordError(f"--depth must be one of {', '.join(DEPTHS)}, got {depth!r}")
-    if lossless and depth == "10":
-        raise RecordError("--lossless keeps the 8-bit RGB frames exactly; --depth 10 writes 10-bit YUV: choose one")
     track = record.load_track(track_path) if track_path is not None else None
     fixed = None if track is not None else _fixed_mix(preset, strength)
-    if track is not None and (track.get("video") or {}).get("codec") == record.LOSSLESS_CODEC:
-        lossless = True  # a lossless recording re-renders losslessly: the same frames, bit for bit
+    recorded = (track or {}).get("video") or {}
+    if recorded.get("codec") == record.LOSSLESS_CODEC or recorded.get("qp") == 0:
+        lossless = True  # a lossless recording (or render) re-renders losslessly: the same frames, bit for bit
     hashes = record.Hashes()
 
     # Model and device: as recorded unless told otherwise, else what the player would use.
@@ -384,11 +383,8 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
 
 
 def _deep(depth: str, source_bits: int, track: dict | None, lossless: bool) -> bool:
-    """Whether the render keeps more than 8 bits (float frames to the encoder); --depth's rule."""
-    if lossless:
-        if depth == "auto" and source_bits > 8:
-            _warn(f"--lossless keeps the 8-bit RGB frames exactly: this {source_bits}-bit source is rendered in 8 bits")
-        return False
+    """Whether the render keeps more than 8 bits (float frames to the encoder); --depth's rule. (With
+    --lossless: 8 bits are the RGB frames exactly, more the 10-bit YUV samples exactly.)"""
     if depth == "auto":
         if track is not None:  # as recorded: a re-render gives the recording's frames
             return col.bits((track.get("video") or {}).get("pix_fmt") or "") > 8

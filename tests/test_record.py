@@ -981,6 +981,14 @@ def test_a_ten_bit_source_renders_in_ten_bits(weights, tmp_path):
     run_player(src, "--render", eight, "--strength", "10", "--depth", "8", "--weights", weights, check=True)
     with av.open(str(eight)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    exact = tmp_path / "exact.mkv"  # --lossless over 8 bits: x264 at qp 0 in 10-bit YUV, the .y4m's samples exactly
+    run_player(src, "--render", exact, "--strength", "0", "--lossless", "--weights", weights, check=True)
+    with av.open(str(exact)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        lossless = [np.frombuffer(f.planes[0], "<u2").reshape(f.planes[0].height, -1)[:, : f.width].astype(np.int64)
+                    for f in c.decode(video=0)]
+    assert len(lossless) == 4 and all(np.array_equal(a, b) for a, b in zip(lossless, got))
+    assert json.loads(Path(str(exact) + ".json").read_text())["video"]["qp"] == 0
 
 
 def test_a_live_recording_of_a_ten_bit_source_says_how_to_render_it_in_ten_bits(weights, tmp_path):
@@ -1004,8 +1012,7 @@ def test_a_live_recording_of_a_ten_bit_source_says_how_to_render_it_in_ten_bits(
 def test_depth_10_renders_an_eight_bit_source_without_its_steps_and_stills_in_16_bits(make_clip, weights, tmp_path):
     """--depth 10 on an 8-bit source: the blend is kept unrounded, so denoised gradients are not
     put back on 8-bit steps. A 16-bit PNG renders to a 16-bit PNG (the same samples at strength 0),
-    and to 8 bits with --depth 8. --lossless (exact 8-bit RGB) with --depth 10 is refused in one line,
-    and --depth without --render too."""
+    and to 8 bits with --depth 8. --depth without --render is refused in one line."""
     src = make_clip(width=160, height=120, seconds=0.3, audio=False)
     out = tmp_path / "deep.mkv"
     run_player(src, "--render", out, "--strength", "20", "--depth", "10", "--weights", weights, check=True)
@@ -1030,24 +1037,22 @@ def test_depth_10_renders_an_eight_bit_source_without_its_steps_and_stills_in_16
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(same8)), np.rint(still / 257))  # (swscale's v/256 was up to 1.4 codes high)
-    for args, words in (([src, "--render", tmp_path / "x.mkv", "--lossless", "--depth", "10"], ["--lossless", "choose one"]),
-                        ([src, "--headless", "--record", tmp_path / "r.mkv", "--depth", "10"], ["--depth needs --render"])):
-        r = run_player(*args, "--weights", weights)
-        assert r.returncode != 0 and all(w in r.stderr for w in words), r.stderr
-        assert len([ln for ln in r.stderr.splitlines() if "error" in ln]) == 1
-    assert not list(tmp_path.glob("*x.mkv*")) and not list(tmp_path.glob("*r.mkv*"))
+    r = run_player(src, "--headless", "--record", tmp_path / "r.mkv", "--depth", "10", "--weights", weights)
+    assert r.returncode != 0 and "--depth needs --render" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "error" in ln]) == 1 and not list(tmp_path.glob("*r.mkv*"))
 
 
 def test_depth_auto_follows_a_recordings_track_and_the_source():
     """--depth auto: a re-render from a recording's track keeps its depth (so it gives the same frames),
-    else the source's; --lossless is 8-bit RGB whatever the source."""
+    else the source's, --lossless too (10-bit YUV samples exactly, or the 8-bit RGB frames)."""
     from player.render import _deep
 
     assert _deep("auto", 10, None, False) and not _deep("auto", 8, None, False)
     assert not _deep("auto", 10, {"video": {"pix_fmt": "yuv420p"}}, False)
     assert _deep("auto", 8, {"video": {"pix_fmt": "yuv420p10le"}}, False)
     assert _deep("10", 10, {"video": {"pix_fmt": "yuv420p"}}, False) and _deep("10", 8, None, False)
-    assert not _deep("8", 10, None, False) and not _deep("auto", 10, None, True)
+    assert not _deep("8", 10, None, False) and _deep("auto", 10, None, True) and not _deep("auto", 8, None, True)
+    assert not _deep("auto", 10, {"video": {"pix_fmt": "rgb24", "codec": "libx264rgb"}}, True)
 
 
 def test_recordings_and_renders_keep_the_sources_chroma_subsampling(weights, tmp_path):
