@@ -294,15 +294,21 @@ def blend(x: torch.Tensor, wp2: int, c1: int, wm: torch.Tensor, out: np.ndarray,
         raise ValueError(f"native blend refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
 
 
+def _x_and_frame(x: torch.Tensor, frame: np.ndarray, dtype, hp: int, wp: int) -> tuple[int, int]:
+    """(H, W) of a frame that fills X's noisy columns, both checked: X float32 contiguous on the CPU
+    with the padded frame's half-pixels, the frame (H, W, 3) of dtype, C-contiguous."""
+    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
+    assert frame.dtype == dtype and frame.flags.c_contiguous and frame.ndim == 3 and frame.shape[2] == 3
+    assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    return frame.shape[0], frame.shape[1]
+
+
 def put_noisy(x: torch.Tensor, c1: int, fine: np.ndarray, hp: int, wp: int, threads: int) -> None:
     """X's columns c1.. ← [1 | the 2×2 pixels of each half-pixel] from a float32 frame (H, W, 3) in
     8-bit units, replicate-padded to hp × wp (fill's layout, for a render's unrounded frames)."""
     lib = library()
     assert lib is not None, why_not
-    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
-    assert fine.dtype == np.float32 and fine.flags.c_contiguous and fine.ndim == 3 and fine.shape[2] == 3
-    h, w = fine.shape[:2]
-    assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    h, w = _x_and_frame(x, fine, np.float32, hp, wp)
     if lib.rcd_put_noisy_f(x.data_ptr(), x.shape[1], c1, fine.ctypes.data, h, w, hp, wp, threads):
         raise ValueError(f"native put_noisy refused its arguments: X {tuple(x.shape)}, c1 {c1}, frame {h}×{w}")
 
@@ -357,21 +363,28 @@ def yuv_rgb_float(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray,
     lib = library()
     if lib is None:
         return None
-    h, w = y.shape
-    ch, cw = u.shape
-    xshift, yshift = int(cw < w), int(ch < h)
-    assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
-    assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
-    cstep = u.strides[1] // u.itemsize
-    assert y.strides[1] == y.itemsize and u.strides == v.strides and cstep in (1, 2) and k.shape == (8,)
+    h, w, xshift, yshift, ystep, cstep = _yuv_layout(y, u, v, k)
+    assert ystep == 1, "packed YUV has no unrounded conversion"
     out = np.empty((h, w, 3), np.float32)
     if rounded is not None:
         assert rounded.dtype == np.uint8 and rounded.shape == (h, w, 3) and rounded.flags.c_contiguous
     if lib.rcd_yuv_rgbf(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
                         xshift, yshift, 8 * y.itemsize, cstep, k.ctypes.data, out.ctypes.data,
                         None if rounded is None else rounded.ctypes.data):
-        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
+        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {u.shape[1]}×{u.shape[0]} (step {cstep})")
     return out
+
+
+def _yuv_layout(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> tuple[int, int, int, int, int, int]:
+    """(h, w, xshift, yshift, ystep, cstep) of yuv_rgb's planes, checked."""
+    h, w = y.shape
+    ch, cw = u.shape
+    xshift, yshift = int(cw < w), int(ch < h)
+    assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
+    assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
+    ystep, cstep = y.strides[1] // y.itemsize, u.strides[1] // u.itemsize  # 1: a plane of its own; 2, 4: interleaved
+    assert u.strides == v.strides and (ystep, cstep) in ((1, 1), (1, 2), (2, 4)) and k.shape == (8,)
+    return h, w, xshift, yshift, ystep, cstep
 
 
 def rgb_float_yuv(rgb: np.ndarray, k: np.ndarray, sub: tuple[int, int], top: int, shift: int,
@@ -404,18 +417,12 @@ def yuv_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray) -> np.nd
     lib = library()
     if lib is None:
         return None
-    h, w = y.shape
-    ch, cw = u.shape
-    xshift, yshift = int(cw < w), int(ch < h)
-    assert u.shape == v.shape and (cw, ch) == (-(-w // (1 + xshift)), -(-h // (1 + yshift))), (y.shape, u.shape)
-    assert y.dtype == u.dtype == v.dtype and y.dtype in (np.uint8, np.uint16) and k.dtype == np.float32
-    ystep, cstep = y.strides[1] // y.itemsize, u.strides[1] // u.itemsize  # 1: a plane of its own; 2, 4: interleaved
-    assert u.strides == v.strides and (ystep, cstep) in ((1, 1), (1, 2), (2, 4)) and k.shape == (8,)
+    h, w, xshift, yshift, ystep, cstep = _yuv_layout(y, u, v, k)
     out = np.empty((h, w, 3), np.uint8)
     depth = 8 * y.itemsize
     if lib.rcd_yuv_rgb(y.ctypes.data, y.strides[0], u.ctypes.data, u.strides[0], v.ctypes.data, v.strides[0], h, w,
                        xshift, yshift, depth, ystep, cstep, k.ctypes.data, out.ctypes.data):
-        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {cw}×{ch} (step {cstep})")
+        raise ValueError(f"native YUV conversion refused a {w}×{h} frame with chroma {u.shape[1]}×{u.shape[0]} (step {cstep})")
     return out
 
 
@@ -458,10 +465,7 @@ def fill(x: torch.Tensor, c1: int, rgb: np.ndarray, hp: int, wp: int, step: int,
     histogram and the statistics stay rgb's."""
     lib = library()
     assert lib is not None, why_not
-    assert x.dtype == torch.float32 and x.is_contiguous() and x.device.type == "cpu"
-    assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.ndim == 3 and rgb.shape[2] == 3
-    h, w = rgb.shape[:2]
-    assert x.shape[0] >= (hp // 2) * (wp // 2), "X has fewer rows than the padded frame"
+    h, w = _x_and_frame(x, rgb, np.uint8, hp, wp)
     if store is not None:
         assert store.dtype == np.uint8 and store.flags.c_contiguous and store.shape == rgb.shape
     if d is not None:
