@@ -35,9 +35,6 @@ SWS_MATRIX = {SPC_BT709: "ITU709", SPC_BT470BG: "ITU601", SPC_SMPTE170M: "ITU601
 # They give swscale's integer table (libswscale/yuv2rgb.c) to its 16 fractional bits.
 KR_KB = {SPC_BT709: (0.2126, 0.0722), SPC_BT470BG: (0.299, 0.114), SPC_SMPTE170M: (0.299, 0.114),
          SPC_SMPTE240M: (0.212, 0.087), SPC_BT2020_NCL: (0.2627, 0.0593), SPC_BT2020_CL: (0.2627, 0.0593)}
-# 8-bit formats for which swscale has a hand-written path (0.5–0.7 ms a 720p frame on the development
-# machine): kept there. The other planar YUV formats convert natively (to_rgb).
-SWSCALE_FAST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p"})
 
 
 @dataclass(frozen=True)
@@ -161,15 +158,16 @@ def _plane_views(frame: av.VideoFrame, lay: Layout) -> list[np.ndarray]:
 
 
 def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
-    """A decoded frame as uint8 (H, W, 3) RGB with colour's matrix and the frame's range: natively
-    for the formats swscale converts slowly (engine/csrc/yuv.c: 4:4:4, samples over 8 bits,
-    semi-planar and packed chroma, 4–8 ms a 720p frame in swscale against about 1), through
-    swscale for the others and where the native kernels are not in use."""
+    """A decoded frame as uint8 (H, W, 3) RGB with colour's matrix and the frame's range, exactly
+    rounded: natively for planar, semi-planar and packed YUV (engine/csrc/yuv.c, about 1 ms a 720p
+    frame), through swscale for the others and where the native kernels are not in use. swscale's
+    general path takes 4–8 ms; its hand-written one for 8-bit 4:2:0 and 4:2:2 (0.5 ms) truncates:
+    every 8-bit clip came out 1.0–1.5 codes dark (green most: a tint) and 1.3 codes RMS off."""
     if frame.format.name in PACKED_422 and native.library() is not None:
         rgb = native.yuv_rgb(*_packed_views(frame), _coefficients(colour.colorspace, frame.color_range == RANGE_JPEG, 8))
         if rgb is not None:
             return rgb
-    layout_ = layout(frame.format.name) if frame.format.name not in SWSCALE_FAST else None
+    layout_ = layout(frame.format.name)
     if layout_ is not None and native.library() is not None:
         full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
         rgb = native.yuv_rgb(*_plane_views(frame, layout_), _coefficients(colour.colorspace, full, layout_.bits,
