@@ -169,9 +169,7 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
             return rgb
     layout_ = layout(frame.format.name)
     if layout_ is not None and native.library() is not None:
-        full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-        rgb = native.yuv_rgb(*_plane_views(frame, layout_), _coefficients(colour.colorspace, full, layout_.bits,
-                                                                          layout_.shift))
+        rgb = native.yuv_rgb(*_plane_views(frame, layout_), _frame_coefficients(frame, colour, layout_))
         if rgb is not None:
             return rgb
     if layout_ is None and bits(frame.format.name) > 8:
@@ -183,6 +181,7 @@ def to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, threads=1)
 
 
+@lru_cache(maxsize=None)
 def bits(pix_fmt: str) -> int:
     """Significant bits of a sample of FFmpeg's pixel format pix_fmt (8 for an unknown name)."""
     try:
@@ -201,8 +200,7 @@ def to_rgb_fine(frame: av.VideoFrame, colour: Colour, rounded: np.ndarray | None
     (natively in the same pass)."""
     lay = layout(frame.format.name)
     if lay is not None:
-        full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
-        k = _coefficients(colour.colorspace, full, lay.bits, lay.shift)
+        k = _frame_coefficients(frame, colour, lay)
         fine = native.yuv_rgb_float(*_plane_views(frame, lay), k, rounded)  # about 3 ms a 720p frame
         if fine is not None:
             return fine
@@ -253,8 +251,7 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
     rng = RANGE_JPEG if full_range else RANGE_MPEG
     lay = layout(pix_fmt)
     if lay is None or lay.alpha:
-        src = av.VideoFrame.from_ndarray(rgb, format="rgb24") if rgb.dtype == np.uint8 else \
-            av.VideoFrame.from_ndarray(np.rint(rgb * np.float32(257)).astype("<u2"), format="rgb48le")
+        src = av.VideoFrame.from_ndarray(rgb, format="rgb24") if rgb.dtype == np.uint8 else rgb48_frame(rgb)
         return src.reformat(format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=rng)
     kr, kb = KR_KB[colour.colorspace]
     kg = 1.0 - kr - kb
@@ -291,6 +288,17 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour, full_range: bool = F
         plane[:] = samples
     frame.colorspace, frame.color_range = colour.colorspace, rng
     return frame
+
+
+def rgb48_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """float32 (H, W, 3) RGB in 8-bit units as a 16-bit RGB frame (rgb48le), rounded to 1/257 of a code."""
+    return av.VideoFrame.from_ndarray(np.rint(rgb * np.float32(257)).astype("<u2"), format="rgb48le")
+
+
+def _frame_coefficients(frame: av.VideoFrame, colour: Colour, lay: Layout) -> np.ndarray:
+    """_coefficients for a decoded frame of layout lay: its range (yuvj formats are full), colour's matrix."""
+    full = frame.color_range == RANGE_JPEG or frame.format.name.startswith("yuvj")
+    return _coefficients(colour.colorspace, full, lay.bits, lay.shift)
 
 
 @lru_cache(maxsize=None)

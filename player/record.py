@@ -458,8 +458,7 @@ def save_image(path: Path, rgb: np.ndarray, fmt: str, png_level: int | None = No
     cc.width, cc.height, cc.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb48be" if fmt == "PNG" else "rgb48le"
     if fmt == "PNG" and png_level is not None:
         cc.options = {"compression_level": str(png_level)}
-    frame = av.VideoFrame.from_ndarray(np.rint(rgb * np.float32(257)).astype("<u2"), format="rgb48le")
-    data = b"".join(bytes(p) for p in [*cc.encode(frame.reformat(format=cc.pix_fmt)), *cc.encode(None)])
+    data = b"".join(bytes(p) for p in [*cc.encode(col.rgb48_frame(rgb).reformat(format=cc.pix_fmt)), *cc.encode(None)])
     try:
         path.write_bytes(data)
     except OSError as e:

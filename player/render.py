@@ -374,8 +374,7 @@ def render(input_path: str | None, out: str, *, track_path: str | None = None, p
         missing = (len(want) - done) if want is not None else 0
         return {"frames": done, "missing": missing, "seconds": wall, "fps": done / wall if wall > 0 else 0.0,
                 "bytes": writer.bytes if sequence else final.stat().st_size, "path": str(final), "span": end - out_track.frames[0],
-                "layout": writer.describe() if raw_out else "",
-                "bits": col.bits(raw_fmt) if raw_out else 8 if not deep else 16 if image or sequence else 10}
+                "layout": writer.describe() if raw_out else "", "bits": col.bits(writer.pix_fmt)}
     finally:
         source.close()
         if tmp is not None:

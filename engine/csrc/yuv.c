@@ -30,6 +30,13 @@ static inline float sample(const uint8_t *row, int depth, int64_t x) {
     return depth == 8 ? (float)row[x] : (float)((const uint16_t *)row)[x];
 }
 
+/* One pixel's R, G and B, unclamped: the tails' arithmetic (the vector loops' lane for lane). */
+static inline void pixel_rgb(float yy, float u, float v, const float *k, float rgb[3]) {
+    rgb[0] = fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR]));
+    rgb[1] = fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG])));
+    rgb[2] = fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB]));
+}
+
 static inline uint8_t to_byte(float v) {
     v = fminf(fmaxf(v, 0.0f), 255.0f);
     return (uint8_t)lrintf(v);  /* round to nearest even, as _mm256_cvtps_epi32 does */
@@ -173,9 +180,9 @@ int rcd_yuv_rgb(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, co
         for (int64_t x = fast; x < w; x++) {
             const int64_t c = (x >> xshift) * cstep;
             const float yy = sample(ry, depth, x * ystep), u = sample(ru, depth, c), v = sample(rv, depth, c);
-            o[3 * x] = to_byte(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
-            o[3 * x + 1] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
-            o[3 * x + 2] = to_byte(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
+            float p[3];
+            pixel_rgb(yy, u, v, k, p);
+            for (int c = 0; c < 3; c++) o[3 * x + c] = to_byte(p[c]);
         }
     }
     return 0;
@@ -217,10 +224,12 @@ int rcd_yuv_rgbf(const uint8_t *py, int64_t sy, const uint8_t *pu, int64_t su, c
         for (int64_t x = fast; x < w; x++) {
             const int64_t c = (x >> xshift) * cstep;
             const float yy = sample(ry, depth, x), u = sample(ru, depth, c), v = sample(rv, depth, c);
-            o[3 * x] = clamp255(fmaf(yy, k[K_Y], fmaf(v, k[K_RV], k[K_DR])));
-            o[3 * x + 1] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_GU], fmaf(v, k[K_GV], k[K_DG]))));
-            o[3 * x + 2] = clamp255(fmaf(yy, k[K_Y], fmaf(u, k[K_BU], k[K_DB])));
-            if (o8) o8[3 * x] = to_byte(o[3 * x]), o8[3 * x + 1] = to_byte(o[3 * x + 1]), o8[3 * x + 2] = to_byte(o[3 * x + 2]);
+            float p[3];
+            pixel_rgb(yy, u, v, k, p);
+            for (int c = 0; c < 3; c++) {
+                o[3 * x + c] = clamp255(p[c]);
+                if (o8) o8[3 * x + c] = to_byte(p[c]);
+            }
         }
     }
     return 0;
